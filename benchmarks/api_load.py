@@ -1,0 +1,232 @@
+"""Status polls under load: ``GET /v1/jobs/{id}`` while a worker trains.
+
+Starts ``inferprune serve`` (embedded SQLite, one worker) on a free loopback port,
+submits a job that keeps the worker training for the whole run, then
+
+1. sends polls at a fixed rate (default 200 requests/s for 20 s, open loop: each
+   request starts on schedule whether or not earlier ones finished) and records each
+   request's latency, and
+2. measures the most polls per second the API serves with a few concurrent clients.
+
+Traffic goes to 127.0.0.1 only and is bounded in count and time. The load generator
+runs on the same two cores as the API and the worker, so it competes with them: the
+numbers are an upper bound on what a client on another machine would see.
+
+Run: ``.venv/bin/python benchmarks/api_load.py`` (writes results/api_load.json and .md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info  # noqa: E402
+
+SPEC = {
+    "arch": "resnet20_cifar",
+    "dataset": "digits",
+    "budget": {"flops": 0.5},
+    "search": {"trials": 200, "seed": 0},
+    "finetune": {"epochs_per_trial": 1, "final_epochs": 1},
+}
+
+
+def start_server(data: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    """Start ``inferprune serve`` with one worker; return the process, URL and token."""
+    env = {**os.environ, "INFERPRUNE_TORCH_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    log = open(data.parent / "server.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--data-dir",
+            str(data),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (data / "client.json").exists():
+            saved = json.loads((data / "client.json").read_text())
+            try:
+                if httpx.get(f"{saved['server']}/healthz", timeout=2).status_code == 200:
+                    return process, saved["server"], saved["token"]
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.3)
+    raise RuntimeError("server did not start")
+
+
+def open_loop(
+    url: str, headers: dict[str, str], rate: float, seconds: float, threads: int
+) -> dict[str, Any]:
+    """Send ``rate`` requests/s for ``seconds`` from ``threads`` senders; return stats."""
+    latencies: list[float] = []
+    errors = 0
+    late = 0
+    lock = threading.Lock()
+    start = time.perf_counter() + 0.5
+    total = int(rate * seconds)
+
+    def sender(index: int) -> None:
+        nonlocal errors, late
+        with httpx.Client(headers=headers, timeout=10) as client:
+            for n in range(index, total, threads):
+                due = start + n / rate
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                elif wait < -0.05:
+                    with lock:
+                        late += 1
+                t0 = time.perf_counter()
+                try:
+                    ok = client.get(url).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                elapsed = (time.perf_counter() - t0) * 1000
+                with lock:
+                    latencies.append(elapsed)
+                    errors += 0 if ok else 1
+
+    workers = [threading.Thread(target=sender, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    duration = time.perf_counter() - start
+    values = np.array(latencies)
+    return {
+        "target_rps": rate,
+        "seconds": seconds,
+        "requests": len(latencies),
+        "achieved_rps": round(len(latencies) / duration, 1),
+        "errors": errors,
+        "late_starts": late,
+        "p50_ms": round(float(np.percentile(values, 50)), 2),
+        "p90_ms": round(float(np.percentile(values, 90)), 2),
+        "p99_ms": round(float(np.percentile(values, 99)), 2),
+        "max_ms": round(float(values.max()), 2),
+    }
+
+
+def closed_loop(url: str, headers: dict[str, str], clients: int, seconds: float) -> dict[str, Any]:
+    """``clients`` back-to-back pollers for ``seconds``; return throughput and latency."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def poller() -> None:
+        with httpx.Client(headers=headers, timeout=10) as client:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                client.get(url)
+                with lock:
+                    latencies.append((time.perf_counter() - t0) * 1000)
+
+    workers = [threading.Thread(target=poller) for _ in range(clients)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "requests": len(latencies),
+        "rps": round(len(latencies) / seconds, 1),
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p99_ms": round(float(np.percentile(latencies, 99)), 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=200.0, help="polls per second")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each run")
+    parser.add_argument("--senders", type=int, default=8, help="threads sending polls")
+    parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        process, server, token = start_server(data)
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            job = httpx.post(
+                f"{server}/v1/jobs",
+                headers=headers,
+                timeout=300,
+                data={"spec": json.dumps(SPEC)},
+                files={"_": ("", b"")},
+            ).json()
+            url = f"{server}/v1/jobs/{job['id']}"
+            deadline = time.monotonic() + 120
+            while httpx.get(url, headers=headers).json()["status"] != "running":
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the worker never started the job")
+                time.sleep(0.5)
+            print("worker is training; measuring", file=sys.stderr)
+            fixed = open_loop(url, headers, args.rate, args.seconds, args.senders)
+            print(f"open loop: {fixed}", file=sys.stderr)
+            peak = closed_loop(url, headers, 4, args.seconds / 2)
+            print(f"closed loop: {peak}", file=sys.stderr)
+            status = httpx.get(url, headers=headers).json()
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)
+    result = {
+        "machine": machine_info(),
+        "open_loop": fixed,
+        "closed_loop": peak,
+        "worker_busy": status["status"] == "running",
+        "trials_done_meanwhile": status["progress"]["trials_done"],
+        "goal": {"rps": 200, "p99_ms": 50},
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "api_load.json").write_text(json.dumps(result, indent=2))
+    m = result["machine"]
+    verdict = (
+        "met" if fixed["p99_ms"] < 50 and fixed["achieved_rps"] >= 0.95 * args.rate else "missed"
+    )
+    (args.out_dir / "api_load.md").write_text(
+        f"""# API load: `GET /v1/jobs/{{id}}` while a worker trains
+
+Machine: {m["cpu"]}, {m["cores"]} cores, Python {m["python"]}, {m["date"]}. The API
+(one uvicorn process, embedded SQLite in WAL mode), one worker training resnet20_cifar
+on digits with one thread, and the load generator ({args.senders} threads) share these
+cores.
+
+| run | requests | rate (req/s) | p50 (ms) | p90 (ms) | p99 (ms) | max (ms) | errors |
+|---|---:|---:|---:|---:|---:|---:|---:|
+| open loop, target {fixed["target_rps"]:.0f}/s | {fixed["requests"]} | {fixed["achieved_rps"]} | {fixed["p50_ms"]} | {fixed["p90_ms"]} | {fixed["p99_ms"]} | {fixed["max_ms"]} | {fixed["errors"]} |
+| closed loop, {peak["clients"]} clients | {peak["requests"]} | {peak["rps"]} | {peak["p50_ms"]} | – | {peak["p99_ms"]} | – | – |
+
+Goal: p99 under 50 ms at 200 requests/s — **{verdict}**. The worker kept training
+throughout ({result["trials_done_meanwhile"]} trials finished during the runs).
+"""
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,429 @@
+"""Where the time of one search trial goes, and how much of it is not training.
+
+A trial of the real search loop (``load_problem`` → ``open_study`` on a SQLite file →
+``run_one_trial``) is split into the stages ``search.objective.run_trial`` times into
+the trial's ``seconds``: sampling, projection onto the budget, applying the plan, cost
+(fvcore), latency (onnxruntime), BatchNorm recalibration, fine-tune, evaluation, and
+storage (``study.tell``, timed by ``run_one_trial``). Two more are measured around it:
+``ask`` (``study.ask()``, until the ``on_ask`` callback) and ``unattributed``, the rest
+of the wall-clock time from ask to the end of the tell that no stage claims (the trial's
+constraints and user attributes are written to the storage after the last stage).
+
+The job is the realistic worst case for overhead: objective ``pareto`` with latency
+(so every trial measures latency) within ``budget.flops`` 0.5 (so samples are
+projected), a SQLite storage file, randomly initialised weights (stage times do not
+depend on weight values, and with an untrained model the pareto screen skips no
+fine-tune), ``--steps-per-trial`` fine-tune steps of batch 64 (default 10: half an
+epoch of ``digits``). Models: ``resnet20_cifar`` on ``digits`` at 3x32x32 and
+``resnet50`` (torchvision) on ``digits`` resized to 3x64x64.
+
+The overhead share is (wall − fine-tune − evaluation) / wall of a trial, median over
+trials; the target is under 10 %. Writes ``trial_overhead.json`` and
+``trial_overhead.md`` to ``--out-dir``. Run from the repository root::
+
+    .venv/bin/python benchmarks/trial_overhead.py            # both models, ~15 min
+    .venv/bin/python benchmarks/trial_overhead.py --quick    # smoke run, ~2 min
+    .venv/bin/python benchmarks/trial_overhead.py --models resnet50 --trials 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from _machine import machine_info
+from sqlalchemy import event
+
+from search import JobSpec, LatencySettings, TrialResult, load_problem, open_study, run_one_trial
+from search.objective import BN_BATCHES
+
+logger = logging.getLogger("benchmarks.trial_overhead")
+
+MODELS: dict[str, tuple[int, int, int]] = {
+    "resnet20_cifar": (3, 32, 32),
+    "resnet50": (3, 64, 64),
+}
+"""Model → input shape it is timed at (always on ``digits``)."""
+
+STAGES = (
+    "ask",
+    "sample",
+    "project",
+    "apply",
+    "cost",
+    "latency",
+    "bn_recal",
+    "finetune",
+    "evaluate",
+    "storage",
+    "unattributed",
+)
+WORK_STAGES = frozenset({"finetune", "evaluate"})
+"""Stages that are the point of a trial; everything else is overhead."""
+OVERHEAD_TARGET = 0.10
+BN_BATCH_SIZE = 64
+"""``recalibrate_batchnorm``'s default batch size, which ``run_trial`` uses."""
+LATENCY_RUNS = LatencySettings().warmup + LatencySettings().repeats
+
+
+# -- machine ----------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """Return what the numbers were measured on (see ``_machine.machine_info``)."""
+    return machine_info() | {
+        "torch_threads": torch.get_num_threads(),
+        "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _busy_cpu_seconds() -> tuple[float, float]:
+    """Return (machine-wide busy CPU seconds incl. steal, this process's CPU seconds)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return busy, sum(os.times()[:4])
+
+
+class Interference:
+    """Average number of cores other processes (and the hypervisor) took since creation."""
+
+    def __init__(self) -> None:
+        self._wall = time.monotonic()
+        self._busy, self._own = _busy_cpu_seconds()
+
+    def cores(self) -> float:
+        """Return the other work in cores: 0 on a quiet machine, 1 for one busy core."""
+        busy, own = _busy_cpu_seconds()
+        others = (busy - self._busy) - (own - self._own)
+        return round(max(0.0, others) / max(time.monotonic() - self._wall, 1e-9), 3)
+
+
+# -- measurement ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrialTiming:
+    """One trial's wall-clock seconds by stage (see :data:`STAGES`), and how many
+    transactions it committed to the storage."""
+
+    number: int
+    wall: float
+    stages: dict[str, float]
+    skipped: str | None
+    commits: int
+
+    @property
+    def overhead_share(self) -> float:
+        """Fraction of the wall time spent outside fine-tuning and evaluation."""
+        work = sum(self.stages.get(s, 0.0) for s in WORK_STAGES)
+        return (self.wall - work) / self.wall
+
+
+def spec_for(arch: str, trials: int, steps_per_trial: int) -> JobSpec:
+    """Return the timed job: pareto with latency, half the MACs, on digits.
+
+    ``trials`` sets the sampler's random start-up as production would (a quarter of the
+    trials, at least 3), so the later trials time TPE's model-based sampling.
+    """
+    return JobSpec.model_validate(
+        {
+            "arch": arch,
+            "input_shape": list(MODELS[arch]),
+            "dataset": "digits",
+            "budget": {"flops": 0.5},
+            "objective": "pareto",
+            "search": {"trials": trials, "sampler": "tpe", "seed": 0},
+            "finetune": {"steps_per_trial": steps_per_trial, "batch_size": 64},
+            "pruning": {"criterion": "l1", "round_to": 8},
+            "latency": {"backend": "onnxruntime", "threads": 1, "batch_size": 1},
+        }
+    )
+
+
+def time_trials(arch: str, trials: int, steps_per_trial: int, workdir: Path) -> dict[str, Any]:
+    """Run ``trials`` trials of ``arch`` on a SQLite study; return per-trial timings."""
+    spec = spec_for(arch, trials, steps_per_trial)
+    started = time.perf_counter()
+    problem = load_problem(spec)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{workdir / f'{arch}.db'}")
+    commits = [0]
+    event.listen(storage.engine, "commit", lambda conn: commits.__setitem__(0, commits[0] + 1))
+    study = open_study(problem, storage)
+    setup_s = time.perf_counter() - started
+    interference = Interference()
+    timings: list[TrialTiming] = []
+    for _ in range(trials):
+        commits_before = commits[0]
+        marks: dict[str, float] = {"start": time.perf_counter()}
+
+        def on_ask(trial: optuna.Trial, marks: dict[str, float] = marks) -> None:
+            marks["asked"] = time.perf_counter()
+
+        def on_trial(result: TrialResult, model: Any, marks: dict[str, float] = marks) -> None:
+            marks["told"] = time.perf_counter()
+
+        result = run_one_trial(problem, study, on_trial=on_trial, on_ask=on_ask)
+        if result is None:
+            raise RuntimeError(f"{arch}: a trial failed")
+        stages = dict(result.seconds)
+        stages["ask"] = marks["asked"] - marks["start"]
+        wall = marks["told"] - marks["start"]
+        stages["unattributed"] = max(0.0, wall - sum(stages.values()))
+        timings.append(
+            TrialTiming(result.number, wall, stages, result.skipped, commits[0] - commits_before)
+        )
+        logger.info(
+            "%s trial %d: %.2f s, overhead %.1f %% (%s)",
+            arch,
+            result.number,
+            wall,
+            100 * timings[-1].overhead_share,
+            ", ".join(f"{k} {v:.2f}" for k, v in stages.items() if v >= 0.05),
+        )
+    full = [t for t in timings if t.skipped is None]
+    medians = {s: statistics.median(t.stages.get(s, 0.0) for t in full) for s in STAGES}
+    wall_median = statistics.median(t.wall for t in full)
+    overhead_s = wall_median - sum(medians[s] for s in WORK_STAGES)
+    step_s = medians["finetune"] / steps_per_trial
+    # (overhead) / (overhead + evaluate + steps * step_s) < target, solved for steps
+    steps_for_target = (overhead_s / OVERHEAD_TARGET - overhead_s - medians["evaluate"]) / step_s
+    return {
+        "arch": arch,
+        "input_shape": MODELS[arch],
+        "groups": len(problem.space.groups),
+        "macs": problem.baseline.cost.macs,
+        "params": problem.baseline.cost.params,
+        "train_samples": len(problem.data.train),
+        "val_samples": len(problem.data.val),
+        "setup_s": round(setup_s, 2),
+        "interference_cores": interference.cores(),
+        "fine_tuned_trials": len(full),
+        "skipped_trials": len(timings) - len(full),
+        "median_s": medians,
+        "median_wall_s": wall_median,
+        "median_overhead_s": overhead_s,
+        "median_overhead_share": statistics.median(t.overhead_share for t in full),
+        "median_commits": statistics.median(t.commits for t in full),
+        "finetune_step_s": step_s,
+        "steps_for_target": math.ceil(steps_for_target),
+        "trials": [
+            {
+                "number": t.number,
+                "wall": t.wall,
+                "skipped": t.skipped,
+                "commits": t.commits,
+                "stages": t.stages,
+            }
+            for t in timings
+        ],
+    }
+
+
+def sqlite_commit_ms(path: Path, *, wal: bool, writes: int = 40) -> float:
+    """Return the median milliseconds of one ``trial.set_user_attr`` on a SQLite study.
+
+    With ``wal`` every connection first runs ``PRAGMA journal_mode=WAL`` and
+    ``PRAGMA synchronous=NORMAL`` (a commit then appends to the log without waiting for
+    the disk); without it SQLite's defaults apply, as with a plain ``sqlite:///`` URL.
+    """
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
+    if wal:
+
+        def pragmas(connection: Any, record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        event.listen(storage.engine, "connect", pragmas)
+        storage.engine.dispose()  # reconnect, so the pragmas apply
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    durations = []
+    for i in range(writes):
+        started = time.perf_counter()
+        trial.set_user_attr(f"attr{i}", i)
+        durations.append(time.perf_counter() - started)
+    study.tell(trial, 0.0)
+    return statistics.median(durations) * 1e3
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def _overhead_ranking(result: dict[str, Any]) -> str:
+    stages = [s for s in STAGES if s not in WORK_STAGES]
+    ranked = sorted(stages, key=lambda s: result["median_s"][s], reverse=True)[:3]
+    wall = result["median_wall_s"]
+    return ", ".join(f"{s} {100 * result['median_s'][s] / wall:.1f} %" for s in ranked)
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    """Return the markdown report: machine, per-stage medians, the verdict and its causes."""
+    m, results = payload["machine"], payload["results"]
+    lib = m["libraries"]
+    sqlite_ms = payload["sqlite_commit_ms"]
+    lines = [
+        "# Trial overhead: where a search trial's time goes",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch on 1 thread; torch {lib['torch']}, "
+        f"optuna {lib['optuna']}, onnxruntime {lib['onnxruntime']}, sqlalchemy "
+        f"{lib['sqlalchemy']}; finished {m['finished_at']}. Objective `pareto` with latency "
+        "(onnxruntime, "
+        f"batch 1, 1 thread, {payload['latency_runs']} runs) within `budget.flops` 0.5, TPE, "
+        f"Optuna storage on a SQLite file, {payload['steps_per_trial']} fine-tune steps of "
+        "batch 64 per trial (half an epoch of `digits`), random initial weights. Medians "
+        "over the trials that were fine-tuned; shares are of the median trial's wall time. "
+        "*ask* and *unattributed* are measured around `run_one_trial` (see the script's "
+        "docstring); the other stages are the trial's own `seconds`.",
+        "",
+        "| stage | "
+        + " | ".join(f"{r['arch']} {'x'.join(map(str, r['input_shape']))}" for r in results)
+        + " |",
+        "|---|" + "---:|" * len(results),
+    ]
+    for stage in STAGES:
+        cells = []
+        for r in results:
+            value = r["median_s"][stage]
+            cells.append(f"{value:.3f} s ({100 * value / r['median_wall_s']:.1f} %)")
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    lines += [
+        "| **trial (wall)** | "
+        + " | ".join(f"**{r['median_wall_s']:.2f} s**" for r in results)
+        + " |",
+        "| **overhead share** (not fine-tune or evaluation) | "
+        + " | ".join(
+            f"**{100 * r['median_overhead_share']:.1f} %** "
+            f"({'pass' if r['median_overhead_share'] < OVERHEAD_TARGET else 'FAIL'})"
+            for r in results
+        )
+        + " |",
+        "| largest overhead stages | " + " | ".join(_overhead_ranking(r) for r in results) + " |",
+        "| storage commits per trial | "
+        + " | ".join(f"{r['median_commits']:g}" for r in results)
+        + " |",
+        "| fine-tune steps per trial for overhead < "
+        f"{100 * OVERHEAD_TARGET:.0f} % | "
+        + " | ".join(
+            f"{r['steps_for_target']} ({r['steps_for_target'] * 64 / r['train_samples']:.1f} "
+            "epochs of digits)"
+            for r in results
+        )
+        + " |",
+        "",
+        f"Target: overhead under {100 * OVERHEAD_TARGET:.0f} % of a trial.",
+        "",
+        "| model | groups | MACs | params | train / val images | trials (fine-tuned) "
+        "| load + open study s | other processes (cores) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['arch']} | {r['groups']} | {r['macs'] / 1e6:.1f} M | "
+            f"{r['params'] / 1e6:.2f} M | {r['train_samples']} / {r['val_samples']} | "
+            f"{len(r['trials'])} ({r['fine_tuned_trials']}) | {r['setup_s']:.1f} | "
+            f"{r['interference_cores']:.2f} |"
+        )
+    lines += [
+        "",
+        "## Where the overhead comes from",
+        "",
+        f"* **bn_recal** forwards {payload['bn_recalibration_images']} training images "
+        "(`search.objective.BN_BATCHES` batches of 64) in every trial, whatever the "
+        "fine-tune length: here "
+        + ", ".join(
+            f"{r['median_s']['bn_recal'] / r['median_s']['finetune']:.0%} of the "
+            f"{payload['steps_per_trial']}-step fine-tune's time ({r['arch']})"
+            for r in results
+        )
+        + ".",
+        "* **latency** exports the candidate to ONNX, opens an onnxruntime session and "
+        f"runs it {payload['latency_runs']} times, in every trial of a job that measures "
+        "latency.",
+        "* **sample**, **unattributed**, **storage**, **ask** are mostly SQLite commits: "
+        "one per group for the sampled widths (`suggest_int`), one per user attribute and "
+        "constraint written after the last stage, one for the tell. One commit costs "
+        f"{sqlite_ms['default']:.1f} ms with SQLite's defaults and "
+        f"{sqlite_ms['wal_normal']:.1f} ms with `journal_mode=WAL` and "
+        "`synchronous=NORMAL` (median of 40 `set_user_attr` calls).",
+        "* **cost** (fvcore on the pruned model) and **apply** are small.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# -- main -------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Return the command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--trials", type=int, default=8, help="trials per model")
+    parser.add_argument("--steps-per-trial", type=int, default=10)
+    parser.add_argument(
+        "--out-dir", type=Path, help="default: benchmarks/results (a temp folder with --quick)"
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run (~2 minutes)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.trials, args.steps_per_trial = 2, 2
+    if args.out_dir is None:
+        quick_dir = Path(tempfile.gettempdir()) / "inferprune-bench-quick"
+        args.out_dir = quick_dir if args.quick else Path(__file__).parent / "results"
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Time the trials and write the JSON and markdown reports."""
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="inferprune-overhead-") as tmp:
+        results = [
+            time_trials(arch, args.trials, args.steps_per_trial, Path(tmp)) for arch in args.models
+        ]
+        sqlite_ms = {
+            "default": sqlite_commit_ms(Path(tmp) / "default.db", wal=False),
+            "wal_normal": sqlite_commit_ms(Path(tmp) / "wal.db", wal=True),
+        }
+    payload = {
+        "benchmark": "trial_overhead",
+        "machine": machine(),
+        "trials": args.trials,
+        "steps_per_trial": args.steps_per_trial,
+        "overhead_target": OVERHEAD_TARGET,
+        "bn_recalibration_images": BN_BATCHES * BN_BATCH_SIZE,
+        "latency_runs": LATENCY_RUNS,
+        "sqlite_commit_ms": sqlite_ms,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "results": results,
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "trial_overhead.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (args.out_dir / "trial_overhead.md").write_text(markdown(payload))
+    logger.info("wrote %s", args.out_dir / "trial_overhead.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""Data sets and deterministic train / val / test splits, ready for one model.
+
+``load_dataset(name, input_shape=...)`` returns :class:`DataSplits` whose splits yield
+normalized float batches of the model's input shape. Names: ``digits`` (real
+handwritten digits bundled with scikit-learn, works offline), ``synthetic`` (seeded,
+learnable, for tests), ``cifar10``, ``cifar100``, ``mnist`` and ``fashion_mnist`` (read
+from a local data root, never downloaded), ``imagefolder:<dir>``, and ``.npz`` files
+(loaded with ``allow_pickle=False``). CIFAR's python version is a pickle: it is read by
+an unpickler that only builds numpy arrays, and the binary version is preferred.
+:func:`inspect_dataset` checks a data set, such as an upload, without loading it all.
+"""
+
+from __future__ import annotations
+
+from models.data._npz import MAX_NPZ_BYTES
+from models.data._registry import DATASETS, describe_datasets, inspect_dataset, load_dataset
+from models.data._root import DATA_ROOT_ENV, resolve_data_root
+from models.data._source import DatasetInfo
+from models.data._split import BatchSource, DataSplits, Normalization, TensorSplit
+
+__all__ = [
+    "DATASETS",
+    "DATA_ROOT_ENV",
+    "MAX_NPZ_BYTES",
+    "BatchSource",
+    "DataSplits",
+    "DatasetInfo",
+    "Normalization",
+    "TensorSplit",
+    "describe_datasets",
+    "inspect_dataset",
+    "load_dataset",
+    "resolve_data_root",
+]

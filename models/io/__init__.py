@@ -1,0 +1,63 @@
+"""Weights in, checkpoints and exports out.
+
+In: :func:`read_state_dict` / :func:`load_weights` take safetensors or a state_dict
+saved by ``torch.save``, read with ``torch.load(..., weights_only=True)``; nothing else
+is ever unpickled. Out: :func:`save_pruned` writes safetensors whose metadata (arch,
+num_classes, input_shape, plan) lets :func:`load_pruned` rebuild the exact structure,
+and :func:`export_model` writes ONNX (dynamic batch), torch.export ``.pt2`` or
+TorchScript, each checked against torch's outputs.
+"""
+
+from __future__ import annotations
+
+from models.io._checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    CheckpointInfo,
+    checkpoint_bytes,
+    load_pruned,
+    read_checkpoint_info,
+    save_pruned,
+)
+from models.io._export import (
+    EXPORT_FORMATS,
+    export_model,
+    export_onnx,
+    export_pt2,
+    export_torchscript,
+    onnx_model_bytes,
+)
+from models.io._model import load_model
+from models.io._weights import (
+    StateDict,
+    WeightsSource,
+    check_finite,
+    fit_state_dict,
+    load_weights,
+    read_state_dict,
+    weights_format,
+)
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "EXPORT_FORMATS",
+    "CheckpointInfo",
+    "StateDict",
+    "WeightsSource",
+    "check_finite",
+    "checkpoint_bytes",
+    "export_model",
+    "export_onnx",
+    "export_pt2",
+    "export_torchscript",
+    "fit_state_dict",
+    "load_model",
+    "load_pruned",
+    "load_weights",
+    "onnx_model_bytes",
+    "read_checkpoint_info",
+    "read_state_dict",
+    "save_pruned",
+    "weights_format",
+]

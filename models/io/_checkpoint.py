@@ -1,0 +1,192 @@
+"""Pruned checkpoints: safetensors whose metadata says how to rebuild the structure."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as save_safetensors_bytes
+from torch import nn
+
+from models.errors import ModelsError, WeightsError
+from models.io._weights import check_finite, fit_state_dict, read_state_dict
+from models.prune import Plan, apply_plan, build_pruning_graph
+from models.zoo import build_model, normalize_shape
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "CheckpointInfo",
+    "checkpoint_bytes",
+    "load_pruned",
+    "read_checkpoint_info",
+    "save_pruned",
+]
+
+CHECKPOINT_FORMAT = "inferprune.pruned"
+CHECKPOINT_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint's metadata says about the network it holds.
+
+    Attributes:
+        arch: zoo architecture name.
+        num_classes: classifier outputs.
+        input_shape: (C, H, W) the model expects.
+        plan: channels kept per group (empty for an unpruned model).
+        round_to: the channel multiple the plan was made with.
+        normalization: ``{"mean": [...], "std": [...]}`` the inputs must be normalized with,
+            if the training data set had one.
+        extra: any other string metadata (for example the job and trial that made it).
+    """
+
+    arch: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    plan: Plan
+    round_to: int = 8
+    normalization: dict[str, list[float]] | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_metadata(self) -> dict[str, str]:
+        """Return the safetensors metadata (all values are strings)."""
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "arch": self.arch,
+            "num_classes": str(self.num_classes),
+            "input_shape": json.dumps(list(self.input_shape)),
+            "plan": self.plan.to_json(),
+            "round_to": str(self.round_to),
+            "torch_version": torch.__version__.split("+")[0],
+        }
+        if self.normalization is not None:
+            meta["normalization"] = json.dumps(self.normalization)
+        for key, value in self.extra.items():
+            meta.setdefault(key, value)
+        return meta
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str]) -> CheckpointInfo:
+        """Parse metadata written by :meth:`to_metadata`.
+
+        Raises:
+            WeightsError: metadata missing or malformed.
+        """
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise WeightsError(
+                "this safetensors file has no inferprune metadata (arch, plan); load it "
+                "with --weights and --arch instead of --pruned"
+            )
+        if meta.get("version") != CHECKPOINT_VERSION:
+            raise WeightsError(f"checkpoint version {meta.get('version')!r} is not supported")
+        try:
+            known = {
+                "format",
+                "version",
+                "arch",
+                "num_classes",
+                "input_shape",
+                "plan",
+                "round_to",
+                "normalization",
+                "torch_version",
+            }
+            return cls(
+                arch=meta["arch"],
+                num_classes=int(meta["num_classes"]),
+                input_shape=normalize_shape(json.loads(meta["input_shape"])),
+                plan=Plan.from_json(meta["plan"]),
+                round_to=int(meta.get("round_to", "8")),
+                normalization=json.loads(meta["normalization"])
+                if "normalization" in meta
+                else None,
+                extra={k: v for k, v in meta.items() if k not in known},
+            )
+        except (KeyError, ValueError, ModelsError) as exc:
+            raise WeightsError(f"malformed checkpoint metadata: {exc}") from None
+
+
+def checkpoint_bytes(model: nn.Module, info: CheckpointInfo) -> bytes:
+    """Return ``model``'s weights as safetensors bytes carrying ``info`` as metadata."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    return save_safetensors_bytes(state, metadata=info.to_metadata())
+
+
+def save_pruned(model: nn.Module, path: str | os.PathLike[str], info: CheckpointInfo) -> Path:
+    """Write ``model`` and its rebuild recipe ``info`` to ``path`` as safetensors.
+
+    Returns:
+        The path written.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(checkpoint_bytes(model, info))
+    tmp.replace(target)
+    return target
+
+
+def read_checkpoint_info(source: str | os.PathLike[str] | bytes) -> CheckpointInfo:
+    """Return the :class:`CheckpointInfo` of a pruned checkpoint without loading tensors.
+
+    Raises:
+        WeightsError: not a safetensors file, or no inferprune metadata.
+    """
+    try:
+        if isinstance(source, bytes):
+            meta = _metadata_from_bytes(source)
+        else:
+            with safe_open(str(source), framework="pt") as handle:
+                meta = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"not a safetensors checkpoint: {exc}") from None
+    return CheckpointInfo.from_metadata(meta)
+
+
+def _metadata_from_bytes(data: bytes) -> dict[str, str]:
+    if len(data) < 8:
+        raise ValueError("file too short")
+    header_len = int.from_bytes(data[:8], "little")
+    if header_len > len(data) - 8:
+        raise ValueError("header longer than the file")
+    header: Any = json.loads(data[8 : 8 + header_len])
+    meta = header.get("__metadata__") or {}
+    return {str(k): str(v) for k, v in meta.items()}
+
+
+def load_pruned(source: str | os.PathLike[str] | bytes) -> tuple[nn.Module, CheckpointInfo]:
+    """Rebuild the exact pruned network stored in a checkpoint and load its weights.
+
+    The architecture is built fresh, the stored plan is replayed (which channels were
+    kept does not matter: the weights overwrite them), and the tensors are loaded
+    strictly.
+
+    Returns:
+        ``(model, info)``: the model in eval mode and the checkpoint's metadata.
+
+    Raises:
+        WeightsError: unreadable, no metadata, or tensors that do not fit the rebuilt model.
+    """
+    info = read_checkpoint_info(source)
+    model = build_model(info.arch, info.num_classes, info.input_shape)
+    if any(True for _ in info.plan.items()):
+        graph = build_pruning_graph(model, info.input_shape, round_to=info.round_to)
+        # replay the plan keeping the first channels: the loaded tensors replace them all
+        first = {g.name: torch.arange(g.channels, 0, -1, dtype=torch.float32) for g in graph.groups}
+        model = apply_plan(
+            model, info.plan, input_shape=info.input_shape, graph=graph, scores=first
+        )
+    state = read_state_dict(source)
+    fit_state_dict(model, state, arch=f"{info.arch} with the stored plan")
+    check_finite(state)
+    model.load_state_dict(state, strict=True)
+    return model.eval(), info

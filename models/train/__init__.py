@@ -1,0 +1,27 @@
+"""Fine-tuning and evaluation of classifiers, and BatchNorm recalibration after pruning.
+
+:func:`fine_tune` trains a model in place (SGD with momentum, cosine learning rate,
+optional distillation from a teacher such as the unpruned model) and raises
+:class:`~models.errors.TrainingDivergedError` when the loss diverges.
+:func:`evaluate` gives top-1 / top-5 accuracy and mean loss. :func:`recalibrate_batchnorm`
+re-estimates BatchNorm statistics after pruning (adaptive BN, as in EagleEye), a cheap
+step that makes a pruned candidate's accuracy meaningful before any fine-tuning.
+
+Every function takes a :class:`~models.data.BatchSource`, runs on the device the
+model's parameters are on, and leaves the model in eval mode.
+"""
+
+from __future__ import annotations
+
+from models.train._batchnorm import recalibrate_batchnorm
+from models.train._evaluate import Evaluation, evaluate
+from models.train._finetune import TrainProgress, TrainResult, fine_tune
+
+__all__ = [
+    "Evaluation",
+    "TrainProgress",
+    "TrainResult",
+    "evaluate",
+    "fine_tune",
+    "recalibrate_batchnorm",
+]

@@ -1,0 +1,267 @@
+"""Fine-tuning: SGD with momentum and a cosine schedule, optionally distilling a teacher."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.data._split import Batch, BatchSource
+from models.errors import DataError, TrainingDivergedError
+from models.train._batches import check_labels, module_device
+from models.train._distill import distillation_loss
+from models.train._schedule import cosine_lr, steps_per_epoch, total_steps
+
+__all__ = ["TrainProgress", "TrainResult", "fine_tune"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """Where a fine-tune is, reported after every step (for progress bars and logs).
+
+    Attributes:
+        step: steps done so far, from 1 to ``total_steps``.
+        total_steps: steps the fine-tune will take if not stopped.
+        epoch: passes over the data done so far (fractional).
+        loss: training loss of this step's batch.
+        lr: learning rate this step used.
+    """
+
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float
+    lr: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a fine-tune did.
+
+    Attributes:
+        steps: optimizer steps taken (fewer than planned if stopped).
+        epochs: passes over the data those steps made (fractional).
+        final_loss: mean training loss of the last tenth of the planned steps (at least
+            one step); NaN if no step was taken.
+        seconds: wall-clock time spent.
+        stopped: ``should_stop`` ended the fine-tune early.
+    """
+
+    steps: int
+    epochs: float
+    final_loss: float
+    seconds: float
+    stopped: bool
+
+
+def _check_hyperparameters(
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    batch_size: int,
+    distill_weight: float,
+    temperature: float,
+) -> None:
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr}")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be zero or positive, got {weight_decay}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if not 0 <= distill_weight <= 1:
+        raise ValueError(f"distill_weight must be in [0, 1], got {distill_weight}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive number, got {temperature}")
+
+
+def _local_rng(device: torch.device) -> AbstractContextManager[None]:
+    """Return a context that restores the global RNG state(s) the fine-tune reseeds."""
+    if device.type == "cpu":
+        return torch.random.fork_rng(devices=[])
+    index = device.index if device.index is not None else torch.accelerator.current_device_index()
+    return torch.random.fork_rng(devices=[index], device_type=device.type)
+
+
+def _stream(
+    data: BatchSource, batch_size: int, per_epoch: int, total: int, seed: int
+) -> Iterator[Batch]:
+    """Yield ``total`` training batches, reshuffled every epoch with ``seed + epoch``."""
+    served = 0
+    epoch = 0
+    while served < total:
+        served_before = served
+        for batch in data.batches(batch_size, shuffle=True, seed=seed + epoch, limit=per_epoch):
+            yield batch
+            served += 1
+            if served == total:
+                return
+        if served == served_before:
+            raise DataError(f"the training split has {len(data)} samples but gave no batch")
+        epoch += 1
+
+
+def _diverged(step: int, total: int, what: str, lr: float, base_lr: float) -> TrainingDivergedError:
+    return TrainingDivergedError(
+        f"training diverged at step {step} of {total}: {what} (learning rate {lr:.3g}). "
+        f"Lower the learning rate (for example lr={base_lr / 10:g}) and try again."
+    )
+
+
+def fine_tune(
+    model: nn.Module,
+    data: BatchSource,
+    *,
+    epochs: float | None = None,
+    steps: int | None = None,
+    lr: float = 0.01,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    batch_size: int = 64,
+    seed: int = 0,
+    teacher: nn.Module | None = None,
+    distill_weight: float = 0.5,
+    temperature: float = 4.0,
+    on_step: Callable[[TrainProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``data``; return what the fine-tune did.
+
+    SGD with Nesterov momentum and weight decay; the learning rate decays from ``lr``
+    to zero along half a cosine over the planned steps. Every epoch reshuffles the data
+    with ``seed + epoch`` and uses only full batches: an epoch is
+    ``len(data) // batch_size`` steps (one step if the split is smaller than a batch).
+    The global torch RNG is reseeded with ``seed`` for the duration (and restored
+    afterwards), so the same seed, data and model give bit-identical weights on the same
+    machine and thread count. Parameters
+    with ``requires_grad=False`` are not trained. The model is left in eval mode, also
+    when an error is raised.
+
+    With a ``teacher`` (typically the unpruned model) the loss mixes cross-entropy with
+    the distillation loss of Hinton et al.:
+    ``(1 - distill_weight) · CE + distill_weight · T² · KL(teacher ‖ student)`` at
+    temperature ``T``. The teacher runs in eval mode without autograd and is never
+    changed; its train/eval mode is restored afterwards.
+
+    Args:
+        model: the classifier to train, giving (B, num_classes) logits.
+        data: the training split.
+        epochs: passes over the data, may be fractional (0.5 = half the batches of one
+            epoch, rounded to the nearest step). Give this or ``steps``.
+        steps: optimizer steps. Give this or ``epochs``.
+        lr: initial learning rate.
+        momentum: SGD momentum, in [0, 1) (Nesterov when positive).
+        weight_decay: L2 penalty applied by SGD to every trained parameter.
+        batch_size: samples per step.
+        seed: seeds the shuffles and any randomness in the model (dropout).
+        teacher: a frozen model to distill from, or ``None`` for plain cross-entropy.
+        distill_weight: share of the distillation term, in [0, 1].
+        temperature: softening temperature of the distillation term.
+        on_step: called after every step with a :class:`TrainProgress`.
+        should_stop: polled before every step; once it returns true the fine-tune
+            ends and the result says ``stopped``.
+
+    Returns:
+        The :class:`TrainResult`.
+
+    Raises:
+        TrainingDivergedError: the loss or the weights became NaN or infinite; the
+            message names the step. The model's weights are then unusable.
+        DataError: ``data`` is empty, or its labels do not fit the model's outputs.
+        ValueError: an argument is out of range, neither or both of ``epochs`` and
+            ``steps`` are given, ``teacher`` is ``model``, or the model has no
+            trainable parameter.
+    """
+    _check_hyperparameters(lr, momentum, weight_decay, batch_size, distill_weight, temperature)
+    if teacher is model:
+        raise ValueError("the teacher must be a separate model (e.g. a copy made before pruning)")
+    samples = len(data)
+    if samples == 0:
+        raise DataError("there are no samples to fine-tune on; the training split is empty")
+    per_epoch = steps_per_epoch(samples, batch_size)
+    total = total_steps(epochs, steps, per_epoch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameter (all have requires_grad=False)")
+    optimizer = torch.optim.SGD(
+        params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0
+    )
+    device = module_device(model)
+    teacher_device = module_device(teacher) if teacher is not None else device
+    teacher_was_training = teacher.training if teacher is not None else False
+    recent: deque[float] = deque(maxlen=max(1, total // 10))
+    done = 0
+    step_lr = lr
+    stopped = False
+    start = time.perf_counter()
+    try:
+        with _local_rng(device):
+            torch.manual_seed(seed)
+            model.train()
+            if teacher is not None:
+                teacher.eval()
+            for step, (inputs, labels) in enumerate(
+                _stream(data, batch_size, per_epoch, total, seed)
+            ):
+                if should_stop is not None and should_stop():
+                    stopped = True
+                    break
+                step_lr = cosine_lr(lr, step, total)
+                for group in optimizer.param_groups:
+                    group["lr"] = step_lr
+                inputs, labels = inputs.to(device), labels.to(device)
+                logits = model(inputs)
+                check_labels(logits, labels)
+                if teacher is None:
+                    loss = F.cross_entropy(logits, labels)
+                else:
+                    with torch.no_grad():
+                        soft_targets = teacher(inputs.to(teacher_device)).to(device)
+                    loss = distillation_loss(
+                        logits, soft_targets, labels, weight=distill_weight, temperature=temperature
+                    )
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise _diverged(step + 1, total, f"the loss became {value}", step_lr, lr)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                done = step + 1
+                recent.append(value)
+                if on_step is not None:
+                    on_step(TrainProgress(done, total, done / per_epoch, value, step_lr))
+            if done and not all(bool(torch.isfinite(p).all()) for p in params):
+                raise _diverged(done, total, "the weights became NaN or infinite", step_lr, lr)
+    finally:
+        model.eval()
+        if teacher is not None:
+            teacher.train(teacher_was_training)
+    seconds = time.perf_counter() - start
+    result = TrainResult(
+        steps=done,
+        epochs=done / per_epoch,
+        final_loss=sum(recent) / len(recent) if recent else math.nan,
+        seconds=seconds,
+        stopped=stopped,
+    )
+    logger.debug(
+        "fine-tuned %d/%d steps (%.2f epochs) in %.1fs, final loss %.4f%s",
+        done,
+        total,
+        result.epochs,
+        seconds,
+        result.final_loss,
+        " (stopped)" if stopped else "",
+    )
+    return result

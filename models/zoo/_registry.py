@@ -1,0 +1,158 @@
+"""The architecture registry: name → builder, plus entry-point plugins."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from torch import nn
+
+from models.errors import ModelsError, UnknownArchitectureError
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "inferprune.models"
+
+InputShape = tuple[int, int, int]
+Builder = Callable[[int, InputShape], nn.Module]
+"""``builder(num_classes, input_shape) -> nn.Module``; input_shape is (C, H, W)."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One entry of the zoo.
+
+    Attributes:
+        name: the registry name users pass as ``--arch``.
+        build: ``build(num_classes, input_shape)`` returning a freshly initialised model.
+        family: where it comes from: ``cifar``, ``small``, ``torchvision`` or ``plugin``.
+        default_input_shape: (C, H, W) the architecture was designed for.
+        default_num_classes: classes of the data set it is usually trained on.
+        min_spatial: the smallest H and W the network accepts.
+    """
+
+    name: str
+    build: Builder
+    family: str
+    default_input_shape: InputShape
+    default_num_classes: int
+    min_spatial: int = 1
+
+
+_REGISTRY: dict[str, Architecture] = {}
+_plugins_loaded = False
+
+
+def register(arch: Architecture) -> Architecture:
+    """Add ``arch`` to the zoo and return it.
+
+    Raises:
+        ModelsError: another architecture already uses the name.
+    """
+    if arch.name in _REGISTRY:
+        raise ModelsError(f"architecture {arch.name!r} is registered twice")
+    _REGISTRY[arch.name] = arch
+    return arch
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _REGISTRY:
+            logger.warning("plugin architecture %r shadows a built-in one; ignored", ep.name)
+            continue
+        try:
+            loaded = ep.load()
+        except Exception:  # a broken plugin must not take the zoo down
+            logger.exception("could not load model plugin %r", ep.name)
+            continue
+        if isinstance(loaded, Architecture):
+            _REGISTRY[ep.name] = loaded
+        else:
+            _REGISTRY[ep.name] = Architecture(
+                name=ep.name,
+                build=loaded,
+                family="plugin",
+                default_input_shape=(3, 224, 224),
+                default_num_classes=1000,
+            )
+
+
+def get_architecture(name: str) -> Architecture:
+    """Return the zoo entry called ``name``.
+
+    Raises:
+        UnknownArchitectureError: no such name; the error lists the closest names.
+    """
+    _load_plugins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        raise UnknownArchitectureError(name, close) from None
+
+
+def list_architectures() -> list[Architecture]:
+    """Return every architecture in the zoo, sorted by family then name."""
+    _load_plugins()
+    return sorted(_REGISTRY.values(), key=lambda a: (a.family, a.name))
+
+
+def build_model(
+    name: str,
+    num_classes: int | None = None,
+    input_shape: InputShape | None = None,
+) -> nn.Module:
+    """Build a freshly initialised model of architecture ``name`` in eval mode.
+
+    Args:
+        name: registry name, e.g. ``resnet20_cifar`` or ``resnet18``.
+        num_classes: size of the classifier output; the architecture's default if None.
+        input_shape: (C, H, W) of one input; the architecture's default if None.
+
+    Returns:
+        The model, on the CPU, in eval mode.
+
+    Raises:
+        UnknownArchitectureError: ``name`` is not in the zoo.
+        ModelsError: ``num_classes`` or ``input_shape`` cannot work for this architecture.
+    """
+    arch = get_architecture(name)
+    classes = arch.default_num_classes if num_classes is None else int(num_classes)
+    shape = arch.default_input_shape if input_shape is None else normalize_shape(input_shape)
+    if classes < 1:
+        raise ModelsError(f"num_classes must be at least 1, got {classes}")
+    if min(shape[1:]) < arch.min_spatial:
+        raise ModelsError(
+            f"{name} needs inputs of at least {arch.min_spatial}x{arch.min_spatial} pixels, "
+            f"got {shape[1]}x{shape[2]}; pass a larger --input-shape"
+        )
+    model = arch.build(classes, shape)
+    return model.eval()
+
+
+def normalize_shape(shape: tuple[int, ...] | list[int] | str) -> InputShape:
+    """Return ``shape`` as a (C, H, W) tuple of positive ints.
+
+    Accepts a sequence or a string such as ``"3,32,32"``.
+
+    Raises:
+        ModelsError: not three positive integers.
+    """
+    values: list[int]
+    try:
+        if isinstance(shape, str):
+            values = [int(v) for v in shape.replace("x", ",").split(",") if v.strip()]
+        else:
+            values = [int(v) for v in shape]
+    except ValueError:
+        raise ModelsError(f"input shape must be C,H,W (three integers), got {shape!r}") from None
+    if len(values) != 3 or min(values) < 1:
+        raise ModelsError(f"input shape must be three positive integers C,H,W, got {shape!r}")
+    return values[0], values[1], values[2]

@@ -1,0 +1,153 @@
+"""The optimization: which channels each group keeps, found by an Optuna study.
+
+A :class:`~search.spec.JobSpec` describes the job. :func:`load_problem` loads its model
+and data once per process; :func:`open_study` creates or resumes the Optuna study;
+:func:`run_search` (or :func:`run_one_trial`, for workers) evaluates candidates;
+:func:`select_best` picks the plan, :func:`finalize` trains it properly, and
+:func:`build_report` / :func:`write_outputs` describe and save the result.
+No HTTP here; :mod:`service` builds the product on top.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "Baseline",
+    "Budget",
+    "BudgetUnreachableError",
+    "FinalModel",
+    "FinetuneSettings",
+    "JobSpec",
+    "LatencySettings",
+    "Measured",
+    "NoFeasibleTrialError",
+    "ParetoPoint",
+    "PruningProblem",
+    "PruningSettings",
+    "ResolvedBudget",
+    "SearchError",
+    "SearchSettings",
+    "SearchSpace",
+    "SpecError",
+    "TrialResult",
+    "build_candidate",
+    "build_report",
+    "checkpoint_info",
+    "count_finished",
+    "directions",
+    "dominance_screen",
+    "feasible_trials",
+    "finalize",
+    "hypervolume",
+    "load_problem",
+    "make_pruner",
+    "make_sampler",
+    "measure_baseline",
+    "objective_names",
+    "open_study",
+    "pareto_front",
+    "plot_pareto",
+    "resolve_budget",
+    "run_one_trial",
+    "run_search",
+    "run_trial",
+    "select_best",
+    "trial_points",
+    "trial_summaries",
+    "write_outputs",
+]
+
+# Names load on first use, so that importing a light part (``search.spec``) does not
+# pull in torch: the API process starts fast and imports the heavy parts only when an
+# upload needs validating.
+_EXPORTS = {
+    "Baseline": "search.problem",
+    "Budget": "search.spec",
+    "BudgetUnreachableError": "search.errors",
+    "FinalModel": "search.final",
+    "FinetuneSettings": "search.spec",
+    "JobSpec": "search.spec",
+    "LatencySettings": "search.spec",
+    "Measured": "search.final",
+    "NoFeasibleTrialError": "search.errors",
+    "ParetoPoint": "search.pareto",
+    "PruningProblem": "search.problem",
+    "PruningSettings": "search.spec",
+    "ResolvedBudget": "search.budget",
+    "SearchError": "search.errors",
+    "SearchSettings": "search.spec",
+    "SearchSpace": "search.space",
+    "SpecError": "search.errors",
+    "TrialResult": "search.objective",
+    "build_candidate": "search.objective",
+    "build_report": "search.report",
+    "checkpoint_info": "search.report",
+    "count_finished": "search.study",
+    "directions": "search.spec",
+    "dominance_screen": "search.runner",
+    "feasible_trials": "search.pareto",
+    "finalize": "search.final",
+    "hypervolume": "search.pareto",
+    "load_problem": "search.problem",
+    "make_pruner": "search.study",
+    "make_sampler": "search.study",
+    "measure_baseline": "search.final",
+    "objective_names": "search.spec",
+    "open_study": "search.study",
+    "pareto_front": "search.pareto",
+    "plot_pareto": "search.pareto",
+    "resolve_budget": "search.budget",
+    "run_one_trial": "search.runner",
+    "run_search": "search.runner",
+    "run_trial": "search.objective",
+    "select_best": "search.pareto",
+    "trial_points": "search.pareto",
+    "trial_summaries": "search.report",
+    "write_outputs": "search.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'search' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # the static view of the same names
+    from search.budget import ResolvedBudget, resolve_budget
+    from search.errors import BudgetUnreachableError, NoFeasibleTrialError, SearchError, SpecError
+    from search.final import FinalModel, Measured, finalize, measure_baseline
+    from search.objective import TrialResult, build_candidate, run_trial
+    from search.pareto import (
+        ParetoPoint,
+        feasible_trials,
+        hypervolume,
+        pareto_front,
+        plot_pareto,
+        select_best,
+        trial_points,
+    )
+    from search.problem import Baseline, PruningProblem, load_problem
+    from search.report import build_report, checkpoint_info, trial_summaries, write_outputs
+    from search.runner import dominance_screen, run_one_trial, run_search
+    from search.space import SearchSpace
+    from search.spec import (
+        Budget,
+        FinetuneSettings,
+        JobSpec,
+        LatencySettings,
+        PruningSettings,
+        SearchSettings,
+        directions,
+        objective_names,
+    )
+    from search.study import count_finished, make_pruner, make_sampler, open_study

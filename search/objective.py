@@ -1,0 +1,287 @@
+"""One trial: plan → prune → BN recalibration → brief fine-tune → measure → score.
+
+The order puts every cheap way to give up before the expensive fine-tune: the plan is
+projected onto the budget analytically; latency (which depends only on the structure)
+is measured before any training and an over-budget candidate stops there; the
+accuracy after BatchNorm recalibration alone is reported to the pruner (single
+objective) or screened against the front (pareto) before fine-tuning.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from torch import nn
+
+from models.cost import measure_cost
+from models.prune import Plan, apply_plan
+from models.train import evaluate, fine_tune, recalibrate_batchnorm
+from search.problem import PruningProblem
+from search.spec import directions
+
+__all__ = [
+    "SCALAR_EXPONENT",
+    "SCREEN_MARGIN",
+    "TrialResult",
+    "build_candidate",
+    "run_trial",
+]
+
+logger = logging.getLogger(__name__)
+
+SCALAR_EXPONENT = -0.07
+"""MnasNet's soft-constraint exponent: ``score = acc * prod((cost / target) ** -0.07)``."""
+
+SCREEN_MARGIN = 0.05
+"""A pareto candidate is skipped when a finished trial no bigger than it was at least this
+much more accurate after BN recalibration alone."""
+
+BN_BATCHES = 8
+"""Batches forwarded to re-estimate BatchNorm statistics of a candidate (EagleEye uses a
+few hundred samples; more costs time and changes little)."""
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What one trial measured; also written to the trial's user attributes.
+
+    Attributes:
+        number: Optuna trial number.
+        plan: channels kept per group (after projection onto the budget).
+        macs, params, size_bytes: measured on the pruned model (fvcore for MACs).
+        macs_predicted: the analytic model's MACs for the plan.
+        latency_ms, latency_p90_ms: median and p90 latency, when measured.
+        proxy_accuracy: validation accuracy after BN recalibration, before fine-tuning.
+        val_accuracy: validation accuracy after fine-tuning (None if skipped).
+        constraints: Optuna constraint values (feasible when all <= 0).
+        skipped: why the fine-tune was skipped (``infeasible``, ``pruned``, ``dominated``),
+            or None.
+        values: the objective values told to Optuna (None for a pruned trial).
+        seconds: wall-clock seconds per stage.
+    """
+
+    number: int
+    plan: Plan
+    macs: int
+    params: int
+    size_bytes: int
+    macs_predicted: int
+    latency_ms: float | None
+    latency_p90_ms: float | None
+    proxy_accuracy: float | None
+    val_accuracy: float | None
+    constraints: dict[str, float]
+    skipped: str | None
+    values: tuple[float, ...] | None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def feasible(self) -> bool:
+        """True if every constraint is met."""
+        return all(v <= 0 for v in self.constraints.values())
+
+    @property
+    def state(self) -> TrialState:
+        """The state to tell Optuna."""
+        return TrialState.PRUNED if self.values is None else TrialState.COMPLETE
+
+    def user_attrs(self) -> dict[str, Any]:
+        """Return the JSON-safe user attributes stored on the trial."""
+        return {
+            "plan": self.plan.to_dict(),
+            "macs": self.macs,
+            "params": self.params,
+            "size_bytes": self.size_bytes,
+            "macs_predicted": self.macs_predicted,
+            "latency_ms": self.latency_ms,
+            "latency_p90_ms": self.latency_p90_ms,
+            "proxy_accuracy": self.proxy_accuracy,
+            "val_accuracy": self.val_accuracy,
+            "feasible": self.feasible,
+            "skipped": self.skipped,
+            "seconds": self.seconds,
+        }
+
+
+def scalar_score(
+    problem: PruningProblem, accuracy: float, macs: float, params: float, latency_ms: float | None
+) -> float:
+    """Return ``accuracy * prod((cost / target) ** SCALAR_EXPONENT)`` over limited costs."""
+    score = accuracy
+    budget = problem.budget
+    for cost, target in (
+        (macs, budget.max_macs),
+        (params, budget.max_params),
+        (latency_ms, budget.max_latency_ms),
+    ):
+        if target is not None and cost is not None and cost > 0:
+            score *= (cost / target) ** SCALAR_EXPONENT
+    return score
+
+
+def build_candidate(problem: PruningProblem, plan: Plan) -> nn.Module:
+    """Return the pruned (not yet recalibrated) model of ``plan``."""
+    return apply_plan(
+        problem.model,
+        plan,
+        problem.spec.pruning.criterion,
+        input_shape=problem.input_shape,
+        graph=problem.graph,
+        scores=problem.scores,
+    )
+
+
+def _values(
+    problem: PruningProblem, accuracy: float, macs: int, params: int, latency_ms: float | None
+) -> tuple[float, ...]:
+    spec = problem.spec
+    macs_ratio = macs / problem.baseline.cost.macs
+    if spec.objective == "pareto":
+        values: tuple[float, ...] = (accuracy, macs_ratio)
+        if spec.measures_latency:
+            values += (latency_ms if latency_ms is not None else float("inf"),)
+        return values
+    if spec.objective == "scalar":
+        return (scalar_score(problem, accuracy, macs, params, latency_ms),)
+    if not spec.budget.has_resource_limit:
+        return (macs_ratio,)
+    return (accuracy,)
+
+
+Screen = Callable[[float, int, float | None], bool]
+"""``screen(proxy_accuracy, macs, latency_ms)`` → True to skip the fine-tune."""
+
+
+def run_trial(
+    problem: PruningProblem,
+    trial: optuna.Trial,
+    *,
+    screen: Screen | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[TrialResult, nn.Module | None]:
+    """Evaluate one candidate for ``trial`` and record it on the trial.
+
+    Sets the trial's constraints (``trial.set_constraint``) and user attributes; the
+    caller tells the study ``result.values`` (or PRUNED when None).
+
+    Args:
+        problem: the job's fixed inputs.
+        trial: a trial from ``study.ask()``.
+        screen: in pareto mode, decides from the proxy accuracy whether to skip the
+            fine-tune of a clearly dominated candidate.
+        should_stop: checked between training steps (cancellation).
+
+    Returns:
+        ``(result, model)``: the measurements and the fine-tuned model (None when the
+        fine-tune was skipped).
+    """
+    spec = problem.spec
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage] = round(seconds.get(stage, 0.0) + now - clock, 6)
+        clock = now
+
+    sampled = problem.space.suggest(trial)
+    lap("sample")
+    plan = problem.space.project(sampled)
+    predicted = problem.space.predict(plan)
+    lap("project")
+    model = build_candidate(problem, plan)
+    lap("apply")
+    cost = measure_cost(model, problem.input_shape)
+    lap("cost")
+    latency = problem.measure_latency(model) if spec.measures_latency else None
+    latency_ms = latency.median_ms if latency else None
+    lap("latency")
+    trial.set_user_attr("sampled", sampled)
+
+    def finish(
+        skipped: str | None,
+        proxy: float | None,
+        accuracy: float | None,
+        values: tuple[float, ...] | None,
+    ) -> TrialResult:
+        constraints = {}
+        if spec.objective != "scalar":
+            constraints = problem.budget.constraints(
+                macs=cost.macs, params=cost.params, latency_ms=latency_ms, accuracy=accuracy
+            )
+        for key, value in constraints.items():
+            trial.set_constraint(key, value)
+        result = TrialResult(
+            number=trial.number,
+            plan=plan,
+            macs=cost.macs,
+            params=cost.params,
+            size_bytes=cost.size_bytes,
+            macs_predicted=predicted.macs,
+            latency_ms=latency_ms,
+            latency_p90_ms=latency.p90_ms if latency else None,
+            proxy_accuracy=proxy,
+            val_accuracy=accuracy,
+            constraints=constraints,
+            skipped=skipped,
+            values=values,
+            seconds=seconds,
+        )
+        for key, value in result.user_attrs().items():
+            trial.set_user_attr(key, value)
+        return result
+
+    over_latency = (
+        problem.budget.max_latency_ms is not None
+        and latency_ms is not None
+        and latency_ms > problem.budget.max_latency_ms
+    )
+    if over_latency or not problem.budget.admits_cost(cost):
+        # structure alone breaks the budget: no training can fix it
+        worst = _values(problem, 0.0, cost.macs, cost.params, latency_ms)
+        return finish("infeasible", None, None, worst), None
+
+    seed = spec.search.seed * 100_003 + trial.number
+    recalibrate_batchnorm(model, problem.data.train, batches=BN_BATCHES, seed=seed)
+    lap("bn_recal")
+    proxy = evaluate(model, problem.data.val).top1
+    lap("evaluate")
+    if len(directions(spec)) == 1:
+        trial.report(proxy, step=0)
+        if trial.should_prune():
+            return finish("pruned", proxy, None, None), None
+    elif screen is not None and screen(proxy, cost.macs, latency_ms):
+        return finish("dominated", proxy, None, None), None
+
+    finetune = spec.finetune
+    if finetune.steps_per_trial or finetune.epochs_per_trial > 0:
+        fine_tune(
+            model,
+            problem.data.train,
+            epochs=None if finetune.steps_per_trial else finetune.epochs_per_trial,
+            steps=finetune.steps_per_trial,
+            lr=finetune.lr,
+            batch_size=finetune.batch_size,
+            seed=seed,
+            should_stop=should_stop,
+        )
+    lap("finetune")
+    accuracy = evaluate(model, problem.data.val).top1
+    lap("evaluate")
+    values = _values(problem, accuracy, cost.macs, cost.params, latency_ms)
+    logger.info(
+        "trial %d: val %.4f (proxy %.4f), MACs %.3f of baseline",
+        trial.number,
+        accuracy,
+        proxy,
+        cost.macs / problem.baseline.cost.macs,
+        extra={"trial": trial.number},
+    )
+    return finish(None, proxy, accuracy, values), model

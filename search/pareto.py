@@ -1,0 +1,261 @@
+"""The accuracy-versus-cost front: non-dominated trials, hypervolume, a plot, the pick."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna._hypervolume import compute_hypervolume
+from optuna.trial import FrozenTrial, TrialState
+
+from search.spec import JobSpec
+
+__all__ = [
+    "ParetoPoint",
+    "feasible_trials",
+    "hypervolume",
+    "pareto_front",
+    "plot_pareto",
+    "select_best",
+    "trial_points",
+]
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    """One finished, measured trial as a point of the trade-off."""
+
+    trial: int
+    val_accuracy: float
+    macs: int
+    params: int
+    latency_ms: float | None
+    feasible: bool
+    plan: dict[str, int]
+    score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the point as API/report JSON."""
+        return {
+            "trial": self.trial,
+            "val_accuracy": self.val_accuracy,
+            "macs": self.macs,
+            "params": self.params,
+            "latency_ms": self.latency_ms,
+            "feasible": self.feasible,
+            "plan": self.plan,
+        }
+
+
+def trial_points(trials: Sequence[FrozenTrial]) -> list[ParetoPoint]:
+    """Return the completed trials that were fine-tuned and measured, as points."""
+    points = []
+    for t in trials:
+        attrs = t.user_attrs
+        if t.state != TrialState.COMPLETE or attrs.get("val_accuracy") is None:
+            continue
+        points.append(
+            ParetoPoint(
+                trial=t.number,
+                val_accuracy=float(attrs["val_accuracy"]),
+                macs=int(attrs["macs"]),
+                params=int(attrs["params"]),
+                latency_ms=attrs.get("latency_ms"),
+                feasible=all(v <= 0 for v in t.constraints.values()),
+                plan=dict(attrs.get("plan", {})),
+                score=t.values[0] if t.values else None,
+            )
+        )
+    return points
+
+
+def feasible_trials(trials: Sequence[FrozenTrial]) -> list[ParetoPoint]:
+    """Return the measured trials that meet every constraint."""
+    return [p for p in trial_points(trials) if p.feasible]
+
+
+def _losses(points: Sequence[ParetoPoint], with_latency: bool) -> np.ndarray:
+    rows = []
+    for p in points:
+        row = [-p.val_accuracy, float(p.macs)]
+        if with_latency:
+            row.append(p.latency_ms if p.latency_ms is not None else math.inf)
+        rows.append(row)
+    return np.asarray(rows, dtype=float).reshape(len(rows), 3 if with_latency else 2)
+
+
+def pareto_front(points: Sequence[ParetoPoint], *, with_latency: bool = False) -> list[ParetoPoint]:
+    """Return the points no other point beats on accuracy, MACs (and latency), by MACs."""
+    if not points:
+        return []
+    losses = _losses(points, with_latency)
+    front = []
+    for i, p in enumerate(points):
+        dominated = np.any(np.all(losses <= losses[i], axis=1) & np.any(losses < losses[i], axis=1))
+        if not dominated:
+            front.append(p)
+    unique = {(p.val_accuracy, p.macs, p.latency_ms): p for p in front}
+    return sorted(unique.values(), key=lambda p: (p.macs, -p.val_accuracy))
+
+
+def hypervolume(
+    points: Sequence[ParetoPoint],
+    baseline_macs: int,
+    *,
+    with_latency: bool = False,
+    baseline_latency_ms: float | None = None,
+) -> float:
+    """Return the hypervolume of the front in (1 - accuracy, MACs ratio[, latency ratio]).
+
+    The reference point is (1, 1[, 1]): zero accuracy at the unpruned model's cost, so the
+    value is in [0, 1] and larger is better.
+    """
+    front = pareto_front(points, with_latency=with_latency)
+    if not front:
+        return 0.0
+    rows = []
+    for p in front:
+        row = [1.0 - p.val_accuracy, p.macs / baseline_macs]
+        if with_latency:
+            if p.latency_ms is None or not baseline_latency_ms:
+                continue
+            row.append(p.latency_ms / baseline_latency_ms)
+        rows.append(row)
+    if not rows:
+        return 0.0
+    data = np.minimum(np.asarray(rows, dtype=float), 1.0)
+    reference = np.ones(data.shape[1])
+    return float(compute_hypervolume(data, reference))
+
+
+def select_best(spec: JobSpec, trials: Sequence[FrozenTrial]) -> ParetoPoint | None:
+    """Return the trial to finalize, or None if no measured trial meets the budget.
+
+    constrained: the most accurate feasible trial (with only an accuracy floor: the
+    smallest feasible one); scalar: the highest score; pareto: the most accurate
+    feasible trial when a resource budget is set, else the front's knee (the point
+    closest to perfect accuracy at zero cost, both axes scaled to the front's range).
+    """
+    points = trial_points(trials)
+    feasible = [p for p in points if p.feasible]
+    if spec.objective == "scalar":
+        scored = [p for p in points if p.score is not None]
+        return max(scored, key=lambda p: (p.score or 0.0, -p.macs)) if scored else None
+    if not feasible:
+        return None
+    if spec.objective == "constrained" and not spec.budget.has_resource_limit:
+        return min(feasible, key=lambda p: (p.macs, -p.val_accuracy))
+    if spec.objective == "constrained" or spec.budget.has_resource_limit:
+        return max(feasible, key=lambda p: (p.val_accuracy, -p.macs))
+    return _knee(pareto_front(feasible, with_latency=spec.measures_latency))
+
+
+def _knee(front: Sequence[ParetoPoint]) -> ParetoPoint:
+    accs = np.array([p.val_accuracy for p in front])
+    macs = np.array([p.macs for p in front], dtype=float)
+    acc_span = max(accs.max() - accs.min(), 1e-12)
+    macs_span = max(macs.max() - macs.min(), 1e-12)
+    distance = ((accs.max() - accs) / acc_span) ** 2 + ((macs - macs.min()) / macs_span) ** 2
+    return front[int(np.argmin(distance))]
+
+
+def plot_pareto(
+    points: Sequence[ParetoPoint],
+    path: str | Path,
+    *,
+    baseline_macs: int,
+    baseline_accuracy: float,
+    chosen: int | None = None,
+    max_macs: int | None = None,
+    title: str = "",
+) -> Path:
+    """Draw validation accuracy against MACs for every measured trial and save a PNG.
+
+    The front is joined by a line, infeasible trials are crosses, the unpruned baseline is
+    a star, the chosen trial is ringed, and a MACs budget is a dashed vertical line.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    target = Path(path)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    try:
+        feasible = [p for p in points if p.feasible]
+        infeasible = [p for p in points if not p.feasible]
+        front = pareto_front(feasible)
+        if feasible:
+            ax.scatter(
+                [p.macs / 1e6 for p in feasible],
+                [p.val_accuracy for p in feasible],
+                s=18,
+                color="#7f8c8d",
+                alpha=0.7,
+                label="trials",
+            )
+        if infeasible:
+            ax.scatter(
+                [p.macs / 1e6 for p in infeasible],
+                [p.val_accuracy for p in infeasible],
+                s=22,
+                marker="x",
+                color="#c0392b",
+                alpha=0.7,
+                label="over budget",
+            )
+        if front:
+            ax.plot(
+                [p.macs / 1e6 for p in front],
+                [p.val_accuracy for p in front],
+                "-o",
+                color="#2471a3",
+                markersize=5,
+                label="Pareto front",
+            )
+        ax.scatter(
+            [baseline_macs / 1e6],
+            [baseline_accuracy],
+            marker="*",
+            s=160,
+            color="#f39c12",
+            zorder=5,
+            label="unpruned",
+        )
+        for p in points:
+            if p.trial == chosen:
+                ax.scatter(
+                    [p.macs / 1e6],
+                    [p.val_accuracy],
+                    s=160,
+                    facecolors="none",
+                    edgecolors="#27ae60",
+                    linewidths=2,
+                    zorder=6,
+                    label=f"chosen (trial {p.trial})",
+                )
+        if max_macs is not None:
+            ax.axvline(
+                max_macs / 1e6, linestyle="--", color="#555555", linewidth=1, label="MACs budget"
+            )
+        ax.set_xlabel("MACs (millions, batch 1)")
+        ax.set_ylabel("validation top-1 accuracy")
+        ax.set_title(title or "accuracy vs compute")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(target)
+    finally:
+        plt.close(fig)
+    return target
+
+
+def trials_of(study: optuna.Study) -> list[FrozenTrial]:
+    """Return every trial of ``study`` without copying."""
+    return study.get_trials(deepcopy=False)

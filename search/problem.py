@@ -1,0 +1,212 @@
+"""Everything fixed about one job, loaded once per worker: model, data, costs, budget."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.cost import AnalyticCost, Cost, Latency, measure_cost, measure_latency
+from models.data import DataSplits, load_dataset
+from models.errors import WeightsError
+from models.io import CheckpointInfo, load_model, read_checkpoint_info
+from models.prune import CALIBRATION_BATCHES, PruningGraph, build_pruning_graph, score_channels
+from models.train import evaluate
+from models.zoo import get_architecture
+from search.budget import ResolvedBudget, resolve_budget
+from search.errors import SpecError
+from search.space import SearchSpace
+from search.spec import JobSpec
+
+__all__ = ["Baseline", "PruningProblem", "load_problem"]
+
+logger = logging.getLogger(__name__)
+
+CALIBRATION_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The unpruned model's measurements, the reference for budgets and reports."""
+
+    cost: Cost
+    val_accuracy: float
+    latency: Latency | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the measurements as report JSON."""
+        return {
+            "macs": self.cost.macs,
+            "params": self.cost.params,
+            "size_bytes": self.cost.size_bytes,
+            "val_accuracy": self.val_accuracy,
+            "latency_ms": self.latency.median_ms if self.latency else None,
+            "latency_p90_ms": self.latency.p90_ms if self.latency else None,
+        }
+
+
+@dataclass(frozen=True)
+class PruningProblem:
+    """One job's fixed inputs, shared by all its trials in a process.
+
+    Attributes:
+        spec: the job spec.
+        model: the unpruned model (never modified; trials prune copies).
+        info: architecture, classes, input shape and normalization of the model.
+        graph: its prunable groups.
+        cost: the analytic cost model of plans.
+        data: the data splits (val chooses, test is kept for the final report).
+        scores: channel importance per group under the spec's criterion, computed once.
+        baseline: the unpruned model's cost, accuracy and (when needed) latency.
+        budget: the spec's budget in absolute units.
+        space: the search space with budget projection.
+        calibration: the batches data-driven criteria looked at.
+        pretrained: whether weights were given (else the model is random).
+    """
+
+    spec: JobSpec
+    model: nn.Module
+    info: CheckpointInfo
+    graph: PruningGraph
+    cost: AnalyticCost
+    data: DataSplits
+    scores: dict[str, torch.Tensor]
+    baseline: Baseline
+    budget: ResolvedBudget
+    space: SearchSpace
+    calibration: list[tuple[torch.Tensor, torch.Tensor]]
+    pretrained: bool
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one input."""
+        return self.info.input_shape
+
+    def measure_latency(self, model: nn.Module, onnx_bytes: bytes | None = None) -> Latency:
+        """Return the latency of ``model`` under the spec's latency settings."""
+        settings = self.spec.latency
+        return measure_latency(
+            model,
+            self.input_shape,
+            backend=settings.backend,
+            threads=settings.threads,
+            batch_size=settings.batch_size,
+            warmup=settings.warmup,
+            repeats=settings.repeats,
+            onnx_bytes=onnx_bytes,
+        )
+
+
+def _stored_info(weights: str | os.PathLike[str] | bytes | None) -> CheckpointInfo | None:
+    if weights is None:
+        return None
+    try:
+        return read_checkpoint_info(weights)
+    except WeightsError:
+        return None  # plain weights: the spec must describe them
+
+
+def load_problem(
+    spec: JobSpec,
+    *,
+    weights: str | os.PathLike[str] | bytes | None = None,
+    dataset: str | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+) -> PruningProblem:
+    """Load the model and data of ``spec`` and measure the baseline.
+
+    Args:
+        spec: the job.
+        weights: the trained model (path or bytes), or None for random initialization.
+        dataset: overrides ``spec.dataset`` (the service passes an uploaded file here).
+        data_root: where public data sets live.
+
+    Returns:
+        The :class:`PruningProblem`.
+
+    Raises:
+        ModelsError: model, weights or data cannot be loaded.
+        SpecError: the model and data disagree (classes, shapes).
+        BudgetUnreachableError: no plan can meet the budget.
+    """
+    started = time.perf_counter()
+    stored = _stored_info(weights)
+    if stored is not None and len(stored.plan):
+        raise SpecError("these weights are already pruned; submit the unpruned model")
+    shape = spec.input_shape or (stored.input_shape if stored else None)
+    shape = shape or get_architecture(spec.arch).default_input_shape
+    classes = spec.num_classes or (stored.num_classes if stored else None)
+    data = load_dataset(
+        dataset or spec.dataset,
+        input_shape=shape,
+        num_classes=classes,
+        root=data_root,
+        seed=spec.search.seed,
+    )
+    model, info = load_model(
+        spec.arch, weights, num_classes=classes or data.num_classes, input_shape=shape
+    )
+    graph = build_pruning_graph(
+        model,
+        info.input_shape,
+        round_to=spec.pruning.round_to,
+        ignored_layers=spec.pruning.ignored_layers,
+    )
+    cost = AnalyticCost(model, graph)
+    calibration = list(
+        data.train.batches(
+            CALIBRATION_BATCH_SIZE, shuffle=True, seed=spec.search.seed, limit=CALIBRATION_BATCHES
+        )
+    )
+    scores = score_channels(
+        model,
+        spec.pruning.criterion,
+        calibration,
+        input_shape=info.input_shape,
+        graph=graph,
+        seed=spec.search.seed,
+    )
+    val_accuracy = evaluate(model, data.val).top1
+    latency = None
+    if spec.measures_latency:
+        latency = measure_latency(
+            model,
+            info.input_shape,
+            backend=spec.latency.backend,
+            threads=spec.latency.threads,
+            batch_size=spec.latency.batch_size,
+            warmup=spec.latency.warmup,
+            repeats=spec.latency.repeats,
+        )
+    baseline = Baseline(measure_cost(model, info.input_shape), val_accuracy, latency)
+    budget = resolve_budget(spec.budget, baseline.cost, val_accuracy)
+    space = SearchSpace(graph, cost, budget)
+    space.check_reachable()
+    logger.info(
+        "loaded %s on %s: %d groups, %d MACs, val accuracy %.4f (%.1f s)",
+        spec.arch,
+        data.name,
+        len(graph.groups),
+        baseline.cost.macs,
+        val_accuracy,
+        time.perf_counter() - started,
+    )
+    return PruningProblem(
+        spec=spec,
+        model=model,
+        info=info,
+        graph=graph,
+        cost=cost,
+        data=data,
+        scores=scores,
+        baseline=baseline,
+        budget=budget,
+        space=space,
+        calibration=calibration,
+        pretrained=weights is not None,
+    )

@@ -1,0 +1,113 @@
+"""Running trials in this process: ask, evaluate, tell, until enough are done."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import optuna
+from optuna.trial import TrialState
+from torch import nn
+
+from models.errors import TrainingDivergedError
+from search.objective import SCREEN_MARGIN, Screen, TrialResult, run_trial
+from search.problem import PruningProblem
+from search.study import count_finished
+
+__all__ = ["OnTrial", "dominance_screen", "run_search", "run_one_trial"]
+
+logger = logging.getLogger(__name__)
+
+OnTrial = Callable[[TrialResult, nn.Module | None], None]
+
+
+def dominance_screen(problem: PruningProblem, study: optuna.Study) -> Screen:
+    """Return the pareto screen: skip a candidate whose BN-recalibrated accuracy is at
+    least :data:`SCREEN_MARGIN` below that of a finished trial that costs no more."""
+
+    def screen(proxy: float, macs: int, latency_ms: float | None) -> bool:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            other = t.user_attrs.get("proxy_accuracy")
+            if other is None or t.user_attrs.get("skipped"):
+                continue
+            cheaper = t.user_attrs.get("macs", macs + 1) <= macs
+            if latency_ms is not None and t.user_attrs.get("latency_ms") is not None:
+                cheaper = cheaper and t.user_attrs["latency_ms"] <= latency_ms
+            if cheaper and other >= proxy + SCREEN_MARGIN:
+                return True
+        return False
+
+    return screen
+
+
+def run_one_trial(
+    problem: PruningProblem,
+    study: optuna.Study,
+    *,
+    on_trial: OnTrial | None = None,
+    on_ask: Callable[[optuna.Trial], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrialResult | None:
+    """Ask the study for a trial, evaluate it and tell the result.
+
+    A diverging fine-tune fails the trial (its error kept in the ``error`` user
+    attribute) and returns None; other errors fail the trial and propagate.
+
+    Args:
+        problem: the job's fixed inputs.
+        study: the job's study.
+        on_trial: called with the result and the fine-tuned model after the tell.
+        on_ask: called with the new trial before any work (workers record its number).
+        should_stop: checked between training steps.
+    """
+    trial = study.ask()
+    if on_ask is not None:
+        on_ask(trial)
+    screen = dominance_screen(problem, study) if len(study.directions) > 1 else None
+    try:
+        result, model = run_trial(problem, trial, screen=screen, should_stop=should_stop)
+    except TrainingDivergedError as exc:
+        trial.set_user_attr("error", str(exc))
+        study.tell(trial, state=TrialState.FAIL)
+        logger.warning("trial %d failed: %s", trial.number, exc, extra={"trial": trial.number})
+        return None
+    except BaseException as exc:
+        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    started = time.perf_counter()
+    if result.values is None:
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, list(result.values))
+    result.seconds["storage"] = round(time.perf_counter() - started, 6)
+    if on_trial is not None:
+        on_trial(result, model)
+    return result
+
+
+def run_search(
+    problem: PruningProblem,
+    study: optuna.Study,
+    *,
+    trials: int,
+    timeout_s: float | None = None,
+    on_trial: OnTrial | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> int:
+    """Run trials until ``trials`` are finished in the study (counting earlier ones, so a
+    resumed study continues), the timeout passes, or ``should_stop`` says so.
+
+    Returns:
+        The number of finished (complete or pruned) trials in the study.
+    """
+    started = time.monotonic()
+    while count_finished(study) < trials:
+        if timeout_s is not None and time.monotonic() - started > timeout_s:
+            logger.info("search timeout after %.0f s", timeout_s)
+            break
+        if should_stop is not None and should_stop():
+            break
+        run_one_trial(problem, study, on_trial=on_trial, should_stop=should_stop)
+    return count_finished(study)

@@ -1,0 +1,189 @@
+"""The search space: one integer per group, and budget-aware projection of samples.
+
+Each prunable group contributes one integer parameter, the channels it keeps, from its
+minimum to its full width in steps of ``round_to``. A sampled width vector that breaks
+the MACs/parameter budget is *projected*: every group is shrunk toward its minimum by
+the same fraction of its slack, the largest fraction that fits (binary search on the
+analytic cost model), then single steps are handed back greedily while the budget
+allows. The objective is thus a deterministic function of the sampled vector, the
+sampler learns on its own coordinates, and nearly every trial is feasible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import optuna
+from optuna.distributions import BaseDistribution, IntDistribution
+
+from models.cost import AnalyticCost, Cost
+from models.prune import ChannelGroup, Plan, PruningGraph
+from search.budget import ResolvedBudget
+from search.errors import BudgetUnreachableError
+
+__all__ = ["SearchSpace"]
+
+_BISECTION_STEPS = 24
+
+
+class SearchSpace:
+    """Widths the search may choose, and how samples are made to fit the budget.
+
+    Immutable after construction; safe to share between threads.
+    """
+
+    def __init__(self, graph: PruningGraph, cost: AnalyticCost, budget: ResolvedBudget) -> None:
+        self.graph = graph
+        self.cost = cost
+        self.budget = budget
+        self.groups: tuple[ChannelGroup, ...] = tuple(g for g in graph.groups if g.prunable)
+
+    # -- parameters ---------------------------------------------------------------------
+    def distributions(self) -> dict[str, BaseDistribution]:
+        """Return the Optuna distribution of every searched group, by group name.
+
+        A group whose width is not ``min + k * step`` (an odd channel count) is searched
+        over the index of its allowed widths instead, under the name ``<group>#index``.
+        """
+        out: dict[str, BaseDistribution] = {}
+        for g in self.groups:
+            if (g.channels - g.min_channels) % g.step == 0:
+                out[g.name] = IntDistribution(g.min_channels, g.channels, step=g.step)
+            else:
+                out[f"{g.name}#index"] = IntDistribution(0, len(g.allowed_widths()) - 1)
+        return out
+
+    def widths_from_params(self, params: Mapping[str, int]) -> dict[str, int]:
+        """Return group widths from a trial's parameters (see :meth:`distributions`)."""
+        widths = {}
+        for g in self.groups:
+            if g.name in params:
+                widths[g.name] = int(params[g.name])
+            elif f"{g.name}#index" in params:
+                widths[g.name] = g.allowed_widths()[int(params[f"{g.name}#index"])]
+            else:
+                widths[g.name] = g.channels
+        return widths
+
+    def params_from_widths(self, widths: Mapping[str, int]) -> dict[str, int]:
+        """Return the trial parameters that give ``widths`` (inverse of the above)."""
+        params = {}
+        for g in self.groups:
+            width = int(widths.get(g.name, g.channels))
+            if (g.channels - g.min_channels) % g.step == 0:
+                params[g.name] = width
+            else:
+                params[f"{g.name}#index"] = g.allowed_widths().index(width)
+        return params
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, int]:
+        """Ask ``trial`` for one width per group and return them (before projection)."""
+        params: dict[str, int] = {}
+        for name, dist in self.distributions().items():
+            assert isinstance(dist, IntDistribution)
+            params[name] = trial.suggest_int(name, dist.low, dist.high, step=dist.step)
+        return self.widths_from_params(params)
+
+    # -- budget -------------------------------------------------------------------------
+    def fits(self, widths: Mapping[str, int]) -> bool:
+        """Return whether ``widths`` meets the MACs and parameter limits (analytically)."""
+        return self.budget.admits_cost(self.cost.predict(widths))
+
+    def smallest(self) -> Plan:
+        """Return the plan keeping every group at its minimum: the cheapest reachable."""
+        return Plan({g.name: g.min_channels for g in self.groups})
+
+    def check_reachable(self) -> None:
+        """Raise :class:`BudgetUnreachableError` if even :meth:`smallest` breaks the budget."""
+        floor = self.cost.predict(self.smallest())
+        if self.budget.admits_cost(floor):
+            return
+        base = self.cost.baseline
+        parts = []
+        if self.budget.max_macs is not None and floor.macs > self.budget.max_macs:
+            parts.append(
+                f"the smallest plan still needs {floor.macs:,} MACs "
+                f"({floor.macs / base.macs:.1%} of the original), over the limit of "
+                f"{self.budget.max_macs:,}; set budget.flops to at least "
+                f"{floor.macs / base.macs:.3f}"
+            )
+        if self.budget.max_params is not None and floor.params > self.budget.max_params:
+            parts.append(
+                f"the smallest plan still has {floor.params:,} parameters "
+                f"({floor.params / base.params:.1%} of the original), over the limit of "
+                f"{self.budget.max_params:,}"
+            )
+        raise BudgetUnreachableError(
+            "; ".join(parts) + " (a smaller pruning.round_to allows narrower layers)"
+        )
+
+    def _shrunk(self, widths: Mapping[str, int], alpha: float) -> dict[str, int]:
+        out = {}
+        for g in self.groups:
+            w = widths.get(g.name, g.channels)
+            if w == g.channels and (g.channels - g.min_channels) % g.step:
+                w = g.min_channels + ((g.channels - g.min_channels) // g.step) * g.step
+            slack_steps = (w - g.min_channels) // g.step
+            out[g.name] = g.min_channels + int(slack_steps * alpha) * g.step
+        return out
+
+    def project(self, widths: Mapping[str, int]) -> Plan:
+        """Return ``widths`` if it fits the budget, else the nearest fitting plan below it.
+
+        Every group shrinks toward its minimum by the same fraction of its slack (the
+        largest that fits), then groups get single steps back, widest deficit first,
+        while the budget allows. Never returns a plan wider than ``widths`` in any group.
+
+        Raises:
+            BudgetUnreachableError: no plan fits (see :meth:`check_reachable`).
+        """
+        full = {g.name: widths.get(g.name, g.channels) for g in self.groups}
+        if self.fits(full):
+            return Plan(full)
+        self.check_reachable()
+        low, high = 0.0, 1.0  # fits at low, not at high
+        for _ in range(_BISECTION_STEPS):
+            mid = (low + high) / 2
+            if self.fits(self._shrunk(full, mid)):
+                low = mid
+            else:
+                high = mid
+        plan = self._shrunk(full, low)
+        by_deficit = sorted(self.groups, key=lambda g: plan[g.name] - full[g.name])
+        for g in by_deficit:
+            while plan[g.name] + g.step <= full[g.name]:
+                plan[g.name] += g.step
+                if not self.fits(plan):
+                    plan[g.name] -= g.step
+                    break
+        return Plan(plan)
+
+    def uniform_at_budget(self) -> Plan:
+        """Return the widest uniform plan (same kept fraction everywhere) that fits.
+
+        This is the usual one-shot baseline (Torch-Pruning's ``pruning_ratio`` chosen to
+        meet the budget); the search starts from it.
+        """
+        top = {g.name: g.channels for g in self.groups}
+        if self.fits(top):
+            return Plan(top)
+        self.check_reachable()
+        low, high = 0.0, 1.0
+        for _ in range(_BISECTION_STEPS):
+            mid = (low + high) / 2
+            if self.fits(self._uniform(mid)):
+                low = mid
+            else:
+                high = mid
+        return Plan(self._uniform(low))
+
+    def _uniform(self, keep: float) -> dict[str, int]:
+        out = {}
+        for g in self.groups:
+            width = int(g.channels * keep)
+            out[g.name] = max(g.min_channels, width - width % g.step)
+        return out
+
+    def predict(self, plan: Mapping[str, int]) -> Cost:
+        """Return the analytic cost of ``plan``."""
+        return self.cost.predict(plan)

@@ -1,0 +1,312 @@
+"""The job spec: what to prune, on which data, within which budget, searched how.
+
+These pydantic models are the one description of a job shared by the CLI, the HTTP API
+and the workers. Field descriptions and examples feed the OpenAPI page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "OBJECTIVES",
+    "Direction",
+    "directions",
+    "objective_names",
+    "SAMPLERS",
+    "Budget",
+    "FinetuneSettings",
+    "JobSpec",
+    "LatencySettings",
+    "PruningSettings",
+    "SearchSettings",
+]
+
+Sampler = Literal["tpe", "gp", "nsga2", "random", "qmc"]
+Objective = Literal["constrained", "pareto", "scalar"]
+Criterion = Literal[
+    "l1",
+    "l2",
+    "fpgm",
+    "hybrid",
+    "random",
+    "taylor",
+    "activation_mean",
+    "activation_l2",
+    "apoz",
+]
+"""The criteria of :mod:`models.criteria`, listed here so that the spec (and the API
+process) does not import torch; a test keeps the two lists equal."""
+
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+CRITERION_NAMES: tuple[str, ...] = get_args(Criterion)
+MAX_TRIALS = 10_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Budget(_Strict):
+    """Resource limits the pruned model must meet, and the accuracy it may lose.
+
+    Every limit is optional; ``constrained`` and ``scalar`` jobs need at least one.
+    """
+
+    flops: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        examples=[0.5],
+        description="Keep at most this fraction of the original model's MACs "
+        "(multiply-accumulates at batch 1, often called FLOPs). 0.5 halves the compute.",
+    )
+    macs: int | None = Field(
+        None,
+        gt=0,
+        examples=[20_000_000],
+        description="Absolute MACs limit at batch 1; combined with `flops`, the smaller wins.",
+    )
+    params: float | None = Field(
+        None,
+        gt=0,
+        examples=[0.5],
+        description="Parameter limit: a fraction of the original's if <= 1, else a count.",
+    )
+    latency_ms: float | None = Field(
+        None,
+        gt=0,
+        examples=[2.5],
+        description="Median latency limit in milliseconds, measured where the worker runs "
+        "with the `latency` settings.",
+    )
+    max_accuracy_drop: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        examples=[0.01],
+        description="Largest allowed drop of validation top-1 accuracy (a fraction: 0.01 is "
+        "one point). Alone, it asks for the smallest model within that drop.",
+    )
+
+    @property
+    def has_resource_limit(self) -> bool:
+        """True if any of MACs, parameters or latency is limited."""
+        return any(v is not None for v in (self.flops, self.macs, self.params, self.latency_ms))
+
+    @property
+    def is_empty(self) -> bool:
+        """True if nothing at all is limited."""
+        return not self.has_resource_limit and self.max_accuracy_drop is None
+
+
+class SearchSettings(_Strict):
+    """How the Optuna study searches."""
+
+    trials: int = Field(
+        20, ge=1, le=MAX_TRIALS, description="Number of candidate plans to evaluate."
+    )
+    sampler: Sampler = Field(
+        "tpe",
+        description="tpe (default, Bayesian, handles constraints), gp (Gaussian-process "
+        "Bayesian optimization), nsga2 (evolutionary, good for pareto), random, qmc "
+        "(Sobol quasi-random).",
+    )
+    seed: int = Field(0, ge=0, description="Seeds the sampler, the split and the training.")
+    timeout_s: float | None = Field(
+        None, gt=0, description="Stop starting new trials after this many seconds."
+    )
+
+
+class FinetuneSettings(_Strict):
+    """Training of each candidate, and of the chosen one."""
+
+    epochs_per_trial: float = Field(
+        1.0,
+        ge=0,
+        le=1000,
+        description="Fine-tuning epochs per trial (fractions allowed; 0 = BatchNorm "
+        "recalibration only).",
+    )
+    steps_per_trial: int | None = Field(
+        None, ge=1, description="Fine-tune each trial this many steps instead of epochs."
+    )
+    final_epochs: float = Field(
+        3.0, ge=0, le=10_000, description="Fine-tuning epochs of the chosen plan."
+    )
+    lr: float = Field(0.01, gt=0, le=10, description="Initial learning rate (cosine decay).")
+    batch_size: int = Field(64, ge=1, le=4096, description="Samples per training step.")
+    distill: bool = Field(
+        False, description="Distill the unpruned model into the chosen one when finalizing."
+    )
+
+
+class PruningSettings(_Strict):
+    """How a plan becomes a pruned model."""
+
+    criterion: Criterion = Field("l1", description="Which channels of a group go first.")
+    round_to: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Kept channels are multiples of this unless a layer is narrower.",
+    )
+    ignored_layers: tuple[str, ...] = Field(
+        (), description="Module paths whose output channels are never pruned."
+    )
+
+
+class LatencySettings(_Strict):
+    """How latency is measured on the worker's machine."""
+
+    backend: Literal["onnxruntime", "torch"] = Field("onnxruntime", description="Runtime to time.")
+    threads: int = Field(1, ge=1, le=256, description="Intra-op threads.")
+    batch_size: int = Field(1, ge=1, le=1024, description="Inputs per forward pass.")
+    warmup: int = Field(5, ge=0, le=1000, description="Untimed runs first.")
+    repeats: int = Field(30, ge=3, le=10_000, description="Timed runs (median and p10/p90).")
+
+
+Shape = Annotated[tuple[int, int, int], Field(description="(C, H, W) of one input.")]
+
+
+class JobSpec(_Strict):
+    """A pruning job: model, data, budget, objective and search settings."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "arch": "resnet20_cifar",
+                    "num_classes": 10,
+                    "input_shape": [3, 32, 32],
+                    "dataset": "digits",
+                    "budget": {"flops": 0.5},
+                    "objective": "constrained",
+                    "search": {"trials": 20, "sampler": "tpe", "seed": 0},
+                    "finetune": {"epochs_per_trial": 1, "final_epochs": 3},
+                }
+            ]
+        },
+    )
+
+    arch: str = Field(..., examples=["resnet20_cifar"], description="Zoo architecture name.")
+    num_classes: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        examples=[10],
+        description="Classifier outputs; the data set's number of classes if omitted.",
+    )
+    input_shape: Shape | None = Field(
+        None, examples=[[3, 32, 32]], description="(C, H, W); the architecture's if omitted."
+    )
+    dataset: str = Field(
+        "digits",
+        examples=["digits"],
+        description="digits, synthetic, cifar10, cifar100, mnist, fashion_mnist (from the "
+        "worker's data root), or `upload` for the uploaded file.",
+    )
+    budget: Budget = Field(default_factory=Budget)
+    objective: Objective = Field(
+        "constrained",
+        description="constrained: best accuracy within the budget; pareto: accuracy vs "
+        "MACs (and latency) trade-off; scalar: accuracy with a soft resource penalty.",
+    )
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
+    pruning: PruningSettings = Field(default_factory=PruningSettings)
+    latency: LatencySettings = Field(default_factory=LatencySettings)
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, value: str) -> str:
+        from models.errors import UnknownArchitectureError
+        from models.zoo import get_architecture
+
+        try:
+            get_architecture(value)
+        except UnknownArchitectureError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("input_shape")
+    @classmethod
+    def _positive_shape(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError("input_shape must be three positive integers (C, H, W)")
+        return value
+
+    @model_validator(mode="after")
+    def _objective_needs(self) -> JobSpec:
+        if self.objective == "constrained" and self.budget.is_empty:
+            raise ValueError(
+                "a constrained job needs a budget: set budget.flops (e.g. 0.5), budget.macs, "
+                "budget.params, budget.latency_ms or budget.max_accuracy_drop; or use "
+                'objective "pareto" to see the whole trade-off'
+            )
+        if self.objective == "scalar" and not self.budget.has_resource_limit:
+            raise ValueError(
+                "a scalar job penalizes cost above a target: set budget.flops, budget.macs, "
+                "budget.params or budget.latency_ms"
+            )
+        return self
+
+    @property
+    def measures_latency(self) -> bool:
+        """True if trials must measure latency (a latency limit, or latency set explicitly
+        for a pareto job)."""
+        return self.budget.latency_ms is not None or (
+            self.objective == "pareto" and "latency" in self.model_fields_set
+        )
+
+    def fingerprint(self) -> str:
+        """Return a short stable hash of what defines the search (names studies so that a
+        rerun resumes them). The trial count, timeout and final fine-tune are left out:
+        asking for more trials continues the same study."""
+        data = self.model_dump(mode="json")
+        data["search"].pop("trials")
+        data["search"].pop("timeout_s")
+        data["finetune"].pop("final_epochs")
+        data["finetune"].pop("distill")
+        text = json.dumps(data, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def study_name(self) -> str:
+        """Return the default Optuna study name for this spec."""
+        return f"inferprune-{self.arch}-{self.fingerprint()}"
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Return the spec as plain JSON data."""
+        return self.model_dump(mode="json")
+
+
+Direction = Literal["minimize", "maximize"]
+
+
+def directions(spec: JobSpec) -> list[Direction]:
+    """Return the Optuna directions of the spec's objective(s)."""
+    if spec.objective == "pareto":
+        dirs: list[Direction] = ["maximize", "minimize"]
+        if spec.measures_latency:
+            dirs.append("minimize")
+        return dirs
+    if spec.objective == "constrained" and not spec.budget.has_resource_limit:
+        return ["minimize"]  # only an accuracy floor: the smallest model within it
+    return ["maximize"]
+
+
+def objective_names(spec: JobSpec) -> list[str]:
+    """Return human names of the objective values, in order."""
+    if spec.objective == "pareto":
+        names = ["val_accuracy", "macs_ratio"]
+        return names + ["latency_ms"] if spec.measures_latency else names
+    if spec.objective == "constrained" and not spec.budget.has_resource_limit:
+        return ["macs_ratio"]
+    return ["score"] if spec.objective == "scalar" else ["val_accuracy"]

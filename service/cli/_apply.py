@@ -1,0 +1,258 @@
+"""``inferprune apply`` and ``inferprune export``: one pruning, and deployable files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from service.cli._arguments import (
+    add_data_arguments,
+    add_json_argument,
+    add_model_arguments,
+    input_shape,
+    positive_float,
+    positive_int,
+)
+from service.cli._console import console, human_bytes, human_count, print_json
+
+
+def register(commands: Any) -> None:
+    """Add the ``apply`` and ``export`` commands."""
+    apply = commands.add_parser(
+        "apply",
+        help="prune a model with a given plan or a uniform ratio",
+        description="Physically prune a model: every group keeps the channels the plan "
+        "says (--plan, a JSON object {group: channels}, e.g. a report's best plan) or "
+        "loses the fraction R of its channels (--ratio R, Torch-Pruning's uniform "
+        "pruning_ratio). The lowest-scoring channels under --criterion go. With "
+        "--dataset, data criteria get calibration batches and --finetune-epochs "
+        "recovers accuracy.",
+    )
+    add_model_arguments(apply, arch_required=False)
+    apply.add_argument(
+        "--weights",
+        metavar="F",
+        help="weights to prune (a checkpoint from `train` also sets --arch)",
+    )
+    how = apply.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--plan",
+        type=Path,
+        metavar="PLAN.json",
+        help="channels to keep per group (see `inferprune groups`)",
+    )
+    how.add_argument(
+        "--ratio",
+        type=float,
+        metavar="R",
+        help="remove the fraction R of every group's channels, 0 <= R < 1",
+    )
+    apply.add_argument(
+        "--criterion",
+        default="l1",
+        metavar="C",
+        help="which channels go: l1 (default), l2, fpgm, hybrid, random, "
+        "taylor, activation_mean, activation_l2, apoz (the last four need "
+        "--dataset)",
+    )
+    add_data_arguments(apply, required=False)
+    apply.add_argument(
+        "--finetune-epochs",
+        type=positive_float,
+        metavar="E",
+        help="fine-tune the pruned model for E epochs (needs --dataset)",
+    )
+    apply.add_argument(
+        "--lr",
+        type=positive_float,
+        default=0.01,
+        metavar="LR",
+        help="fine-tuning learning rate (default: 0.01)",
+    )
+    apply.add_argument(
+        "--round-to",
+        type=positive_int,
+        default=8,
+        metavar="R",
+        help="channel multiple for --ratio (default: 8)",
+    )
+    apply.add_argument("--seed", type=int, default=0, metavar="S", help="default: 0")
+    apply.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="where to write the pruned checkpoint (.safetensors)",
+    )
+    add_json_argument(apply)
+    apply.set_defaults(handler=run_apply)
+
+    export = commands.add_parser(
+        "export",
+        help="export a checkpoint to ONNX, torch.export (.pt2) or TorchScript",
+        description="Write a checkpoint in a format that runs without inferprune: ONNX "
+        "(dynamic batch), torch.export .pt2 or TorchScript. Every export is loaded back "
+        "and its outputs compared with torch's.",
+    )
+    export.add_argument(
+        "checkpoint",
+        type=Path,
+        metavar="PRUNED.safetensors",
+        help="a checkpoint written by `train`, `apply`, `prune` or the service",
+    )
+    export.add_argument(
+        "--format", required=True, choices=("onnx", "pt2", "torchscript"), help="output format"
+    )
+    export.add_argument(
+        "-o", "--output", required=True, type=Path, metavar="OUT", help="file to write"
+    )
+    add_json_argument(export)
+    export.set_defaults(handler=run_export)
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    """Prune once, optionally fine-tune, save."""
+    from models.cost import measure_cost
+    from models.data import load_dataset
+    from models.errors import ModelsError
+    from models.io import CheckpointInfo, load_model, save_pruned
+    from models.prune import (
+        CALIBRATION_BATCHES,
+        Plan,
+        apply_plan,
+        build_pruning_graph,
+        uniform_plan,
+    )
+    from models.train import evaluate, fine_tune, recalibrate_batchnorm
+
+    if args.finetune_epochs and not args.dataset:
+        raise ModelsError("--finetune-epochs needs --dataset to train on")
+    model, info = load_model(
+        args.arch, args.weights, num_classes=args.num_classes, input_shape=input_shape(args)
+    )
+    if len(info.plan):
+        raise ModelsError("this checkpoint is already pruned; prune the unpruned model instead")
+    shape = info.input_shape
+    graph = build_pruning_graph(model, shape, round_to=args.round_to)
+    if args.plan is not None:
+        try:
+            plan = Plan.from_json(args.plan.read_text())
+        except OSError as exc:
+            raise ModelsError(f"cannot read plan {args.plan}: {exc.strerror}") from None
+    else:
+        plan = uniform_plan(graph, args.ratio)
+    data = None
+    calib = None
+    if args.dataset:
+        data = load_dataset(
+            args.dataset,
+            input_shape=shape,
+            num_classes=info.num_classes,
+            root=args.data_root,
+            seed=args.seed,
+        )
+        calib = list(
+            data.train.batches(32, shuffle=True, seed=args.seed, limit=CALIBRATION_BATCHES)
+        )
+    before = measure_cost(model, shape)
+    pruned = apply_plan(
+        model, plan, args.criterion, calib, input_shape=shape, graph=graph, seed=args.seed
+    )
+    val = None
+    if data is not None:
+        recalibrate_batchnorm(pruned, data.train, seed=args.seed)
+        if args.finetune_epochs:
+            with console.status("fine-tuning...", spinner="dots"):
+                fine_tune(
+                    pruned,
+                    data.train,
+                    epochs=args.finetune_epochs,
+                    lr=args.lr,
+                    seed=args.seed,
+                    teacher=None,
+                )
+        val = evaluate(pruned, data.val).top1
+    after = measure_cost(pruned, shape)
+    full_plan = {g.name: plan.width(g) for g in graph.groups}
+    out = CheckpointInfo(
+        info.arch,
+        info.num_classes,
+        shape,
+        Plan(full_plan),
+        round_to=args.round_to,
+        normalization=info.normalization,
+        extra={"criterion": args.criterion},
+    )
+    path = save_pruned(pruned, args.output, out)
+    result = {
+        "arch": info.arch,
+        "criterion": args.criterion,
+        "plan": full_plan,
+        "before": {"macs": before.macs, "params": before.params, "size_bytes": before.size_bytes},
+        "after": {"macs": after.macs, "params": after.params, "size_bytes": after.size_bytes},
+        "macs_ratio": after.macs / before.macs,
+        "params_ratio": after.params / before.params,
+        "val_accuracy": val,
+        "output": str(path),
+    }
+    if args.json:
+        print_json(result)
+        return 0
+    table = Table(title=f"pruned {info.arch} ({args.criterion})")
+    table.add_column("")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    table.add_column("kept", justify="right")
+    table.add_row(
+        "MACs", human_count(before.macs), human_count(after.macs), f"{after.macs / before.macs:.1%}"
+    )
+    table.add_row(
+        "parameters",
+        human_count(before.params),
+        human_count(after.params),
+        f"{after.params / before.params:.1%}",
+    )
+    table.add_row(
+        "size",
+        human_bytes(before.size_bytes),
+        human_bytes(after.size_bytes),
+        f"{after.size_bytes / before.size_bytes:.1%}",
+    )
+    if val is not None:
+        table.add_row("val accuracy", "", f"{val:.2%}", "")
+    console.print(table)
+    console.print(f"saved [bold]{path}[/]")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Export a checkpoint."""
+    from models.io import export_model, load_model
+
+    model, info = load_model(weights=args.checkpoint)
+    with console.status(f"exporting to {args.format} and checking it...", spinner="dots"):
+        export_model(model, info.input_shape, args.format, args.output)
+    if args.json:
+        print_json(
+            {
+                "arch": info.arch,
+                "format": args.format,
+                "output": str(args.output),
+                "input_shape": list(info.input_shape),
+                "normalization": info.normalization,
+            }
+        )
+        return 0
+    console.print(
+        f"wrote [bold]{args.output}[/] ({args.format}, input "
+        f"{'x'.join(map(str, info.input_shape))}, outputs checked against torch)"
+    )
+    if info.normalization:
+        mean = ", ".join(f"{v:.4f}" for v in info.normalization["mean"])
+        std = ", ".join(f"{v:.4f}" for v in info.normalization["std"])
+        console.print(f"inputs: pixels scaled to [0, 1], then (x - [{mean}]) / [{std}] per channel")
+    return 0

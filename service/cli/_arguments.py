@@ -1,0 +1,94 @@
+"""Argument groups several commands share, and turning them into objects."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, arch_required: bool) -> None:
+    """Add --arch, --num-classes and --input-shape."""
+    parser.add_argument(
+        "--arch",
+        required=arch_required,
+        metavar="A",
+        help="architecture name, e.g. resnet20_cifar, resnet18, mobilenet_v2 "
+        "(`inferprune groups --list` shows them all)",
+    )
+    parser.add_argument(
+        "--num-classes",
+        type=positive_int,
+        metavar="N",
+        help="classifier outputs (default: the data set's, else the architecture's)",
+    )
+    parser.add_argument(
+        "--input-shape",
+        metavar="C,H,W",
+        help="shape of one input, e.g. 3,32,32 (default: the architecture's)",
+    )
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """Add --dataset and --data-root."""
+    parser.add_argument(
+        "--dataset",
+        required=required,
+        metavar="D",
+        help="digits (bundled, offline), synthetic, cifar10, cifar100, mnist, fashion_mnist "
+        "(from --data-root), imagefolder:DIR, or a .npz file",
+    )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        metavar="DIR",
+        help="where cifar10/mnist/... files live (default: $INFERPRUNE_DATA_ROOT or "
+        "~/.cache/inferprune/data); nothing is ever downloaded",
+    )
+
+
+def add_json_argument(parser: argparse.ArgumentParser) -> None:
+    """Add --json."""
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object on stdout instead of tables"
+    )
+
+
+def input_shape(args: argparse.Namespace) -> Any:
+    """Return ``--input-shape`` parsed, or None."""
+    from models.zoo import normalize_shape
+
+    return normalize_shape(args.input_shape) if args.input_shape else None

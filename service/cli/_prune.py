@@ -1,0 +1,392 @@
+"""``inferprune prune``: the whole search on this machine, with live progress."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from service.cli._arguments import (
+    add_data_arguments,
+    add_json_argument,
+    add_model_arguments,
+    fraction,
+    input_shape,
+    positive_float,
+    positive_int,
+)
+from service.cli._console import console, human_bytes, human_count, print_json, progress_bar
+
+
+def register(commands: Any) -> None:
+    """Add the ``prune`` command."""
+    prune = commands.add_parser(
+        "prune",
+        help="search per-layer filter counts for a budget and write the pruned model",
+        description="Bayesian optimization (Optuna) over how many filters each group keeps. "
+        "Every candidate is pruned for real, BatchNorm-recalibrated, briefly fine-tuned "
+        "and measured (MACs, parameters, latency on this machine). The best plan within "
+        "the budget is fine-tuned longer and evaluated on a test split the search never "
+        "saw. Writes report.json, model.safetensors, model.onnx and pareto.png to --out. "
+        "Interrupt with Ctrl-C and run the same command again to resume.",
+    )
+    add_model_arguments(prune, arch_required=False)
+    prune.add_argument(
+        "--weights",
+        metavar="F",
+        help="the trained model (a checkpoint from `train` also sets --arch); "
+        "without it the model starts from random weights",
+    )
+    add_data_arguments(prune, required=True)
+    budget = prune.add_argument_group("budget (at least one for the constrained objective)")
+    budget.add_argument(
+        "--flops",
+        type=fraction,
+        metavar="R",
+        help="keep at most the fraction R of the original MACs (0.5 = half)",
+    )
+    budget.add_argument("--macs", type=positive_int, metavar="N", help="absolute MACs limit")
+    budget.add_argument(
+        "--params",
+        type=positive_float,
+        metavar="X",
+        help="parameter limit: a fraction if <= 1, else a count",
+    )
+    budget.add_argument(
+        "--latency-ms",
+        type=positive_float,
+        metavar="L",
+        help="median latency limit on this machine, in milliseconds",
+    )
+    budget.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="X",
+        help="allowed drop of validation accuracy (0.01 = one point); alone, "
+        "asks for the smallest model within it",
+    )
+    search = prune.add_argument_group("search")
+    search.add_argument(
+        "--trials",
+        type=positive_int,
+        required=True,
+        metavar="N",
+        help="candidates to evaluate (a resumed study counts earlier ones)",
+    )
+    search.add_argument(
+        "--objective",
+        choices=("constrained", "pareto", "scalar"),
+        default="constrained",
+        help="constrained (default): best accuracy within the budget; "
+        "pareto: the accuracy/MACs trade-off; scalar: accuracy with a soft "
+        "penalty (acc * (cost/target)^-0.07)",
+    )
+    search.add_argument(
+        "--sampler",
+        choices=("tpe", "gp", "nsga2", "random", "qmc"),
+        default="tpe",
+        help="default: tpe",
+    )
+    search.add_argument("--seed", type=int, default=0, metavar="S", help="default: 0")
+    search.add_argument(
+        "--timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="start no new trial after this long",
+    )
+    search.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage URL (default: sqlite:///OUT/study.db); open it "
+        "with optuna-dashboard while the search runs",
+    )
+    search.add_argument(
+        "--study-name", metavar="NAME", help="default: derived from the spec, so a rerun resumes"
+    )
+    train = prune.add_argument_group("training")
+    train.add_argument(
+        "--epochs-per-trial",
+        type=float,
+        default=1.0,
+        metavar="E",
+        help="fine-tuning epochs per candidate (default: 1; 0 = BN recalibration only)",
+    )
+    train.add_argument(
+        "--steps-per-trial",
+        type=positive_int,
+        metavar="N",
+        help="fine-tune each candidate N steps instead",
+    )
+    train.add_argument(
+        "--final-epochs",
+        type=float,
+        default=3.0,
+        metavar="E",
+        help="fine-tuning epochs of the chosen plan (default: 3)",
+    )
+    train.add_argument(
+        "--lr",
+        type=positive_float,
+        default=0.01,
+        metavar="LR",
+        help="learning rate (default: 0.01)",
+    )
+    train.add_argument(
+        "--batch-size", type=positive_int, default=64, metavar="B", help="default: 64"
+    )
+    train.add_argument(
+        "--distill", action="store_true", help="distill the unpruned model into the chosen one"
+    )
+    pruning = prune.add_argument_group("pruning and latency")
+    pruning.add_argument(
+        "--criterion",
+        default="l1",
+        metavar="C",
+        help="which channels go first (default: l1; see `apply --help`)",
+    )
+    pruning.add_argument(
+        "--round-to",
+        type=positive_int,
+        default=8,
+        metavar="R",
+        help="channel multiple (default: 8)",
+    )
+    pruning.add_argument(
+        "--latency-backend",
+        choices=("onnxruntime", "torch"),
+        help="runtime latency is measured with (default: onnxruntime)",
+    )
+    pruning.add_argument(
+        "--latency-threads",
+        type=positive_int,
+        metavar="T",
+        help="threads for latency measurement (default: 1)",
+    )
+    prune.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    add_json_argument(prune)
+    prune.set_defaults(handler=run_prune)
+
+
+def _spec(args: argparse.Namespace, arch: str) -> Any:
+    from pydantic import ValidationError
+
+    from search.errors import SpecError
+    from search.spec import JobSpec
+
+    latency: dict[str, Any] = {}
+    if args.latency_backend:
+        latency["backend"] = args.latency_backend
+    if args.latency_threads:
+        latency["threads"] = args.latency_threads
+    data: dict[str, Any] = {
+        "arch": arch,
+        "num_classes": args.num_classes,
+        "input_shape": input_shape(args),
+        "dataset": args.dataset,
+        "budget": {
+            "flops": args.flops,
+            "macs": args.macs,
+            "params": args.params,
+            "latency_ms": args.latency_ms,
+            "max_accuracy_drop": args.max_accuracy_drop,
+        },
+        "objective": args.objective,
+        "search": {
+            "trials": args.trials,
+            "sampler": args.sampler,
+            "seed": args.seed,
+            "timeout_s": args.timeout,
+        },
+        "finetune": {
+            "epochs_per_trial": args.epochs_per_trial,
+            "steps_per_trial": args.steps_per_trial,
+            "final_epochs": args.final_epochs,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "distill": args.distill,
+        },
+        "pruning": {"criterion": args.criterion, "round_to": args.round_to},
+    }
+    if latency:
+        data["latency"] = latency
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc)) from None
+
+
+def format_validation_error(exc: Any) -> str:
+    """Return pydantic's errors as one readable line per problem."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "spec"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    """Search, finalize, report."""
+    from models.io import read_checkpoint_info
+    from models.prune import Plan
+    from search import (
+        build_report,
+        count_finished,
+        finalize,
+        load_problem,
+        measure_baseline,
+        open_study,
+        run_search,
+        select_best,
+        write_outputs,
+    )
+    from search.errors import NoFeasibleTrialError, SpecError
+
+    arch = args.arch
+    if arch is None and args.weights:
+        arch = read_checkpoint_info(args.weights).arch
+    if arch is None:
+        raise SpecError("--arch is required unless --weights is a checkpoint from `train`")
+    spec = _spec(args, arch)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    if not args.weights and not args.json:
+        console.print("[yellow]no --weights: pruning a randomly initialised model[/]")
+    with console.status("loading the model and data, measuring the baseline...", spinner="dots"):
+        problem = load_problem(spec, weights=args.weights, data_root=args.data_root)
+        study = open_study(problem, storage, args.study_name)
+    started = time.perf_counter()
+    done_before = count_finished(study)
+    interrupted = False
+    best_text = ["—"]
+    with progress_bar("searching", spec.search.trials, enabled=not args.json) as bar:
+        bar.update(0, completed=min(done_before, spec.search.trials), status="best feasible: —")
+
+        def on_trial(result: Any, model: Any) -> None:
+            best = select_best(spec, study.get_trials(deepcopy=False))
+            if best is not None:
+                best_text[0] = (
+                    f"{best.val_accuracy:.1%} at "
+                    f"{best.macs / problem.baseline.cost.macs:.0%} MACs "
+                    f"(trial {best.trial})"
+                )
+            bar.update(
+                0,
+                completed=min(count_finished(study), spec.search.trials),
+                status=f"best feasible: {best_text[0]}",
+            )
+
+        try:
+            run_search(
+                problem,
+                study,
+                trials=spec.search.trials,
+                timeout_s=spec.search.timeout_s,
+                on_trial=on_trial,
+            )
+        except KeyboardInterrupt:
+            interrupted = True
+    search_s = time.perf_counter() - started
+    trials = study.get_trials(deepcopy=False)
+    best = select_best(spec, trials)
+    timing = {"search_s": round(search_s, 2)}
+    if interrupted or best is None:
+        status = "interrupted" if interrupted else "no_feasible_trial"
+        report = build_report(
+            problem,
+            trials,
+            baseline=None,
+            final=None,
+            storage=storage,
+            study_name=study.study_name,
+            status=status,
+            timing=timing,
+        )
+        write_outputs(out, problem, report, None, trials)
+        if interrupted:
+            console.print(
+                f"[yellow]interrupted after {count_finished(study)} trials;[/] "
+                "run the same command again to resume (the study is in "
+                f"{storage})"
+            )
+            return 130
+        raise NoFeasibleTrialError(
+            f"none of the {len(trials)} trials met the budget; loosen it, or run more trials "
+            f"(report: {out / 'report.json'})"
+        )
+    finalize_started = time.perf_counter()
+    total = max(1, int(spec.finetune.final_epochs * 1000))
+    with progress_bar(
+        f"final fine-tune of trial {best.trial}", total, enabled=not args.json
+    ) as bar:
+
+        def on_step(p: Any) -> None:
+            bar.update(0, total=p.total_steps, completed=p.step, status=f"loss {p.loss:.3f}")
+
+        final = finalize(
+            problem,
+            Plan(best.plan),
+            best.trial,
+            search_val_accuracy=best.val_accuracy,
+            on_step=on_step,
+        )
+        baseline = measure_baseline(problem)
+    timing["finalize_s"] = round(time.perf_counter() - finalize_started, 2)
+    report = build_report(
+        problem,
+        trials,
+        baseline=baseline,
+        final=final,
+        storage=storage,
+        study_name=study.study_name,
+        status="succeeded",
+        timing=timing,
+    )
+    written = write_outputs(out, problem, report, final, trials)
+    if args.json:
+        print_json(
+            {
+                "report": str(written["report.json"]),
+                "baseline": report["baseline"],
+                "best": report["best"],
+                "study": report["study"],
+                "files": {k: str(v) for k, v in written.items()},
+            }
+        )
+        return 0
+    _print_summary(report, written)
+    return 0
+
+
+def _print_summary(report: dict[str, Any], written: dict[str, Path]) -> None:
+    base, best = report["baseline"], report["best"]
+    table = Table(title=f"{report['arch']} on {report['dataset']}: trial {best['trial']} chosen")
+    table.add_column("")
+    table.add_column("unpruned", justify="right")
+    table.add_column("pruned", justify="right")
+    table.add_column("pruned / unpruned", justify="right")
+
+    def row(name: str, key: str, fmt: Any, ratio: bool = True) -> None:
+        a, b = base.get(key), best.get(key)
+        if a is None or b is None:
+            return
+        table.add_row(name, fmt(a), fmt(b), f"{b / a:.1%}" if ratio and a else "")
+
+    row("MACs", "macs", human_count)
+    row("parameters", "params", human_count)
+    row("size", "size_bytes", human_bytes)
+    row("latency (median)", "latency_ms", lambda v: f"{v:.3f} ms")
+    row("val accuracy", "val_accuracy", lambda v: f"{v:.2%}", ratio=False)
+    row("test accuracy", "test_accuracy", lambda v: f"{v:.2%}", ratio=False)
+    console.print(table)
+    console.print(
+        f"Pareto front: {len(report['pareto'])} trials, hypervolume "
+        f"{report['hypervolume']:.3f}; study {report['study']['name']} in "
+        f"{report['study']['storage']}"
+    )
+    for name, path in written.items():
+        console.print(f"  {name:<18} {path}")

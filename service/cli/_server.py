@@ -1,0 +1,336 @@
+"""``inferprune serve``, ``worker``, ``token create`` and ``db upgrade``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from service.cli._arguments import positive_int
+from service.cli._console import console
+from service.logs import configure_logging
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = Path("inferprune-data")
+CLIENT_FILE = "client.json"
+
+
+def _log_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="log lines as text or JSON objects with job/trial/worker ids "
+        "(default: $INFERPRUNE_LOG_FORMAT or text)",
+    )
+
+
+def _store_arguments(parser: argparse.ArgumentParser, *, db_required: bool = False) -> None:
+    parser.add_argument(
+        "--db",
+        required=db_required,
+        metavar="URL",
+        help="SQLAlchemy database URL, e.g. postgresql+psycopg://user@host/db "
+        "(default: SQLite in --data-dir)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="embedded database, saved client token and local caches "
+        f"(default: $INFERPRUNE_DATA_DIR or ./{DEFAULT_DATA_DIR})",
+    )
+
+
+def register(commands: Any) -> None:
+    """Add the server-side commands."""
+    serve = commands.add_parser(
+        "serve",
+        help="run the API (and workers) on this machine",
+        description="Run the HTTP API with N worker processes. With no --db, everything "
+        "lives in --data-dir (SQLite in WAL mode): the database is created on first start, "
+        "with a token that is printed and saved for the CLI. With --workers 0 only the API "
+        "runs; start workers anywhere with `inferprune worker --db URL`.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        metavar="P",
+        help="port; 0 picks a free one (default: 8000)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes to start here (default: 1)",
+    )
+    _store_arguments(serve)
+    _log_argument(serve)
+    serve.set_defaults(handler=run_serve)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run a worker that takes trials from the store",
+        description="Join the worker pool of a store: claim trials and finalizations, "
+        "renew leases, reap workers that died. Needs nothing but the database URL (and a "
+        "local folder for caches). Stops after the current unit on SIGTERM/Ctrl-C.",
+    )
+    _store_arguments(worker)
+    worker.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="T",
+        help="torch intra-op threads (default: all cores)",
+    )
+    worker.set_defaults(handler=run_worker_command)
+
+    token = commands.add_parser(
+        "token",
+        help="manage API tokens",
+        description="Create API tokens (only their hash is stored).",
+    )
+    token_commands = token.add_subparsers(metavar="ACTION", required=True)
+    create = token_commands.add_parser(
+        "create",
+        help="create a token for a tenant (printed on the last line)",
+        description="Create a bearer token for TENANT; a tenant sees only its own jobs.",
+    )
+    create.add_argument("--tenant", required=True, metavar="NAME")
+    _store_arguments(create)
+    create.set_defaults(handler=run_token_create)
+
+    db = commands.add_parser(
+        "db", help="database maintenance", description="Database schema maintenance."
+    )
+    db_commands = db.add_subparsers(metavar="ACTION", required=True)
+    upgrade = db_commands.add_parser(
+        "upgrade",
+        help="create or migrate inferprune's tables to the current schema",
+        description="Bring inferprune's tables (never Optuna's) to this version's schema.",
+    )
+    _store_arguments(upgrade)
+    upgrade.set_defaults(handler=run_db_upgrade)
+
+
+def settings_from(args: argparse.Namespace, **overrides: Any) -> Any:
+    """Return :class:`Settings` from the environment with the command line on top."""
+    from service.settings import Settings
+
+    values: dict[str, Any] = dict(overrides)
+    if getattr(args, "db", None):
+        values["db_url"] = args.db
+    if getattr(args, "log_format", None):
+        values["log_format"] = args.log_format
+    if getattr(args, "data_dir", None):
+        values["data_dir"] = args.data_dir
+    elif "INFERPRUNE_DATA_DIR" not in os.environ:
+        values["data_dir"] = DEFAULT_DATA_DIR
+    return Settings(**values)
+
+
+def run_db_upgrade(args: argparse.Namespace) -> int:
+    """Migrate the schema."""
+    from service.store import make_engine, upgrade_schema
+
+    settings = settings_from(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    before, after = upgrade_schema(engine)
+    engine.dispose()
+    if before == after:
+        console.print(f"schema already at revision {after}")
+    else:
+        console.print(f"schema upgraded from {before or 'nothing'} to revision {after}")
+    return 0
+
+
+def run_token_create(args: argparse.Namespace) -> int:
+    """Create a token and print it last."""
+    from service.store import check_schema, create_token, make_engine, make_session_factory
+
+    settings = settings_from(args)
+    engine = make_engine(settings.database_url)
+    check_schema(engine, hint="inferprune db upgrade")
+    with make_session_factory(engine).begin() as session:
+        token = create_token(session, args.tenant)
+    engine.dispose()
+    console.print(f"token for tenant [bold]{args.tenant}[/] (shown once; keep it secret):")
+    sys.stdout.write(token + "\n")
+    return 0
+
+
+def run_worker_command(args: argparse.Namespace) -> int:
+    """Run a worker in this process."""
+    from service.worker import run_worker
+
+    settings = settings_from(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    configure_logging(logging.INFO, settings.log_format)
+    return run_worker(settings, threads=args.threads)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def prepare_embedded_store(settings: Any, server_url: str) -> str | None:
+    """Create the embedded database and a first token if they do not exist yet.
+
+    Returns:
+        The new token, or None when the store already had one saved.
+    """
+    from service.store import (
+        create_token,
+        current_revision,
+        make_engine,
+        make_session_factory,
+        upgrade_schema,
+    )
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    try:
+        if current_revision(engine) is None:  # a new store: creating it is not a migration
+            upgrade_schema(engine)
+        client_file = settings.data_dir / CLIENT_FILE
+        saved = json.loads(client_file.read_text()) if client_file.exists() else None
+        if saved and saved.get("token"):
+            saved["server"] = server_url
+            _write_private(client_file, saved)
+            return None
+        with make_session_factory(engine).begin() as session:
+            token = create_token(session, "default")
+        _write_private(client_file, {"server": server_url, "token": token})
+        return token
+    finally:
+        engine.dispose()
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle)
+    tmp.replace(path)
+
+
+def _worker_process(settings_json: str, threads: int) -> None:
+    """Entry point of a spawned worker process."""
+    from service.settings import Settings
+    from service.worker import run_worker
+
+    settings = Settings.model_validate_json(settings_json)
+    configure_logging(logging.INFO, settings.log_format)
+    sys.exit(run_worker(settings, threads=threads))
+
+
+def start_workers(
+    settings: Any, count: int, pool_size: int | None = None
+) -> list[multiprocessing.process.BaseProcess]:
+    """Start ``count`` worker processes (spawned: no forked torch state), each with its
+    share of the cores among ``pool_size`` workers (default: ``count``)."""
+    context = multiprocessing.get_context("spawn")
+    pool = max(pool_size or count, 1)
+    threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // pool)
+    processes: list[multiprocessing.process.BaseProcess] = []
+    for index in range(count):
+        process = context.Process(
+            target=_worker_process,
+            name=f"inferprune-worker-{index}",
+            args=(settings.model_dump_json(), threads),
+            daemon=False,
+        )
+        process.start()
+        processes.append(process)
+    return processes
+
+
+def stop_workers(
+    processes: list[multiprocessing.process.BaseProcess], grace_s: float = 10.0
+) -> None:
+    """Ask workers to stop (SIGTERM), then abort (second signal), then kill."""
+    for process in processes:
+        if process.is_alive() and process.pid:
+            os.kill(process.pid, signal.SIGTERM)
+    for process in processes:
+        process.join(grace_s / 2)
+        if process.is_alive() and process.pid:
+            os.kill(process.pid, signal.SIGTERM)  # second signal: abort the unit in flight
+            process.join(grace_s / 2)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def supervise(
+    settings: Any,
+    processes: list[multiprocessing.process.BaseProcess],
+    stop: threading.Event,
+    every_s: float = 2.0,
+) -> None:
+    """Restart worker processes that died (their lost trials are retried by the others)."""
+    while not stop.wait(every_s):
+        for index, process in enumerate(processes):
+            if not process.is_alive() and not stop.is_set():
+                logger.warning(
+                    "worker %s exited with %s; starting a new one", process.name, process.exitcode
+                )
+                processes[index] = start_workers(settings, 1, len(processes))[0]
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run uvicorn with the app, and workers beside it."""
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.store import check_schema, make_engine
+
+    settings = settings_from(args)
+    configure_logging(logging.INFO if args.verbose == 0 else logging.DEBUG, settings.log_format)
+    port = args.port or _free_port(args.host)
+    server_url = f"http://{args.host}:{port}"
+    if not settings.db_url:
+        token = prepare_embedded_store(settings, server_url)
+        if token:
+            console.print(
+                "created the embedded store in "
+                f"[bold]{settings.data_dir.resolve()}[/] with a token for tenant "
+                f"'default' (saved to {settings.data_dir / CLIENT_FILE}):"
+            )
+            console.print(token, highlight=False, soft_wrap=True)
+    else:
+        engine = make_engine(settings.database_url)
+        try:
+            check_schema(engine, hint=f"inferprune db upgrade --db {args.db}")
+        finally:
+            engine.dispose()
+    workers = start_workers(settings, args.workers) if args.workers > 0 else []
+    stop = threading.Event()
+    supervisor = threading.Thread(
+        target=supervise, args=(settings, workers, stop), name="supervisor", daemon=True
+    )
+    supervisor.start()
+    console.print(
+        f"serving on [bold]{server_url}[/] (docs at {server_url}/docs) with "
+        f"{len(workers)} worker(s); Ctrl-C stops"
+    )
+    try:
+        uvicorn.run(create_app(settings), host=args.host, port=port, log_level="warning")
+    finally:
+        stop.set()
+        supervisor.join()
+        stop_workers(workers)
+    return 0

@@ -1,0 +1,233 @@
+"""Finishing work: releasing leases with their outcome, recording results, reaping the dead.
+
+A worker ends each unit by taking its lease back; a lease whose worker stopped renewing
+it is taken by the reaper instead, and whichever comes first wins. Trial outcomes count
+towards the job's totals, and too many failed attempts fail the job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from service.store._tables import Job, Lease, TrialLog, utcnow
+
+__all__ = [
+    "ReapedLease",
+    "fail_job",
+    "finish_finalize",
+    "finish_trial",
+    "reap_expired",
+    "release_finalize",
+    "set_best_so_far",
+]
+
+
+@dataclass(frozen=True)
+class ReapedLease:
+    """A lease whose worker stopped renewing it."""
+
+    job_id: str
+    kind: str
+    trial_number: int | None
+    study_name: str
+    worker_id: str
+
+
+def _take_lease(session: Session, lease_id: str) -> Lease | None:
+    """Delete the lease and return it, unless a reaper took it first."""
+    lease = session.get(Lease, lease_id)
+    if lease is None:
+        return None
+    deleted = session.execute(delete(Lease).where(Lease.id == lease_id)).rowcount  # type: ignore[attr-defined]
+    return lease if deleted else None
+
+
+def finish_trial(
+    session: Session,
+    lease_id: str,
+    *,
+    state: str,
+    seconds: float,
+    trial_number: int | None,
+    worker_id: str,
+    error: str | None = None,
+    max_failed_trials: int,
+) -> bool:
+    """Release a trial lease and count the trial as ``state``.
+
+    ``complete`` and ``pruned`` count as finished trials, ``fail`` as a failed attempt,
+    ``abandoned`` (a worker stopping cleanly mid-trial) as neither. The last trial of a
+    cancelled job marks it cancelled; too many failures fail it.
+
+    Returns:
+        False if the lease had already been reaped (the worker was presumed dead).
+    """
+    lease = _take_lease(session, lease_id)
+    if lease is None:
+        return False
+    now = utcnow()
+    done = state in ("complete", "pruned")
+    failed = state == "fail"
+    session.execute(
+        update(Job)
+        .where(Job.id == lease.job_id)
+        .values(
+            trials_running=Job.trials_running - 1,
+            trials_finished=Job.trials_finished + (1 if done else 0),
+            trials_failed=Job.trials_failed + (1 if failed else 0),
+        )
+    )
+    session.add(
+        TrialLog(
+            job_id=lease.job_id,
+            trial_number=trial_number,
+            state=state,
+            seconds=seconds,
+            worker_id=worker_id,
+            error=error,
+            finished_at=now,
+        )
+    )
+    _settle(session, lease.job_id, max_failed_trials, error)
+    return True
+
+
+def _settle(session: Session, job_id: str, max_failed_trials: int, error: str | None) -> None:
+    now = utcnow()
+    session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.cancel_requested.is_(True),
+            Job.trials_running == 0,
+            Job.status == "running",
+        )
+        .values(status="cancelled", finished_at=now)
+    )
+    session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.trials_failed >= max_failed_trials,
+            Job.status.in_(("queued", "running")),
+        )
+        .values(
+            status="failed",
+            finished_at=now,
+            error_code="too_many_failures",
+            error_message=f"{max_failed_trials} trial attempts failed; the last: "
+            f"{error or 'unknown error'}",
+        )
+    )
+
+
+def set_best_so_far(session: Session, job_id: str, best: dict[str, Any] | None) -> None:
+    """Record the best trial found so far on a job still searching (shown while it runs)."""
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running"))).values(best=best)
+    )
+
+
+def finish_finalize(
+    session: Session,
+    lease_id: str,
+    *,
+    baseline: dict[str, Any],
+    best: dict[str, Any],
+    report: dict[str, Any],
+) -> bool:
+    """Release a finalize lease and mark the job succeeded with its results.
+
+    Returns:
+        False if the lease had been reaped meanwhile (another worker may redo it).
+    """
+    lease = _take_lease(session, lease_id)
+    if lease is None:
+        return False
+    session.execute(
+        update(Job)
+        .where(Job.id == lease.job_id, Job.status == "finalizing")
+        .values(
+            status="succeeded", finished_at=utcnow(), baseline=baseline, best=best, report=report
+        )
+    )
+    return True
+
+
+def release_finalize(
+    session: Session,
+    lease_id: str,
+    *,
+    status: str,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> None:
+    """Release a finalize lease ending the job as ``status`` (failed or cancelled)."""
+    lease = _take_lease(session, lease_id)
+    if lease is None:
+        return
+    session.execute(
+        update(Job)
+        .where(Job.id == lease.job_id)
+        .values(
+            status=status, finished_at=utcnow(), error_code=error_code, error_message=error_message
+        )
+    )
+
+
+def fail_job(session: Session, job_id: str, code: str, message: str) -> None:
+    """Mark a job failed (for errors no retry can fix, such as unreadable uploads)."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(("queued", "running", "finalizing")))
+        .values(status="failed", finished_at=utcnow(), error_code=code, error_message=message)
+    )
+
+
+def reap_expired(session: Session, *, max_failed_trials: int) -> list[ReapedLease]:
+    """Take every expired lease: its trial counts as a failed attempt (the job goes on),
+    an expired finalization goes back to be claimed again."""
+    now = utcnow()
+    expired = session.execute(
+        select(
+            Lease.id, Lease.job_id, Lease.kind, Lease.trial_number, Lease.worker_id, Job.study_name
+        )
+        .join(Job, Job.id == Lease.job_id)
+        .where(Lease.expires_at < now)
+    ).all()
+    reaped = []
+    for row in expired:
+        if not session.execute(delete(Lease).where(Lease.id == row.id)).rowcount:  # type: ignore[attr-defined]
+            continue  # another reaper or the worker itself got there first
+        if row.kind == "trial":
+            session.execute(
+                update(Job)
+                .where(Job.id == row.job_id)
+                .values(trials_running=Job.trials_running - 1, trials_failed=Job.trials_failed + 1)
+            )
+            session.add(
+                TrialLog(
+                    job_id=row.job_id,
+                    trial_number=row.trial_number,
+                    state="fail",
+                    seconds=0.0,
+                    worker_id=row.worker_id,
+                    finished_at=now,
+                    error="worker lost: its lease expired",
+                )
+            )
+            _settle(session, row.job_id, max_failed_trials, "worker lost: its lease expired")
+        else:
+            session.execute(
+                update(Job)
+                .where(Job.id == row.job_id, Job.status == "finalizing")
+                .values(status="running")
+            )
+        reaped.append(
+            ReapedLease(row.job_id, row.kind, row.trial_number, row.study_name, row.worker_id)
+        )
+    return reaped

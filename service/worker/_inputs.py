@@ -1,0 +1,135 @@
+"""A job's inputs on a worker: uploads fetched from the store, problems cached per job."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from sqlalchemy.orm import Session
+
+from search import JobSpec, PruningProblem, load_problem, make_sampler, open_study
+from service.store import Blob, BlobStore, Claim, engine_options
+
+__all__ = ["JobInputs", "LoadedJob", "ProblemCache", "optuna_storage"]
+
+logger = logging.getLogger(__name__)
+
+
+def optuna_storage(url: str) -> optuna.storages.RDBStorage:
+    """Return Optuna's storage on the store's database, with the same connection options."""
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url))
+
+
+class JobInputs:
+    """Fetches a job's uploads into this worker's data folder.
+
+    Weights are handed over as bytes. An uploaded data set is written under
+    ``<data_dir>/uploads/<sha256>/``; an archive is extracted there (safely) once and
+    reused by later trials and jobs with the same bytes.
+    """
+
+    def __init__(self, blobs: BlobStore, data_dir: Path) -> None:
+        self.blobs = blobs
+        self.root = data_dir / "uploads"
+
+    def weights(self, session: Session, claim: Claim) -> bytes | None:
+        """Return the job's uploaded weights, or None."""
+        if claim.weights_blob_id is None:
+            return None
+        return self.blobs.get(session, claim.weights_blob_id)
+
+    def dataset(self, session: Session, claim: Claim) -> str | None:
+        """Return the data set name workers load the upload by (``npz:…`` or
+        ``imagefolder:…``), or None when the job uses a named data set."""
+        if claim.dataset_blob_id is None:
+            return None
+        blob = session.get(Blob, claim.dataset_blob_id)
+        assert blob is not None
+        folder = self.root / blob.sha256
+        name = Path(claim.dataset_filename or "dataset.npz").name
+        target = folder / name
+        if not target.exists():
+            data = self.blobs.read(blob)
+            if hashlib.sha256(data).hexdigest() != blob.sha256:
+                raise OSError(f"upload {blob.id} does not match its checksum")
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{name}.partial"
+            tmp.write_bytes(data)
+            tmp.replace(target)
+        if target.suffix == ".npz":
+            return f"npz:{target}"
+        extracted = folder / "extracted"
+        if not extracted.exists():
+            from service.uploads import extract_archive
+
+            root = extract_archive(target, folder / "extracting")
+            (folder / "extracting").rename(extracted)
+            relative = root.relative_to(folder / "extracting")
+            (folder / "root.txt").write_text(str(relative))
+        relative_root = (folder / "root.txt").read_text().strip()
+        return f"imagefolder:{extracted / relative_root}"
+
+
+@dataclass(frozen=True)
+class LoadedJob:
+    """A job as this worker holds it: its problem and its study, with this worker's
+    sampler (whose random state must live as long as the worker serves the job)."""
+
+    problem: PruningProblem
+    study: optuna.Study
+
+
+class ProblemCache:
+    """Keeps the loaded problem and study of the last few jobs in this process.
+
+    Loading a problem (model, data, channel scores, baseline) costs seconds; every
+    trial of a job needs the same one, so a worker keeps it while it serves the job.
+    The sampler is seeded with the job's seed mixed with the worker id, so that two
+    workers never propose the same random candidates.
+    """
+
+    def __init__(self, storage: optuna.storages.BaseStorage, worker_id: str, size: int = 2) -> None:
+        self.storage = storage
+        self.worker_id = worker_id
+        self.size = size
+        self._items: OrderedDict[str, LoadedJob] = OrderedDict()
+
+    def get(
+        self,
+        claim: Claim,
+        spec: JobSpec,
+        *,
+        weights: bytes | None,
+        dataset: str | None,
+        data_root: Path | None,
+    ) -> LoadedJob:
+        """Return the job's problem and study, loading and creating them if needed."""
+        if claim.job_id in self._items:
+            self._items.move_to_end(claim.job_id)
+            return self._items[claim.job_id]
+        problem = load_problem(spec, weights=weights, dataset=dataset, data_root=data_root)
+        mixed = spec.model_copy(
+            update={
+                "search": spec.search.model_copy(
+                    update={
+                        "seed": (spec.search.seed + zlib.crc32(self.worker_id.encode())) % 2**31
+                    }
+                )
+            }
+        )
+        study = open_study(problem, self.storage, claim.study_name)  # first worker creates it
+        study.sampler = make_sampler(mixed)
+        loaded = LoadedJob(problem, study)
+        self._items[claim.job_id] = loaded
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return loaded
+
+    def drop(self, job_id: str) -> None:
+        """Forget a job (it finished)."""
+        self._items.pop(job_id, None)

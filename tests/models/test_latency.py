@@ -1,0 +1,107 @@
+"""Latency is measured on both backends, ordered, comparable, and leaves torch as found."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import models.io
+from models.cost import LATENCY_BACKENDS, Latency, measure_latency
+from models.errors import ModelsError
+from models.io import onnx_model_bytes
+from models.zoo import build_model
+
+TINY_SHAPE = (3, 16, 16)
+
+
+class Broken(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom")
+
+
+@pytest.fixture
+def tiny() -> nn.Module:
+    return build_model("tiny_cnn", 10, TINY_SHAPE)
+
+
+@pytest.fixture
+def two_torch_threads() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("backend", LATENCY_BACKENDS)
+def test_latency_statistics_are_positive_and_ordered(tiny: nn.Module, backend: str) -> None:
+    latency = measure_latency(tiny, TINY_SHAPE, backend=backend, batch_size=2, warmup=2, repeats=10)
+
+    assert 0 < latency.min_ms <= latency.p10_ms <= latency.median_ms <= latency.p90_ms
+    assert latency.mean_ms > 0
+    assert (latency.backend, latency.threads, latency.batch_size) == (backend, 1, 2)
+    assert (latency.warmup, latency.repeats) == (2, 10)
+    report = latency.to_dict()
+    assert {"median", "p10", "p90"} <= report.keys()
+    assert report["median"] == latency.median_ms
+
+
+@pytest.mark.parametrize("backend", LATENCY_BACKENDS)
+def test_a_bigger_model_measures_slower(tiny: nn.Module, backend: str) -> None:
+    resnet = build_model("resnet20_cifar", 10, (3, 32, 32))
+
+    small = measure_latency(tiny, TINY_SHAPE, backend=backend, warmup=3, repeats=30)
+    big = measure_latency(resnet, (3, 32, 32), backend=backend, warmup=3, repeats=30)
+
+    # resnet20 needs ~20x the MACs; a 2x margin survives a noisy machine
+    assert big.median_ms > 2 * small.median_ms
+
+
+@pytest.mark.usefixtures("two_torch_threads")
+def test_torch_thread_count_is_restored(tiny: nn.Module) -> None:
+    measure_latency(tiny, TINY_SHAPE, backend="torch", threads=1, warmup=2, repeats=10)
+    assert torch.get_num_threads() == 2
+
+    with pytest.raises(ModelsError, match="boom"):
+        measure_latency(Broken(), TINY_SHAPE, backend="torch", threads=1, warmup=2, repeats=10)
+    assert torch.get_num_threads() == 2
+
+
+def test_given_onnx_bytes_are_timed_without_exporting_again(
+    tiny: nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = onnx_model_bytes(tiny, TINY_SHAPE)
+
+    def no_export(*args: object, **kwargs: object) -> bytes:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(models.io, "onnx_model_bytes", no_export)
+    latency = measure_latency(tiny, TINY_SHAPE, onnx_bytes=data, batch_size=3, warmup=2, repeats=10)
+    assert isinstance(latency, Latency)
+    assert latency.median_ms > 0
+
+
+def test_measurement_restores_the_training_mode(tiny: nn.Module) -> None:
+    tiny.train()
+    measure_latency(tiny, TINY_SHAPE, backend="torch", warmup=2, repeats=10)
+    assert tiny.training and tiny.get_submodule("bn_a").training
+
+
+def test_unknown_backend_lists_the_valid_ones(tiny: nn.Module) -> None:
+    with pytest.raises(ModelsError, match="onnxruntime, torch"):
+        measure_latency(tiny, TINY_SHAPE, backend="tensorrt")
+
+
+def test_only_cpu_is_supported(tiny: nn.Module) -> None:
+    with pytest.raises(ModelsError, match="cuda"):
+        measure_latency(tiny, TINY_SHAPE, device="cuda")
+
+
+@pytest.mark.parametrize("setting", ["threads", "batch_size", "repeats"])
+def test_non_positive_settings_are_rejected(tiny: nn.Module, setting: str) -> None:
+    settings: dict[str, Any] = {setting: 0}
+    with pytest.raises(ModelsError, match=setting):
+        measure_latency(tiny, TINY_SHAPE, **settings)

@@ -1,0 +1,344 @@
+"""Fine-tuning, evaluation and BatchNorm recalibration on a tiny learnable problem."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from models.data._split import TensorSplit
+from models.errors import DataError, TrainingDivergedError
+from models.train import (
+    TrainProgress,
+    evaluate,
+    fine_tune,
+    recalibrate_batchnorm,
+)
+
+NUM_CLASSES = 4
+
+
+def quadrant_split(n: int, seed: int, shift: float = 0.0) -> TensorSplit:
+    """8×8 grey images whose class is the quadrant that is brightest."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, NUM_CLASSES, (n,), generator=g)
+    images = torch.rand(n, 1, 8, 8, generator=g) * 0.5
+    for q in range(NUM_CLASSES):
+        row, col = divmod(q, 2)
+        images[labels == q, :, row * 4 : row * 4 + 4, col * 4 : col * 4 + 4] += 0.5
+    return TensorSplit(images + shift, labels, (1, 8, 8))
+
+
+def tiny_cnn(seed: int = 0) -> nn.Sequential:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64, NUM_CLASSES),
+        )
+
+
+class FixedLogits(nn.Module):
+    """Gives every sample the same logits, whatever the input."""
+
+    def __init__(self, logits: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("logits", torch.tensor(logits))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], -1)
+
+
+class NaNOnCall(nn.Module):
+    """Wraps a model and poisons its output on the ``n``-th forward pass."""
+
+    def __init__(self, inner: nn.Module, n: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.n = n
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        out = self.inner(x)
+        return out * math.nan if self.calls == self.n else out
+
+
+@pytest.fixture(scope="module")
+def train_split() -> TensorSplit:
+    return quadrant_split(512, seed=1)
+
+
+@pytest.fixture(scope="module")
+def test_split() -> TensorSplit:
+    return quadrant_split(256, seed=2)
+
+
+@pytest.fixture(scope="module")
+def trained(train_split: TensorSplit) -> nn.Module:
+    model = tiny_cnn()
+    fine_tune(model, train_split, epochs=4, lr=0.05)
+    return model
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# fine_tune ---------------------------------------------------------------------------
+
+
+def test_fine_tune_learns_a_learnable_problem(trained: nn.Module, test_split: TensorSplit) -> None:
+    before = evaluate(tiny_cnn(), test_split)
+    after = evaluate(trained, test_split)
+    assert before.top1 < 0.5
+    assert after.top1 > 0.9
+    assert after.loss < before.loss
+    assert not trained.training
+
+
+def test_fine_tune_reports_what_it_did(train_split: TensorSplit) -> None:
+    result = fine_tune(tiny_cnn(), train_split, steps=10)
+    assert result.steps == 10
+    assert result.epochs == pytest.approx(10 / 8)
+    assert not result.stopped
+    assert math.isfinite(result.final_loss) and result.final_loss > 0
+    assert result.seconds > 0
+
+
+def test_same_seed_gives_identical_weights_and_different_seed_does_not(
+    train_split: TensorSplit,
+) -> None:
+    start = nn.Sequential(tiny_cnn(), nn.Dropout(0.2))  # dropout: randomness in the model
+    a, b, c = copy.deepcopy(start), copy.deepcopy(start), copy.deepcopy(start)
+    rng_before = torch.get_rng_state()
+    fine_tune(a, train_split, steps=8, batch_size=32, seed=3)
+    fine_tune(b, train_split, steps=8, batch_size=32, seed=3)
+    fine_tune(c, train_split, steps=8, batch_size=32, seed=4)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # global RNG left alone
+    assert same_weights(a, b)
+    assert not same_weights(a, c)
+    assert not same_weights(a, start)
+
+
+@pytest.mark.parametrize(
+    ("samples", "kwargs", "steps", "epochs"),
+    [
+        (128, {"epochs": 2}, 16, 2.0),
+        (128, {"epochs": 0.5}, 4, 0.5),
+        (128, {"epochs": 0.3}, 2, 0.25),  # 2.4 steps rounds to 2
+        (128, {"steps": 12}, 12, 1.5),
+        (130, {"epochs": 1}, 8, 1.0),  # the incomplete last batch is dropped
+        (10, {"epochs": 3}, 3, 3.0),  # smaller than a batch: one batch per epoch
+    ],
+)
+def test_epochs_and_steps_count_batches(
+    samples: int, kwargs: dict[str, float], steps: int, epochs: float
+) -> None:
+    seen: list[TrainProgress] = []
+    result = fine_tune(
+        tiny_cnn(), quadrant_split(samples, seed=5), batch_size=16, on_step=seen.append, **kwargs
+    )
+    assert result.steps == steps == len(seen)
+    assert result.epochs == pytest.approx(epochs)
+    assert [p.step for p in seen] == list(range(1, steps + 1))
+    assert {p.total_steps for p in seen} == {steps}
+    assert seen[-1].epoch == pytest.approx(epochs)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"epochs": 1, "steps": 3}, {"epochs": 0}, {"steps": 0}])
+def test_fine_tune_wants_exactly_one_positive_length(
+    train_split: TensorSplit, kwargs: dict[str, float]
+) -> None:
+    with pytest.raises(ValueError):
+        fine_tune(tiny_cnn(), train_split, **kwargs)
+
+
+def test_learning_rate_follows_a_cosine_down_to_near_zero(train_split: TensorSplit) -> None:
+    seen: list[TrainProgress] = []
+    fine_tune(tiny_cnn(), train_split, steps=40, lr=0.1, batch_size=8, on_step=seen.append)
+    lrs = [p.lr for p in seen]
+    assert lrs[0] == pytest.approx(0.1)
+    assert lrs[20] == pytest.approx(0.05)  # halfway down at half time
+    assert all(later <= earlier for earlier, later in zip(lrs, lrs[1:], strict=False))
+    assert lrs[-1] < 0.002
+
+
+def test_huge_learning_rate_raises_diverged_naming_the_step(train_split: TensorSplit) -> None:
+    model = tiny_cnn()
+    with pytest.raises(TrainingDivergedError, match=r"step \d+ of 200.*[Ll]ower the learning"):
+        fine_tune(model, train_split, steps=200, lr=1e6)
+    assert not model.training
+
+
+def test_nan_loss_raises_at_the_step_it_happens(train_split: TensorSplit) -> None:
+    model = NaNOnCall(tiny_cnn(), n=3)
+    with pytest.raises(TrainingDivergedError, match="step 3 of 10"):
+        fine_tune(model, train_split, steps=10)
+    assert not model.training
+
+
+def test_frozen_parameters_are_not_trained(train_split: TensorSplit) -> None:
+    model = tiny_cnn()
+    model[0].requires_grad_(False)
+    first_conv = copy.deepcopy(model[0])
+    fine_tune(model, train_split, steps=5)
+    assert same_weights(model[0], first_conv)
+
+
+def test_labels_beyond_the_model_outputs_are_a_data_error() -> None:
+    split = quadrant_split(128, seed=6)
+    split.labels[0] = NUM_CLASSES + 3
+    with pytest.raises(DataError, match="classes"):
+        fine_tune(tiny_cnn(), split, epochs=1, batch_size=128)
+
+
+def test_should_stop_ends_training_early(train_split: TensorSplit) -> None:
+    polls = 0
+
+    def stop_after_three() -> bool:
+        nonlocal polls
+        polls += 1
+        return polls > 3
+
+    model = tiny_cnn()
+    result = fine_tune(model, train_split, steps=50, should_stop=stop_after_three)
+    assert result.stopped
+    assert result.steps == 3
+    assert result.epochs == pytest.approx(3 / 8)
+    assert not model.training
+
+    untouched = tiny_cnn()
+    result = fine_tune(untouched, train_split, steps=50, should_stop=lambda: True)
+    assert result.stopped and result.steps == 0 and math.isnan(result.final_loss)
+    assert same_weights(untouched, tiny_cnn())
+
+
+# distillation ------------------------------------------------------------------------
+
+
+def test_distillation_follows_the_teacher_and_leaves_it_unchanged(
+    train_split: TensorSplit, test_split: TensorSplit
+) -> None:
+    # A teacher that always says "class 2": with distill_weight=1 the labels are ignored,
+    # so a student that learned from the teacher predicts class 2 everywhere.
+    teacher = nn.Sequential(tiny_cnn(seed=7), FixedLogits([0.0, 0.0, 8.0, 0.0]))
+    teacher[0].train()
+    teacher_before = copy.deepcopy(teacher)
+    student = tiny_cnn()
+    fine_tune(student, train_split, steps=20, batch_size=32, teacher=teacher, distill_weight=1.0)
+    assert same_weights(teacher, teacher_before)
+    assert teacher[0].training  # its mode is restored
+    with torch.no_grad():
+        inputs, _ = next(test_split.batches(256))
+        predictions = student(inputs).argmax(1)
+    assert (predictions == 2).float().mean() > 0.95
+
+
+def test_distillation_mixed_with_labels_still_learns(
+    train_split: TensorSplit, test_split: TensorSplit, trained: nn.Module
+) -> None:
+    student = tiny_cnn(seed=8)
+    fine_tune(student, train_split, epochs=2, lr=0.05, teacher=trained, distill_weight=0.5)
+    assert evaluate(student, test_split).top1 > 0.8
+
+
+def test_teacher_cannot_be_the_student(train_split: TensorSplit) -> None:
+    model = tiny_cnn()
+    with pytest.raises(ValueError, match="teacher"):
+        fine_tune(model, train_split, steps=1, teacher=model)
+
+
+# evaluate ----------------------------------------------------------------------------
+
+
+def test_evaluate_always_class_zero_scores_the_class_zero_share(
+    test_split: TensorSplit,
+) -> None:
+    model = FixedLogits([1.0, 0.0, 0.0, 0.0]).train()
+    result = evaluate(model, test_split, batch_size=100)
+    share = (test_split.labels == 0).float().mean().item()
+    assert result.samples == 256
+    assert result.top1 == pytest.approx(share, abs=1e-12)
+    assert result.top5 == 1.0  # at most five classes: the label is always among them
+    z = math.log(math.e + 3)
+    assert result.loss == pytest.approx(share * (z - 1) + (1 - share) * z, rel=1e-5)
+    assert not model.training
+
+
+def test_evaluate_top5_counts_labels_among_the_five_best() -> None:
+    labels = torch.arange(10).repeat(3)
+    split = TensorSplit(torch.zeros(30, 1, 2, 2), labels, (1, 2, 2))
+    result = evaluate(FixedLogits([-float(i) for i in range(10)]), split)  # ranks 0, 1, …, 9
+    assert result.top1 == pytest.approx(0.1)
+    assert result.top5 == pytest.approx(0.5)
+
+
+def test_evaluate_limit_counts_batches(test_split: TensorSplit) -> None:
+    assert evaluate(tiny_cnn(), test_split, batch_size=50, limit=2).samples == 100
+
+
+def test_evaluate_empty_split_is_a_data_error() -> None:
+    empty = TensorSplit(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long), (1, 8, 8))
+    with pytest.raises(DataError):
+        evaluate(tiny_cnn(), empty)
+
+
+# recalibrate_batchnorm ---------------------------------------------------------------
+
+
+def test_recalibration_matches_the_data_and_restores_momentum(
+    trained: nn.Module,
+) -> None:
+    model = copy.deepcopy(trained)
+    model[4].momentum = 0.3
+    shifted = quadrant_split(512, seed=1, shift=3.0)
+    weights_before = {k: v.clone() for k, v in model.named_parameters()}
+    seen = recalibrate_batchnorm(model, shifted, batches=20, batch_size=64)
+    assert seen == 512  # 8 batches are all there is
+    with torch.no_grad():
+        inputs, _ = next(shifted.batches(512))
+        conv_out = model[0](inputs)
+    expected_mean = conv_out.mean(dim=(0, 2, 3))
+    assert torch.allclose(model[1].running_mean, expected_mean, atol=1e-4)
+    assert not torch.allclose(trained[1].running_mean, expected_mean, atol=0.1)
+    assert (model[1].momentum, model[4].momentum) == (0.1, 0.3)
+    assert all(torch.equal(v, weights_before[k]) for k, v in model.named_parameters())
+    assert not model.training
+
+
+def test_recalibration_recovers_accuracy_on_shifted_inputs(trained: nn.Module) -> None:
+    model = copy.deepcopy(trained)
+    shifted_test = quadrant_split(256, seed=2, shift=3.0)
+    stale = evaluate(model, shifted_test).top1
+    recalibrate_batchnorm(model, quadrant_split(512, seed=1, shift=3.0))
+    assert evaluate(model, shifted_test).top1 > max(stale + 0.2, 0.8)
+
+
+def test_recalibration_counts_limited_batches_and_is_a_no_op_without_batchnorm(
+    train_split: TensorSplit,
+) -> None:
+    assert recalibrate_batchnorm(tiny_cnn(), train_split, batches=3, batch_size=32) == 96
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(64, NUM_CLASSES)).train()
+    assert recalibrate_batchnorm(plain, train_split) == 0
+    assert not plain.training
+
+
+def test_recalibration_that_fails_leaves_statistics_as_they_were(trained: nn.Module) -> None:
+    model = copy.deepcopy(trained)
+    wrong_shape = TensorSplit(torch.rand(64, 3, 8, 8), torch.zeros(64), (3, 8, 8))
+    with pytest.raises(RuntimeError):
+        recalibrate_batchnorm(model, wrong_shape)
+    assert same_weights(model, trained)
+    assert model[1].momentum == 0.1

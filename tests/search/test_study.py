@@ -1,0 +1,210 @@
+"""The search end to end on a tiny job: samplers, objectives, budgets, seeds, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState, create_trial
+
+from models.cost import measure_cost
+from models.io import load_pruned
+from models.prune import Plan
+from search import (
+    PruningProblem,
+    build_report,
+    count_finished,
+    dominance_screen,
+    finalize,
+    load_problem,
+    measure_baseline,
+    open_study,
+    run_one_trial,
+    run_search,
+    select_best,
+    write_outputs,
+)
+from tests.search.conftest import tiny_spec
+
+
+def _search(problem: PruningProblem, trials: int, storage: str | None = None) -> optuna.Study:
+    study = open_study(problem, storage or optuna.storages.InMemoryStorage())
+    run_search(problem, study, trials=trials)
+    return study
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "nsga2", "random", "qmc"])
+def test_each_sampler_runs_within_the_budget(sampler: str, trained_weights: bytes) -> None:
+    problem = load_problem(
+        tiny_spec(search={"sampler": sampler, "trials": 5}), weights=trained_weights
+    )
+    study = _search(problem, 5)
+    done = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(done) == 5
+    limit = problem.budget.max_macs
+    assert limit is not None
+    within = [t for t in done if t.user_attrs["macs"] <= limit]
+    assert len(within) >= 0.9 * len(done)
+    assert select_best(problem.spec, study.trials) is not None
+
+
+@pytest.mark.parametrize(
+    "objective,budget,values",
+    [
+        ("constrained", {"flops": 0.5}, 1),
+        ("pareto", {}, 2),
+        ("scalar", {"flops": 0.5}, 1),
+        ("constrained", {"max_accuracy_drop": 0.5}, 1),
+    ],
+)
+def test_each_objective_runs_end_to_end(
+    objective: str, budget: dict[str, float], values: int, trained_weights: bytes
+) -> None:
+    spec = tiny_spec(objective=objective, budget={"flops": None, **budget}, latency=None)
+    problem = load_problem(spec, weights=trained_weights)
+    study = _search(problem, 4)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert complete and all(len(t.values) == values for t in complete)
+    best = select_best(spec, study.trials)
+    assert best is not None
+    if budget.get("max_accuracy_drop"):
+        assert study.directions == [optuna.study.StudyDirection.MINIMIZE]
+        assert best.val_accuracy >= problem.baseline.val_accuracy - 0.5
+
+
+def test_pareto_with_latency_has_three_objectives(trained_weights: bytes) -> None:
+    spec = tiny_spec(
+        objective="pareto",
+        budget={"flops": None},
+        latency={"backend": "torch", "repeats": 5, "warmup": 1},
+    )
+    assert spec.measures_latency
+    study = _search(load_problem(spec, weights=trained_weights), 3)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert all(len(t.values) == 3 and t.user_attrs["latency_ms"] > 0 for t in complete)
+
+
+def test_infeasible_plans_are_never_fine_tuned(trained_weights: bytes) -> None:
+    spec = tiny_spec(budget={"flops": None, "latency_ms": 1e-6})
+    problem = load_problem(spec, weights=trained_weights)
+    study = _search(problem, 3)
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 3
+    for t in trials:
+        assert t.user_attrs["skipped"] == "infeasible"
+        assert t.user_attrs["feasible"] is False and t.constraints["latency"] > 0
+        stages = t.user_attrs["seconds"]
+        assert "finetune" not in stages and "bn_recal" not in stages
+    assert select_best(spec, study.trials) is None
+
+
+def test_same_seed_same_search(trained_weights: bytes) -> None:
+    runs = []
+    for _ in range(2):
+        problem = load_problem(tiny_spec(), weights=trained_weights)
+        study = _search(problem, 4)
+        runs.append([(t.user_attrs["plan"], t.values, t.state) for t in study.trials])
+    assert runs[0] == runs[1]
+    other = _search(load_problem(tiny_spec(search={"seed": 1}), weights=trained_weights), 4)
+    assert [t.user_attrs["plan"] for t in other.trials] != [r[0] for r in runs[0]]
+
+
+def test_first_trial_is_the_uniform_plan_at_the_budget(problem: PruningProblem) -> None:
+    study = _search(problem, 1)
+    first = study.trials[0]
+    assert first.user_attrs["warm_start"] is True
+    assert Plan(first.user_attrs["plan"]) == problem.space.uniform_at_budget()
+
+
+def test_resume_continues_the_study(tmp_path: Path, trained_weights: bytes) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    first = _search(load_problem(tiny_spec(), weights=trained_weights), 3, storage)
+    before = [(t.number, t.user_attrs["plan"]) for t in first.trials]
+
+    problem = load_problem(tiny_spec(search={"trials": 5}), weights=trained_weights)
+    study = open_study(problem, storage)
+    assert study.study_name == first.study_name and count_finished(study) == 3
+    run_search(problem, study, trials=5)
+
+    assert count_finished(study) == 5
+    assert [(t.number, t.user_attrs["plan"]) for t in study.trials[:3]] == before
+    assert sum(bool(t.user_attrs.get("warm_start")) for t in study.trials) == 1
+
+
+def test_hopeless_trials_are_stopped_before_fine_tuning(problem: PruningProblem) -> None:
+    study = open_study(problem, optuna.storages.InMemoryStorage())
+    study.get_trials()  # drop the warm start so the sampler's trial comes next
+    for trial in study.get_trials(states=(TrialState.WAITING,)):
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    dist = problem.space.distributions()
+    for _ in range(12):  # earlier trials scored perfectly after BN recalibration
+        study.add_trial(
+            create_trial(
+                params={n: d.high for n, d in dist.items()},
+                distributions=dist,
+                value=1.0,
+                intermediate_values={0: 1.0},
+                user_attrs={"plan": {}, "macs": 1, "params": 1},
+            )
+        )
+    result = run_one_trial(problem, study)
+    assert result is not None and result.skipped == "pruned"
+    assert "finetune" not in result.seconds
+    assert study.trials[-1].state == TrialState.PRUNED
+
+
+def test_pareto_screen_skips_only_clearly_dominated(problem: PruningProblem) -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.add_trial(
+        create_trial(values=[0.9, 0.3], user_attrs={"proxy_accuracy": 0.8, "macs": 1000})
+    )
+    screen = dominance_screen(problem, study)
+    assert screen(0.6, 2000, None)  # worse by 0.2 and bigger: skip
+    assert not screen(0.78, 2000, None)  # within the margin: train it
+    assert not screen(0.6, 500, None)  # smaller: it may be a new front point
+
+
+def test_report_checkpoint_and_onnx_agree(tmp_path: Path, problem: PruningProblem) -> None:
+    study = _search(problem, 4)
+    best = select_best(problem.spec, study.trials)
+    assert best is not None
+    final = finalize(problem, Plan(best.plan), best.trial, search_val_accuracy=best.val_accuracy)
+    report = build_report(
+        problem,
+        study.trials,
+        baseline=measure_baseline(problem),
+        final=final,
+        storage="memory",
+        study_name=study.study_name,
+        status="succeeded",
+    )
+    written = write_outputs(tmp_path, problem, report, final, study.trials)
+
+    assert set(written) == {"report.json", "model.safetensors", "model.onnx", "pareto.png"}
+    for part in ("baseline", "best"):
+        assert set(report[part]) >= {
+            "macs",
+            "params",
+            "latency_ms",
+            "val_accuracy",
+            "test_accuracy",
+        }
+    assert report["best"]["trial"] == best.trial and report["best"]["plan"] == best.plan
+    assert report["study"] == {"storage": "memory", "name": study.study_name}
+    assert report["pareto"] and len(report["trials"]) == 4
+
+    model, info = load_pruned(written["model.safetensors"])
+    assert info.plan.to_dict() == {
+        g.name: best.plan.get(g.name, g.channels) for g in problem.graph.groups
+    }
+    assert measure_cost(model, info.input_shape).macs == report["best"]["macs"]
+    x = torch.randn(3, *info.input_shape)
+    session = ort.InferenceSession(str(written["model.onnx"]), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(onnx_out, model(x).numpy(), atol=1e-4)
+        np.testing.assert_allclose(model(x).numpy(), final.model(x).numpy(), atol=1e-6)

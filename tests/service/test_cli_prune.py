@@ -1,0 +1,112 @@
+"""``inferprune prune``: one command from weights to a report, resumable after Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import search.runner
+from models.io import load_pruned
+from service.cli import main
+
+ARGS = [
+    "--arch",
+    "tiny_cnn",
+    "--input-shape",
+    "3,16,16",
+    "--dataset",
+    "synthetic",
+    "--flops",
+    "0.5",
+    "--steps-per-trial",
+    "3",
+    "--final-epochs",
+    "0.5",
+    "--round-to",
+    "4",
+]
+
+
+def test_prune_writes_the_documented_outputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(["prune", *ARGS, "--trials", "4", "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip())
+    report = json.loads((out / "report.json").read_text())
+    assert summary["best"] == report["best"]
+    for part in ("baseline", "best"):
+        assert {
+            "macs",
+            "params",
+            "latency_ms",
+            "latency_p90_ms",
+            "val_accuracy",
+            "test_accuracy",
+        } <= set(report[part])
+    assert report["best"]["macs"] <= 0.5 * report["baseline"]["macs"]
+    assert {"plan", "trial"} <= set(report["best"]) and report["pareto"]
+    assert report["study"]["storage"].startswith("sqlite:///") and len(report["trials"]) == 4
+    for name in ("model.safetensors", "model.onnx", "pareto.png"):
+        assert (out / name).stat().st_size > 0
+    model, info = load_pruned(out / "model.safetensors")
+    assert info.plan.to_dict() == report["best"]["plan"] | {
+        k: v for k, v in info.plan.items() if k not in report["best"]["plan"]
+    }
+
+
+def test_ctrl_c_keeps_the_trials_and_a_rerun_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    real = search.runner.run_trial
+    calls = {"n": 0}
+
+    def interrupt_third(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search.runner, "run_trial", interrupt_third)
+    assert main(["prune", *ARGS, "--trials", "4", "--out", str(out)]) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+    partial = json.loads((out / "report.json").read_text())
+    assert partial["status"] == "interrupted" and partial["best"] is None
+    assert [t["state"] for t in partial["trials"]] == ["complete", "complete", "fail"]
+
+    monkeypatch.setattr(search.runner, "run_trial", real)
+    assert main(["prune", *ARGS, "--trials", "4", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "succeeded"
+    finished = [t for t in report["trials"] if t["state"] in ("complete", "pruned")]
+    assert len(finished) == 4 and report["trials"][0]["plan"] == partial["trials"][0]["plan"]
+
+
+def test_a_budget_no_plan_meets_is_refused_before_any_trial(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [a if a != "0.5" else "0.01" for a in ARGS]
+    assert main(["prune", *args, "--trials", "2", "--out", str(tmp_path)]) == 1
+    assert "smallest plan still needs" in capsys.readouterr().err
+
+
+def test_invalid_spec_values_are_explained(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "prune",
+            "--arch",
+            "tiny_cnn",
+            "--dataset",
+            "synthetic",
+            "--trials",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 1 and "needs a budget" in capsys.readouterr().err

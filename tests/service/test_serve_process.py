@@ -1,0 +1,119 @@
+"""A real ``inferprune serve`` on loopback: two workers on one SQLite store, one killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from service.client import Client
+from tests.service.conftest import job_spec
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[Client, Path, subprocess.Popen[bytes]]]:
+    data = tmp_path / "data"
+    env = {
+        **os.environ,
+        "INFERPRUNE_LEASE_SECONDS": "4",
+        "INFERPRUNE_HEARTBEAT_SECONDS": "0.5",
+        "INFERPRUNE_POLL_SECONDS": "0.2",
+        "INFERPRUNE_TORCH_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--port",
+            "0",
+            "--workers",
+            "2",
+            "--data-dir",
+            str(data),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    deadline = time.monotonic() + 90
+    client = None
+    while time.monotonic() < deadline and client is None:
+        assert process.poll() is None, (tmp_path / "server.log").read_text()
+        if (data / "client.json").exists():
+            saved = json.loads((data / "client.json").read_text())
+            candidate = Client(saved["server"], saved["token"])
+            try:
+                candidate.health()
+                client = candidate
+            except Exception:
+                candidate.close()
+        time.sleep(0.3)
+    assert client is not None, "server did not start"
+    yield client, tmp_path, process
+    client.close()
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    log.close()
+
+
+def _lease_holder(db: Path) -> int | None:
+    with sqlite3.connect(db, timeout=30) as conn:
+        row = conn.execute(
+            "SELECT w.pid FROM inferprune_leases l JOIN inferprune_workers w "
+            "ON w.id = l.worker_id WHERE l.kind = 'trial' AND l.trial_number IS NOT NULL "
+            "LIMIT 1"
+        ).fetchone()
+    return int(row[0]) if row else None
+
+
+def test_two_workers_a_killed_one_and_the_job_still_completes(
+    server: tuple[Client, Path, subprocess.Popen[bytes]], tiny_weights: bytes
+) -> None:
+    client, tmp_path, process = server
+    spec = job_spec(
+        search={"trials": 6}, finetune={"steps_per_trial": 40, "final_epochs": 1, "batch_size": 32}
+    )
+    job = client.submit(spec, weights=tiny_weights)
+    db = tmp_path / "data" / "inferprune.db"
+    victim = None
+    deadline = time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline:
+        victim = _lease_holder(db)
+        time.sleep(0.1)
+    assert victim is not None, "no worker ever held a trial"
+    os.kill(victim, signal.SIGKILL)
+
+    finished = client.wait(job["id"], poll_s=0.5, timeout_s=300)
+
+    assert finished["status"] == "succeeded", finished
+    assert finished["progress"]["trials_done"] == 6
+    assert finished["progress"]["trials_failed"] >= 1  # the killed worker's trial
+    trials = client.trials(job["id"])["items"]
+    assert any("lease expired" in (t.get("error") or "") for t in trials)
+    onnx = client.download(job["id"], tmp_path / "model.onnx", format="onnx")
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"input": np.zeros((2, 3, 16, 16), dtype=np.float32)})[0]
+    assert out.shape == (2, 10)
+    log = (tmp_path / "server.log").read_text()
+    assert "database is locked" not in log
+    assert "starting a new one" in log  # the supervisor replaced the killed worker
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 0

@@ -1,0 +1,187 @@
+"""Workers: fair claims, failures recorded and capped, lost workers reaped, artifacts kept
+only for the front and the best."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import optuna
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+import search.runner
+import service.worker._units
+from service.settings import Settings
+from service.store import (
+    Artifact,
+    Job,
+    Lease,
+    claim_work,
+    has_open_work,
+    make_engine,
+    make_session_factory,
+    set_lease_trial,
+    utcnow,
+)
+from service.worker import Worker
+from tests.service.conftest import job_spec, run_worker, submit
+
+
+def _sessions(settings: Settings):  # type: ignore[no-untyped-def]
+    return make_session_factory(make_engine(settings.database_url))
+
+
+def test_claims_share_workers_fairly_between_jobs(api: TestClient, settings: Settings) -> None:
+    first = submit(api, job_spec(search={"trials": 4})).json()["id"]
+    second = submit(api, job_spec(search={"trials": 4})).json()["id"]
+    sessions = _sessions(settings)
+    claimed = []
+    with sessions.begin() as session:
+        for worker in range(4):
+            claim = claim_work(session, f"w{worker}", 60)
+            assert claim is not None
+            claimed.append(claim.job_id)
+    assert claimed.count(first) == claimed.count(second) == 2
+
+
+def test_claims_are_atomic_under_concurrency(api: TestClient, settings: Settings) -> None:
+    job = submit(api, job_spec(search={"trials": 5})).json()["id"]
+    sessions = _sessions(settings)
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def grab(index: int) -> None:
+        while True:  # as workers do: retry while work exists but its row was locked
+            with sessions.begin() as session:
+                claim = claim_work(session, f"w{index}", 60)
+                if claim is None and has_open_work(session):
+                    continue
+            if claim is not None:
+                with lock:
+                    got.append(claim.lease_id)
+            return
+
+    threads = [threading.Thread(target=grab, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 5 == len(set(got))  # exactly the trials there were, no double claim
+    with sessions() as session:
+        row = session.get(Job, job)
+        assert row is not None and row.trials_running == 5
+
+
+def test_a_trial_that_raises_is_recorded_and_the_job_goes_on(
+    api: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = submit(api, job_spec(search={"trials": 2})).json()["id"]
+    real = search.runner.run_trial
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated out-of-memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search.runner, "run_trial", flaky)
+    run_worker(settings)
+    body = api.get(f"/v1/jobs/{job}").json()
+    assert body["status"] == "succeeded" and body["progress"]["trials_failed"] == 1
+    trials = api.get(f"/v1/jobs/{job}/trials").json()["items"]
+    assert trials[0]["state"] == "fail" and "simulated out-of-memory" in trials[0]["error"]
+
+
+def test_too_many_failures_fail_the_job(
+    api: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = submit(api, job_spec(search={"trials": 2})).json()["id"]
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("always broken")
+
+    monkeypatch.setattr(search.runner, "run_trial", broken)
+    run_worker(settings.model_copy(update={"max_failed_trials": 3}))
+    body = api.get(f"/v1/jobs/{job}").json()
+    assert body["status"] == "failed" and body["error"]["code"] == "too_many_failures"
+    assert "always broken" in body["error"]["message"]
+
+
+def test_a_lost_worker_is_reaped_and_its_trial_retried(api: TestClient, settings: Settings) -> None:
+    job = submit(api, job_spec(search={"trials": 2})).json()["id"]
+    sessions = _sessions(settings)
+    worker = Worker(settings)
+    # a worker claims a trial, asks Optuna for it, and dies (its lease is never renewed)
+    loaded = None
+    with sessions.begin() as session:
+        claim = claim_work(session, "dead-worker", 60)
+    assert claim is not None
+    from search import JobSpec
+
+    with sessions() as session:
+        loaded = worker.cache.get(
+            claim, JobSpec.model_validate(claim.spec), weights=None, dataset=None, data_root=None
+        )
+    trial = loaded.study.ask()
+    loaded.problem.space.suggest(trial)  # it got as far as choosing the plan
+    with sessions.begin() as session:
+        set_lease_trial(session, claim.lease_id, trial.number)
+        session.execute(update(Lease).values(expires_at=utcnow() - timedelta(seconds=1)))
+    worker.run(exit_when_idle=True)
+    body = api.get(f"/v1/jobs/{job}").json()
+    assert body["status"] == "succeeded" and body["progress"]["trials_failed"] == 1
+    study = optuna.load_study(study_name=f"inferprune-job-{job}", storage=worker.storage)
+    lost = study.trials[trial.number]
+    assert (
+        lost.state == optuna.trial.TrialState.FAIL and "lease expired" in lost.user_attrs["error"]
+    )
+    retried = [t for t in study.trials if t.user_attrs.get("retry_of") == trial.number]
+    assert retried and retried[0].params == lost.params
+    assert retried[0].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_only_the_front_and_the_best_keep_weights(api: TestClient, settings: Settings) -> None:
+    spec = job_spec(search={"trials": 6}, objective="pareto", budget={"flops": None})
+    del spec["latency"]  # accuracy against MACs only: a 2-D front
+    job = submit(api, spec).json()["id"]
+    run_worker(settings)
+    pareto = api.get(f"/v1/jobs/{job}/pareto").json()
+    front = {p["trial"] for p in pareto["points"]} | {pareto["best_trial"]}
+    sessions = _sessions(settings)
+    with sessions() as session:
+        kept = set(
+            session.scalars(
+                select(Artifact.trial_number).where(
+                    Artifact.job_id == job, Artifact.kind == "trial"
+                )
+            ).all()
+        )
+    assert kept <= front
+    trials = api.get(f"/v1/jobs/{job}/trials").json()["items"]
+    assert len(trials) == 6 and len(kept) < 6
+
+
+def test_cancel_during_finalization_cancels(
+    api: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = submit(api, job_spec(search={"trials": 1})).json()["id"]
+    real = service.worker._units.finalize
+
+    def cancel_then_finalize(*args, **kwargs):  # type: ignore[no-untyped-def]
+        api.post(f"/v1/jobs/{job}/cancel")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service.worker._units, "finalize", cancel_then_finalize)
+    run_worker(settings)
+    assert api.get(f"/v1/jobs/{job}").json()["status"] == "cancelled"
+
+
+def test_unusable_inputs_fail_the_job_with_the_reason(api: TestClient, settings: Settings) -> None:
+    job = submit(api, job_spec(dataset="mnist")).json()["id"]  # no MNIST files on workers
+    run_worker(settings)
+    body = api.get(f"/v1/jobs/{job}").json()
+    assert body["status"] == "failed" and body["error"]["code"] == "invalid_input"
+    assert "MNIST" in body["error"]["message"]
