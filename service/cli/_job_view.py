@@ -149,21 +149,24 @@ def print_pareto(front: dict[str, Any], job_id: str) -> None:
         if front.get("hypervolume") is not None:
             title += f", hypervolume {front['hypervolume']:.3f}"
         table = Table(title=title)
-        for name in ("trial", "val accuracy", "MACs", "params", "latency"):
+        with_latency = any(p.get("latency_ms") is not None for p in points)
+        columns = ["trial", "val accuracy", "MACs", "params"] + ["latency"] * with_latency
+        for name in columns:
             table.add_column(name, justify="right")
-        table.add_column("")
+        table.add_column("", no_wrap=True)
         for point in points:
             latency = point.get("latency_ms")
             chosen = point.get("trial") == best
-            table.add_row(
+            cells = [
                 str(point.get("trial")),
                 f"{point['val_accuracy']:.2%}" if point.get("val_accuracy") is not None else "—",
                 human_count(point["macs"]) if point.get("macs") is not None else "—",
                 human_count(point["params"]) if point.get("params") is not None else "—",
-                f"{latency:.3f} ms" if latency is not None else "—",
-                "[bold green]← chosen[/]" if chosen else "",
-                style="bold" if chosen else None,
-            )
+            ]
+            if with_latency:
+                cells.append(f"{latency:.3f} ms" if latency is not None else "—")
+            cells.append("[bold green]← chosen[/]" if chosen else "")
+            table.add_row(*cells, style="bold" if chosen else None)
         console.print(table)
 
 
