@@ -1,11 +1,17 @@
-"""Typed dependencies of the routes: settings, sessions, the caller's tenant."""
+"""Typed dependencies of the routes: settings, sessions, the caller's tenant.
+
+They are ``async`` on purpose: FastAPI runs every sync dependency in the thread pool, and
+on a status poll those thread hops cost more than the database work. Whatever may block
+(a token lookup that misses the cache, closing a session) is sent to the thread pool.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -22,7 +28,7 @@ _bearer = HTTPBearer(
 )
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     """Return the application's state."""
     state: AppState = request.app.state.inferprune
     return state
@@ -31,10 +37,17 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_session(state: StateDep) -> Iterator[Session]:
-    """Yield a session for one request (read-only unless the route commits)."""
-    with state.sessions() as session:
+async def get_session(state: StateDep) -> AsyncIterator[Session]:
+    """Yield a session for one request (read-only unless the route commits).
+
+    Opening a session costs nothing (it connects on first use); closing it may talk to
+    the database, so that happens in the thread pool.
+    """
+    session = state.sessions()
+    try:
         yield session
+    finally:
+        await run_in_threadpool(session.close)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -47,7 +60,7 @@ class Unauthorized(ServiceError):
     status = 401
 
 
-def get_tenant(
+async def get_tenant(
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
@@ -65,12 +78,16 @@ def get_tenant(
     tenant = state.tokens.get(digest)
     if tenant is not None:
         return tenant
-    with state.sessions() as session:
-        tenant = authenticate(session, credentials.credentials)
+    tenant = await run_in_threadpool(_authenticate, state, credentials.credentials)
     if tenant is None:
         raise Unauthorized("unknown or revoked token")
     state.tokens.put(digest, tenant)
     return tenant
+
+
+def _authenticate(state: AppState, token: str) -> str | None:
+    with state.sessions() as session:
+        return authenticate(session, token)
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]
