@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from datetime import UTC, datetime
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
-__all__ = ["machine_info"]
+__all__ = ["Interference", "machine", "machine_info"]
 
 
 def _cpu_model() -> str:
@@ -38,3 +40,35 @@ def machine_info() -> dict[str, Any]:
         "libraries": libraries,
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
     }
+
+
+def machine() -> dict[str, Any]:
+    """Return :func:`machine_info` plus torch's thread count and the finishing time."""
+    import torch
+
+    return machine_info() | {
+        "torch_threads": torch.get_num_threads(),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _busy_cpu_seconds() -> tuple[float, float]:
+    """Return (machine-wide busy CPU seconds incl. steal, this process's CPU seconds)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return busy, sum(os.times()[:4])
+
+
+class Interference:
+    """Average number of cores other processes (and the hypervisor) took since creation."""
+
+    def __init__(self) -> None:
+        self._wall = time.monotonic()
+        self._busy, self._own = _busy_cpu_seconds()
+
+    def cores(self) -> float:
+        """Return the other work in cores: 0 on a quiet machine, 1 for one busy core."""
+        busy, own = _busy_cpu_seconds()
+        others = (busy - self._busy) - (own - self._own)
+        return round(max(0.0, others) / max(time.monotonic() - self._wall, 1e-9), 3)

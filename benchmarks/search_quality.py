@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import datetime
 import json
 import logging
 import os
@@ -52,7 +51,7 @@ from typing import Any
 import optuna
 import torch
 import torch_pruning as tp
-from _machine import machine_info
+from _machine import Interference, machine
 from scipy.stats import spearmanr
 
 from models.prune import Plan, validate_plan
@@ -120,39 +119,6 @@ class Settings:
                 "latency": {"backend": "onnxruntime", "threads": 1, "batch_size": 1},
             }
         )
-
-
-# -- machine ----------------------------------------------------------------------------
-
-
-def machine() -> dict[str, Any]:
-    """Return what the numbers were measured on (see ``_machine.machine_info``)."""
-    return machine_info() | {
-        "torch_threads": torch.get_num_threads(),
-        "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-
-
-def _busy_cpu_seconds() -> tuple[float, float]:
-    """Return (machine-wide busy CPU seconds incl. steal, this process's CPU seconds)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-    return busy, sum(os.times()[:4])
-
-
-class Interference:
-    """Average number of cores other processes (and the hypervisor) took since creation."""
-
-    def __init__(self) -> None:
-        self._wall = time.monotonic()
-        self._busy, self._own = _busy_cpu_seconds()
-
-    def cores(self) -> float:
-        """Return the other work in cores: 0 on a quiet machine, 1 for one busy core."""
-        busy, own = _busy_cpu_seconds()
-        others = (busy - self._busy) - (own - self._own)
-        return round(max(0.0, others) / max(time.monotonic() - self._wall, 1e-9), 3)
 
 
 # -- baseline ---------------------------------------------------------------------------

@@ -29,11 +29,9 @@ trials; the target is under 10 %. Writes ``trial_overhead.json`` and
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import math
-import os
 import statistics
 import sys
 import tempfile
@@ -45,7 +43,7 @@ from typing import Any
 
 import optuna
 import torch
-from _machine import machine_info
+from _machine import Interference, machine
 from sqlalchemy import event
 
 from search import JobSpec, LatencySettings, TrialResult, load_problem, open_study, run_one_trial
@@ -78,39 +76,6 @@ OVERHEAD_TARGET = 0.10
 BN_BATCH_SIZE = 64
 """``recalibrate_batchnorm``'s default batch size, which ``run_trial`` uses."""
 LATENCY_RUNS = LatencySettings().warmup + LatencySettings().repeats
-
-
-# -- machine ----------------------------------------------------------------------------
-
-
-def machine() -> dict[str, Any]:
-    """Return what the numbers were measured on (see ``_machine.machine_info``)."""
-    return machine_info() | {
-        "torch_threads": torch.get_num_threads(),
-        "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-
-
-def _busy_cpu_seconds() -> tuple[float, float]:
-    """Return (machine-wide busy CPU seconds incl. steal, this process's CPU seconds)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-    return busy, sum(os.times()[:4])
-
-
-class Interference:
-    """Average number of cores other processes (and the hypervisor) took since creation."""
-
-    def __init__(self) -> None:
-        self._wall = time.monotonic()
-        self._busy, self._own = _busy_cpu_seconds()
-
-    def cores(self) -> float:
-        """Return the other work in cores: 0 on a quiet machine, 1 for one busy core."""
-        busy, own = _busy_cpu_seconds()
-        others = (busy - self._busy) - (own - self._own)
-        return round(max(0.0, others) / max(time.monotonic() - self._wall, 1e-9), 3)
 
 
 # -- measurement ------------------------------------------------------------------------
