@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _loadgen import closed_loop, open_loop  # noqa: E402
 from _machine import machine_info  # noqa: E402
 
+from service.client import wait_for_local_server  # noqa: E402
+
 SPEC = {
     "arch": "resnet20_cifar",
     "dataset": "digits",
@@ -64,17 +66,8 @@ def start_server(data: Path) -> tuple[subprocess.Popen[bytes], str, str]:
         stderr=subprocess.STDOUT,
         env=env,
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if (data / "client.json").exists():
-            saved = json.loads((data / "client.json").read_text())
-            try:
-                if httpx.get(f"{saved['server']}/healthz", timeout=2).status_code == 200:
-                    return process, saved["server"], saved["token"]
-            except httpx.HTTPError:
-                pass
-        time.sleep(0.3)
-    raise RuntimeError("server did not start")
+    with wait_for_local_server(data, process) as client:
+        return process, client.server, client.token
 
 
 def _row(label: str, run: dict[str, Any], rate_key: str) -> str:

@@ -63,7 +63,7 @@ def register(commands: Any) -> None:
 
 
 def _start_server(data_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes], str, str]:
-    from service.cli._server import CLIENT_FILE, _free_port
+    from service.cli._server import _free_port
 
     port = _free_port("127.0.0.1")
     log = open(data_dir / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
@@ -84,26 +84,14 @@ def _start_server(data_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes]
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    client_file = data_dir / CLIENT_FILE
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited early; see {data_dir / 'server.log'}")
-        if client_file.exists():
-            saved = json.loads(client_file.read_text())
-            if _healthy(saved["server"]):
-                return process, saved["server"], saved["token"]
-        time.sleep(0.3)
-    raise RuntimeError(f"the server did not start in time; see {data_dir / 'server.log'}")
-
-
-def _healthy(server: str) -> bool:
-    import httpx
+    from service.client import ClientError, wait_for_local_server
 
     try:
-        return httpx.get(f"{server}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+        client = wait_for_local_server(data_dir, process)
+    except ClientError as exc:
+        raise RuntimeError(f"{exc.message}; see {data_dir / 'server.log'}") from exc
+    with client:
+        return process, client.server, client.token
 
 
 def _stop_server(process: subprocess.Popen[bytes]) -> None:

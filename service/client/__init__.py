@@ -15,6 +15,14 @@ Example::
 
 from service.client._client import FINISHED_STATUSES, SUBMIT_TIMEOUT_S, Client
 from service.client._errors import ClientError
+from service.client._local import wait_for_local_server
 from service.client._streaming import parse_sse
 
-__all__ = ["FINISHED_STATUSES", "SUBMIT_TIMEOUT_S", "Client", "ClientError", "parse_sse"]
+__all__ = [
+    "FINISHED_STATUSES",
+    "SUBMIT_TIMEOUT_S",
+    "Client",
+    "ClientError",
+    "parse_sse",
+    "wait_for_local_server",
+]

@@ -57,6 +57,7 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.server = _normalize_server(server)
+        self.token = token
         self._timeout = timeout
         self._http = httpx.Client(
             base_url=self.server,

@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from service.api.schemas import JobPublic, ParetoPublic
-from service.client import Client, ClientError, parse_sse
+from service.client import Client, ClientError, parse_sse, wait_for_local_server
 
 JOB_ID = "9b1d2c0e4f6a4b8f9d0c1e2f3a4b5c6d"
 SPEC = {"arch": "resnet20_cifar", "dataset": "digits", "budget": {"flops": 0.5}}
@@ -475,3 +475,21 @@ def test_from_environment_without_credentials_says_how_to_get_them(
     with pytest.raises(ClientError) as caught:
         Client.from_environment(data_dir=tmp_path)
     assert caught.value.code == "no_credentials" and "client.json" in caught.value.message
+
+
+def test_waiting_for_a_server_that_never_wrote_its_address_times_out(tmp_path: Path) -> None:
+    with pytest.raises(ClientError) as caught:
+        wait_for_local_server(tmp_path, timeout=0.3, interval=0.05)
+    assert caught.value.code == "timeout"
+
+
+def test_waiting_for_a_server_that_exited_says_so_at_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    process.wait()
+    with pytest.raises(ClientError) as caught:
+        wait_for_local_server(tmp_path, process, timeout=60)
+    assert caught.value.code == "server_exited"
+    assert "code 3" in caught.value.message

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -16,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.client import Client
+from service.client import Client, ClientError, wait_for_local_server
 from tests.service.conftest import job_spec
 
 pytestmark = pytest.mark.slow
@@ -51,20 +50,10 @@ def server(tmp_path: Path) -> Iterator[tuple[Client, Path, subprocess.Popen[byte
         stderr=subprocess.STDOUT,
         env=env,
     )
-    deadline = time.monotonic() + 90
-    client = None
-    while time.monotonic() < deadline and client is None:
-        assert process.poll() is None, (tmp_path / "server.log").read_text()
-        if (data / "client.json").exists():
-            saved = json.loads((data / "client.json").read_text())
-            candidate = Client(saved["server"], saved["token"])
-            try:
-                candidate.health()
-                client = candidate
-            except Exception:
-                candidate.close()
-        time.sleep(0.3)
-    assert client is not None, "server did not start"
+    try:
+        client = wait_for_local_server(data, process, timeout=90)
+    except ClientError as exc:
+        pytest.fail(f"{exc.message}: {(tmp_path / 'server.log').read_text()[-3000:]}")
     yield client, tmp_path, process
     client.close()
     if process.poll() is None:
