@@ -10,9 +10,9 @@ are compared, all within the same budget and all trained the same way afterwards
 * ``uniform``: ``problem.space.uniform_at_budget()``, the same kept fraction in every
   group (Torch-Pruning's usual one-shot ``pruning_ratio``), no search;
 * ``global``: Torch-Pruning's ``BasePruner(global_pruning=True,
-  importance=MagnitudeImportance(p=1), round_to=8)`` with the classifier ignored, its
-  ``pruning_ratio`` bisected until the pruned model meets the budget; the resulting
-  widths are read off the pruned model as our Plan, no search.
+  importance=MagnitudeImportance(p=1), round_to=R)`` (R: ``--round-to``) with the
+  classifier ignored, its ``pruning_ratio`` bisected until the pruned model meets the
+  budget; the resulting widths are read off the pruned model as our Plan, no search.
 
 Every chosen plan then goes through the identical path ``search.final.finalize``:
 rebuild with the l1 criterion, BatchNorm recalibration, ``final_epochs`` of fine-tuning,

@@ -11,7 +11,8 @@ sampler learns on its own coordinates, and nearly every trial is feasible.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 
 import optuna
 from optuna.distributions import BaseDistribution, IntDistribution
@@ -24,6 +25,12 @@ from search.errors import BudgetUnreachableError
 __all__ = ["SearchSpace"]
 
 _BISECTION_STEPS = 24
+# ways to round a kept fraction to whole steps of a group
+_ROUNDINGS: dict[str, Callable[[float], int]] = {
+    "down": math.floor,
+    "nearest": round,
+    "up": math.ceil,
+}
 
 
 class SearchSpace:
@@ -162,26 +169,35 @@ class SearchSpace:
         """Return the widest uniform plan (same kept fraction everywhere) that fits.
 
         This is the usual one-shot baseline (Torch-Pruning's ``pruning_ratio`` chosen to
-        meet the budget); the search starts from it.
+        meet the budget); the search starts from it. Widths must be multiples of the
+        group's step, so the kept fraction is rounded per group; with narrow groups
+        (16 channels, step 8) each way of rounding leaves a different part of the
+        budget unused. The largest fitting fraction is found for rounding down, to the
+        nearest and up, and the plan that uses the most of the budget is returned.
         """
         top = {g.name: g.channels for g in self.groups}
         if self.fits(top):
             return Plan(top)
         self.check_reachable()
+        candidates = [self._widest_uniform(rounding) for rounding in _ROUNDINGS]
+        return Plan(max(candidates, key=lambda plan: self.predict(plan).macs))
+
+    def _widest_uniform(self, rounding: str) -> dict[str, int]:
         low, high = 0.0, 1.0
         for _ in range(_BISECTION_STEPS):
             mid = (low + high) / 2
-            if self.fits(self._uniform(mid)):
+            if self.fits(self._uniform(mid, rounding)):
                 low = mid
             else:
                 high = mid
-        return Plan(self._uniform(low))
+        return self._uniform(low, rounding)
 
-    def _uniform(self, keep: float) -> dict[str, int]:
+    def _uniform(self, keep: float, rounding: str) -> dict[str, int]:
         out = {}
         for g in self.groups:
-            width = int(g.channels * keep)
-            out[g.name] = max(g.min_channels, width - width % g.step)
+            steps = g.channels * keep / g.step
+            whole = _ROUNDINGS[rounding](steps)
+            out[g.name] = min(g.channels, max(g.min_channels, whole * g.step))
         return out
 
     def predict(self, plan: Mapping[str, int]) -> Cost:

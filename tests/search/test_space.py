@@ -6,6 +6,9 @@ import random
 
 import pytest
 
+from models.cost import AnalyticCost
+from models.prune import build_pruning_graph
+from models.zoo import build_model
 from search import PruningProblem, SearchSpace
 from search.budget import ResolvedBudget
 
@@ -41,6 +44,20 @@ def test_uniform_plan_at_the_budget_fits(problem: PruningProblem) -> None:
     assert problem.space.fits(plan)
     widths = [plan[g.name] / g.channels for g in problem.space.groups]
     assert max(widths) - min(widths) <= 0.5  # roughly the same fraction everywhere
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.25, 0.125])
+def test_uniform_plan_uses_most_of_a_macs_budget_on_narrow_layers(fraction: float) -> None:
+    # resnet20_cifar's 16-channel groups with step 4: rounding every width down would
+    # leave half of a 25 % budget unused (16 x 0.49 -> 4 channels)
+    model = build_model("resnet20_cifar", 10, (3, 32, 32))
+    graph = build_pruning_graph(model, (3, 32, 32), round_to=4)
+    cost = AnalyticCost(model, graph)
+    budget = ResolvedBudget(max_macs=int(cost.baseline.macs * fraction))
+    space = SearchSpace(graph, cost, budget)
+    plan = space.uniform_at_budget()
+    assert space.fits(plan)
+    assert space.predict(plan).macs >= 0.85 * budget.max_macs
 
 
 def test_parameter_budget_is_projected_too(problem: PruningProblem) -> None:
