@@ -99,8 +99,13 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 
 @contextmanager
 def _gc_paused() -> Iterator[None]:
-    """Keep the garbage collector from running inside timed runs."""
-    gc.collect()
+    """Keep the garbage collector from running inside timed runs.
+
+    Only the youngest generation is collected first: a full ``gc.collect()`` walks every
+    object of the process (0.2 s in a worker holding torch, Optuna and SQLAlchemy), and
+    with the collector disabled nothing left over can interrupt a timed run anyway.
+    """
+    gc.collect(0)
     was_enabled = gc.isenabled()
     gc.disable()
     try:
