@@ -316,13 +316,17 @@ def export_pt2(
                 program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
         except Exception as exc:  # torch.export raises many types (Unsupported, UserError…)
             raise ExportError(f"torch.export cannot capture the model: {exc}") from exc
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer)
         try:
-            torch.export.save(program, path)
+            Path(path).write_bytes(buffer.getvalue())
         except OSError as exc:
             raise ExportError(f"cannot write the export to {os.fspath(path)!r}: {exc}") from exc
         if check:
-            # Loads our own just-written file; never applied to uploaded files.
-            loaded = torch.export.load(path).module()
+            # Loads the bytes this function just serialized from memory, never a file
+            # from disk (which another process could have swapped) and never an upload.
+            buffer.seek(0)
+            loaded = torch.export.load(buffer).module()
 
             def run(t: torch.Tensor) -> np.ndarray:
                 with torch.inference_mode():
