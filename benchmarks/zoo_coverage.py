@@ -44,13 +44,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-import torch_pruning as tp
 import torchvision
 from _machine import machine_info
 from torch import nn
 
 from models.cost import AnalyticCost, measure_cost
-from models.prune import Plan, PruningGraph, apply_plan, build_pruning_graph
+from models.prune import Plan, PruningGraph, apply_plan, build_pruning_graph, output_channels
 from models.zoo import UNSUPPORTED_TORCHVISION, build_model, list_architectures
 
 logger = logging.getLogger("benchmarks.zoo_coverage")
@@ -100,18 +99,11 @@ def random_plan(graph: PruningGraph, seed: int) -> Plan:
     return Plan({g.name: rng.choice(g.allowed_widths()) for g in graph.groups})
 
 
-def _out_channels(module: nn.Module) -> int:
-    """Return the channels ``module`` produces, as Torch-Pruning counts them."""
-    return int(tp.DependencyGraph().get_pruner_of_module(module).get_out_channels(module))
-
-
 def _check_widths(graph: PruningGraph, pruned: nn.Module, plan: Plan) -> None:
     """Raise if the pruned model's groups do not have the plan's widths."""
-    # Each group's root layer is checked directly. Re-deriving the groups from the
-    # pruned model would not do: a grouped conv cut to one output channel per group
-    # looks depthwise to Torch-Pruning, which then merges it with its input's group.
+    # each group's root layer, checked directly (see output_channels)
     modules = dict(pruned.named_modules())
-    after = {g.name: _out_channels(modules[g.name]) for g in graph.groups if g.name in modules}
+    after = {g.name: output_channels(modules[g.name]) for g in graph.groups if g.name in modules}
     wrong = [
         f"{g.name}: {after.get(g.name, 'missing')} != {plan.width(g)}"
         for g in graph.groups

@@ -16,6 +16,7 @@ from models.prune._graph import (
     PruningGraph,
     build_pruning_graph,
     find_output_layer,
+    output_channels,
 )
 from models.prune._plan import Plan, uniform_plan, validate_plan
 
@@ -30,6 +31,7 @@ __all__ = [
     "build_pruning_graph",
     "find_groups",
     "find_output_layer",
+    "output_channels",
     "score_channels",
     "uniform_plan",
     "validate_plan",

@@ -180,6 +180,16 @@ def trace_dependencies(model: nn.Module, example: torch.Tensor) -> tp.Dependency
         return tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
 
 
+def output_channels(module: nn.Module) -> int:
+    """Return the channels ``module`` produces, as Torch-Pruning counts them.
+
+    Use it to check a pruned model group by group: rebuilding the groups from the pruned
+    model is no check, since a grouped conv cut to one channel per group looks depthwise
+    to Torch-Pruning and is merged with its input's group.
+    """
+    return int(tp.DependencyGraph().get_pruner_of_module(module).get_out_channels(module))
+
+
 def build_pruning_graph(
     model: nn.Module,
     input_shape: Sequence[int],

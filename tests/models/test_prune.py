@@ -11,7 +11,7 @@ from torch import nn
 
 from models.cost import AnalyticCost, measure_cost
 from models.errors import PlanError
-from models.prune import Plan, apply_plan, build_pruning_graph, uniform_plan
+from models.prune import Plan, apply_plan, build_pruning_graph, output_channels, uniform_plan
 from models.zoo import build_model, get_architecture, list_architectures
 from tests.models._plans import random_plan
 
@@ -36,11 +36,6 @@ TORCHVISION_FAMILIES = [
 ]
 
 
-def _out_channels(module: nn.Module) -> int:
-    """Return the channels ``module`` produces, as Torch-Pruning counts them."""
-    return int(tp.DependencyGraph().get_pruner_of_module(module).get_out_channels(module))
-
-
 def _check_random_plan(arch: str, shape: tuple[int, int, int], seed: int = 0) -> None:
     model = build_model(arch, 10, shape)
     graph = build_pruning_graph(model, shape)
@@ -54,11 +49,9 @@ def _check_random_plan(arch: str, shape: tuple[int, int, int], seed: int = 0) ->
     with torch.no_grad():
         out = pruned(torch.randn(2, *shape))
     assert out.shape == (2, 10)
-    # Every group's root layer now produces exactly the planned number of channels.
-    # (Re-deriving groups from the pruned model is not the check: a grouped conv cut to
-    # one channel per group looks depthwise to Torch-Pruning and merges groups.)
+    # every group's root layer produces exactly the planned channels (see output_channels)
     modules = dict(pruned.named_modules())
-    widths = {g.name: _out_channels(modules[g.name]) for g in graph.groups}
+    widths = {g.name: output_channels(modules[g.name]) for g in graph.groups}
     assert widths == {g.name: plan.width(g) for g in graph.groups}
     measured = measure_cost(pruned, shape)
     original = measure_cost(model, shape)
