@@ -18,12 +18,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from service.cli._console import console, human_bytes, human_count, progress_bar
 from service.cli._job_view import follow_job, print_pareto
+
+if TYPE_CHECKING:
+    from service.client import Client
 
 ARCH = "resnet20_cifar"
 SHAPE = (3, 32, 32)
@@ -62,7 +65,7 @@ def register(commands: Any) -> None:
     demo.set_defaults(handler=run_demo)
 
 
-def _start_server(data_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes], str, str]:
+def _start_server(data_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes], Client]:
     from service.cli._server import _free_port
 
     port = _free_port("127.0.0.1")
@@ -87,11 +90,9 @@ def _start_server(data_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes]
     from service.client import ClientError, wait_for_local_server
 
     try:
-        client = wait_for_local_server(data_dir, process)
+        return process, wait_for_local_server(data_dir, process)
     except ClientError as exc:
         raise RuntimeError(f"{exc.message}; see {data_dir / 'server.log'}") from exc
-    with client:
-        return process, client.server, client.token
 
 
 def _stop_server(process: subprocess.Popen[bytes]) -> None:
@@ -183,17 +184,15 @@ def _comparison(job: dict[str, Any]) -> Table:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo; return 0 when the pruned ONNX model ran."""
-    from service.client import Client
-
     started = time.monotonic()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(tempfile.mkdtemp(prefix="inferprune-demo-"))
     console.rule("[bold]inferprune demo")
     console.print(f"1/5 starting the server with {args.workers} workers (data in {data_dir})")
-    process, server, token = _start_server(data_dir, args.workers)
+    process, client = _start_server(data_dir, args.workers)
     try:
-        console.print(f"    serving on {server} (API docs at {server}/docs)")
+        console.print(f"    serving on {client.server} (API docs at {client.server}/docs)")
         console.print(f"2/5 training the baseline ({args.baseline_epochs:g} epochs)")
         weights, accuracy = _train_baseline(out, args.baseline_epochs)
         console.print(f"    baseline: {accuracy['test']:.2%} test accuracy")
@@ -207,7 +206,7 @@ def run_demo(args: argparse.Namespace) -> int:
             "finetune": {"epochs_per_trial": 1, "final_epochs": 3, "lr": 0.02},
             "latency": {"backend": "onnxruntime", "threads": 1},
         }
-        with Client(server, token) as client:
+        with client:
             job = client.submit(spec, weights=weights, idempotency_key=f"demo-{time.time()}")
             console.print(
                 f"3/5 submitted job {job['id']} through POST /v1/jobs: "
@@ -236,6 +235,7 @@ def run_demo(args: argparse.Namespace) -> int:
             f"files in {out.resolve()}: baseline.safetensors, model.onnx, pareto.png, job.json"
         )
     finally:
+        client.close()
         console.print("shutting down the server and workers...")
         _stop_server(process)
     console.rule(f"done in {time.monotonic() - started:.0f} s")
