@@ -46,7 +46,15 @@ import torch
 from _machine import Interference, machine
 from sqlalchemy import event
 
-from search import JobSpec, LatencySettings, TrialResult, load_problem, open_study, run_one_trial
+from search import (
+    JobSpec,
+    LatencySettings,
+    TrialResult,
+    load_problem,
+    open_study,
+    optuna_storage,
+    run_one_trial,
+)
 from search.objective import BN_BATCHES
 
 logger = logging.getLogger("benchmarks.trial_overhead")
@@ -125,7 +133,7 @@ def time_trials(arch: str, trials: int, steps_per_trial: int, workdir: Path) -> 
     spec = spec_for(arch, trials, steps_per_trial)
     started = time.perf_counter()
     problem = load_problem(spec)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{workdir / f'{arch}.db'}")
+    storage = optuna_storage(f"sqlite:///{workdir / f'{arch}.db'}")
     commits = [0]
     event.listen(storage.engine, "commit", lambda conn: commits.__setitem__(0, commits[0] + 1))
     study = open_study(problem, storage)
@@ -202,21 +210,15 @@ def time_trials(arch: str, trials: int, steps_per_trial: int, workdir: Path) -> 
 def sqlite_commit_ms(path: Path, *, wal: bool, writes: int = 40) -> float:
     """Return the median milliseconds of one ``trial.set_user_attr`` on a SQLite study.
 
-    With ``wal`` every connection first runs ``PRAGMA journal_mode=WAL`` and
-    ``PRAGMA synchronous=NORMAL`` (a commit then appends to the log without waiting for
-    the disk); without it SQLite's defaults apply, as with a plain ``sqlite:///`` URL.
+    With ``wal`` the storage is the product's (:func:`search.optuna_storage`: WAL,
+    ``synchronous=NORMAL``); without it, Optuna's own ``RDBStorage`` with SQLite's
+    defaults, as a plain ``sqlite:///`` URL gave before.
     """
-    storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
-    if wal:
-
-        def pragmas(connection: Any, record: Any) -> None:
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-        event.listen(storage.engine, "connect", pragmas)
-        storage.engine.dispose()  # reconnect, so the pragmas apply
+    storage = (
+        optuna_storage(f"sqlite:///{path}")
+        if wal
+        else optuna.storages.RDBStorage(f"sqlite:///{path}")
+    )
     study = optuna.create_study(storage=storage)
     trial = study.ask()
     durations = []

@@ -47,6 +47,7 @@ __all__ = [
     "measure_baseline",
     "objective_names",
     "open_study",
+    "optuna_storage",
     "pareto_front",
     "plot_pareto",
     "resolve_budget",
@@ -96,6 +97,7 @@ _EXPORTS = {
     "measure_baseline": "search.final",
     "objective_names": "search.spec",
     "open_study": "search.study",
+    "optuna_storage": "search.storage",
     "pareto_front": "search.pareto",
     "plot_pareto": "search.pareto",
     "resolve_budget": "search.budget",
@@ -150,4 +152,5 @@ if TYPE_CHECKING:  # the static view of the same names
         directions,
         objective_names,
     )
+    from search.storage import optuna_storage
     from search.study import count_finished, make_pruner, make_sampler, open_study

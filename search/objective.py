@@ -42,9 +42,12 @@ SCREEN_MARGIN = 0.05
 """A pareto candidate is skipped when a finished trial no bigger than it was at least this
 much more accurate after BN recalibration alone."""
 
-BN_BATCHES = 8
-"""Batches forwarded to re-estimate BatchNorm statistics of a candidate (EagleEye uses a
-few hundred samples; more costs time and changes little)."""
+BN_BATCHES = 2
+"""Batches of 64 training images forwarded to re-estimate a candidate's
+BatchNorm statistics. ``benchmarks/bn_recal.py`` measured 1 to 16 batches of 64 on
+resnet20_cifar: from 2 batches on, the proxy ranks plans as 16 batches do (Spearman
+≥ 0.94) and the fine-tuned accuracy does not change (within 0.2 points), at a quarter
+of the cost of 8."""
 
 
 @dataclass(frozen=True)

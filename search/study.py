@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from models.prune import Plan, uniform_plan
 from search.problem import PruningProblem
 from search.spec import JobSpec, directions, objective_names
+from search.storage import optuna_storage
 
 __all__ = [
     "FINISHED_STATES",
@@ -94,11 +95,13 @@ def open_study(
     """Create the job's study in ``storage``, or load it if it exists (resume).
 
     A new study gets the warm-start plans enqueued and a ``inferprune`` user attribute
-    describing the job.
+    describing the job. A URL is opened with :func:`search.storage.optuna_storage`.
     """
     spec = problem.spec
     study_name = name or spec.study_name()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if isinstance(storage, str):
+        storage = optuna_storage(storage)
     study = optuna.create_study(
         storage=storage,
         study_name=study_name,

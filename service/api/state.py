@@ -11,6 +11,7 @@ import optuna
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from search import optuna_storage
 from service.settings import Settings
 from service.store import BlobStore, engine_options
 
@@ -61,5 +62,5 @@ class AppState:
         with self._storage_lock:
             if self._storage is None:
                 url = self.settings.database_url
-                self._storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url))
+                self._storage = optuna_storage(url, engine_options(url))
             return self._storage

@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 from sqlalchemy.orm import Session
 
+import search
 from search import JobSpec, PruningProblem, load_problem, make_sampler, open_study
 from service.store import Blob, BlobStore, Claim, engine_options
 
@@ -22,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 def optuna_storage(url: str) -> optuna.storages.RDBStorage:
     """Return Optuna's storage on the store's database, with the same connection options."""
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url))
+    return search.optuna_storage(url, engine_options(url))
 
 
 class JobInputs:
