@@ -170,8 +170,8 @@ def markdown(payload: dict[str, Any]) -> str:
         f"model. Spearman correlations are across plans; *vs fine-tuned* is against the "
         f"fine-tuned accuracy starting from {max(s['finetune_from'])} batches, *vs "
         f"{max(s['ks'])}* against the proxy from {max(s['ks'])} batches. A search trial "
-        f"forwards {s['bn_batches_in_search']} batches (`search.objective.BN_BATCHES`). Other processes took "
-        f"{payload['interference_cores']:.2f} cores on average.",
+        f"forwards {s['bn_batches_in_search']} batches (`search.objective.BN_BATCHES`). "
+        f"Other processes took {payload['interference_cores']:.2f} cores on average.",
         "",
     ]
     for budget, rows in payload["budgets"].items():

@@ -48,12 +48,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 import torch_pruning as tp
 from _machine import Interference, machine
 from scipy.stats import spearmanr
 
+from models.data import load_dataset
 from models.prune import Plan, validate_plan
 from search import (
     FinalModel,
@@ -82,8 +84,9 @@ RATIO_SCAN_STEP = 0.05
 RATIO_SCAN_STEPS = 19
 """Ratios 0.05, 0.10, ..., 0.95 are scanned."""
 RATIO_BISECTION_STEPS = 10
-TEST_SPLIT_SIZE = 270
-"""Test images of ``digits`` (15 % of 1,797): one image is 0.37 points of accuracy."""
+NOTES_MARKER = (
+    "<!-- Findings below are written by hand; search_quality.py keeps them when it reruns. -->"
+)
 
 
 @dataclass(frozen=True)
@@ -98,14 +101,17 @@ class Settings:
     criterion: str
     round_to: int
     base_epochs: int
+    dataset: str = DATASET
+    input_shape: tuple[int, int, int] = INPUT_SHAPE
+    data_root: str | None = None
 
     def spec(self, budget: float, seed: int, sampler: str, final_epochs: float) -> JobSpec:
         """Return the job spec of one run."""
         return JobSpec.model_validate(
             {
                 "arch": ARCH,
-                "input_shape": list(INPUT_SHAPE),
-                "dataset": DATASET,
+                "input_shape": list(self.input_shape),
+                "dataset": self.dataset,
                 "budget": {"flops": budget},
                 "objective": "constrained",
                 "search": {"trials": self.trials, "sampler": sampler, "seed": seed},
@@ -124,7 +130,21 @@ class Settings:
 # -- baseline ---------------------------------------------------------------------------
 
 
-def ensure_baseline(seed: int, epochs: int, cache_dir: Path) -> tuple[Path, dict[str, Any]]:
+def _slug(dataset: str) -> str:
+    """Return a file-name-safe name of a data set (``npz:/x/fmnist.npz`` → ``fmnist``)."""
+    kind, _, arg = dataset.partition(":")
+    return Path(arg).stem if arg else kind
+
+
+def ensure_baseline(
+    seed: int,
+    epochs: int,
+    cache_dir: Path,
+    *,
+    dataset: str = DATASET,
+    input_shape: tuple[int, int, int] = INPUT_SHAPE,
+    data_root: str | None = None,
+) -> tuple[Path, dict[str, Any]]:
     """Return the trained baseline of ``seed`` and the CLI's report, training it if needed.
 
     The CLI (``inferprune train --json``) runs in a subprocess with one thread; the
@@ -132,21 +152,24 @@ def ensure_baseline(seed: int, epochs: int, cache_dir: Path) -> tuple[Path, dict
     train/val/test split, so every seed has its own baseline: a model trained on one
     seed's split has seen another seed's test images.
     """
-    stem = f"{ARCH}-{DATASET}-e{epochs}-s{seed}"
+    shape = "x".join(map(str, input_shape))
+    stem = f"{ARCH}-{_slug(dataset)}-{shape}-e{epochs}-s{seed}"
+    if (dataset, input_shape) == (DATASET, INPUT_SHAPE):
+        stem = f"{ARCH}-{DATASET}-e{epochs}-s{seed}"  # the name earlier runs cached under
     weights, report = cache_dir / f"{stem}.safetensors", cache_dir / f"{stem}.json"
     if weights.exists() and report.exists():
         return weights, json.loads(report.read_text())
     cache_dir.mkdir(parents=True, exist_ok=True)
-    logger.info("training the baseline: seed %d, %d epochs", seed, epochs)
+    logger.info("training the baseline on %s: seed %d, %d epochs", dataset, seed, epochs)
     command = [
         str(Path(sys.executable).with_name("inferprune")),
         "train",
         "--arch",
         ARCH,
         "--dataset",
-        DATASET,
+        dataset,
         "--input-shape",
-        ",".join(map(str, INPUT_SHAPE)),
+        ",".join(map(str, input_shape)),
         "--epochs",
         str(epochs),
         "--seed",
@@ -155,12 +178,54 @@ def ensure_baseline(seed: int, epochs: int, cache_dir: Path) -> tuple[Path, dict
         str(weights),
         "--json",
     ]
+    if data_root is not None:
+        command += ["--data-root", data_root]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     data: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     data["command"] = " ".join(command)
     report.write_text(json.dumps(data, indent=1))
     return weights, data
+
+
+def make_subset(
+    dataset: str,
+    input_shape: tuple[int, int, int],
+    data_root: str | None,
+    train: int,
+    test: int,
+    cache_dir: Path,
+) -> str:
+    """Write a class-balanced subset of ``dataset`` as an ``.npz`` data set; return its name.
+
+    ``train`` images are drawn from the data set's training part (train + val splits)
+    and ``test`` from its test split, the same number per class, with a fixed seed; the
+    searches then split the training images into train and val as they do any upload.
+    Returns ``npz:<path>``, usable wherever a data set name is.
+    """
+    path = cache_dir / f"{_slug(dataset)}-train{train}-test{test}.npz"
+    if not path.exists():
+        splits = load_dataset(dataset, input_shape=input_shape, root=data_root, seed=0)
+        rng = np.random.default_rng(0)
+
+        def pick(parts: Sequence[Any], count: int) -> tuple[np.ndarray, np.ndarray]:
+            images = np.concatenate([p.images.numpy() for p in parts])
+            labels = np.concatenate([p.labels.numpy() for p in parts])
+            per_class = count // splits.num_classes
+            chosen = np.concatenate(
+                [
+                    rng.permutation(np.flatnonzero(labels == c))[:per_class]
+                    for c in range(splits.num_classes)
+                ]
+            )
+            return images[chosen], labels[chosen]
+
+        x_train, y_train = pick([splits.train, splits.val], train)
+        x_test, y_test = pick([splits.test], test)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+        logger.info("wrote %s: %d train, %d test images", path, len(y_train), len(y_test))
+    return f"npz:{path}"
 
 
 # -- width choices ----------------------------------------------------------------------
@@ -356,8 +421,11 @@ def run_cell(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run every method at one budget and seed; return the runs and the baseline numbers."""
     base_spec = settings.spec(budget, seed, "tpe", settings.final_epochs)
-    problem = load_problem(base_spec, weights=weights)
-    baseline = measure_baseline(problem).to_dict()
+    problem = load_problem(base_spec, weights=weights, data_root=settings.data_root)
+    baseline = measure_baseline(problem).to_dict() | {
+        "val_images": len(problem.data.val),
+        "test_images": len(problem.data.test),
+    }
     space = {
         "smallest_macs_ratio": problem.space.predict(problem.space.smallest()).macs
         / problem.baseline.cost.macs,
@@ -470,7 +538,9 @@ def summarize(runs: Sequence[dict[str, Any]], methods: Sequence[str]) -> list[di
     return rows
 
 
-def proxy_correlations(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def proxy_correlations(
+    runs: Sequence[dict[str, Any]], val_images: int
+) -> dict[str, dict[str, Any]]:
     """Return, per budget, how well the cheap signals of a trial predict each other.
 
     Pools every fine-tuned search trial of the budget: Spearman correlation of the
@@ -497,9 +567,7 @@ def proxy_correlations(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, An
             "pairs": len(pairs),
             "spearman_proxy_vs_val": rho,
             "proxy_at_chance_share": (
-                sum(v <= 0.1 + 2 / TEST_SPLIT_SIZE for v in proxies) / len(proxies)
-                if proxies
-                else None
+                sum(v <= 0.1 + 2 / val_images for v in proxies) / len(proxies) if proxies else None
             ),
         }
     return out
@@ -581,10 +649,14 @@ def markdown(payload: dict[str, Any]) -> str:
     s, m = payload["settings"], payload["machine"]
     lib = m["libraries"]
     extra = s["trials"] * s["epochs_per_trial"]
+    test_images, val_images = payload["split_sizes"]["test"], payload["split_sizes"]["val"]
     lines = [
         "# Search quality: Bayesian search vs one-shot width choices",
         "",
-        f"{ARCH} on `{DATASET}` ({'x'.join(map(str, INPUT_SHAPE))}). Machine: {m['cpu']}, "
+        f"{payload['arch']} on `{payload['dataset']}` "
+        f"({'x'.join(map(str, payload['input_shape']))}"
+        + (f"; {payload['dataset_note']}" if payload.get("dataset_note") else "")
+        + f"). Machine: {m['cpu']}, "
         f"{m['cores']} cores, torch on 1 thread; torch {lib['torch']}, optuna {lib['optuna']}, "
         f"torch-pruning {lib['torch-pruning']}, onnxruntime {lib['onnxruntime']}; finished "
         f"{m['finished_at']}. "
@@ -632,7 +704,8 @@ def markdown(payload: dict[str, Any]) -> str:
         "every seed's baseline). Test accuracy: mean ± std over seeds. *vs uniform* / "
         "*vs random*: paired "
         "difference of test accuracy on the same seed, mean ± std in points, and wins/losses. "
-        f"The test split has {TEST_SPLIT_SIZE} images: one image is 0.37 points. MACs "
+        f"The test split has {test_images} images: one image is "
+        f"{100 / test_images:.2g} points. MACs "
         "(fvcore) and params of the final model; latency: onnxruntime, batch 1, one "
         "thread, median. Wall s: choosing the plan (search or bisection) plus the final "
         "fine-tune and measurements.",
@@ -645,14 +718,15 @@ def markdown(payload: dict[str, Any]) -> str:
         "allows and of the uniform plan at the budget. *picked uniform*: searches whose "
         "pick was the warm start (the uniform plan). *distinct plans*: different plans "
         "among the trials after projection onto the budget. *best − median trial val*: "
-        "spread of the fine-tuned trials' val accuracy (one val image = 0.37 points).",
+        "spread of the fine-tuned trials' val accuracy (one val image = "
+        f"{100 / val_images:.2g} points).",
         "",
         *_diagnostics_table(payload),
         "",
         "Trial signals, pooled over the searches of a budget: Spearman correlation of the "
         "BN-recalibrated accuracy (the median pruner's input) with the val accuracy after "
         "the trial fine-tune (the ranking `select_best` uses), and how many trials were "
-        "at chance (≤ 10.7 %) after BN recalibration alone.",
+        f"at chance (≤ {10 + 200 / val_images:.1f} %) after BN recalibration alone.",
         "",
         "| MACs budget | fine-tuned trials | Spearman proxy vs val | proxy at chance |",
         "|---:|---:|---:|---:|",
@@ -683,6 +757,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--round-to", type=int, default=8)
     parser.add_argument("--base-epochs", type=int, default=30, help="baseline training epochs")
     parser.add_argument(
+        "--dataset", default=DATASET, help="any data set name `inferprune train` accepts"
+    )
+    parser.add_argument(
+        "--input-shape",
+        type=lambda text: tuple(int(v) for v in text.split(",")),
+        default=INPUT_SHAPE,
+        help="C,H,W the model is built for (default: 3,32,32)",
+    )
+    parser.add_argument("--data-root", help="where cifar10, fashion_mnist, ... files live")
+    parser.add_argument(
+        "--train-subset",
+        type=int,
+        help="use a class-balanced subset of this many training images (and --test-subset "
+        "test images), written as an .npz to --cache-dir",
+    )
+    parser.add_argument("--test-subset", type=int, default=2000)
+    parser.add_argument(
+        "--name", default="search_quality", help="report file names: NAME.json and NAME.md"
+    )
+    parser.add_argument(
+        "--combine",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="merge the runs of these reports (e.g. seeds run in parallel) into NAME.md "
+        "and NAME.json instead of running anything",
+    )
+    parser.add_argument(
         "--equal-compute",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -711,14 +813,63 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def combine(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Return one report holding the runs and baselines of ``reports`` (same settings)."""
+    first = reports[0]
+    runs = [run for report in reports for run in report["runs"]]
+    baselines = {seed: b for report in reports for seed, b in report["baselines"].items()}
+    seeds = sorted({run["seed"] for run in runs})
+    budgets = sorted({run["budget"] for run in runs}, reverse=True)
+    return first | {
+        "settings": first["settings"] | {"seeds": seeds, "budgets": budgets},
+        "wall_s": sum(report["wall_s"] for report in reports),
+        "interference_cores": max(report["interference_cores"] for report in reports),
+        "combined_from": len(reports),
+        "baselines": baselines,
+        "summary": summarize(runs, first["methods"]),
+        "proxy_correlations": proxy_correlations(runs, first["split_sizes"]["val"]),
+        "runs": runs,
+    }
+
+
+def write_report(payload: dict[str, Any], out_dir: Path, name: str) -> Path:
+    """Write NAME.json and NAME.md, keeping hand-written findings below the marker."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    page = out_dir / f"{name}.md"
+    notes = ""
+    if page.exists() and NOTES_MARKER in page.read_text():
+        notes = page.read_text().split(NOTES_MARKER, 1)[1]
+    page.write_text(markdown(payload) + "\n" + NOTES_MARKER + notes)
+    return page
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the comparison and write the JSON and markdown reports."""
     args = parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
+    if args.combine:
+        merged = combine([json.loads(path.read_text()) for path in args.combine])
+        logger.info("wrote %s", write_report(merged, args.out_dir, args.name))
+        return 0
     torch.set_num_threads(1)
     started, interference = time.perf_counter(), Interference()
+    dataset, note = args.dataset, None
+    if args.train_subset:
+        dataset = make_subset(
+            args.dataset,
+            args.input_shape,
+            args.data_root,
+            args.train_subset,
+            args.test_subset,
+            args.cache_dir,
+        )
+        note = (
+            f"a class-balanced subset of `{args.dataset}`: {args.train_subset} training "
+            f"images (split into train and val) and {args.test_subset} test images"
+        )
     settings = Settings(
         trials=args.trials,
         epochs_per_trial=args.epochs_per_trial,
@@ -728,6 +879,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         criterion=args.criterion,
         round_to=args.round_to,
         base_epochs=args.base_epochs,
+        dataset=dataset,
+        input_shape=args.input_shape,
+        data_root=args.data_root,
     )
     methods = list(args.methods)
     if args.equal_compute:
@@ -735,31 +889,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     baselines: dict[int, dict[str, Any]] = {}
     for seed in args.seeds:
-        weights, trained = ensure_baseline(seed, settings.base_epochs, args.cache_dir)
+        weights, trained = ensure_baseline(
+            seed,
+            settings.base_epochs,
+            args.cache_dir,
+            dataset=dataset,
+            input_shape=args.input_shape,
+            data_root=args.data_root,
+        )
         logger.info("baseline seed %d: test accuracy %.4f", seed, trained["test_accuracy"])
         for budget in args.budgets:
             cell, measured = run_cell(budget, seed, methods, settings, weights)
             runs += cell
             baselines.setdefault(seed, {"train": trained, "measured": measured})
+    sizes = next(iter(baselines.values()))["measured"]
+    split_sizes = {"val": sizes["val_images"], "test": sizes["test_images"]}
     payload = {
         "benchmark": "search_quality",
         "machine": machine(),
         "settings": {**dataclasses.asdict(settings), "seeds": args.seeds, "budgets": args.budgets},
         "arch": ARCH,
-        "dataset": DATASET,
-        "input_shape": INPUT_SHAPE,
+        "dataset": args.dataset,
+        "dataset_note": note,
+        "input_shape": args.input_shape,
+        "split_sizes": split_sizes,
         "methods": methods,
         "wall_s": round(time.perf_counter() - started, 1),
         "interference_cores": interference.cores(),
         "baselines": baselines,
         "summary": summarize(runs, methods),
-        "proxy_correlations": proxy_correlations(runs),
+        "proxy_correlations": proxy_correlations(runs, split_sizes["val"]),
         "runs": runs,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "search_quality.json").write_text(json.dumps(payload, indent=1) + "\n")
-    (args.out_dir / "search_quality.md").write_text(markdown(payload))
-    logger.info("wrote %s", args.out_dir / "search_quality.md")
+    logger.info("wrote %s", write_report(payload, args.out_dir, args.name))
     return 0
 
 

@@ -11,17 +11,19 @@ constraints and user attributes are written to the storage after the last stage)
 
 The job is the realistic worst case for overhead: objective ``pareto`` with latency
 (so every trial measures latency) within ``budget.flops`` 0.5 (so samples are
-projected), a SQLite storage file, randomly initialised weights (stage times do not
-depend on weight values, and with an untrained model the pareto screen skips no
-fine-tune), ``--steps-per-trial`` fine-tune steps of batch 64 (default 10: half an
-epoch of ``digits``). Models: ``resnet20_cifar`` on ``digits`` at 3x32x32 and
+projected), a SQLite storage file opened as the product opens it
+(``search.optuna_storage``), randomly initialised weights (stage times do not depend on
+weight values, and with an untrained model the pareto screen skips no fine-tune), each
+``--steps-per-trial`` length of fine-tune steps of batch 64 (default 10, half an epoch
+of ``digits``, and 19, one epoch: the default trial, as ``finetune.epochs_per_trial``
+is 1). Models: ``resnet20_cifar`` on ``digits`` at 3x32x32 and
 ``resnet50`` (torchvision) on ``digits`` resized to 3x64x64.
 
 The overhead share is (wall − fine-tune − evaluation) / wall of a trial, median over
 trials; the target is under 10 %. Writes ``trial_overhead.json`` and
 ``trial_overhead.md`` to ``--out-dir``. Run from the repository root::
 
-    .venv/bin/python benchmarks/trial_overhead.py            # both models, ~15 min
+    .venv/bin/python benchmarks/trial_overhead.py            # both models, both lengths, ~20 min
     .venv/bin/python benchmarks/trial_overhead.py --quick    # smoke run, ~2 min
     .venv/bin/python benchmarks/trial_overhead.py --models resnet50 --trials 10
 """
@@ -133,6 +135,7 @@ def time_trials(arch: str, trials: int, steps_per_trial: int, workdir: Path) -> 
     spec = spec_for(arch, trials, steps_per_trial)
     started = time.perf_counter()
     problem = load_problem(spec)
+    workdir.mkdir(parents=True, exist_ok=True)
     storage = optuna_storage(f"sqlite:///{workdir / f'{arch}.db'}")
     commits = [0]
     event.listen(storage.engine, "commit", lambda conn: commits.__setitem__(0, commits[0] + 1))
@@ -177,6 +180,7 @@ def time_trials(arch: str, trials: int, steps_per_trial: int, workdir: Path) -> 
     steps_for_target = (overhead_s / OVERHEAD_TARGET - overhead_s - medians["evaluate"]) / step_s
     return {
         "arch": arch,
+        "steps_per_trial": steps_per_trial,
         "input_shape": MODELS[arch],
         "groups": len(problem.space.groups),
         "macs": problem.baseline.cost.macs,
@@ -240,25 +244,9 @@ def _overhead_ranking(result: dict[str, Any]) -> str:
     return ", ".join(f"{s} {100 * result['median_s'][s] / wall:.1f} %" for s in ranked)
 
 
-def markdown(payload: dict[str, Any]) -> str:
-    """Return the markdown report: machine, per-stage medians, the verdict and its causes."""
-    m, results = payload["machine"], payload["results"]
-    lib = m["libraries"]
-    sqlite_ms = payload["sqlite_commit_ms"]
+def _stage_table(results: Sequence[dict[str, Any]]) -> list[str]:
+    """Return the per-stage table of one trial length, one column per model."""
     lines = [
-        "# Trial overhead: where a search trial's time goes",
-        "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, torch on 1 thread; torch {lib['torch']}, "
-        f"optuna {lib['optuna']}, onnxruntime {lib['onnxruntime']}, sqlalchemy "
-        f"{lib['sqlalchemy']}; finished {m['finished_at']}. Objective `pareto` with latency "
-        "(onnxruntime, "
-        f"batch 1, 1 thread, {payload['latency_runs']} runs) within `budget.flops` 0.5, TPE, "
-        f"Optuna storage on a SQLite file, {payload['steps_per_trial']} fine-tune steps of "
-        "batch 64 per trial (half an epoch of `digits`), random initial weights. Medians "
-        "over the trials that were fine-tuned; shares are of the median trial's wall time. "
-        "*ask* and *unattributed* are measured around `run_one_trial` (see the script's "
-        "docstring); the other stages are the trial's own `seconds`.",
-        "",
         "| stage | "
         + " | ".join(f"{r['arch']} {'x'.join(map(str, r['input_shape']))}" for r in results)
         + " |",
@@ -293,42 +281,83 @@ def markdown(payload: dict[str, Any]) -> str:
             for r in results
         )
         + " |",
+    ]
+    return lines
+
+
+def _length_title(steps: int, train_samples: int) -> str:
+    epochs = steps * BN_BATCH_SIZE / train_samples
+    if steps == train_samples // BN_BATCH_SIZE:
+        return f"{steps} fine-tune steps per trial: one epoch of `digits`, the default trial"
+    return f"{steps} fine-tune steps per trial ({epochs:.2f} epochs of `digits`)"
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    """Return the markdown report: machine, per-stage medians, the verdict and its causes."""
+    m, results = payload["machine"], payload["results"]
+    lib = m["libraries"]
+    sqlite_ms = payload["sqlite_commit_ms"]
+    lengths = sorted({r["steps_per_trial"] for r in results})
+    lines = [
+        "# Trial overhead: where a search trial's time goes",
         "",
-        f"Target: overhead under {100 * OVERHEAD_TARGET:.0f} % of a trial.",
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch on 1 thread; torch {lib['torch']}, "
+        f"optuna {lib['optuna']}, onnxruntime {lib['onnxruntime']}, sqlalchemy "
+        f"{lib['sqlalchemy']}; finished {m['finished_at']}. Objective `pareto` with latency "
+        "(onnxruntime, "
+        f"batch 1, 1 thread, {payload['latency_runs']} runs) within `budget.flops` 0.5, TPE, "
+        "Optuna storage on a SQLite file opened by `search.optuna_storage` (WAL), "
+        f"{' or '.join(map(str, lengths))} fine-tune steps of batch 64 per trial, random "
+        "initial weights. Medians over the trials that were fine-tuned; shares are of the "
+        "median trial's wall time. *ask* and *unattributed* are measured around "
+        "`run_one_trial` (see the script's docstring); the other stages are the trial's "
+        f"own `seconds`. Target: overhead under {100 * OVERHEAD_TARGET:.0f} % of a trial.",
         "",
-        "| model | groups | MACs | params | train / val images | trials (fine-tuned) "
-        "| load + open study s | other processes (cores) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for steps in lengths:
+        block = [r for r in results if r["steps_per_trial"] == steps]
+        lines += [f"## {_length_title(steps, block[0]['train_samples'])}", ""]
+        lines += _stage_table(block)
+        lines.append("")
+    lines += [
+        "## Models",
+        "",
+        "| model | trial steps | groups | MACs | params | train / val images | trials "
+        "(fine-tuned) | load + open study s | other processes (cores) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
-            f"| {r['arch']} | {r['groups']} | {r['macs'] / 1e6:.1f} M | "
-            f"{r['params'] / 1e6:.2f} M | {r['train_samples']} / {r['val_samples']} | "
+            f"| {r['arch']} | {r['steps_per_trial']} | {r['groups']} | "
+            f"{r['macs'] / 1e6:.1f} M | {r['params'] / 1e6:.2f} M | "
+            f"{r['train_samples']} / {r['val_samples']} | "
             f"{len(r['trials'])} ({r['fine_tuned_trials']}) | {r['setup_s']:.1f} | "
             f"{r['interference_cores']:.2f} |"
         )
+    shortest = [r for r in results if r["steps_per_trial"] == lengths[0]]
     lines += [
         "",
         "## Where the overhead comes from",
         "",
         f"* **bn_recal** forwards {payload['bn_recalibration_images']} training images "
-        "(`search.objective.BN_BATCHES` batches of 64) in every trial, whatever the "
-        "fine-tune length: here "
+        "(`search.objective.BN_BATCHES` batches of 64; `bn_recal.md` shows that more "
+        "batches do not change the proxy's ranking) in every trial, whatever the "
+        "fine-tune length: "
         + ", ".join(
             f"{r['median_s']['bn_recal'] / r['median_s']['finetune']:.0%} of the "
-            f"{payload['steps_per_trial']}-step fine-tune's time ({r['arch']})"
-            for r in results
+            f"{r['steps_per_trial']}-step fine-tune's time ({r['arch']})"
+            for r in shortest
         )
         + ".",
-        "* **latency** exports the candidate to ONNX, opens an onnxruntime session and "
-        f"runs it {payload['latency_runs']} times, in every trial of a job that measures "
-        "latency.",
+        "* **latency** exports the candidate to ONNX (most of the stage), opens an "
+        f"onnxruntime session and runs it {payload['latency_runs']} times, in every trial "
+        "of a job that measures latency.",
         "* **sample**, **unattributed**, **storage**, **ask** are mostly SQLite commits: "
         "one per group for the sampled widths (`suggest_int`), one per user attribute and "
         "constraint written after the last stage, one for the tell. One commit costs "
-        f"{sqlite_ms['default']:.1f} ms with SQLite's defaults and "
-        f"{sqlite_ms['wal_normal']:.1f} ms with `journal_mode=WAL` and "
-        "`synchronous=NORMAL` (median of 40 `set_user_attr` calls).",
+        f"{sqlite_ms['wal_normal']:.1f} ms through `search.optuna_storage` (WAL, "
+        f"`synchronous=NORMAL`) and {sqlite_ms['default']:.1f} ms with SQLite's defaults, "
+        "as a plain `sqlite:///` URL gives Optuna (median of 40 `set_user_attr` calls).",
         "* **cost** (fvcore on the pruned model) and **apply** are small.",
         "",
     ]
@@ -343,14 +372,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--trials", type=int, default=8, help="trials per model")
-    parser.add_argument("--steps-per-trial", type=int, default=10)
+    parser.add_argument(
+        "--steps-per-trial",
+        type=int,
+        nargs="+",
+        default=[10, 19],
+        help="trial lengths to time (19 steps of 64 = one epoch of digits, the default trial)",
+    )
     parser.add_argument(
         "--out-dir", type=Path, help="default: benchmarks/results (a temp folder with --quick)"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run (~2 minutes)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.trials, args.steps_per_trial = 2, 2
+        args.trials, args.steps_per_trial = 2, [2]
     if args.out_dir is None:
         quick_dir = Path(tempfile.gettempdir()) / "inferprune-bench-quick"
         args.out_dir = quick_dir if args.quick else Path(__file__).parent / "results"
@@ -367,7 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="inferprune-overhead-") as tmp:
         results = [
-            time_trials(arch, args.trials, args.steps_per_trial, Path(tmp)) for arch in args.models
+            time_trials(arch, args.trials, steps, Path(tmp) / f"{steps}")
+            for steps in args.steps_per_trial
+            for arch in args.models
         ]
         sqlite_ms = {
             "default": sqlite_commit_ms(Path(tmp) / "default.db", wal=False),

@@ -26,7 +26,9 @@ _FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 _MNIST_DIRS = ("MNIST/raw", "mnist")
-_FASHION_DIRS = ("FashionMNIST/raw", "fashion_mnist")
+_FASHION_DIRS = ("FashionMNIST/raw", "fashion_mnist", "fashion-mnist")
+"""torchvision's layout, ours, and Debian's (``apt install dataset-fashion-mnist`` puts the
+files in ``/usr/share/datasets/fashion-mnist``)."""
 _FASHION_NAMES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -127,7 +129,10 @@ def _inspect(files: dict[str, Path]) -> DatasetInfo:
 
 
 _MNIST_SOURCE = "torchvision.datasets.MNIST(<root>, download=True) on a machine online"
-_FASHION_SOURCE = "torchvision.datasets.FashionMNIST(<root>, download=True) on a machine online"
+_FASHION_SOURCE = (
+    "torchvision.datasets.FashionMNIST(<root>, download=True) on a machine online, or "
+    "`apt install dataset-fashion-mnist` on Debian (root /usr/share/datasets)"
+)
 
 
 def load_mnist(arg: str, root: Path, input_shape: InputShape) -> RawData:
@@ -142,7 +147,8 @@ def inspect_mnist(arg: str, root: Path) -> DatasetInfo:
 
 
 def load_fashion_mnist(arg: str, root: Path, input_shape: InputShape) -> RawData:
-    """Return Fashion-MNIST from ``<root>/FashionMNIST/raw`` or ``<root>/fashion_mnist``."""
+    """Return Fashion-MNIST from ``<root>/FashionMNIST/raw``, ``<root>/fashion_mnist`` or
+    ``<root>/fashion-mnist`` (Debian's ``dataset-fashion-mnist`` package)."""
     files = _find_files("fashion_mnist", root, _FASHION_DIRS, _FASHION_SOURCE)
     return _load(files, _FASHION_NAMES)
 

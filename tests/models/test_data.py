@@ -219,6 +219,16 @@ def test_fake_mnist_idx_files_load_with_the_official_test_split(tmp_path: Path) 
     assert inspect_dataset("mnist", root=tmp_path) == (10, 150)
 
 
+def test_fashion_mnist_loads_from_debians_layout(tmp_path: Path) -> None:
+    # `apt install dataset-fashion-mnist` puts the .gz files in /usr/share/datasets/fashion-mnist
+    arrays = _fake_mnist(tmp_path / "fashion-mnist")
+    splits = load_dataset("fashion_mnist", input_shape=(1, 28, 28), root=tmp_path)
+    np.testing.assert_array_equal(
+        _split(splits.test).labels.numpy(), arrays["t10k-labels-idx1-ubyte"]
+    )
+    assert splits.class_names[9] == "Ankle boot"
+
+
 def test_corrupt_idx_files_are_refused(tmp_path: Path) -> None:
     raw = tmp_path / "FashionMNIST" / "raw"
     _fake_mnist(raw)
