@@ -4,7 +4,9 @@ The order puts every cheap way to give up before the expensive fine-tune: the pl
 projected onto the budget analytically; latency (which depends only on the structure)
 is measured before any training and an over-budget candidate stops there; the
 accuracy after BatchNorm recalibration alone is reported to the pruner (single
-objective) or screened against the front (pareto) before fine-tuning.
+objective) or screened against the front (pareto) before fine-tuning. In single-objective
+jobs the validation accuracy halfway through the fine-tune is reported too, and a
+hopeless candidate stops there.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import nn
 
 from models.cost import measure_cost
 from models.prune import Plan, apply_plan
-from models.train import evaluate, fine_tune, recalibrate_batchnorm
+from models.train import TrainProgress, evaluate, fine_tune, recalibrate_batchnorm
 from search.problem import PruningProblem
 from search.spec import directions
 
@@ -42,6 +44,10 @@ SCREEN_MARGIN = 0.05
 """A pareto candidate is skipped when a finished trial no bigger than it was at least this
 much more accurate after BN recalibration alone."""
 
+MIDWAY_STEP = 1
+"""The pruner's step for the validation accuracy halfway through the fine-tune (step 0
+is the accuracy after BatchNorm recalibration alone)."""
+
 BN_BATCHES = 2
 """Batches of 64 training images forwarded to re-estimate a candidate's
 BatchNorm statistics. ``benchmarks/bn_recal.py`` measured 1 to 16 batches of 64 on
@@ -61,6 +67,8 @@ class TrialResult:
         macs_predicted: the analytic model's MACs for the plan.
         latency_ms, latency_p90_ms: median and p90 latency, when measured.
         proxy_accuracy: validation accuracy after BN recalibration, before fine-tuning.
+        midway_accuracy: validation accuracy halfway through the fine-tune (single
+            objective only; None when not measured).
         val_accuracy: validation accuracy after fine-tuning (None if skipped).
         constraints: Optuna constraint values (feasible when all <= 0).
         skipped: why the fine-tune was skipped (``infeasible``, ``pruned``, ``dominated``),
@@ -83,6 +91,7 @@ class TrialResult:
     skipped: str | None
     values: tuple[float, ...] | None
     seconds: dict[str, float] = field(default_factory=dict)
+    midway_accuracy: float | None = None
 
     @property
     def feasible(self) -> bool:
@@ -105,6 +114,7 @@ class TrialResult:
             "latency_ms": self.latency_ms,
             "latency_p90_ms": self.latency_p90_ms,
             "proxy_accuracy": self.proxy_accuracy,
+            "midway_accuracy": self.midway_accuracy,
             "val_accuracy": self.val_accuracy,
             "feasible": self.feasible,
             "skipped": self.skipped,
@@ -126,6 +136,11 @@ def scalar_score(
         if target is not None and cost is not None and cost > 0:
             score *= (cost / target) ** SCALAR_EXPONENT
     return score
+
+
+def _chance_level(problem: PruningProblem) -> float:
+    """Return the validation accuracy a guess reaches, plus two validation images."""
+    return 1 / problem.data.num_classes + 2 / max(1, len(problem.data.val))
 
 
 def build_candidate(problem: PruningProblem, plan: Plan) -> nn.Module:
@@ -188,10 +203,11 @@ def run_trial(
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 
-    def lap(stage: str) -> None:
+    def lap(stage: str, *, excluding: float = 0.0) -> None:
+        """Charge the time since the last lap, less ``excluding`` seconds, to ``stage``."""
         nonlocal clock
         now = time.perf_counter()
-        seconds[stage] = round(seconds.get(stage, 0.0) + now - clock, 6)
+        seconds[stage] = round(seconds.get(stage, 0.0) + now - clock - excluding, 6)
         clock = now
 
     sampled = problem.space.suggest(trial)
@@ -207,6 +223,8 @@ def run_trial(
     latency_ms = latency.median_ms if latency else None
     lap("latency")
     trial.set_user_attr("sampled", sampled)
+
+    midway: list[float] = []  # the halfway accuracy, once measured
 
     def finish(
         skipped: str | None,
@@ -236,6 +254,7 @@ def run_trial(
             skipped=skipped,
             values=values,
             seconds=seconds,
+            midway_accuracy=midway[0] if midway else None,
         )
         for key, value in result.user_attrs().items():
             trial.set_user_attr(key, value)
@@ -256,12 +275,31 @@ def run_trial(
     lap("bn_recal")
     proxy = evaluate(model, problem.data.val).top1
     lap("evaluate")
-    if len(directions(spec)) == 1:
+    single_objective = len(directions(spec)) == 1
+    if single_objective:
         trial.report(proxy, step=0)
-        if trial.should_prune():
+        # a proxy at chance says nothing about the candidate: the halfway check decides
+        if proxy > _chance_level(problem) and trial.should_prune():
             return finish("pruned", proxy, None, None), None
     elif screen is not None and screen(proxy, cost.macs, latency_ms):
         return finish("dominated", proxy, None, None), None
+
+    midway_seconds = 0.0
+    pruned_midway = False
+
+    def check_midway(progress: TrainProgress) -> None:
+        nonlocal midway_seconds, pruned_midway
+        if progress.step != progress.total_steps // 2:
+            return
+        started = time.perf_counter()
+        midway.append(evaluate(model, problem.data.val).top1)
+        model.train()  # evaluate leaves the model in eval mode; the fine-tune goes on
+        trial.report(midway[0], step=MIDWAY_STEP)
+        pruned_midway = trial.should_prune()
+        midway_seconds = time.perf_counter() - started
+
+    def stop() -> bool:
+        return pruned_midway or (should_stop is not None and should_stop())
 
     finetune = spec.finetune
     if finetune.steps_per_trial or finetune.epochs_per_trial > 0:
@@ -273,9 +311,13 @@ def run_trial(
             lr=finetune.lr,
             batch_size=finetune.batch_size,
             seed=seed,
-            should_stop=should_stop,
+            on_step=check_midway if single_objective else None,
+            should_stop=stop,
         )
-    lap("finetune")
+    lap("finetune", excluding=midway_seconds)
+    seconds["evaluate"] = round(seconds["evaluate"] + midway_seconds, 6)
+    if pruned_midway:
+        return finish("pruned", proxy, None, None), None
     accuracy = evaluate(model, problem.data.val).top1
     lap("evaluate")
     values = _values(problem, accuracy, cost.macs, cost.params, latency_ms)
