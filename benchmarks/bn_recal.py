@@ -15,7 +15,10 @@ each number of recalibration batches k:
   with the validation accuracy after one epoch of fine-tuning (what the search ranks
   by), and with the proxy from the most batches measured;
 * the validation accuracy after that fine-tune when it starts from k batches'
-  statistics (``--finetune-from``), paired by plan.
+  statistics (``--finetune-from``), paired by plan;
+* the pruner's other signal: the validation accuracy halfway through the fine-tune
+  (``search.objective`` reports it as step 1), and its Spearman correlation with the
+  fine-tuned accuracy, beside the proxy's.
 
 Writes ``bn_recal.json`` and ``bn_recal.md`` to ``--out-dir``. Run from the repository
 root::
@@ -44,8 +47,9 @@ import torch
 from _machine import Interference, machine
 from scipy.stats import spearmanr
 from search_quality import ARCH, DATASET, INPUT_SHAPE, ensure_baseline
+from torch import nn
 
-from models.train import evaluate, fine_tune, recalibrate_batchnorm
+from models.train import TrainProgress, evaluate, fine_tune, recalibrate_batchnorm
 from search import JobSpec, load_problem
 from search.objective import BN_BATCHES, build_candidate
 
@@ -101,6 +105,15 @@ def measure_budget(
             recalibrated[k] = model
         for k in finetune_from:
             model = recalibrated[k]
+            halfway: list[float] = []
+
+            def at_half(
+                progress: TrainProgress, model: nn.Module = model, halfway: list[float] = halfway
+            ) -> None:
+                if progress.step == progress.total_steps // 2:
+                    halfway.append(evaluate(model, problem.data.val).top1)
+                    model.train()
+
             fine_tune(
                 model,
                 problem.data.train,
@@ -108,8 +121,11 @@ def measure_budget(
                 lr=0.01,
                 batch_size=BATCH_SIZE,
                 seed=index,
+                on_step=at_half,
             )
             record["finetuned"][k] = evaluate(model, problem.data.val).top1
+            if k == max(finetune_from) and halfway:
+                record["midway"] = halfway[0]
         logger.info(
             "budget %.3f plan %d/%d: MACs %.3f, proxy %s, fine-tuned %s",
             budget,
@@ -132,6 +148,15 @@ def summarize(
     target = [r["finetuned"][target_k] for r in records]
     reference = [r["proxy"][reference_k] for r in records]
     rows = []
+    midway = [r.get("midway") for r in records]
+    if all(v is not None for v in midway):
+        rows.append(
+            {
+                "batches": "halfway",
+                "spearman_vs_finetuned": float(spearmanr(midway, target).statistic),
+                "midway_mean": statistics.fmean(v for v in midway if v is not None),
+            }
+        )
     for k in ks:
         proxies = [r["proxy"][k] for r in records]
         row: dict[str, Any] = {
@@ -159,7 +184,7 @@ def markdown(payload: dict[str, Any]) -> str:
     m = payload["machine"]
     s = payload["settings"]
     lines = [
-        "# BatchNorm recalibration: batches needed per trial",
+        "# BatchNorm recalibration and the pruner's signals",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, torch on 1 thread; torch {m['torch']}; "
         f"finished {payload['finished']}. `{ARCH}` trained {s['base_epochs']} epochs on "
@@ -183,6 +208,8 @@ def markdown(payload: dict[str, Any]) -> str:
             f"{max(s['finetune_from'])} |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
+        halfway = next((r for r in rows if r["batches"] == "halfway"), None)
+        rows = [r for r in rows if r["batches"] != "halfway"]
         for r in rows:
             tuned = "" if r["finetuned_mean"] is None else f"{r['finetuned_mean']:.2%}"
             diff = (
@@ -195,6 +222,13 @@ def markdown(payload: dict[str, Any]) -> str:
                 f"{r['proxy_mean']:.2%} | {r['spearman_vs_finetuned']:.2f} | "
                 f"{r['spearman_vs_reference']:.2f} | {tuned} | {diff} |"
             )
+        if halfway is not None:
+            lines += [
+                "",
+                "Validation accuracy halfway through the fine-tune (from "
+                f"{max(s['finetune_from'])} batches): mean {halfway['midway_mean']:.2%}, "
+                f"Spearman vs fine-tuned {halfway['spearman_vs_finetuned']:.2f}.",
+            ]
         lines.append("")
     return "\n".join(lines)
 
