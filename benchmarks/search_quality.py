@@ -84,6 +84,13 @@ RATIO_SCAN_STEP = 0.05
 RATIO_SCAN_STEPS = 19
 """Ratios 0.05, 0.10, ..., 0.95 are scanned."""
 RATIO_BISECTION_STEPS = 10
+STEP0_PRUNER = "Optuna's median pruner on the BN-recalibrated accuracy"
+"""How trials were pruned before the halfway check (reports written without a pruner)."""
+PRUNER = (
+    "Optuna's median pruner on the BN-recalibrated accuracy (only when it is above "
+    "chance) and on the val accuracy halfway through the trial's fine-tune"
+)
+"""How ``search.objective.run_trial`` prunes single-objective trials now."""
 NOTES_MARKER = (
     "<!-- Findings below are written by hand; search_quality.py keeps them when it reruns. -->"
 )
@@ -670,7 +677,7 @@ def markdown(payload: dict[str, Any]) -> str:
         "recalibration (`search.final.finalize`). Only the per-group widths differ. "
         f"Searches (`tpe`, `gp`, `random`): {s['trials']} trials of {s['epochs_per_trial']:g} "
         "epochs each, objective `constrained` (`budget.flops`), warm start with the uniform "
-        "plan, Optuna's median pruner on the BN-recalibrated accuracy, as the product runs "
+        f"plan, {payload.get('pruner', STEP0_PRUNER)}, as the product runs "
         "them; the pick is the best val accuracy among feasible trials. One-shot methods "
         "(`uniform`, `global`) skip the trials and go straight to the final fine-tune, so "
         "they use far less compute (see wall s)"
@@ -814,19 +821,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def combine(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Return one report holding the runs and baselines of ``reports`` (same settings)."""
+    """Return one report holding the runs and baselines of ``reports`` (same settings).
+
+    A run of the same method, budget and seed in a later report replaces the earlier one
+    (rerunning a method after a change to it keeps the others' runs).
+    """
     first = reports[0]
-    runs = [run for report in reports for run in report["runs"]]
+    by_key = {
+        (run["method"], run["budget"], run["seed"]): run
+        for report in reports
+        for run in report["runs"]
+    }
+    runs = list(by_key.values())
+    methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
+    methods += sorted({r["method"] for r in runs} - set(methods))
     baselines = {seed: b for report in reports for seed, b in report["baselines"].items()}
     seeds = sorted({run["seed"] for run in runs})
     budgets = sorted({run["budget"] for run in runs}, reverse=True)
     return first | {
         "settings": first["settings"] | {"seeds": seeds, "budgets": budgets},
+        "methods": methods,
+        "pruner": reports[-1].get("pruner", STEP0_PRUNER),
+        "machine": reports[-1]["machine"],
         "wall_s": sum(report["wall_s"] for report in reports),
         "interference_cores": max(report["interference_cores"] for report in reports),
         "combined_from": len(reports),
         "baselines": baselines,
-        "summary": summarize(runs, first["methods"]),
+        "summary": summarize(runs, methods),
         "proxy_correlations": proxy_correlations(runs, first["split_sizes"]["val"]),
         "runs": runs,
     }
@@ -909,6 +930,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine(),
         "settings": {**dataclasses.asdict(settings), "seeds": args.seeds, "budgets": args.budgets},
         "arch": ARCH,
+        "pruner": PRUNER,
         "dataset": args.dataset,
         "dataset_note": note,
         "input_shape": args.input_shape,

@@ -311,7 +311,8 @@ def run_trial(
             lr=finetune.lr,
             batch_size=finetune.batch_size,
             seed=seed,
-            on_step=check_midway if single_objective else None,
+            # only a maximized accuracy has a pruner (search.study.make_pruner) to judge it
+            on_step=check_midway if directions(spec) == ["maximize"] else None,
             should_stop=stop,
         )
     lap("finetune", excluding=midway_seconds)
