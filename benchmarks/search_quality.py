@@ -824,9 +824,10 @@ def combine(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Return one report holding the runs and baselines of ``reports`` (same settings).
 
     A run of the same method, budget and seed in a later report replaces the earlier one
-    (rerunning a method after a change to it keeps the others' runs).
+    (rerunning a method after a change to it keeps the others' runs). Settings, split
+    sizes, machine and pruner come from the last report.
     """
-    first = reports[0]
+    last = reports[-1]
     by_key = {
         (run["method"], run["budget"], run["seed"]): run
         for report in reports
@@ -838,17 +839,16 @@ def combine(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     baselines = {seed: b for report in reports for seed, b in report["baselines"].items()}
     seeds = sorted({run["seed"] for run in runs})
     budgets = sorted({run["budget"] for run in runs}, reverse=True)
-    return first | {
-        "settings": first["settings"] | {"seeds": seeds, "budgets": budgets},
+    return last | {
+        "settings": last["settings"] | {"seeds": seeds, "budgets": budgets},
         "methods": methods,
-        "pruner": reports[-1].get("pruner", STEP0_PRUNER),
-        "machine": reports[-1]["machine"],
+        "pruner": last.get("pruner", STEP0_PRUNER),
         "wall_s": sum(report["wall_s"] for report in reports),
         "interference_cores": max(report["interference_cores"] for report in reports),
         "combined_from": len(reports),
         "baselines": baselines,
         "summary": summarize(runs, methods),
-        "proxy_correlations": proxy_correlations(runs, first["split_sizes"]["val"]),
+        "proxy_correlations": proxy_correlations(runs, last["split_sizes"]["val"]),
         "runs": runs,
     }
 
