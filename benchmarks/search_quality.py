@@ -87,8 +87,8 @@ RATIO_BISECTION_STEPS = 10
 STEP0_PRUNER = "Optuna's median pruner on the BN-recalibrated accuracy"
 """How trials were pruned before the halfway check (reports written without a pruner)."""
 PRUNER = (
-    "Optuna's median pruner on the BN-recalibrated accuracy (only when it is above "
-    "chance) and on the val accuracy halfway through the trial's fine-tune"
+    "Optuna's median pruner on the BN-recalibrated accuracy, consulted only when that "
+    "accuracy is above chance (more than two val images above a guess)"
 )
 """How ``search.objective.run_trial`` prunes single-objective trials now."""
 NOTES_MARKER = (

@@ -4,9 +4,7 @@ The order puts every cheap way to give up before the expensive fine-tune: the pl
 projected onto the budget analytically; latency (which depends only on the structure)
 is measured before any training and an over-budget candidate stops there; the
 accuracy after BatchNorm recalibration alone is reported to the pruner (single
-objective) or screened against the front (pareto) before fine-tuning. In single-objective
-jobs the validation accuracy halfway through the fine-tune is reported too, and a
-hopeless candidate stops there.
+objective) or screened against the front (pareto) before fine-tuning.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from torch import nn
 
 from models.cost import measure_cost
 from models.prune import Plan, apply_plan
-from models.train import TrainProgress, evaluate, fine_tune, recalibrate_batchnorm
+from models.train import evaluate, fine_tune, recalibrate_batchnorm
 from search.problem import PruningProblem
 from search.spec import directions
 
@@ -44,10 +42,6 @@ SCREEN_MARGIN = 0.05
 """A pareto candidate is skipped when a finished trial no bigger than it was at least this
 much more accurate after BN recalibration alone."""
 
-MIDWAY_STEP = 1
-"""The pruner's step for the validation accuracy halfway through the fine-tune (step 0
-is the accuracy after BatchNorm recalibration alone)."""
-
 BN_BATCHES = 2
 """Batches of 64 training images forwarded to re-estimate a candidate's
 BatchNorm statistics. ``benchmarks/bn_recal.py`` measured 1 to 16 batches of 64 on
@@ -67,8 +61,6 @@ class TrialResult:
         macs_predicted: the analytic model's MACs for the plan.
         latency_ms, latency_p90_ms: median and p90 latency, when measured.
         proxy_accuracy: validation accuracy after BN recalibration, before fine-tuning.
-        midway_accuracy: validation accuracy halfway through the fine-tune (single
-            objective only; None when not measured).
         val_accuracy: validation accuracy after fine-tuning (None if skipped).
         constraints: Optuna constraint values (feasible when all <= 0).
         skipped: why the fine-tune was skipped (``infeasible``, ``pruned``, ``dominated``),
@@ -91,7 +83,6 @@ class TrialResult:
     skipped: str | None
     values: tuple[float, ...] | None
     seconds: dict[str, float] = field(default_factory=dict)
-    midway_accuracy: float | None = None
 
     @property
     def feasible(self) -> bool:
@@ -114,7 +105,6 @@ class TrialResult:
             "latency_ms": self.latency_ms,
             "latency_p90_ms": self.latency_p90_ms,
             "proxy_accuracy": self.proxy_accuracy,
-            "midway_accuracy": self.midway_accuracy,
             "val_accuracy": self.val_accuracy,
             "feasible": self.feasible,
             "skipped": self.skipped,
@@ -203,11 +193,10 @@ def run_trial(
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 
-    def lap(stage: str, *, excluding: float = 0.0) -> None:
-        """Charge the time since the last lap, less ``excluding`` seconds, to ``stage``."""
+    def lap(stage: str) -> None:
         nonlocal clock
         now = time.perf_counter()
-        seconds[stage] = round(seconds.get(stage, 0.0) + now - clock - excluding, 6)
+        seconds[stage] = round(seconds.get(stage, 0.0) + now - clock, 6)
         clock = now
 
     sampled = problem.space.suggest(trial)
@@ -223,8 +212,6 @@ def run_trial(
     latency_ms = latency.median_ms if latency else None
     lap("latency")
     trial.set_user_attr("sampled", sampled)
-
-    midway: list[float] = []  # the halfway accuracy, once measured
 
     def finish(
         skipped: str | None,
@@ -254,7 +241,6 @@ def run_trial(
             skipped=skipped,
             values=values,
             seconds=seconds,
-            midway_accuracy=midway[0] if midway else None,
         )
         for key, value in result.user_attrs().items():
             trial.set_user_attr(key, value)
@@ -275,31 +261,13 @@ def run_trial(
     lap("bn_recal")
     proxy = evaluate(model, problem.data.val).top1
     lap("evaluate")
-    single_objective = len(directions(spec)) == 1
-    if single_objective:
+    if len(directions(spec)) == 1:
         trial.report(proxy, step=0)
-        # a proxy at chance says nothing about the candidate: the halfway check decides
+        # a proxy at chance says nothing about the candidate: only the fine-tune can tell
         if proxy > _chance_level(problem) and trial.should_prune():
             return finish("pruned", proxy, None, None), None
     elif screen is not None and screen(proxy, cost.macs, latency_ms):
         return finish("dominated", proxy, None, None), None
-
-    midway_seconds = 0.0
-    pruned_midway = False
-
-    def check_midway(progress: TrainProgress) -> None:
-        nonlocal midway_seconds, pruned_midway
-        if progress.step != progress.total_steps // 2:
-            return
-        started = time.perf_counter()
-        midway.append(evaluate(model, problem.data.val).top1)
-        model.train()  # evaluate leaves the model in eval mode; the fine-tune goes on
-        trial.report(midway[0], step=MIDWAY_STEP)
-        pruned_midway = trial.should_prune()
-        midway_seconds = time.perf_counter() - started
-
-    def stop() -> bool:
-        return pruned_midway or (should_stop is not None and should_stop())
 
     finetune = spec.finetune
     if finetune.steps_per_trial or finetune.epochs_per_trial > 0:
@@ -311,14 +279,9 @@ def run_trial(
             lr=finetune.lr,
             batch_size=finetune.batch_size,
             seed=seed,
-            # only a maximized accuracy has a pruner (search.study.make_pruner) to judge it
-            on_step=check_midway if directions(spec) == ["maximize"] else None,
-            should_stop=stop,
+            should_stop=should_stop,
         )
-    lap("finetune", excluding=midway_seconds)
-    seconds["evaluate"] = round(seconds["evaluate"] + midway_seconds, 6)
-    if pruned_midway:
-        return finish("pruned", proxy, None, None), None
+    lap("finetune")
     accuracy = evaluate(model, problem.data.val).top1
     lap("evaluate")
     values = _values(problem, accuracy, cost.macs, cost.params, latency_ms)

@@ -32,7 +32,6 @@ def trial_summaries(trials: Sequence[FrozenTrial]) -> list[dict[str, Any]]:
                 "values": list(t.values) if t.values else None,
                 "val_accuracy": a.get("val_accuracy"),
                 "proxy_accuracy": a.get("proxy_accuracy"),
-                "midway_accuracy": a.get("midway_accuracy"),
                 "macs": a.get("macs"),
                 "params": a.get("params"),
                 "latency_ms": a.get("latency_ms"),

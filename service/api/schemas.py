@@ -184,11 +184,6 @@ class TrialPublic(BaseModel):
     proxy_accuracy: float | None = Field(
         None, description="Validation accuracy after BatchNorm recalibration, before fine-tuning."
     )
-    midway_accuracy: float | None = Field(
-        None,
-        description="Validation accuracy halfway through the fine-tune (single-objective "
-        "jobs; the median pruner judges it).",
-    )
     macs: int | None = Field(None, examples=[20451056], description="MACs at batch 1.")
     params: int | None = Field(None, examples=[87500], description="Parameters.")
     latency_ms: float | None = Field(None, examples=[0.63], description="Median latency.")
@@ -197,9 +192,7 @@ class TrialPublic(BaseModel):
         None, examples=[True], description="Meets every limit of the budget."
     )
     skipped: str | None = Field(
-        None,
-        description="infeasible, pruned (at step 0 or halfway) or dominated: why the "
-        "fine-tune was skipped or cut short.",
+        None, description="infeasible, pruned or dominated: why the fine-tune was skipped."
     )
     plan: dict[str, int] | None = Field(None, description="Channels kept per group.")
     seconds: dict[str, float] | None = Field(None, description="Seconds per stage.")

@@ -117,7 +117,6 @@ def trial_public(trial: FrozenTrial, kept: set[int]) -> TrialPublic:
         values=list(trial.values) if trial.values else None,
         val_accuracy=attrs.get("val_accuracy"),
         proxy_accuracy=attrs.get("proxy_accuracy"),
-        midway_accuracy=attrs.get("midway_accuracy"),
         macs=attrs.get("macs"),
         params=attrs.get("params"),
         latency_ms=attrs.get("latency_ms"),

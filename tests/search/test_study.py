@@ -157,40 +157,29 @@ def test_hopeless_trials_are_stopped_before_fine_tuning(problem: PruningProblem)
     assert study.trials[-1].state == TrialState.PRUNED
 
 
-def test_a_proxy_at_chance_defers_to_the_halfway_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    # every proxy counts as "at chance": step 0 must not decide, the halfway report does
+def test_a_proxy_at_chance_is_no_reason_to_prune(monkeypatch: pytest.MonkeyPatch) -> None:
+    # every proxy counts as "at chance": the pruner must not judge the trial at step 0
     monkeypatch.setattr("search.objective._chance_level", lambda _problem: 1.0)
-    problem = load_problem(tiny_spec())  # untrained: far from perfect halfway
+    problem = load_problem(tiny_spec())  # untrained: its proxy is far below the others'
     study = open_study(problem, optuna.storages.InMemoryStorage())
     for trial in study.get_trials(states=(TrialState.WAITING,)):
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     dist = problem.space.distributions()
-    for _ in range(12):  # earlier trials were perfect after BN recalibration and halfway
+    for _ in range(12):  # earlier trials scored perfectly after BN recalibration
         study.add_trial(
             create_trial(
                 params={n: d.high for n, d in dist.items()},
                 distributions=dist,
                 value=1.0,
-                intermediate_values={0: 1.0, 1: 1.0},
+                intermediate_values={0: 1.0},
                 user_attrs={"plan": {}, "macs": 1, "params": 1},
             )
         )
     result = run_one_trial(problem, study)
-    assert result is not None and result.skipped == "pruned"
-    assert result.midway_accuracy is not None and result.midway_accuracy < 1.0
-    assert result.seconds["finetune"] > 0  # half of it ran
-    last = study.trials[-1]
-    assert last.state == TrialState.PRUNED
-    assert set(last.intermediate_values) == {0, 1}
-    assert last.user_attrs["midway_accuracy"] == result.midway_accuracy
-
-
-def test_a_promising_trial_reports_halfway_and_finishes(problem: PruningProblem) -> None:
-    study = open_study(problem, optuna.storages.InMemoryStorage())
-    result = run_one_trial(problem, study)  # the warm start: nothing to compare with yet
     assert result is not None and result.skipped is None
-    assert result.midway_accuracy is not None and result.val_accuracy is not None
-    assert set(study.trials[0].intermediate_values) == {0, 1}
+    assert result.proxy_accuracy is not None and result.proxy_accuracy < 1.0
+    assert result.seconds["finetune"] > 0 and result.val_accuracy is not None
+    assert study.trials[-1].state == TrialState.COMPLETE
 
 
 def test_pareto_screen_skips_only_clearly_dominated(problem: PruningProblem) -> None:
