@@ -8,7 +8,8 @@ stage with onnxruntime's own profiler and checks whether it is a batch-1 effect:
   stage (``layer1`` at 32x32 with 16 channels, ``layer2`` at 16x16 with 32, ``layer3``
   at 8x8 with 64), with the stage's MACs, for the original and the pruned model; the
   layout transforms (``ReorderOutput``) that onnxruntime adds are counted apart;
-* **per batch size**: median latency of both models at batch 1, 4, 16 and 64.
+* **per batch size**: median latency of both models at batch 1, 4, 16 and 64;
+* **the torch backend** at batch 1, for comparison.
 
 Sessions are configured as in ``models.cost.measure_latency`` (CPU provider, 1
 intra-op thread, all graph optimizations). Writes ``narrow_conv.json`` and
@@ -128,6 +129,17 @@ def batch_sweep(
     return rows
 
 
+def torch_batch1(original: nn.Module, pruned: nn.Module) -> dict[str, float]:
+    """Return both models' median latency at batch 1 with the torch backend (1 thread)."""
+    before = measure_latency(original, SHAPE, backend="torch", warmup=10, repeats=50)
+    after = measure_latency(pruned, SHAPE, backend="torch", warmup=10, repeats=50)
+    return {
+        "original_ms": before.median_ms,
+        "pruned_ms": after.median_ms,
+        "speed_up": before.median_ms / after.median_ms,
+    }
+
+
 def markdown(payload: dict[str, Any]) -> str:
     """Return the report as a markdown page."""
     m = payload["machine"]
@@ -177,6 +189,16 @@ def markdown(payload: dict[str, Any]) -> str:
             f"| {row['batch_size']} | {row['original_ms']:.3f} | {row['pruned_ms']:.3f} | "
             f"{row['speed_up']:.2f}x | {row['speed_up'] / reduction:.2f} |"
         )
+    t = payload["torch_batch1"]
+    lines += [
+        "",
+        "## The torch backend, batch 1",
+        "",
+        "| original ms | pruned ms | speed-up | speed-up / MACs reduction |",
+        "|---:|---:|---:|---:|",
+        f"| {t['original_ms']:.3f} | {t['pruned_ms']:.3f} | {t['speed_up']:.2f}x | "
+        f"{t['speed_up'] / reduction:.2f} |",
+    ]
     return "\n".join(lines)
 
 
@@ -236,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "nodes_pruned": times["pruned"]["nodes"].get("ReorderOutput", 0),
         },
         "batches": batch_sweep(original, pruned, args.batches),
+        "torch_batch1": torch_batch1(original, pruned),
         "interference_cores": interference.cores(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
