@@ -9,6 +9,9 @@ stage with onnxruntime's own profiler and checks whether it is a batch-1 effect:
   at 8x8 with 64), with the stage's MACs, for the original and the pruned model; the
   layout transforms (``ReorderOutput``) that onnxruntime adds are counted apart;
 * **per batch size**: median latency of both models at batch 1, 4, 16 and 64;
+* **per graph optimization level**: batch-1 latency with all optimizations (onnxruntime's
+  default, which converts convolutions to the NCHWc layout) and with ``extended`` (the
+  same fusions without the layout change): a direct test of the NCHWc explanation;
 * **the torch backend** at batch 1, for comparison.
 
 Sessions are configured as in ``models.cost.measure_latency`` (CPU provider, 1
@@ -48,12 +51,22 @@ SHAPE = (3, 32, 32)
 STAGES = ("layer1", "layer2", "layer3")
 
 
-def _session(data: bytes, profile_dir: Path | None) -> ort.InferenceSession:
+LEVELS = {
+    "all (NCHWc layout)": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "extended (no layout change)": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+}
+
+
+def _session(
+    data: bytes,
+    profile_dir: Path | None,
+    level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = level
     options.log_severity_level = 3
     if profile_dir is not None:
         options.enable_profiling = True
@@ -129,6 +142,34 @@ def batch_sweep(
     return rows
 
 
+def level_sweep(original: bytes, pruned: bytes, runs: int) -> list[dict[str, Any]]:
+    """Return batch-1 median latency of both ONNX models per graph optimization level.
+
+    The two models' runs alternate in rounds of ten after ten warm-up runs each, so
+    a change in the machine's load falls on both.
+    """
+    x = np.random.default_rng(0).standard_normal((1, *SHAPE), dtype=np.float32)
+    rows = []
+    for label, level in LEVELS.items():
+        sessions = [_session(data, None, level) for data in (original, pruned)]
+        feeds = [{s.get_inputs()[0].name: x} for s in sessions]
+        times: list[list[float]] = [[], []]
+        for _ in range(10):
+            for session, feed in zip(sessions, feeds, strict=True):
+                session.run(None, feed)
+        for _ in range(max(1, runs // 10)):
+            for i, (session, feed) in enumerate(zip(sessions, feeds, strict=True)):
+                for _ in range(10):
+                    start = time.perf_counter()
+                    session.run(None, feed)
+                    times[i].append((time.perf_counter() - start) * 1e3)
+        before, after = (statistics.median(t) for t in times)
+        rows.append(
+            {"level": label, "original_ms": before, "pruned_ms": after, "speed_up": before / after}
+        )
+    return rows
+
+
 def torch_batch1(original: nn.Module, pruned: nn.Module) -> dict[str, float]:
     """Return both models' median latency at batch 1 with the torch backend (1 thread)."""
     before = measure_latency(original, SHAPE, backend="torch", warmup=10, repeats=50)
@@ -189,6 +230,19 @@ def markdown(payload: dict[str, Any]) -> str:
             f"| {row['batch_size']} | {row['original_ms']:.3f} | {row['pruned_ms']:.3f} | "
             f"{row['speed_up']:.2f}x | {row['speed_up'] / reduction:.2f} |"
         )
+    lines += [
+        "",
+        "## Per graph optimization level, batch 1",
+        "",
+        "| onnxruntime optimizations | original ms | pruned ms | speed-up "
+        "| speed-up / MACs reduction |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in payload["levels"]:
+        lines.append(
+            f"| {row['level']} | {row['original_ms']:.3f} | {row['pruned_ms']:.3f} | "
+            f"{row['speed_up']:.2f}x | {row['speed_up'] / reduction:.2f} |"
+        )
     t = payload["torch_batch1"]
     lines += [
         "",
@@ -231,10 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     pruned.eval()
     macs = {"original": stage_macs(original), "pruned": stage_macs(pruned)}
-    times = {
-        name: stage_times(onnx_model_bytes(model, SHAPE), args.runs)
+    onnx = {
+        name: onnx_model_bytes(model, SHAPE)
         for name, model in (("original", original), ("pruned", pruned))
     }
+    times = {name: stage_times(data, args.runs) for name, data in onnx.items()}
     stages = [
         {
             "stage": stage,
@@ -258,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "nodes_pruned": times["pruned"]["nodes"].get("ReorderOutput", 0),
         },
         "batches": batch_sweep(original, pruned, args.batches),
+        "levels": level_sweep(onnx["original"], onnx["pruned"], args.runs),
         "torch_batch1": torch_batch1(original, pruned),
         "interference_cores": interference.cores(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
