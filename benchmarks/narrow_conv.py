@@ -51,22 +51,15 @@ SHAPE = (3, 32, 32)
 STAGES = ("layer1", "layer2", "layer3")
 
 
-LEVELS = {
-    "all (NCHWc layout)": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    "extended (no layout change)": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-}
+LEVELS = {"all (NCHWc layout)": "all", "extended (no layout change)": "extended"}
 
 
-def _session(
-    data: bytes,
-    profile_dir: Path | None,
-    level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-) -> ort.InferenceSession:
+def _session(data: bytes, profile_dir: Path | None) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = level
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     if profile_dir is not None:
         options.enable_profiling = True
@@ -124,13 +117,20 @@ def stage_times(data: bytes, runs: int) -> dict[str, Any]:
 
 
 def batch_sweep(
-    original: nn.Module, pruned: nn.Module, sizes: Sequence[int]
+    original: nn.Module, pruned: nn.Module, onnx: dict[str, bytes], sizes: Sequence[int]
 ) -> list[dict[str, Any]]:
-    """Return median latencies of both models per batch size (measure_latency settings)."""
+    """Return median latencies of both models per batch size (measure_latency settings).
+
+    ``onnx`` holds both models' dynamic-batch exports, so no size exports them again.
+    """
     rows = []
     for size in sizes:
-        before = measure_latency(original, SHAPE, batch_size=size, warmup=10, repeats=50)
-        after = measure_latency(pruned, SHAPE, batch_size=size, warmup=10, repeats=50)
+        before, after = (
+            measure_latency(
+                model, SHAPE, batch_size=size, warmup=10, repeats=50, onnx_bytes=onnx[name]
+            )
+            for name, model in (("original", original), ("pruned", pruned))
+        )
         rows.append(
             {
                 "batch_size": size,
@@ -142,28 +142,23 @@ def batch_sweep(
     return rows
 
 
-def level_sweep(original: bytes, pruned: bytes, runs: int) -> list[dict[str, Any]]:
-    """Return batch-1 median latency of both ONNX models per graph optimization level.
-
-    The two models' runs alternate in rounds of ten after ten warm-up runs each, so
-    a change in the machine's load falls on both.
-    """
-    x = np.random.default_rng(0).standard_normal((1, *SHAPE), dtype=np.float32)
+def level_sweep(
+    original: nn.Module, pruned: nn.Module, onnx: dict[str, bytes], runs: int
+) -> list[dict[str, Any]]:
+    """Return batch-1 median latency of both ONNX models per graph optimization level."""
     rows = []
     for label, level in LEVELS.items():
-        sessions = [_session(data, None, level) for data in (original, pruned)]
-        feeds = [{s.get_inputs()[0].name: x} for s in sessions]
-        times: list[list[float]] = [[], []]
-        for _ in range(10):
-            for session, feed in zip(sessions, feeds, strict=True):
-                session.run(None, feed)
-        for _ in range(max(1, runs // 10)):
-            for i, (session, feed) in enumerate(zip(sessions, feeds, strict=True)):
-                for _ in range(10):
-                    start = time.perf_counter()
-                    session.run(None, feed)
-                    times[i].append((time.perf_counter() - start) * 1e3)
-        before, after = (statistics.median(t) for t in times)
+        before, after = (
+            measure_latency(
+                model,
+                SHAPE,
+                warmup=10,
+                repeats=runs,
+                onnx_bytes=onnx[name],
+                onnx_optimization=level,
+            ).median_ms
+            for name, model in (("original", original), ("pruned", pruned))
+        )
         rows.append(
             {"level": label, "original_ms": before, "pruned_ms": after, "speed_up": before / after}
         )
@@ -312,8 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "nodes_original": times["original"]["nodes"].get("ReorderOutput", 0),
             "nodes_pruned": times["pruned"]["nodes"].get("ReorderOutput", 0),
         },
-        "batches": batch_sweep(original, pruned, args.batches),
-        "levels": level_sweep(onnx["original"], onnx["pruned"], args.runs),
+        "batches": batch_sweep(original, pruned, onnx, args.batches),
+        "levels": level_sweep(original, pruned, onnx, args.runs),
         "torch_batch1": torch_batch1(original, pruned),
         "interference_cores": interference.cores(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

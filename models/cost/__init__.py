@@ -17,10 +17,11 @@ from models.cost._counting import (
     measure_cost,
     size_bytes,
 )
-from models.cost._latency import LATENCY_BACKENDS, Latency, measure_latency
+from models.cost._latency import LATENCY_BACKENDS, ONNX_OPTIMIZATIONS, Latency, measure_latency
 
 __all__ = [
     "LATENCY_BACKENDS",
+    "ONNX_OPTIMIZATIONS",
     "AnalyticCost",
     "Cost",
     "Latency",

@@ -16,12 +16,21 @@ from torch import nn
 
 from models.errors import ModelsError
 
-__all__ = ["LATENCY_BACKENDS", "Latency", "measure_latency"]
+__all__ = ["LATENCY_BACKENDS", "ONNX_OPTIMIZATIONS", "Latency", "measure_latency"]
 
 logger = logging.getLogger(__name__)
 
 LATENCY_BACKENDS: tuple[str, ...] = ("onnxruntime", "torch")
 """Backends :func:`measure_latency` can time a model with."""
+
+ONNX_OPTIMIZATIONS: dict[str, ort.GraphOptimizationLevel] = {
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+}
+"""onnxruntime graph optimization levels by name. ``all`` (the default, as deployed)
+adds layout changes such as NCHWc to ``extended``'s fusions."""
 
 _DEVICES = ("cpu",)
 _SEED = 0
@@ -152,6 +161,7 @@ def _onnxruntime_runner(
     x: torch.Tensor,
     threads: int,
     onnx_bytes: bytes | None,
+    optimization: str,
 ) -> Callable[[], object]:
     if onnx_bytes is None:
         # Imported here so that importing models.cost does not depend on models.io.
@@ -162,7 +172,7 @@ def _onnxruntime_runner(
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = ONNX_OPTIMIZATIONS[optimization]
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
@@ -196,6 +206,7 @@ def measure_latency(
     repeats: int = 50,
     device: str = "cpu",
     onnx_bytes: bytes | None = None,
+    onnx_optimization: str = "all",
 ) -> Latency:
     """Return the measured latency of one forward pass of ``model``.
 
@@ -203,8 +214,8 @@ def measure_latency(
     with ``time.perf_counter_ns``, the garbage collector paused. The input is a fixed,
     seeded batch. For ``onnxruntime`` the model is exported to ONNX in memory (or
     ``onnx_bytes`` is used) and run in one fresh session: CPU provider, ``threads``
-    intra-op threads, one inter-op thread, sequential execution, all graph
-    optimizations. For ``torch`` the model runs in eval mode under
+    intra-op threads, one inter-op thread, sequential execution, graph optimizations
+    ``onnx_optimization`` (all, by default). For ``torch`` the model runs in eval mode under
     ``torch.inference_mode`` with torch's thread count set to ``threads`` and restored
     afterwards. Not thread-safe: torch's thread count is process-wide.
 
@@ -219,18 +230,24 @@ def measure_latency(
         device: only ``"cpu"`` is supported.
         onnx_bytes: an ONNX export of ``model`` to time instead of exporting it again
             (``onnxruntime`` only).
+        onnx_optimization: a key of :data:`ONNX_OPTIMIZATIONS` (``onnxruntime`` only).
 
     Returns:
         The latency statistics and the settings they were measured with.
 
     Raises:
-        ModelsError: an unknown backend, a device other than CPU, a non-positive
-            setting, or a model the backend cannot run (``ExportError`` when the ONNX
-            export fails).
+        ModelsError: an unknown backend or optimization level, a device other than
+            CPU, a non-positive setting, or a model the backend cannot run
+            (``ExportError`` when the ONNX export fails).
     """
     if backend not in LATENCY_BACKENDS:
         raise ModelsError(
             f"unknown latency backend {backend!r}; choose one of {', '.join(LATENCY_BACKENDS)}"
+        )
+    if onnx_optimization not in ONNX_OPTIMIZATIONS:
+        raise ModelsError(
+            f"unknown onnxruntime optimization level {onnx_optimization!r}; "
+            f"choose one of {', '.join(ONNX_OPTIMIZATIONS)}"
         )
     if device not in _DEVICES:
         raise ModelsError(
@@ -251,7 +268,9 @@ def measure_latency(
             with _torch_threads(threads), torch.inference_mode():
                 durations = _time_runs(_torch_runner(model, x), warmup, repeats)
         else:
-            runner = _onnxruntime_runner(model, input_shape, x, threads, onnx_bytes)
+            runner = _onnxruntime_runner(
+                model, input_shape, x, threads, onnx_bytes, onnx_optimization
+            )
             durations = _time_runs(runner, warmup, repeats)
 
     p10, median, p90 = np.percentile(durations, [10, 50, 90])

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+import models.cost._latency
 import models.io
-from models.cost import LATENCY_BACKENDS, Latency, measure_latency
+from models.cost import LATENCY_BACKENDS, ONNX_OPTIMIZATIONS, Latency, measure_latency
 from models.errors import ModelsError
 from models.io import onnx_model_bytes
 from models.zoo import build_model
@@ -82,6 +83,28 @@ def test_given_onnx_bytes_are_timed_without_exporting_again(
     latency = measure_latency(tiny, TINY_SHAPE, onnx_bytes=data, batch_size=3, warmup=2, repeats=10)
     assert isinstance(latency, Latency)
     assert latency.median_ms > 0
+
+
+@pytest.mark.parametrize("level", ONNX_OPTIMIZATIONS)
+def test_the_onnx_optimization_level_reaches_the_session(
+    tiny: nn.Module, level: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Any] = []
+    real_session = models.cost._latency.ort.InferenceSession
+
+    def spy(data: bytes, options: Any, **kwargs: Any) -> Any:
+        seen.append(options.graph_optimization_level)
+        return real_session(data, options, **kwargs)
+
+    monkeypatch.setattr(models.cost._latency.ort, "InferenceSession", spy)
+    latency = measure_latency(tiny, TINY_SHAPE, onnx_optimization=level, warmup=1, repeats=5)
+    assert seen == [ONNX_OPTIMIZATIONS[level]]
+    assert latency.median_ms > 0
+
+
+def test_unknown_onnx_optimization_lists_the_valid_ones(tiny: nn.Module) -> None:
+    with pytest.raises(ModelsError, match="all, extended, basic, disabled"):
+        measure_latency(tiny, TINY_SHAPE, onnx_optimization="max")
 
 
 def test_measurement_restores_the_training_mode(tiny: nn.Module) -> None:
