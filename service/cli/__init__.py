@@ -14,13 +14,33 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from service.cli import _apply, _client_commands, _demo, _inspect, _prune, _server, _submit, _train
+from service.cli import (
+    _apply,
+    _client_commands,
+    _demo,
+    _inspect,
+    _prune,
+    _server,
+    _submit,
+    _tokens,
+    _train,
+)
 from service.cli._console import console
 from service.logs import configure_logging
 
 __all__ = ["build_parser", "main"]
 
-_COMMAND_MODULES = (_demo, _inspect, _train, _apply, _prune, _server, _submit, _client_commands)
+_COMMAND_MODULES = (
+    _demo,
+    _inspect,
+    _train,
+    _apply,
+    _prune,
+    _server,
+    _tokens,
+    _submit,
+    _client_commands,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
