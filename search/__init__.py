@@ -3,8 +3,10 @@
 A :class:`~search.spec.JobSpec` describes the job. :func:`load_problem` loads its model
 and data once per process; :func:`open_study` creates or resumes the Optuna study;
 :func:`run_search` (or :func:`run_one_trial`, for workers) evaluates candidates;
-:func:`select_best` picks the plan, :func:`finalize` trains it properly, and
-:func:`build_report` / :func:`write_outputs` describe and save the result.
+:func:`conclude_search` ends a job once its search is over (select the best trial,
+finalize it, measure the baseline, build the report and the artifacts), for the CLI and
+the workers alike; :func:`write_conclusion` saves it to a folder. :func:`apply_once`
+prunes with one given plan.
 No HTTP here; :mod:`service` builds the product on top.
 """
 
@@ -17,6 +19,7 @@ __all__ = [
     "Baseline",
     "Budget",
     "BudgetUnreachableError",
+    "Conclusion",
     "FinalModel",
     "FinetuneSettings",
     "JobSpec",
@@ -33,8 +36,10 @@ __all__ = [
     "SpecError",
     "TrialResult",
     "build_candidate",
+    "apply_once",
     "build_report",
     "checkpoint_info",
+    "conclude_search",
     "count_finished",
     "directions",
     "dominance_screen",
@@ -57,7 +62,7 @@ __all__ = [
     "select_best",
     "trial_points",
     "trial_summaries",
-    "write_outputs",
+    "write_conclusion",
 ]
 
 # Names load on first use, so that importing a light part (``search.spec``) does not
@@ -67,6 +72,7 @@ _EXPORTS = {
     "Baseline": "search.problem",
     "Budget": "search.spec",
     "BudgetUnreachableError": "search.errors",
+    "Conclusion": "search.lifecycle",
     "FinalModel": "search.final",
     "FinetuneSettings": "search.spec",
     "JobSpec": "search.spec",
@@ -83,8 +89,10 @@ _EXPORTS = {
     "SpecError": "search.errors",
     "TrialResult": "search.objective",
     "build_candidate": "search.objective",
+    "apply_once": "search.oneshot",
     "build_report": "search.report",
     "checkpoint_info": "search.report",
+    "conclude_search": "search.lifecycle",
     "count_finished": "search.study",
     "directions": "search.spec",
     "dominance_screen": "search.runner",
@@ -107,7 +115,7 @@ _EXPORTS = {
     "select_best": "search.pareto",
     "trial_points": "search.pareto",
     "trial_summaries": "search.report",
-    "write_outputs": "search.report",
+    "write_conclusion": "search.lifecycle",
 }
 
 
@@ -128,7 +136,9 @@ if TYPE_CHECKING:  # the static view of the same names
     from search.budget import ResolvedBudget, resolve_budget
     from search.errors import BudgetUnreachableError, NoFeasibleTrialError, SearchError, SpecError
     from search.final import FinalModel, Measured, finalize, measure_baseline
+    from search.lifecycle import Conclusion, conclude_search, write_conclusion
     from search.objective import TrialResult, build_candidate, run_trial
+    from search.oneshot import apply_once
     from search.pareto import (
         ParetoPoint,
         feasible_trials,
@@ -139,7 +149,7 @@ if TYPE_CHECKING:  # the static view of the same names
         trial_points,
     )
     from search.problem import Baseline, PruningProblem, load_problem
-    from search.report import build_report, checkpoint_info, trial_summaries, write_outputs
+    from search.report import build_report, checkpoint_info, trial_summaries
     from search.runner import dominance_screen, run_one_trial, run_search
     from search.space import SearchSpace
     from search.spec import (

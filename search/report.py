@@ -1,21 +1,19 @@
-"""The result of a search on disk: report.json, model.safetensors, model.onnx, pareto.png."""
+"""A search described as data: report.json's content and a checkpoint's metadata."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from models.io import CheckpointInfo, export_onnx, save_pruned
+from models.io import CheckpointInfo
 from search.final import FinalModel, Measured
-from search.pareto import hypervolume, pareto_front, plot_pareto, trial_points
+from search.pareto import hypervolume, pareto_front, trial_points
 from search.problem import PruningProblem
 from search.spec import objective_names
 
-__all__ = ["build_report", "checkpoint_info", "trial_summaries", "write_outputs"]
+__all__ = ["build_report", "checkpoint_info", "trial_summaries"]
 
 REPORT_VERSION = 1
 
@@ -110,41 +108,3 @@ def build_report(
         "study": {"storage": storage, "name": study_name},
         "timing": timing or {},
     }
-
-
-def write_outputs(
-    out_dir: str | Path,
-    problem: PruningProblem,
-    report: dict[str, Any],
-    final: FinalModel | None,
-    trials: Sequence[FrozenTrial],
-) -> dict[str, Path]:
-    """Write report.json, pareto.png and, with a final model, model.safetensors and
-    model.onnx (ONNX checked against torch) into ``out_dir``.
-
-    Returns:
-        Name → path of every file written.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    if final is not None:
-        info = checkpoint_info(problem, final.plan.to_dict(), trial=final.trial)
-        written["model.safetensors"] = save_pruned(final.model, out / "model.safetensors", info)
-        export_onnx(final.model, problem.input_shape, out / "model.onnx")
-        written["model.onnx"] = out / "model.onnx"
-    written["pareto.png"] = plot_pareto(
-        trial_points(trials),
-        out / "pareto.png",
-        baseline_macs=problem.baseline.cost.macs,
-        baseline_accuracy=problem.baseline.val_accuracy,
-        chosen=final.trial if final else None,
-        max_macs=problem.budget.max_macs,
-        title=f"{problem.info.arch} on {problem.data.name}",
-    )
-    path = out / "report.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(path)
-    written["report.json"] = path
-    return written

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from service.store import JobStatus  # the one enum of job statuses, re-exported for the wire
 
 __all__ = [
     "ErrorBody",
@@ -21,22 +22,6 @@ __all__ = [
     "TrialList",
     "TrialPublic",
 ]
-
-
-class JobStatus(StrEnum):
-    """Where a job is in its life."""
-
-    queued = "queued"
-    running = "running"
-    finalizing = "finalizing"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-
-    @property
-    def is_finished(self) -> bool:
-        """True for succeeded, failed and cancelled."""
-        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
 class ErrorDetail(BaseModel):

@@ -115,115 +115,54 @@ def register(commands: Any) -> None:
 
 
 def run_apply(args: argparse.Namespace) -> int:
-    """Prune once, optionally fine-tune, save."""
-    from models.cost import measure_cost
-    from models.data import load_dataset
-    from models.errors import ModelsError
-    from models.io import CheckpointInfo, load_model, save_pruned
-    from models.prune import (
-        CALIBRATION_BATCHES,
-        Plan,
-        apply_plan,
-        build_pruning_graph,
-        uniform_plan,
-    )
-    from models.train import evaluate, fine_tune, recalibrate_batchnorm
+    """Prune once (the library's :func:`search.apply_once`), save, show the change."""
+    from models.io import save_pruned
+    from models.prune import Plan
+    from search import apply_once
+    from search.errors import SpecError
 
     if args.finetune_epochs and not args.dataset:
-        raise ModelsError("--finetune-epochs needs --dataset to train on")
-    model, info = load_model(
-        args.arch, args.weights, num_classes=args.num_classes, input_shape=input_shape(args)
-    )
-    if len(info.plan):
-        raise ModelsError("this checkpoint is already pruned; prune the unpruned model instead")
-    shape = info.input_shape
-    graph = build_pruning_graph(model, shape, round_to=args.round_to)
+        raise SpecError("--finetune-epochs needs --dataset to train on")
+    plan = None
     if args.plan is not None:
         try:
             plan = Plan.from_json(args.plan.read_text())
         except OSError as exc:
-            raise ModelsError(f"cannot read plan {args.plan}: {exc.strerror}") from None
-    else:
-        plan = uniform_plan(graph, args.ratio)
-    data = None
-    calib = None
-    if args.dataset:
-        data = load_dataset(
-            args.dataset,
-            input_shape=shape,
-            num_classes=info.num_classes,
-            root=args.data_root,
+            raise SpecError(f"cannot read --plan {args.plan}: {exc.strerror}") from None
+    with console.status("pruning...", spinner="dots"):
+        result = apply_once(
+            arch=args.arch,
+            weights=args.weights,
+            plan=plan,
+            ratio=args.ratio,
+            criterion=args.criterion,
+            num_classes=args.num_classes,
+            input_shape=input_shape(args),
+            dataset=args.dataset,
+            data_root=args.data_root,
+            finetune_epochs=args.finetune_epochs,
+            lr=args.lr,
+            round_to=args.round_to,
             seed=args.seed,
         )
-        calib = list(
-            data.train.batches(32, shuffle=True, seed=args.seed, limit=CALIBRATION_BATCHES)
-        )
-    before = measure_cost(model, shape)
-    pruned = apply_plan(
-        model, plan, args.criterion, calib, input_shape=shape, graph=graph, seed=args.seed
-    )
-    val = None
-    if data is not None:
-        recalibrate_batchnorm(pruned, data.train, seed=args.seed)
-        if args.finetune_epochs:
-            with console.status("fine-tuning...", spinner="dots"):
-                fine_tune(
-                    pruned,
-                    data.train,
-                    epochs=args.finetune_epochs,
-                    lr=args.lr,
-                    seed=args.seed,
-                    teacher=None,
-                )
-        val = evaluate(pruned, data.val).top1
-    after = measure_cost(pruned, shape)
-    full_plan = {g.name: plan.width(g) for g in graph.groups}
-    out = CheckpointInfo(
-        info.arch,
-        info.num_classes,
-        shape,
-        Plan(full_plan),
-        round_to=args.round_to,
-        normalization=info.normalization,
-        extra={"criterion": args.criterion},
-    )
-    path = save_pruned(pruned, args.output, out)
-    result = {
-        "arch": info.arch,
-        "criterion": args.criterion,
-        "plan": full_plan,
-        "before": {"macs": before.macs, "params": before.params, "size_bytes": before.size_bytes},
-        "after": {"macs": after.macs, "params": after.params, "size_bytes": after.size_bytes},
-        "macs_ratio": after.macs / before.macs,
-        "params_ratio": after.params / before.params,
-        "val_accuracy": val,
-        "output": str(path),
-    }
+    path = save_pruned(result.model, args.output, result.info)
     if args.json:
-        print_json(result)
+        print_json({**result.to_dict(), "output": str(path)})
         return 0
-    table = Table(title=f"pruned {info.arch} ({args.criterion})")
+    before, after = result.before, result.after
+    table = Table(title=f"pruned {result.info.arch} ({args.criterion})")
     table.add_column("")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
     table.add_column("kept", justify="right")
-    table.add_row(
-        "MACs", human_count(before.macs), human_count(after.macs), f"{after.macs / before.macs:.1%}"
-    )
-    table.add_row(
-        "parameters",
-        human_count(before.params),
-        human_count(after.params),
-        f"{after.params / before.params:.1%}",
-    )
-    table.add_row(
-        "size",
-        human_bytes(before.size_bytes),
-        human_bytes(after.size_bytes),
-        f"{after.size_bytes / before.size_bytes:.1%}",
-    )
-    if val is not None:
-        table.add_row("val accuracy", "", f"{val:.2%}", "")
+    for name, a, b, fmt in (
+        ("MACs", before.macs, after.macs, human_count),
+        ("parameters", before.params, after.params, human_count),
+        ("size", before.size_bytes, after.size_bytes, human_bytes),
+    ):
+        table.add_row(name, fmt(a), fmt(b), f"{b / a:.1%}")
+    if result.val_accuracy is not None:
+        table.add_row("val accuracy", "", f"{result.val_accuracy:.2%}", "")
     console.print(table)
     console.print(f"saved [bold]{path}[/]")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -229,21 +230,19 @@ def format_validation_error(exc: Any) -> str:
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    """Search, finalize, report."""
+    """Search, then conclude the job (the library's one lifecycle) into ``--out``."""
     from models.io import read_checkpoint_info
-    from models.prune import Plan
     from search import (
-        build_report,
+        conclude_search,
         count_finished,
-        finalize,
         load_problem,
-        measure_baseline,
         open_study,
         run_search,
         select_best,
-        write_outputs,
+        write_conclusion,
     )
     from search.errors import NoFeasibleTrialError, SpecError
+    from service.cli._flags import cli_text
 
     arch = args.arch
     if arch is None and args.weights:
@@ -252,33 +251,37 @@ def run_prune(args: argparse.Namespace) -> int:
         raise SpecError("--arch is required unless --weights is a checkpoint from `train`")
     spec = _spec(args, arch)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     if not args.weights and not args.json:
         console.print("[yellow]no --weights: pruning a randomly initialised model[/]")
     with console.status("loading the model and data, measuring the baseline...", spinner="dots"):
         problem = load_problem(spec, weights=args.weights, data_root=args.data_root)
+    created = not out.exists()
+    storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    out.mkdir(parents=True, exist_ok=True)
+    try:
         study = open_study(problem, storage, args.study_name)
+    except BaseException:
+        _remove_if_created(out, created)
+        raise
     started = time.perf_counter()
-    done_before = count_finished(study)
     interrupted = False
-    best_text = ["—"]
+    baseline_macs = problem.baseline.cost.macs
     with progress_bar("searching", spec.search.trials, enabled=not args.json) as bar:
-        bar.update(0, completed=min(done_before, spec.search.trials), status="best feasible: —")
+        bar.update(
+            0,
+            completed=min(count_finished(study), spec.search.trials),
+            status="best feasible: —",
+        )
 
         def on_trial(result: Any, model: Any) -> None:
             best = select_best(spec, study.get_trials(deepcopy=False))
+            status = "best feasible: —"
             if best is not None:
-                best_text[0] = (
-                    f"{best.val_accuracy:.1%} at "
-                    f"{best.macs / problem.baseline.cost.macs:.0%} MACs "
-                    f"(trial {best.trial})"
+                status = (
+                    f"best feasible: trial {best.trial}, {best.val_accuracy:.1%} search-time "
+                    f"val accuracy at {macs_text(best.macs, baseline_macs)}"
                 )
-            bar.update(
-                0,
-                completed=min(count_finished(study), spec.search.trials),
-                status=f"best feasible: {best_text[0]}",
-            )
+            bar.update(0, completed=min(count_finished(study), spec.search.trials), status=status)
 
         try:
             run_search(
@@ -290,63 +293,41 @@ def run_prune(args: argparse.Namespace) -> int:
             )
         except KeyboardInterrupt:
             interrupted = True
-    search_s = time.perf_counter() - started
+        except BaseException:
+            if count_finished(study) == 0:
+                _remove_if_created(out, created)
+            raise
+    timing = {"search_s": round(time.perf_counter() - started, 2)}
     trials = study.get_trials(deepcopy=False)
-    best = select_best(spec, trials)
-    timing = {"search_s": round(search_s, 2)}
-    if interrupted or best is None:
-        status = "interrupted" if interrupted else "no_feasible_trial"
-        report = build_report(
-            problem,
-            trials,
-            baseline=None,
-            final=None,
-            storage=storage,
-            study_name=study.study_name,
-            status=status,
-            timing=timing,
-        )
-        write_outputs(out, problem, report, None, trials)
-        if interrupted:
-            console.print(
-                f"[yellow]interrupted after {count_finished(study)} trials;[/] "
-                "run the same command again to resume (the study is in "
-                f"{storage})"
-            )
-            return 130
-        raise NoFeasibleTrialError(
-            f"none of the {len(trials)} trials met the budget; loosen it, or run more trials "
-            f"(report: {out / 'report.json'})"
-        )
-    finalize_started = time.perf_counter()
+    if interrupted and count_finished(study) == 0:
+        _remove_if_created(out, created)
+        console.print("[yellow]interrupted before any trial finished;[/] nothing was written")
+        return 130
     total = max(1, int(spec.finetune.final_epochs * 1000))
-    with progress_bar(
-        f"final fine-tune of trial {best.trial}", total, enabled=not args.json
-    ) as bar:
+    with progress_bar("final fine-tune", total, enabled=not args.json and not interrupted) as bar:
 
         def on_step(p: Any) -> None:
             bar.update(0, total=p.total_steps, completed=p.step, status=f"loss {p.loss:.3f}")
 
-        final = finalize(
+        conclusion = conclude_search(
             problem,
-            Plan(best.plan),
-            best.trial,
-            search_val_accuracy=best.val_accuracy,
+            trials,
+            storage=storage,
+            study_name=study.study_name,
+            status="interrupted" if interrupted else None,
+            timing=timing,
             on_step=on_step,
         )
-        baseline = measure_baseline(problem)
-    timing["finalize_s"] = round(time.perf_counter() - finalize_started, 2)
-    report = build_report(
-        problem,
-        trials,
-        baseline=baseline,
-        final=final,
-        storage=storage,
-        study_name=study.study_name,
-        status="succeeded",
-        timing=timing,
-    )
-    written = write_outputs(out, problem, report, final, trials)
+    written = write_conclusion(conclusion, out)
+    if interrupted:
+        console.print(
+            f"[yellow]interrupted after {count_finished(study)} trials;[/] "
+            f"run the same command again to resume (the study is in {storage})"
+        )
+        return 130
+    if conclusion.status != "succeeded":
+        raise NoFeasibleTrialError(f"{conclusion.message} (report: {written['report.json']})")
+    report = conclusion.report
     if args.json:
         print_json(
             {
@@ -354,12 +335,27 @@ def run_prune(args: argparse.Namespace) -> int:
                 "baseline": report["baseline"],
                 "best": report["best"],
                 "study": report["study"],
+                "warnings": report["warnings"],
                 "files": {k: str(v) for k, v in written.items()},
             }
         )
         return 0
     _print_summary(report, written)
+    for warning in conclusion.warnings:
+        console.print(f"[bold yellow]warning:[/] {cli_text(warning)}", highlight=False)
     return 0
+
+
+def _remove_if_created(out: Path, created: bool) -> None:
+    """Remove ``--out`` when this run created it and leaves nothing worth keeping."""
+    if created and out.is_dir():
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def macs_text(macs: int, baseline_macs: int) -> str:
+    """Return MACs as the one unit the CLI shows: the count and its share of the
+    unpruned model's (``20.5M MACs (50%)``)."""
+    return f"{human_count(macs)} MACs ({macs / baseline_macs:.0%})"
 
 
 def _print_summary(report: dict[str, Any], written: dict[str, Path]) -> None:
@@ -380,8 +376,15 @@ def _print_summary(report: dict[str, Any], written: dict[str, Path]) -> None:
     row("parameters", "params", human_count)
     row("size", "size_bytes", human_bytes)
     row("latency (median)", "latency_ms", lambda v: f"{v:.3f} ms")
-    row("val accuracy", "val_accuracy", lambda v: f"{v:.2%}", ratio=False)
-    row("test accuracy", "test_accuracy", lambda v: f"{v:.2%}", ratio=False)
+    if best.get("search_val_accuracy") is not None:
+        table.add_row(
+            "val accuracy, search-time (after the trial's fine-tune)",
+            "",
+            f"{best['search_val_accuracy']:.2%}",
+            "",
+        )
+    row("val accuracy, final (after the final fine-tune)", "val_accuracy", percent, ratio=False)
+    row("test accuracy, final", "test_accuracy", percent, ratio=False)
     console.print(table)
     console.print(
         f"Pareto front: {len(report['pareto'])} trials, hypervolume "
@@ -390,3 +393,8 @@ def _print_summary(report: dict[str, Any], written: dict[str, Path]) -> None:
     )
     for name, path in written.items():
         console.print(f"  {name:<18} {path}")
+
+
+def percent(value: float) -> str:
+    """Return an accuracy (a fraction) as the CLI shows it."""
+    return f"{value:.2%}"

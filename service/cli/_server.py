@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing
 import os
 import signal
 import socket
-import sys
-import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from service.cli._arguments import positive_int
@@ -197,76 +195,26 @@ def _write_private(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _worker_process(settings_json: str, threads: int) -> None:
-    """Entry point of a spawned worker process."""
-    from service.settings import Settings
-    from service.worker import run_worker
-
-    settings = Settings.model_validate_json(settings_json)
-    configure_logging(logging.INFO, settings.log_format)
-    sys.exit(run_worker(settings, threads=threads))
+class _Terminated(BaseException):
+    """SIGTERM reached the server: stop like Ctrl-C does."""
 
 
-def start_workers(
-    settings: Any, count: int, pool_size: int | None = None
-) -> list[multiprocessing.process.BaseProcess]:
-    """Start ``count`` worker processes (spawned: no forked torch state), each with its
-    share of the cores among ``pool_size`` workers (default: ``count``)."""
-    context = multiprocessing.get_context("spawn")
-    pool = max(pool_size or count, 1)
-    threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // pool)
-    processes: list[multiprocessing.process.BaseProcess] = []
-    for index in range(count):
-        process = context.Process(
-            target=_worker_process,
-            name=f"inferprune-worker-{index}",
-            args=(settings.model_dump_json(), threads),
-            daemon=False,
-        )
-        process.start()
-        processes.append(process)
-    return processes
-
-
-def stop_workers(
-    processes: list[multiprocessing.process.BaseProcess], grace_s: float = 10.0
-) -> None:
-    """Ask workers to stop (SIGTERM), then abort (second signal), then kill."""
-    for process in processes:
-        if process.is_alive() and process.pid:
-            os.kill(process.pid, signal.SIGTERM)
-    for process in processes:
-        process.join(grace_s / 2)
-        if process.is_alive() and process.pid:
-            os.kill(process.pid, signal.SIGTERM)  # second signal: abort the unit in flight
-            process.join(grace_s / 2)
-        if process.is_alive():
-            process.kill()
-            process.join()
-
-
-def supervise(
-    settings: Any,
-    processes: list[multiprocessing.process.BaseProcess],
-    stop: threading.Event,
-    every_s: float = 2.0,
-) -> None:
-    """Restart worker processes that died (their lost trials are retried by the others)."""
-    while not stop.wait(every_s):
-        for index, process in enumerate(processes):
-            if not process.is_alive() and not stop.is_set():
-                logger.warning(
-                    "worker %s exited with %s; starting a new one", process.name, process.exitcode
-                )
-                processes[index] = start_workers(settings, 1, len(processes))[0]
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Run uvicorn with the app, and workers beside it."""
+    """Run uvicorn with the app, and a pool of workers beside it.
+
+    SIGTERM stops the server as Ctrl-C does: uvicorn re-raises the signal it caught
+    after its own shutdown, and without a handler of ours that would end the process
+    on the spot, leaving the worker processes orphaned.
+    """
     import uvicorn
 
     from service.api.app import create_app
     from service.store import check_schema, make_engine
+    from service.worker import WorkerPool
 
     settings = settings_from(args)
     configure_logging(logging.INFO if args.verbose == 0 else logging.DEBUG, settings.log_format)
@@ -287,20 +235,17 @@ def run_serve(args: argparse.Namespace) -> int:
             check_schema(engine, hint=f"inferprune db upgrade --db {args.db}")
         finally:
             engine.dispose()
-    workers = start_workers(settings, args.workers) if args.workers > 0 else []
-    stop = threading.Event()
-    supervisor = threading.Thread(
-        target=supervise, args=(settings, workers, stop), name="supervisor", daemon=True
-    )
-    supervisor.start()
-    console.print(
-        f"serving on [bold]{server_url}[/] (docs at {server_url}/docs) with "
-        f"{len(workers)} worker(s); Ctrl-C stops"
-    )
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    pool = WorkerPool(settings, args.workers).start()
     try:
+        console.print(
+            f"serving on [bold]{server_url}[/] (docs at {server_url}/docs) with "
+            f"{pool.count} worker(s); Ctrl-C stops"
+        )
         uvicorn.run(create_app(settings), host=args.host, port=port, log_level="warning")
+    except _Terminated:
+        logger.info("stopped by SIGTERM")
     finally:
-        stop.set()
-        supervisor.join()
-        stop_workers(workers)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut this short
+        pool.stop()
     return 0

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from service.store._states import SEARCHING_STATUSES, ClaimKind, JobStatus
 from service.store._tables import Job, Lease, utcnow
 
 __all__ = ["Claim", "claim_work", "has_open_work", "set_lease_trial"]
@@ -30,7 +31,7 @@ class Claim:
     """A unit of work a worker now holds."""
 
     lease_id: str
-    kind: str  # "trial" or "finalize"
+    kind: ClaimKind
     job_id: str
     spec: dict[str, Any]
     study_name: str
@@ -50,7 +51,7 @@ _CLAIM_COLUMNS = (
 
 
 def _lease(
-    session: Session, row: Any, kind: str, worker_id: str, now: datetime, lease_seconds: float
+    session: Session, row: Any, kind: ClaimKind, worker_id: str, now: datetime, lease_seconds: float
 ) -> Claim:
     lease = Lease(
         id=uuid.uuid4().hex,
@@ -74,15 +75,32 @@ def _lease(
     )
 
 
-def _claim_trial(
-    session: Session, worker_id: str, now: datetime, lease_seconds: float
-) -> Claim | None:
-    open_for_trials = and_(
-        Job.status.in_(("queued", "running")),
+def _open_for_trials(now: datetime) -> ColumnElement[bool]:
+    """A job that still wants a trial evaluated: searching, not cancelled, trials left,
+    before its deadline."""
+    return and_(
+        Job.status.in_(SEARCHING_STATUSES),
         Job.cancel_requested.is_(False),
         Job.trials_finished + Job.trials_running < Job.trials_total,
         or_(Job.deadline_at.is_(None), Job.deadline_at > now),
     )
+
+
+def _ready_to_finalize(now: datetime) -> ColumnElement[bool]:
+    """A job whose search is over (every trial done, or its deadline passed) with none
+    in flight, waiting for its finalization."""
+    return and_(
+        Job.status == JobStatus.running,
+        Job.trials_running == 0,
+        Job.cancel_requested.is_(False),
+        or_(Job.trials_finished >= Job.trials_total, Job.deadline_at <= now),
+    )
+
+
+def _claim_trial(
+    session: Session, worker_id: str, now: datetime, lease_seconds: float
+) -> Claim | None:
+    open_for_trials = _open_for_trials(now)
     target = (
         select(Job.id)
         .where(open_for_trials)
@@ -97,7 +115,7 @@ def _claim_trial(
         .values(
             trials_running=Job.trials_running + 1,
             last_claimed_at=now,
-            status="running",
+            status=JobStatus.running,
             started_at=func.coalesce(Job.started_at, now),
         )
         .returning(*_CLAIM_COLUMNS)
@@ -111,18 +129,13 @@ def _claim_trial(
             .where(Job.id == row.id, Job.deadline_at.is_(None))
             .values(deadline_at=now + timedelta(seconds=float(timeout)))
         )
-    return _lease(session, row, "trial", worker_id, now, lease_seconds)
+    return _lease(session, row, ClaimKind.trial, worker_id, now, lease_seconds)
 
 
 def _claim_finalize(
     session: Session, worker_id: str, now: datetime, lease_seconds: float
 ) -> Claim | None:
-    ready = and_(
-        Job.status == "running",
-        Job.trials_running == 0,
-        Job.cancel_requested.is_(False),
-        or_(Job.trials_finished >= Job.trials_total, Job.deadline_at <= now),
-    )
+    ready = _ready_to_finalize(now)
     target = (
         select(Job.id)
         .where(ready)
@@ -134,34 +147,25 @@ def _claim_finalize(
     row = session.execute(
         update(Job)
         .where(Job.id == target, ready)
-        .values(status="finalizing")
+        .values(status=JobStatus.finalizing)
         .returning(*_CLAIM_COLUMNS)
     ).first()
     if row is None:
         return None
-    return _lease(session, row, "finalize", worker_id, now, lease_seconds)
+    return _lease(session, row, ClaimKind.finalize, worker_id, now, lease_seconds)
 
 
 def has_open_work(session: Session) -> bool:
     """Return whether any job has a trial or a finalization waiting, without locking.
 
     With ``SKIP LOCKED`` a claim returns None both when there is no work and when
-    another worker holds the row for a moment; this tells the two apart.
+    another worker holds the row for a moment; this tells the two apart. It asks the
+    same two conditions the claims do.
     """
     now = utcnow()
-    trial_open = and_(
-        Job.status.in_(("queued", "running")),
-        Job.cancel_requested.is_(False),
-        Job.trials_finished + Job.trials_running < Job.trials_total,
-        or_(Job.deadline_at.is_(None), Job.deadline_at > now),
+    found = session.scalar(
+        select(Job.id).where(or_(_open_for_trials(now), _ready_to_finalize(now))).limit(1)
     )
-    finalize_open = and_(
-        Job.status == "running",
-        Job.trials_running == 0,
-        Job.cancel_requested.is_(False),
-        or_(Job.trials_finished >= Job.trials_total, Job.deadline_at <= now),
-    )
-    found = session.scalar(select(Job.id).where(or_(trial_open, finalize_open)).limit(1))
     return found is not None
 
 

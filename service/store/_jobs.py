@@ -11,11 +11,17 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from service.errors import ServiceError
+from service.store._states import (
+    ACTIVE_STATUSES,
+    FINISHED_STATUSES,
+    SEARCHING_STATUSES,
+    JobStatus,
+    TrialOutcome,
+)
 from service.store._tables import Job, TrialLog, utcnow
+from service.store._tokens import require_tenant
 
 __all__ = [
-    "ACTIVE_STATUSES",
-    "FINISHED_STATUSES",
     "JobNotFound",
     "NewJob",
     "count_active_jobs",
@@ -27,9 +33,6 @@ __all__ = [
     "request_cancel",
     "trial_seconds",
 ]
-
-ACTIVE_STATUSES = ("queued", "running", "finalizing")
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 
 
 class JobNotFound(ServiceError):
@@ -54,12 +57,17 @@ class NewJob:
 
 
 def create_job(session: Session, new: NewJob) -> Job:
-    """Insert a queued job and return it (flushed, not committed)."""
+    """Insert a queued job and return it (flushed, not committed).
+
+    Raises:
+        TenantNotFound: the tenant was deleted (all its tokens revoked).
+    """
+    require_tenant(session, new.tenant)
     job_id = uuid.uuid4().hex
     job = Job(
         id=job_id,
         tenant=new.tenant,
-        status="queued",
+        status=JobStatus.queued,
         spec=new.spec,
         study_name=f"inferprune-job-{job_id}",
         weights_blob_id=new.weights_blob_id,
@@ -138,8 +146,8 @@ def request_cancel(session: Session, tenant: str, job_id: str) -> Job:
     session.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
     session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_(("queued", "running")), Job.trials_running == 0)
-        .values(status="cancelled", finished_at=now)
+        .where(Job.id == job_id, Job.status.in_(SEARCHING_STATUSES), Job.trials_running == 0)
+        .values(status=JobStatus.cancelled, finished_at=now)
     )
     session.flush()
     session.refresh(job)
@@ -157,7 +165,7 @@ def recent_trials(session: Session, job_id: str, after_id: int = 0) -> Sequence[
 
 def trial_seconds(session: Session, job_id: str) -> tuple[float | None, int]:
     """Return the mean seconds of the job's finished trials and how many workers ran them."""
-    finished = TrialLog.state.in_(("complete", "pruned"))
+    finished = TrialLog.state.in_((TrialOutcome.complete, TrialOutcome.pruned))
     mean, workers = session.execute(
         select(
             func.avg(case((finished, TrialLog.seconds))),

@@ -13,6 +13,13 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from service.store._states import (
+    ACTIVE_STATUSES,
+    SEARCHING_STATUSES,
+    ClaimKind,
+    JobStatus,
+    TrialOutcome,
+)
 from service.store._tables import Job, Lease, TrialLog, utcnow
 
 __all__ = [
@@ -20,6 +27,7 @@ __all__ = [
     "fail_job",
     "finish_finalize",
     "finish_trial",
+    "hand_back_finalize",
     "reap_expired",
     "release_finalize",
     "set_best_so_far",
@@ -31,7 +39,7 @@ class ReapedLease:
     """A lease whose worker stopped renewing it."""
 
     job_id: str
-    kind: str
+    kind: ClaimKind
     trial_number: int | None
     study_name: str
     worker_id: str
@@ -50,18 +58,16 @@ def finish_trial(
     session: Session,
     lease_id: str,
     *,
-    state: str,
+    state: TrialOutcome,
     seconds: float,
     trial_number: int | None,
     worker_id: str,
     error: str | None = None,
     max_failed_trials: int,
 ) -> bool:
-    """Release a trial lease and count the trial as ``state``.
+    """Release a trial lease and count the trial as ``state`` (see :class:`TrialOutcome`).
 
-    ``complete`` and ``pruned`` count as finished trials, ``fail`` as a failed attempt,
-    ``abandoned`` (a worker stopping cleanly mid-trial) as neither. The last trial of a
-    cancelled job marks it cancelled; too many failures fail it.
+    The last trial of a cancelled job marks it cancelled; too many failures fail it.
 
     Returns:
         False if the lease had already been reaped (the worker was presumed dead).
@@ -70,8 +76,8 @@ def finish_trial(
     if lease is None:
         return False
     now = utcnow()
-    done = state in ("complete", "pruned")
-    failed = state == "fail"
+    done = TrialOutcome(state).is_finished
+    failed = state == TrialOutcome.fail
     session.execute(
         update(Job)
         .where(Job.id == lease.job_id)
@@ -104,19 +110,19 @@ def _settle(session: Session, job_id: str, max_failed_trials: int, error: str | 
             Job.id == job_id,
             Job.cancel_requested.is_(True),
             Job.trials_running == 0,
-            Job.status == "running",
+            Job.status == JobStatus.running,
         )
-        .values(status="cancelled", finished_at=now)
+        .values(status=JobStatus.cancelled, finished_at=now)
     )
     session.execute(
         update(Job)
         .where(
             Job.id == job_id,
             Job.trials_failed >= max_failed_trials,
-            Job.status.in_(("queued", "running")),
+            Job.status.in_(SEARCHING_STATUSES),
         )
         .values(
-            status="failed",
+            status=JobStatus.failed,
             finished_at=now,
             error_code="too_many_failures",
             error_message=f"{max_failed_trials} trial attempts failed; the last: "
@@ -128,7 +134,7 @@ def _settle(session: Session, job_id: str, max_failed_trials: int, error: str | 
 def set_best_so_far(session: Session, job_id: str, best: dict[str, Any] | None) -> None:
     """Record the best trial found so far on a job still searching (shown while it runs)."""
     session.execute(
-        update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running"))).values(best=best)
+        update(Job).where(Job.id == job_id, Job.status.in_(SEARCHING_STATUSES)).values(best=best)
     )
 
 
@@ -150,9 +156,13 @@ def finish_finalize(
         return False
     session.execute(
         update(Job)
-        .where(Job.id == lease.job_id, Job.status == "finalizing")
+        .where(Job.id == lease.job_id, Job.status == JobStatus.finalizing)
         .values(
-            status="succeeded", finished_at=utcnow(), baseline=baseline, best=best, report=report
+            status=JobStatus.succeeded,
+            finished_at=utcnow(),
+            baseline=baseline,
+            best=best,
+            report=report,
         )
     )
     return True
@@ -162,7 +172,7 @@ def release_finalize(
     session: Session,
     lease_id: str,
     *,
-    status: str,
+    status: JobStatus,
     error_code: str | None = None,
     error_message: str | None = None,
 ) -> None:
@@ -179,12 +189,36 @@ def release_finalize(
     )
 
 
+def hand_back_finalize(session: Session, lease_id: str) -> bool:
+    """Release a finalize lease without an outcome: the job goes back to be finalized by
+    the next worker that claims it (a worker that was told to stop mid-way).
+
+    Returns:
+        False if the lease had been reaped meanwhile (which hands it back too).
+    """
+    lease = _take_lease(session, lease_id)
+    if lease is None:
+        return False
+    _reopen_finalize(session, lease.job_id)
+    return True
+
+
+def _reopen_finalize(session: Session, job_id: str) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.finalizing)
+        .values(status=JobStatus.running)
+    )
+
+
 def fail_job(session: Session, job_id: str, code: str, message: str) -> None:
     """Mark a job failed (for errors no retry can fix, such as unreadable uploads)."""
     session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_(("queued", "running", "finalizing")))
-        .values(status="failed", finished_at=utcnow(), error_code=code, error_message=message)
+        .where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES))
+        .values(
+            status=JobStatus.failed, finished_at=utcnow(), error_code=code, error_message=message
+        )
     )
 
 
@@ -203,7 +237,7 @@ def reap_expired(session: Session, *, max_failed_trials: int) -> list[ReapedLeas
     for row in expired:
         if not session.execute(delete(Lease).where(Lease.id == row.id)).rowcount:  # type: ignore[attr-defined]
             continue  # another reaper or the worker itself got there first
-        if row.kind == "trial":
+        if row.kind == ClaimKind.trial:
             session.execute(
                 update(Job)
                 .where(Job.id == row.job_id)
@@ -213,7 +247,7 @@ def reap_expired(session: Session, *, max_failed_trials: int) -> list[ReapedLeas
                 TrialLog(
                     job_id=row.job_id,
                     trial_number=row.trial_number,
-                    state="fail",
+                    state=TrialOutcome.fail,
                     seconds=0.0,
                     worker_id=row.worker_id,
                     finished_at=now,
@@ -222,12 +256,10 @@ def reap_expired(session: Session, *, max_failed_trials: int) -> list[ReapedLeas
             )
             _settle(session, row.job_id, max_failed_trials, "worker lost: its lease expired")
         else:
-            session.execute(
-                update(Job)
-                .where(Job.id == row.job_id, Job.status == "finalizing")
-                .values(status="running")
-            )
+            _reopen_finalize(session, row.job_id)
         reaped.append(
-            ReapedLease(row.job_id, row.kind, row.trial_number, row.study_name, row.worker_id)
+            ReapedLease(
+                row.job_id, ClaimKind(row.kind), row.trial_number, row.study_name, row.worker_id
+            )
         )
     return reaped

@@ -1,5 +1,10 @@
-"""Workers: separate processes that claim trials and finalizations from the store."""
+"""Workers: separate processes that claim trials and finalizations from the store.
 
+:class:`Worker` is one worker's loop (``inferprune worker``); :func:`run_worker` runs it
+until a signal; :class:`WorkerPool` keeps N of them beside the API (``inferprune serve``).
+"""
+
+from service.worker._pool import WorkerPool
 from service.worker._worker import Worker, run_worker
 
-__all__ = ["Worker", "run_worker"]
+__all__ = ["Worker", "WorkerPool", "run_worker"]

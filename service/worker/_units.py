@@ -12,19 +12,15 @@ import optuna
 from sqlalchemy.orm import Session, sessionmaker
 from torch import nn
 
-from models.io import checkpoint_bytes, onnx_model_bytes
-from models.prune import Plan
+from models.io import checkpoint_bytes
 from search import (
     JobSpec,
     ParetoPoint,
     PruningProblem,
     TrialResult,
-    build_report,
     checkpoint_info,
-    finalize,
-    measure_baseline,
+    conclude_search,
     pareto_front,
-    plot_pareto,
     run_one_trial,
     select_best,
     trial_points,
@@ -33,11 +29,15 @@ from service.errors import ServiceError
 from service.store import (
     BlobStore,
     Claim,
+    ClaimKind,
     Job,
+    JobStatus,
+    TrialOutcome,
     drop_trial_artifacts_except,
     fail_job,
     finish_finalize,
     finish_trial,
+    hand_back_finalize,
     put_artifact,
     release_finalize,
     set_best_so_far,
@@ -89,8 +89,8 @@ def kept_trials(spec: JobSpec, trials: list[optuna.trial.FrozenTrial]) -> set[in
 
 def run_trial_unit(
     ctx: UnitContext, claim: Claim, problem: PruningProblem, study: optuna.Study
-) -> str:
-    """Evaluate one trial of the claimed job and release the lease; return its state."""
+) -> TrialOutcome:
+    """Evaluate one trial of the claimed job and release the lease; return its outcome."""
     started = time.perf_counter()
     number: list[int] = []
 
@@ -118,31 +118,31 @@ def run_trial_unit(
                     session,
                     ctx.blobs,
                     job_id=claim.job_id,
-                    kind="trial",
+                    kind=ClaimKind.trial,
                     trial_number=result.number,
                     fmt="safetensors",
                     data=checkpoint_bytes(model, info),
                 )
             drop_trial_artifacts_except(session, claim.job_id, keep)
 
-    state, error, storage_failure = "complete", None, False
+    state, error, storage_failure = TrialOutcome.complete, None, False
     try:
         result = run_one_trial(problem, study, on_ask=on_ask, on_trial=on_trial)
         if result is None:
-            state, error = "fail", _last_error(study, number)
+            state, error = TrialOutcome.fail, _last_error(study, number)
         elif result.values is None:
-            state = "pruned"
+            state = TrialOutcome.pruned
     except KeyboardInterrupt:
-        state, error = "abandoned", "the worker was stopped"
+        state, error = TrialOutcome.abandoned, "the worker was stopped"
         _retry_later(study, number)
         raise
     except ServiceError as exc:
         # artifacts could not be written (disk full, read-only root): retrying cannot help
-        state, error = "fail", exc.message
+        state, error = TrialOutcome.fail, exc.message
         storage_failure = exc.code == "storage_error"
         logger.error("trial of job %s failed: %s", claim.job_id, exc.message)
     except Exception as exc:
-        state, error = "fail", f"{type(exc).__name__}: {exc}"
+        state, error = TrialOutcome.fail, f"{type(exc).__name__}: {exc}"
         _fail_in_optuna(study, number)
         logger.exception("trial of job %s failed", claim.job_id, extra={"job": claim.job_id})
     finally:
@@ -159,7 +159,7 @@ def run_trial_unit(
                     error=error,
                     max_failed_trials=ctx.max_failed_trials,
                 )
-                if state == "fail" and storage_failure:
+                if state == TrialOutcome.fail and storage_failure:
                     fail_job(session, claim.job_id, "storage_error", error or "storage error")
 
         retry_database(release, what="release the trial's lease")
@@ -192,78 +192,69 @@ def _retry_later(study: optuna.Study, number: list[int]) -> None:
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
 
+FINAL_ARTIFACTS = {
+    "model.safetensors": ("final", "safetensors"),
+    "model.onnx": ("final", "onnx"),
+    "pareto.png": ("job", "png"),
+}
+"""Where each file of a :class:`search.Conclusion` goes in the store: (kind, format)."""
+
+
 def run_finalize_unit(
     ctx: UnitContext, claim: Claim, problem: PruningProblem, study: optuna.Study
-) -> str:
-    """Finalize the claimed job: train the chosen plan, store model, plot and report.
+) -> JobStatus:
+    """Conclude the claimed job with the library's one lifecycle and store the outcome.
+
+    A worker told to stop during the final fine-tune hands the finalization back
+    (the job stays ``finalizing`` until another worker claims it); a cancelled job ends
+    ``cancelled``.
 
     Returns:
         The job's new status.
     """
     spec = problem.spec
     trials = study.get_trials(deepcopy=False)
-    best = select_best(spec, trials)
-    if best is None:
+    conclusion = conclude_search(
+        problem,
+        trials,
+        storage="(service store)",
+        study_name=claim.study_name,
+        should_stop=_cancel_checker(ctx, claim.job_id),
+        job=claim.job_id,
+    )
+    if conclusion.status == "cancelled" and not _cancel_requested(ctx, claim.job_id):
+        # the worker was told to stop, not the job: the next worker finalizes it
+        with ctx.sessions.begin() as session:
+            hand_back_finalize(session, claim.lease_id)
+        return JobStatus.finalizing
+    if conclusion.status != "succeeded":
+        cancelled = conclusion.status == "cancelled"
         with ctx.sessions.begin() as session:
             release_finalize(
                 session,
                 claim.lease_id,
-                status="failed",
-                error_code="no_feasible_trial",
-                error_message=f"none of the {len(trials)} trials met the budget; "
-                "loosen it or ask for more trials",
+                status=JobStatus.cancelled if cancelled else JobStatus.failed,
+                error_code=None if cancelled else conclusion.status,
+                error_message=None if cancelled else conclusion.message,
             )
-        return "failed"
-    cancelled = _cancel_checker(ctx, claim.job_id)
-    started = time.perf_counter()
-    final = finalize(
-        problem,
-        Plan(best.plan),
-        best.trial,
-        search_val_accuracy=best.val_accuracy,
-        should_stop=cancelled,
-    )
-    if cancelled(force=True):
-        with ctx.sessions.begin() as session:
-            release_finalize(session, claim.lease_id, status="cancelled")
-        return "cancelled"
-    baseline = measure_baseline(problem)
-    report = build_report(
-        problem,
-        trials,
-        baseline=baseline,
-        final=final,
-        storage="(service store)",
-        study_name=claim.study_name,
-        status="succeeded",
-        timing={"finalize_s": round(time.perf_counter() - started, 2)},
-    )
-    info = checkpoint_info(problem, final.plan.to_dict(), trial=final.trial, job=claim.job_id)
-    weights = checkpoint_bytes(final.model, info)
-    onnx = onnx_model_bytes(final.model, problem.input_shape)
-    png = _pareto_png(problem, trials, final.trial)
+        return JobStatus.cancelled if cancelled else JobStatus.failed
+    final = conclusion.final
+    assert final is not None
+    report = conclusion.report
 
     def store() -> None:
         with ctx.sessions.begin() as session:
-            for fmt, data in (("safetensors", weights), ("onnx", onnx)):
+            for name, data in conclusion.artifacts.items():
+                kind, fmt = FINAL_ARTIFACTS[name]
                 put_artifact(
                     session,
                     ctx.blobs,
                     job_id=claim.job_id,
-                    kind="final",
-                    trial_number=final.trial,
+                    kind=kind,
+                    trial_number=final.trial if kind == "final" else -1,
                     fmt=fmt,
                     data=data,
                 )
-            put_artifact(
-                session,
-                ctx.blobs,
-                job_id=claim.job_id,
-                kind="job",
-                trial_number=-1,
-                fmt="png",
-                data=png,
-            )
             drop_trial_artifacts_except(session, claim.job_id, kept_trials(spec, trials))
             finish_finalize(
                 session,
@@ -274,24 +265,7 @@ def run_finalize_unit(
             )
 
     retry_database(store, what="store the final model")
-    return "succeeded"
-
-
-def _pareto_png(problem: PruningProblem, trials: list[Any], chosen: int) -> bytes:
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = plot_pareto(
-            trial_points(trials),
-            Path(tmp) / "pareto.png",
-            baseline_macs=problem.baseline.cost.macs,
-            baseline_accuracy=problem.baseline.val_accuracy,
-            chosen=chosen,
-            max_macs=problem.budget.max_macs,
-            title=f"{problem.info.arch} on {problem.data.name}",
-        )
-        return path.read_bytes()
+    return JobStatus.succeeded
 
 
 def _cancel_checker(ctx: UnitContext, job_id: str, every_s: float = 2.0) -> Any:
@@ -303,9 +277,13 @@ def _cancel_checker(ctx: UnitContext, job_id: str, every_s: float = 2.0) -> Any:
         now = time.monotonic()
         if force or now - last["t"] >= every_s:
             last["t"] = now
-            with ctx.sessions() as session:
-                job = session.get(Job, job_id)
-                last["value"] = bool(job is None or job.cancel_requested)
+            last["value"] = _cancel_requested(ctx, job_id)
         return bool(last["value"]) or ctx.stop_requested()
 
     return check
+
+
+def _cancel_requested(ctx: UnitContext, job_id: str) -> bool:
+    with ctx.sessions() as session:
+        job = session.get(Job, job_id)
+        return bool(job is None or job.cancel_requested)

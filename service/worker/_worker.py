@@ -23,10 +23,15 @@ from service.settings import Settings
 from service.store import (
     BlobStore,
     Claim,
+    ClaimKind,
+    JobStatus,
     ReapedLease,
+    TrialOutcome,
     check_schema,
     claim_work,
     fail_job,
+    finish_trial,
+    hand_back_finalize,
     has_open_work,
     heartbeat,
     make_engine,
@@ -188,6 +193,8 @@ class Worker:
         extra = {"job": claim.job_id, "worker": self.id}
         logger.info("claimed %s of job %s", claim.kind, claim.job_id, extra=extra)
         try:
+            # the spec is checked again here, limits included: a store written by an
+            # older server (or by hand) must not make this worker allocate without bound
             spec = JobSpec.model_validate(claim.spec)
             with self.sessions() as session:
                 weights = self.inputs.weights(session, claim)
@@ -195,17 +202,25 @@ class Worker:
             loaded = self.cache.get(
                 claim, spec, weights=weights, dataset=dataset, data_root=self.settings.data_root
             )
-        except (ModelsError, SearchError, ValueError, OSError) as exc:
-            # the job's inputs cannot work: no retry will fix that
-            logger.error("job %s cannot start: %s", claim.job_id, exc, extra=extra)
-            self._give_up(claim, "invalid_input", f"{type(exc).__name__}: {exc}")
+        except DATABASE_ERRORS:
+            raise
+        except (ModelsError, SearchError, ValueError, OSError, MemoryError, RuntimeError) as exc:
+            # the job's inputs cannot work (RuntimeError: torch refusing an allocation);
+            # no retry will fix that, and it must never take the worker down with it
+            message = f"{type(exc).__name__}: {exc}"
+            logger.error("job %s cannot start: %s", claim.job_id, message, extra=extra)
+            self._give_up(claim, "invalid_input", message)
             return
-        if claim.kind == "trial":
+        if claim.kind == ClaimKind.trial:
             run_trial_unit(self._context(), claim, loaded.problem, loaded.study)
             return
         try:
             status = run_finalize_unit(self._context(), claim, loaded.problem, loaded.study)
         except DATABASE_ERRORS:
+            raise
+        except KeyboardInterrupt:  # aborted: the next worker finalizes the job
+            with self.sessions.begin() as session:
+                hand_back_finalize(session, claim.lease_id)
             raise
         except Exception as exc:
             logger.exception("finalizing job %s failed", claim.job_id, extra=extra)
@@ -213,27 +228,29 @@ class Worker:
                 release_finalize(
                     session,
                     claim.lease_id,
-                    status="failed",
+                    status=JobStatus.failed,
                     error_code=getattr(exc, "code", "finalize_failed"),
                     error_message=f"finalization failed: {exc}",
                 )
-            status = "failed"
+            status = JobStatus.failed
         self.cache.drop(claim.job_id)
         logger.info("job %s %s", claim.job_id, status, extra=extra)
 
     def _give_up(self, claim: Claim, code: str, message: str) -> None:
         with self.sessions.begin() as session:
-            if claim.kind == "finalize":
+            if claim.kind == ClaimKind.finalize:
                 release_finalize(
-                    session, claim.lease_id, status="failed", error_code=code, error_message=message
+                    session,
+                    claim.lease_id,
+                    status=JobStatus.failed,
+                    error_code=code,
+                    error_message=message,
                 )
             else:
-                from service.store import finish_trial
-
                 finish_trial(
                     session,
                     claim.lease_id,
-                    state="abandoned",
+                    state=TrialOutcome.abandoned,
                     seconds=0.0,
                     trial_number=None,
                     worker_id=self.id,
@@ -253,7 +270,7 @@ class Worker:
                 lease.worker_id,
                 extra={"job": lease.job_id},
             )
-            if lease.kind == "trial" and lease.trial_number is not None:
+            if lease.kind == ClaimKind.trial and lease.trial_number is not None:
                 self._retry(lease)
 
     def _retry(self, lease: ReapedLease) -> None:
@@ -266,10 +283,11 @@ class Worker:
         if trial is None:
             return
         if trial.state == optuna.trial.TrialState.RUNNING:
-            self.storage.set_trial_user_attr(
-                trial._trial_id, "error", "worker lost: its lease expired"
+            trial_id = self.storage.get_trial_id_from_study_id_trial_number(
+                self.storage.get_study_id_from_name(lease.study_name), trial.number
             )
-            self.storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            self.storage.set_trial_user_attr(trial_id, "error", "worker lost: its lease expired")
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         attempt = int(trial.user_attrs.get("attempt", 1))
         if trial.params and attempt < self.settings.max_trial_attempts:
             study.enqueue_trial(

@@ -16,17 +16,15 @@ from models.io import load_pruned
 from models.prune import Plan
 from search import (
     PruningProblem,
-    build_report,
+    conclude_search,
     count_finished,
     dominance_screen,
-    finalize,
     load_problem,
-    measure_baseline,
     open_study,
     run_one_trial,
     run_search,
     select_best,
-    write_outputs,
+    write_conclusion,
 )
 from tests.search.conftest import tiny_spec
 
@@ -197,17 +195,12 @@ def test_report_checkpoint_and_onnx_agree(tmp_path: Path, problem: PruningProble
     study = _search(problem, 4)
     best = select_best(problem.spec, study.trials)
     assert best is not None
-    final = finalize(problem, Plan(best.plan), best.trial, search_val_accuracy=best.val_accuracy)
-    report = build_report(
-        problem,
-        study.trials,
-        baseline=measure_baseline(problem),
-        final=final,
-        storage="memory",
-        study_name=study.study_name,
-        status="succeeded",
+    conclusion = conclude_search(
+        problem, study.trials, storage="memory", study_name=study.study_name
     )
-    written = write_outputs(tmp_path, problem, report, final, study.trials)
+    assert conclusion.status == "succeeded" and conclusion.final is not None
+    final, report = conclusion.final, conclusion.report
+    written = write_conclusion(conclusion, tmp_path)
 
     assert set(written) == {"report.json", "model.safetensors", "model.onnx", "pareto.png"}
     for part in ("baseline", "best"):

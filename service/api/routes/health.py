@@ -15,14 +15,20 @@ from sqlalchemy import func, select, text
 
 from service.api.deps import StateDep
 from service.api.state import AppState
-from service.store import Job, Lease, TrialLog, WorkerRow, utcnow
+from service.store import (
+    SEARCHING_STATUSES,
+    Job,
+    JobStatus,
+    Lease,
+    TrialLog,
+    TrialOutcome,
+    WorkerRow,
+    utcnow,
+)
 
 __all__ = ["StoreCollector", "router"]
 
 router = APIRouter(tags=["operations"])
-
-JOB_STATUSES = ("queued", "running", "finalizing", "succeeded", "failed", "cancelled")
-
 
 @router.get("/healthz", summary="Liveness and database reachability")
 def healthz(state: StateDep) -> dict[str, Any]:
@@ -58,7 +64,7 @@ class StoreCollector(Collector):
             )
             seconds = session.execute(
                 select(func.count(), func.coalesce(func.sum(TrialLog.seconds), 0.0)).where(
-                    TrialLog.state.in_(("complete", "pruned"))
+                    TrialLog.state.in_((TrialOutcome.complete, TrialOutcome.pruned))
                 )
             ).one()
             lost = session.scalar(
@@ -71,7 +77,7 @@ class StoreCollector(Collector):
                     func.coalesce(
                         func.sum(Job.trials_total - Job.trials_finished - Job.trials_running), 0
                     )
-                ).where(Job.status.in_(("queued", "running")), Job.cancel_requested.is_(False))
+                ).where(Job.status.in_(SEARCHING_STATUSES), Job.cancel_requested.is_(False))
             )
             running = session.scalar(select(func.count()).select_from(Lease))
             alive = session.scalar(
@@ -83,13 +89,13 @@ class StoreCollector(Collector):
                 )
             )
         jobs = GaugeMetricFamily("inferprune_jobs", "Jobs by status.", labels=["status"])
-        for status in JOB_STATUSES:
+        for status in JobStatus:
             jobs.add_metric([status], float(by_status.get(status, 0)))
         yield jobs
         counter = CounterMetricFamily(
             "inferprune_trials", "Finished trial attempts by state.", labels=["state"]
         )
-        for state in ("complete", "pruned", "fail", "abandoned"):
+        for state in TrialOutcome:
             counter.add_metric([state], float(trials.get(state, 0)))
         yield counter
         summary = SummaryMetricFamily(
@@ -100,7 +106,7 @@ class StoreCollector(Collector):
         yield CounterMetricFamily(
             "inferprune_trial_failures",
             "Trial attempts that failed (errors and lost workers).",
-            value=float(trials.get("fail", 0)),
+            value=float(trials.get(TrialOutcome.fail, 0)),
         )
         yield CounterMetricFamily(
             "inferprune_trial_retries",

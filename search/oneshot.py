@@ -1,0 +1,144 @@
+"""One pruning with a given plan (or Torch-Pruning's uniform ratio), no search.
+
+``inferprune apply`` is this function plus argument parsing and a table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from models.cost import Cost, measure_cost
+from models.data import load_dataset
+from models.io import CheckpointInfo, load_model
+from models.prune import CALIBRATION_BATCHES, Plan, apply_plan, build_pruning_graph, uniform_plan
+from models.train import TrainProgress, evaluate, fine_tune, recalibrate_batchnorm
+from search.errors import SpecError
+
+__all__ = ["OneShotResult", "apply_once"]
+
+
+@dataclass(frozen=True)
+class OneShotResult:
+    """A pruned model, its checkpoint metadata and what the pruning changed.
+
+    Attributes:
+        model: the physically smaller model.
+        info: metadata to save it with (``models.io.save_pruned``): arch, classes, input
+            shape, the full plan (every group's width), the criterion.
+        before: the unpruned model's cost.
+        after: the pruned model's cost.
+        val_accuracy: validation accuracy after BN recalibration and the optional
+            fine-tune; None without a data set.
+    """
+
+    model: nn.Module
+    info: CheckpointInfo
+    before: Cost
+    after: Cost
+    val_accuracy: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the result as ``apply --json`` prints it (without the output path)."""
+        before, after = self.before, self.after
+        return {
+            "arch": self.info.arch,
+            "criterion": self.info.extra.get("criterion"),
+            "plan": self.info.plan.to_dict(),
+            "before": {
+                "macs": before.macs,
+                "params": before.params,
+                "size_bytes": before.size_bytes,
+            },
+            "after": {"macs": after.macs, "params": after.params, "size_bytes": after.size_bytes},
+            "macs_ratio": after.macs / before.macs,
+            "params_ratio": after.params / before.params,
+            "val_accuracy": self.val_accuracy,
+        }
+
+
+def apply_once(
+    *,
+    arch: str | None,
+    weights: str | os.PathLike[str] | None,
+    plan: Plan | None = None,
+    ratio: float | None = None,
+    criterion: str = "l1",
+    num_classes: int | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+    dataset: str | None = None,
+    data_root: Path | None = None,
+    finetune_epochs: float | None = None,
+    lr: float = 0.01,
+    round_to: int = 8,
+    seed: int = 0,
+    on_step: Callable[[TrainProgress], None] | None = None,
+) -> OneShotResult:
+    """Prune a model once: every group keeps what ``plan`` says, or loses the fraction
+    ``ratio`` of its channels; with a data set, recalibrate BatchNorm, optionally
+    fine-tune, and measure validation accuracy.
+
+    Args:
+        arch: zoo name; None when ``weights`` is a checkpoint that names it.
+        weights: the unpruned weights (safetensors, a state_dict, or a `train` checkpoint).
+        plan: channels kept per group; exactly one of ``plan`` and ``ratio``.
+        ratio: the fraction of every group's channels to remove, 0 <= ratio < 1.
+        criterion: which channels go (a :mod:`models.criteria` name).
+        num_classes: classes, when neither the architecture nor the checkpoint fix them.
+        input_shape: (C, H, W), likewise.
+        dataset: a data set name (``digits``, ``npz:path`` …) for calibration batches,
+            BatchNorm recalibration, fine-tuning and validation.
+        data_root: where local data sets live.
+        finetune_epochs: fine-tune this long after pruning (needs ``dataset``).
+        lr: fine-tuning learning rate.
+        round_to: channel multiple of the uniform plan.
+        seed: seeds the data split, calibration batches and fine-tune.
+        on_step: fine-tune progress.
+
+    Raises:
+        SpecError: neither or both of plan and ratio; a fine-tune without a data set;
+            an already pruned checkpoint.
+        ModelsError: the model, weights, plan or data cannot be used.
+    """
+    if (plan is None) == (ratio is None):
+        raise SpecError("give exactly one of a plan and a ratio")
+    if finetune_epochs and not dataset:
+        raise SpecError("fine-tuning needs a data set to train on")
+    model, info = load_model(arch, weights, num_classes=num_classes, input_shape=input_shape)
+    if len(info.plan):
+        raise SpecError("this checkpoint is already pruned; prune the unpruned model instead")
+    shape = info.input_shape
+    graph = build_pruning_graph(model, shape, round_to=round_to)
+    if plan is None:
+        assert ratio is not None
+        plan = uniform_plan(graph, ratio)
+    data = None
+    calib = None
+    if dataset:
+        data = load_dataset(
+            dataset, input_shape=shape, num_classes=info.num_classes, root=data_root, seed=seed
+        )
+        calib = list(data.train.batches(32, shuffle=True, seed=seed, limit=CALIBRATION_BATCHES))
+    before = measure_cost(model, shape)
+    pruned = apply_plan(model, plan, criterion, calib, input_shape=shape, graph=graph, seed=seed)
+    val = None
+    if data is not None:
+        recalibrate_batchnorm(pruned, data.train, seed=seed)
+        if finetune_epochs:
+            fine_tune(pruned, data.train, epochs=finetune_epochs, lr=lr, seed=seed, on_step=on_step)
+        val = evaluate(pruned, data.val).top1
+    out = CheckpointInfo(
+        info.arch,
+        info.num_classes,
+        shape,
+        Plan({g.name: plan.width(g) for g in graph.groups}),
+        round_to=round_to,
+        normalization=info.normalization,
+        extra={"criterion": criterion},
+    )
+    return OneShotResult(pruned, out, before, measure_cost(pruned, shape), val)
