@@ -12,7 +12,11 @@ S = max(64, the architecture's smallest input) and 10 classes:
 4. has every group's root layer checked in the pruned model: it must produce the
    width the plan gave the group;
 5. has the analytic MACs and parameters of the plan (``AnalyticCost``) compared with
-   fvcore's count of the pruned model (relative error).
+   fvcore's count of the pruned model (relative error);
+6. is written as a pruned checkpoint (``checkpoint_bytes``) and loaded back
+   (``load_pruned``, which rebuilds the architecture and replays the plan); the loaded
+   model's outputs must equal the pruned model's (both in eval mode) within
+   ``ROUND_TRIP_TOLERANCE`` of the largest output. Models the zoo keeps out skip this.
 
 Each model runs in its own subprocess with a timeout, so a hang or running out of
 memory fails that model only, and its memory goes back to the system before the next
@@ -49,6 +53,7 @@ from _machine import machine_info
 from torch import nn
 
 from models.cost import AnalyticCost, measure_cost
+from models.io import CheckpointInfo, checkpoint_bytes, load_pruned
 from models.prune import Plan, PruningGraph, apply_plan, build_pruning_graph, output_channels
 from models.zoo import UNSUPPORTED_TORCHVISION, build_model, list_architectures
 
@@ -60,6 +65,8 @@ NUM_CLASSES = 10
 MIN_SIZE = 64
 SEED = 0
 ERROR_CHARS = 400
+ROUND_TRIP_TOLERANCE = 1e-5
+"""Largest output difference after the checkpoint round trip, relative to the largest output."""
 
 
 class StageError(Exception):
@@ -113,6 +120,32 @@ def _check_widths(graph: PruningGraph, pruned: nn.Module, plan: Plan) -> None:
         raise StageError("widths", f"{len(wrong)} groups have the wrong width: {wrong[:3]}")
 
 
+def round_trip(name: str, pruned: nn.Module, plan: Plan, shape: tuple[int, int, int]) -> float:
+    """Checkpoint ``pruned``, load it back with ``load_pruned``; return the output difference.
+
+    Returns:
+        The largest absolute output difference over a seeded batch of two, relative to
+        the largest absolute output.
+
+    Raises:
+        StageError: the outputs differ by more than ``ROUND_TRIP_TOLERANCE``.
+    """
+    data = checkpoint_bytes(pruned, CheckpointInfo(name, NUM_CLASSES, shape, plan))
+    loaded, _ = load_pruned(data)
+    del data
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(SEED))
+    with torch.no_grad():
+        expected, got = pruned.eval()(x), loaded(x)
+    if got.shape != expected.shape:
+        raise StageError(
+            "round_trip", f"output shape {tuple(got.shape)}, not {tuple(expected.shape)}"
+        )
+    error = float((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12))
+    if error > ROUND_TRIP_TOLERANCE:
+        raise StageError("round_trip", f"outputs differ by {error:.2e} of the largest output")
+    return error
+
+
 def sweep_one(name: str, seed: int) -> dict[str, Any]:
     """Run every check on model ``name``; return what was measured, stage by stage.
 
@@ -160,6 +193,12 @@ def sweep_one(name: str, seed: int) -> dict[str, Any]:
         macs_rel_error=abs(predicted.macs - measured.macs) / max(measured.macs, 1),
         params_rel_error=abs(predicted.params - measured.params) / max(measured.params, 1),
     )
+    if name in _zoo_entries():  # load_pruned rebuilds from the zoo only
+        result["round_trip_error"] = stage(
+            "round_trip", lambda: round_trip(name, pruned, plan, shape)
+        )
+    else:
+        result["round_trip_error"] = None
     return result
 
 
@@ -217,30 +256,41 @@ def markdown(report: dict[str, Any]) -> str:
     results = report["results"]
     ok = [r for r in results if r["status"] == "ok"]
     failed = [r for r in results if r["status"] != "ok"]
+    loaded = [r for r in ok if r.get("round_trip_error") is not None]
+    tried = loaded + [r for r in failed if r["stage"] == "round_trip"]
+    tolerance = s.get("round_trip_tolerance", ROUND_TRIP_TOLERANCE)
     lines = [
         "# torchvision coverage",
         "",
-        f"{len(ok)} of {len(results)} torchvision classification models prune correctly. "
+        f"{len(ok)} of {len(results)} torchvision classification models prune correctly, "
+        f"and {len(loaded)} of the {len(tried)} zoo models that got that far load back "
+        "from their pruned checkpoint. "
         f"Each was built with {s['num_classes']} classes at input 3xSxS, S = max("
         f"{s['min_size']}, the smallest input it accepts), given a random valid plan "
         f"(seed {s['seed']}) pruned with l1, run forward, every group's root layer "
-        "checked for the planned width, and the analytic MACs and parameters compared "
-        "with fvcore's count of the pruned model. Written by `benchmarks/zoo_coverage.py` "
+        "checked for the planned width, the analytic MACs and parameters compared "
+        "with fvcore's count of the pruned model, and the pruned model written with "
+        "`checkpoint_bytes` and loaded back with `load_pruned` (outputs equal within "
+        f"{tolerance:g} of the largest output; *round trip* is the largest difference "
+        "seen, relative). Written by `benchmarks/zoo_coverage.py` "
         f"on {m['date']}: {m['cpu']}, {m['cores']} cores, torch {lib['torch']}, torchvision "
         f"{lib['torchvision']}, Torch-Pruning {lib['torch-pruning']}; one subprocess per model, "
         f"timeout {s['timeout_s']:.0f} s. Seconds cover every stage, from building the "
-        "model to the fvcore count.",
+        "model to the round trip.",
         "",
         "## Supported",
         "",
-        "| model | input | groups | params (M) | seconds | MACs error | params error |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| model | input | groups | params (M) | seconds | MACs error | params error "
+        "| round trip |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in ok:
         size = r["input_shape"][1]
+        trip = r.get("round_trip_error")
         lines.append(
             f"| {r['name']} | {size}x{size} | {r['groups']} | {r['params'] / 1e6:.1f} | "
-            f"{r['seconds']:.1f} | {r['macs_rel_error']:.2%} | {r['params_rel_error']:.2%} |"
+            f"{r['seconds']:.1f} | {r['macs_rel_error']:.2%} | {r['params_rel_error']:.2%} | "
+            f"{'not run' if trip is None else f'{trip:.1e}'} |"
         )
     unsupported = [r for r in failed if r["name"] in UNSUPPORTED_TORCHVISION]
     open_failures = [r for r in failed if r["name"] not in UNSUPPORTED_TORCHVISION]
@@ -328,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "criterion": "l1",
             "round_to": 8,
             "timeout_s": args.timeout,
+            "round_trip_tolerance": ROUND_TRIP_TOLERANCE,
         },
         "results": results,
     }

@@ -3,8 +3,9 @@
 In: :func:`read_state_dict` / :func:`load_weights` take safetensors or a state_dict
 saved by ``torch.save``, read with ``torch.load(..., weights_only=True)``; nothing else
 is ever unpickled. Out: :func:`save_pruned` writes safetensors whose metadata (arch,
-num_classes, input_shape, plan) lets :func:`load_pruned` rebuild the exact structure,
-and :func:`export_model` writes ONNX (dynamic batch), torch.export ``.pt2`` or
+num_classes, input_shape, plan) lets :func:`load_pruned` rebuild the exact structure
+(the state_dict's per-module versions travel with it, as some modules need them to
+load), and :func:`export_model` writes ONNX (dynamic batch), torch.export ``.pt2`` or
 TorchScript, each checked against torch's outputs.
 """
 

@@ -1,4 +1,9 @@
-"""Pruned checkpoints: safetensors whose metadata says how to rebuild the structure."""
+"""Pruned checkpoints: safetensors whose metadata says how to rebuild the structure.
+
+Beside the recipe (arch, classes, input shape, plan) the metadata keeps the state_dict's
+per-module versions (``_metadata``), which safetensors would otherwise drop and which
+some modules' loading code requires (torchvision's MNASNet refuses to load without).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -15,7 +19,8 @@ from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
 from models.errors import ModelsError, WeightsError
-from models.io._weights import check_finite, fit_state_dict, read_state_dict
+from models.io._module_metadata import METADATA_KEY, encode_module_metadata, module_metadata_of
+from models.io._weights import load_checked, read_weights, safetensors_metadata
 from models.prune import Plan, apply_plan, build_pruning_graph
 from models.zoo import build_model, normalize_shape
 
@@ -99,6 +104,7 @@ class CheckpointInfo:
                 "round_to",
                 "normalization",
                 "torch_version",
+                METADATA_KEY,
             }
             return cls(
                 arch=meta["arch"],
@@ -116,9 +122,21 @@ class CheckpointInfo:
 
 
 def checkpoint_bytes(model: nn.Module, info: CheckpointInfo) -> bytes:
-    """Return ``model``'s weights as safetensors bytes carrying ``info`` as metadata."""
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    return save_safetensors_bytes(state, metadata=info.to_metadata())
+    """Return ``model``'s weights as safetensors bytes carrying ``info`` as metadata.
+
+    The metadata also holds the state_dict's per-module versions, as JSON under
+    ``module_metadata``, for :func:`load_pruned` to hand back to each module.
+
+    Raises:
+        WeightsError: the module metadata is over the size a checkpoint may carry.
+    """
+    full = model.state_dict()
+    state = {k: v.detach().contiguous().cpu() for k, v in full.items()}
+    meta = info.to_metadata()
+    versions = module_metadata_of(full)
+    if versions is not None:
+        meta[METADATA_KEY] = encode_module_metadata(versions)
+    return save_safetensors_bytes(state, metadata=meta)
 
 
 def save_pruned(model: nn.Module, path: str | os.PathLike[str], info: CheckpointInfo) -> Path:
@@ -143,7 +161,7 @@ def read_checkpoint_info(source: str | os.PathLike[str] | bytes) -> CheckpointIn
     """
     try:
         if isinstance(source, bytes):
-            meta = _metadata_from_bytes(source)
+            meta = safetensors_metadata(source)
         else:
             with safe_open(str(source), framework="pt") as handle:
                 meta = handle.metadata() or {}
@@ -152,41 +170,52 @@ def read_checkpoint_info(source: str | os.PathLike[str] | bytes) -> CheckpointIn
     return CheckpointInfo.from_metadata(meta)
 
 
-def _metadata_from_bytes(data: bytes) -> dict[str, str]:
-    if len(data) < 8:
-        raise ValueError("file too short")
-    header_len = int.from_bytes(data[:8], "little")
-    if header_len > len(data) - 8:
-        raise ValueError("header longer than the file")
-    header: Any = json.loads(data[8 : 8 + header_len])
-    meta = header.get("__metadata__") or {}
-    return {str(k): str(v) for k, v in meta.items()}
-
-
 def load_pruned(source: str | os.PathLike[str] | bytes) -> tuple[nn.Module, CheckpointInfo]:
     """Rebuild the exact pruned network stored in a checkpoint and load its weights.
 
     The architecture is built fresh, the stored plan is replayed (which channels were
     kept does not matter: the weights overwrite them), and the tensors are loaded
-    strictly.
+    strictly, each module given the version metadata it was saved with (a checkpoint
+    written before versions were stored gets those of the code now running).
 
     Returns:
         ``(model, info)``: the model in eval mode and the checkpoint's metadata.
 
     Raises:
-        WeightsError: unreadable, no metadata, or tensors that do not fit the rebuilt model.
+        UnknownArchitectureError: the checkpoint names an architecture not in the zoo.
+        WeightsError: unreadable, no metadata, a plan that cannot be replayed, or tensors
+            that do not fit (or are refused by) the rebuilt model; the message names the
+            architecture and the step that failed.
     """
     info = read_checkpoint_info(source)
-    model = build_model(info.arch, info.num_classes, info.input_shape)
-    if any(True for _ in info.plan.items()):
+    recipe = f"{info.arch} with the stored plan"
+    model = _rebuild(info, recipe)
+    state, versions = read_weights(source)
+    load_checked(model, state, versions, arch=recipe)
+    return model.eval(), info
+
+
+def _rebuild(info: CheckpointInfo, recipe: str) -> nn.Module:
+    """Return the architecture of ``info`` with its plan applied (weights still random)."""
+    try:
+        model = build_model(info.arch, info.num_classes, info.input_shape)
+    except ModelsError:
+        raise
+    except Exception as exc:  # torchvision's builders raise what they like
+        raise WeightsError(
+            f"cannot build {info.arch} ({info.num_classes} classes, input "
+            f"{'x'.join(map(str, info.input_shape))}) for this checkpoint: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not any(True for _ in info.plan.items()):
+        return model
+    try:
         graph = build_pruning_graph(model, info.input_shape, round_to=info.round_to)
         # replay the plan keeping the first channels: the loaded tensors replace them all
         first = {g.name: torch.arange(g.channels, 0, -1, dtype=torch.float32) for g in graph.groups}
-        model = apply_plan(
-            model, info.plan, input_shape=info.input_shape, graph=graph, scores=first
-        )
-    state = read_state_dict(source)
-    fit_state_dict(model, state, arch=f"{info.arch} with the stored plan")
-    check_finite(state)
-    model.load_state_dict(state, strict=True)
-    return model.eval(), info
+        return apply_plan(model, info.plan, input_shape=info.input_shape, graph=graph, scores=first)
+    except Exception as exc:  # Torch-Pruning's failures are not ours to type
+        reason = str(exc) if isinstance(exc, ModelsError) else f"{type(exc).__name__}: {exc}"
+        raise WeightsError(
+            f"cannot replay the plan of this checkpoint on {info.arch}: {reason}"
+        ) from exc
