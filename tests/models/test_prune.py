@@ -11,6 +11,7 @@ from torch import nn
 
 from models.cost import AnalyticCost, measure_cost
 from models.errors import PlanError
+from models.io import CheckpointInfo, checkpoint_bytes, load_pruned
 from models.prune import Plan, apply_plan, build_pruning_graph, output_channels, uniform_plan
 from models.zoo import build_model, get_architecture, list_architectures
 from tests.models._plans import random_plan
@@ -36,7 +37,9 @@ TORCHVISION_FAMILIES = [
 ]
 
 
-def _check_random_plan(arch: str, shape: tuple[int, int, int], seed: int = 0) -> None:
+def _check_random_plan(
+    arch: str, shape: tuple[int, int, int], seed: int = 0
+) -> tuple[nn.Module, Plan]:
     model = build_model(arch, 10, shape)
     graph = build_pruning_graph(model, shape)
     assert graph.groups, f"{arch} has no prunable group"
@@ -60,6 +63,7 @@ def _check_random_plan(arch: str, shape: tuple[int, int, int], seed: int = 0) ->
     assert abs(predicted.params - measured.params) <= 0.01 * measured.params
     for key, value in model.state_dict().items():  # the input model is untouched
         assert torch.equal(value, before[key]), key
+    return pruned, plan
 
 
 @pytest.mark.parametrize("arch", SMALL_ZOO)
@@ -76,7 +80,13 @@ def test_random_plan_applies_to_every_small_zoo_model(arch: str) -> None:
 )
 def test_random_plan_applies_to_every_torchvision_family(arch: str) -> None:
     side = max(64, get_architecture(arch).min_spatial)
-    _check_random_plan(arch, (3, side, side))
+    shape = (3, side, side)
+    pruned, plan = _check_random_plan(arch, shape)
+    # the pruned checkpoint loads back to the same network (issue #10: mnasnet did not)
+    loaded, _ = load_pruned(checkpoint_bytes(pruned, CheckpointInfo(arch, 10, shape, plan)))
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), pruned.eval()(x))
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2", "efficientnet_b0"])
