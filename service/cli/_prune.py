@@ -176,6 +176,7 @@ def _spec(args: argparse.Namespace, arch: str) -> Any:
 
     from search.errors import SpecError
     from search.spec import JobSpec
+    from service.cli._flags import validation_message
 
     latency: dict[str, Any] = {}
     if args.latency_backend:
@@ -216,17 +217,7 @@ def _spec(args: argparse.Namespace, arch: str) -> Any:
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(format_validation_error(exc)) from None
-
-
-def format_validation_error(exc: Any) -> str:
-    """Return pydantic's errors as one readable line per problem."""
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "spec"
-        message = str(error["msg"]).removeprefix("Value error, ")
-        lines.append(f"{where}: {message}")
-    return "; ".join(lines)
+        raise SpecError(validation_message(exc, args)) from None
 
 
 def run_prune(args: argparse.Namespace) -> int:
@@ -342,7 +333,7 @@ def run_prune(args: argparse.Namespace) -> int:
         return 0
     _print_summary(report, written)
     for warning in conclusion.warnings:
-        console.print(f"[bold yellow]warning:[/] {cli_text(warning)}", highlight=False)
+        console.print(f"[bold yellow]warning:[/] {cli_text(warning, args)}", highlight=False)
     return 0
 
 
@@ -378,14 +369,18 @@ def _print_summary(report: dict[str, Any], written: dict[str, Path]) -> None:
     row("latency (median)", "latency_ms", lambda v: f"{v:.3f} ms")
     if best.get("search_val_accuracy") is not None:
         table.add_row(
-            "val accuracy, search-time (after the trial's fine-tune)",
+            "val accuracy (search-time)",
             "",
             f"{best['search_val_accuracy']:.2%}",
             "",
         )
-    row("val accuracy, final (after the final fine-tune)", "val_accuracy", percent, ratio=False)
-    row("test accuracy, final", "test_accuracy", percent, ratio=False)
+    row("val accuracy (final)", "val_accuracy", percent, ratio=False)
+    row("test accuracy (final)", "test_accuracy", percent, ratio=False)
     console.print(table)
+    console.print(
+        "search-time: after the trial's short fine-tune; final: after the final fine-tune "
+        "(the test split is used only then)"
+    )
     console.print(
         f"Pareto front: {len(report['pareto'])} trials, hypervolume "
         f"{report['hypervolume']:.3f}; study {report['study']['name']} in "

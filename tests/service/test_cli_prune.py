@@ -110,3 +110,30 @@ def test_invalid_spec_values_are_explained(
         ]
     )
     assert code == 1 and "needs a budget" in capsys.readouterr().err
+
+
+def test_a_prune_that_fails_before_any_trial_leaves_no_out_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = [a if a != "synthetic" else "cifar10" for a in ARGS]
+    code = main(["prune", *args, "--data-root", str(tmp_path), "--trials", "2", "--out", str(out)])
+    assert code == 1 and "--data-root" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_large_accuracy_drop_is_reported_with_the_flags_to_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import search.lifecycle
+
+    monkeypatch.setattr(search.lifecycle, "LARGE_ACCURACY_DROP", -1.0)  # any result warns
+    out = tmp_path / "out"
+    assert main(["prune", *ARGS, "--trials", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    text = " ".join((printed.out + printed.err).split())
+    assert "warning: test accuracy fell" in text
+    assert "--final-epochs, now 0.5" in text and "--flops (now 0.5)" in text
+    report = json.loads((out / "report.json").read_text())
+    assert report["warnings"] and "finetune.final_epochs" in report["warnings"][0]
+    assert "search-time" in text and "final" in text  # both accuracies, labelled

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+import search.lifecycle
 import search.runner
-import service.worker._units
 from service.settings import Settings
 from service.store import (
     Artifact,
@@ -168,15 +168,35 @@ def test_cancel_during_finalization_cancels(
     api: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job = submit(api, job_spec(search={"trials": 1})).json()["id"]
-    real = service.worker._units.finalize
+    real = search.lifecycle.finalize
 
     def cancel_then_finalize(*args, **kwargs):  # type: ignore[no-untyped-def]
         api.post(f"/v1/jobs/{job}/cancel")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(service.worker._units, "finalize", cancel_then_finalize)
+    monkeypatch.setattr(search.lifecycle, "finalize", cancel_then_finalize)
     run_worker(settings)
     assert api.get(f"/v1/jobs/{job}").json()["status"] == "cancelled"
+
+
+def test_a_worker_stopped_during_finalization_hands_it_back(
+    api: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = submit(api, job_spec(search={"trials": 1})).json()["id"]
+    first = Worker(settings)
+    real = search.lifecycle.finalize
+
+    def stop_then_finalize(*args, **kwargs):  # type: ignore[no-untyped-def]
+        first.stop()  # SIGTERM reached the worker mid-finalization
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search.lifecycle, "finalize", stop_then_finalize)
+    first.run(exit_when_idle=True)
+    body = api.get(f"/v1/jobs/{job}").json()
+    assert body["status"] == "running" and body["best"] is not None  # not cancelled
+    monkeypatch.setattr(search.lifecycle, "finalize", real)
+    run_worker(settings)  # the next worker finalizes it
+    assert api.get(f"/v1/jobs/{job}").json()["status"] == "succeeded"
 
 
 def test_unusable_inputs_fail_the_job_with_the_reason(api: TestClient, settings: Settings) -> None:
