@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 
 import search.lifecycle
 import search.runner
+from models.io import load_pruned
 from service.settings import Settings
 from service.store import (
     Artifact,
@@ -159,9 +160,20 @@ def test_only_the_front_and_the_best_keep_weights(api: TestClient, settings: Set
                 )
             ).all()
         )
-    assert kept <= front
-    trials = api.get(f"/v1/jobs/{job}/trials").json()["items"]
-    assert len(trials) == 6 and len(kept) < 6
+    trials = {t["number"] for t in api.get(f"/v1/jobs/{job}/trials").json()["items"]}
+    dropped = trials - front
+    assert len(trials) == 6 and dropped, "some trial left the front, or this shows nothing"
+    assert kept == front, "every front trial and the best keep weights; no other trial does"
+    # what a user sees: each kept trial downloads and loads as its plan; a dropped one is gone
+    plans = {p["trial"]: p["plan"] for p in pareto["points"]}
+    for number in sorted(front):
+        response = api.get(f"/v1/jobs/{job}/checkpoint", params={"trial": number})
+        assert response.status_code == 200, (number, response.text)
+        _, info = load_pruned(response.content)
+        if number in plans:
+            assert info.plan.to_dict() == plans[number], number
+    gone = api.get(f"/v1/jobs/{job}/checkpoint", params={"trial": min(dropped)})
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
 
 
 def test_cancel_during_finalization_cancels(
@@ -205,3 +217,22 @@ def test_unusable_inputs_fail_the_job_with_the_reason(api: TestClient, settings:
     body = api.get(f"/v1/jobs/{job}").json()
     assert body["status"] == "failed" and body["error"]["code"] == "invalid_input"
     assert "MNIST" in body["error"]["message"]
+
+
+def test_a_spec_past_the_limits_fails_its_job_not_the_worker(
+    api: TestClient, settings: Settings
+) -> None:
+    """A spec the API would refuse (written by an older server, or by hand) reaches a
+    worker: the job fails naming the limit, and the worker goes on to the next job."""
+    from service.store import NewJob, create_job
+
+    huge = job_spec(input_shape=[100_000, 32, 32])
+    sessions = _sessions(settings)
+    with sessions.begin() as session:
+        bad = create_job(session, NewJob(tenant="acme", spec=huge, trials_total=3)).id
+    good = submit(api, job_spec(search={"trials": 1})).json()["id"]
+    run_worker(settings)
+    body = api.get(f"/v1/jobs/{bad}").json()
+    assert body["status"] == "failed" and body["error"]["code"] == "invalid_input"
+    assert "input_shape" in body["error"]["message"]
+    assert api.get(f"/v1/jobs/{good}").json()["status"] == "succeeded"
