@@ -39,7 +39,14 @@ def _stub_worker(url: str, trial_s: float, out: str, data_dir: str) -> None:
     import optuna
 
     from service.settings import Settings
-    from service.store import finish_trial, release_finalize, set_lease_trial
+    from service.store import (
+        ClaimKind,
+        JobStatus,
+        TrialOutcome,
+        finish_trial,
+        release_finalize,
+        set_lease_trial,
+    )
     from service.worker import Worker
 
     timings: dict[str, list[float]] = {"claim": [], "ask": [], "tell": [], "release": []}
@@ -55,9 +62,9 @@ def _stub_worker(url: str, trial_s: float, out: str, data_dir: str) -> None:
             return claim
 
         def _do(self, claim: Any) -> None:
-            if claim.kind != "trial":
+            if claim.kind != ClaimKind.trial:
                 with self.sessions.begin() as session:
-                    release_finalize(session, claim.lease_id, status="succeeded")
+                    release_finalize(session, claim.lease_id, status=JobStatus.succeeded)
                 return
             study = self.studies.get(claim.study_name)
             if study is None:
@@ -78,7 +85,7 @@ def _stub_worker(url: str, trial_s: float, out: str, data_dir: str) -> None:
                 finish_trial(
                     session,
                     claim.lease_id,
-                    state="complete",
+                    state=TrialOutcome.complete,
                     seconds=trial_s,
                     trial_number=trial.number,
                     worker_id=self.id,
