@@ -1,19 +1,72 @@
-"""API tokens: created once, shown once, stored as SHA-256, looked up per request."""
+"""API tokens: created once, shown once, stored as SHA-256, checked on every request.
+
+There is no tenant table: a tenant exists while it has a token that is not revoked.
+Revoking every token of a tenant deletes it: nothing authenticates as it, and no job
+can be created for it any more (:func:`require_tenant`, called by ``create_job``).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from service.store._tables import Token
+from service.errors import ServiceError
+from service.store._tables import Token, utcnow
 
-__all__ = ["TOKEN_PREFIX", "authenticate", "create_token", "hash_token"]
+__all__ = [
+    "TOKEN_ID_LENGTH",
+    "TOKEN_PREFIX",
+    "TenantNotFound",
+    "TokenInfo",
+    "TokenNotFound",
+    "authenticate",
+    "create_token",
+    "hash_token",
+    "list_tokens",
+    "require_tenant",
+    "revoke_tenant",
+    "revoke_token",
+]
 
 TOKEN_PREFIX = "ipt_"
+TOKEN_ID_LENGTH = 12
+"""How many characters of a token's row id ``token list`` shows and ``revoke`` needs at
+least (the id is random, not derived from the secret)."""
+
+
+class TokenNotFound(ServiceError):
+    """No token matches (or an id prefix matches several)."""
+
+    code = "not_found"
+    status = 404
+
+
+class TenantNotFound(ServiceError):
+    """The tenant has no token that is not revoked: it does not exist (any more)."""
+
+    code = "unauthorized"
+    status = 401
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What may be shown about a token: never the token nor its hash."""
+
+    id: str
+    tenant: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def revoked(self) -> bool:
+        """Whether the token no longer authenticates."""
+        return self.revoked_at is not None
 
 
 def hash_token(token: str) -> str:
@@ -36,9 +89,112 @@ def create_token(session: Session, tenant: str) -> str:
     return token
 
 
-def authenticate(session: Session, token: str) -> str | None:
-    """Return the tenant of ``token``, or None if unknown or revoked."""
-    row = session.scalar(
-        select(Token).where(Token.token_hash == hash_token(token), Token.revoked_at.is_(None))
+_AUTHENTICATE = select(Token.tenant).where(
+    Token.token_hash == bindparam("token_hash"), Token.revoked_at.is_(None)
+)
+
+
+def authenticate(connection: Connection | Session, token: str) -> str | None:
+    """Return the tenant of ``token``, or None if it is unknown or revoked.
+
+    One indexed lookup through a cached statement: the API runs it on every request, so
+    a revocation holds from the next request on, in every process.
+    """
+    tenant = connection.scalar(_AUTHENTICATE, {"token_hash": hash_token(token)})
+    return str(tenant) if tenant is not None else None
+
+
+def require_tenant(session: Session, tenant: str) -> None:
+    """Check that ``tenant`` exists and keep it existing until the transaction ends.
+
+    The tenant's live tokens are updated in place (to themselves), which takes their
+    row locks (the write lock on SQLite): a concurrent :func:`revoke_tenant` waits for
+    this transaction, and one that committed first leaves no live token to find.
+
+    Raises:
+        TenantNotFound: every token of the tenant is revoked, or it never had one.
+    """
+    touched = session.execute(
+        update(Token)
+        .where(Token.tenant == tenant, Token.revoked_at.is_(None))
+        .values(tenant=Token.tenant)
+        .execution_options(synchronize_session=False)
     )
-    return row.tenant if row else None
+    if not touched.rowcount:  # type: ignore[attr-defined]
+        raise TenantNotFound(
+            f"tenant {tenant!r} no longer exists (its tokens are revoked); "
+            "create a token with `inferprune token create --tenant NAME`"
+        )
+
+
+def list_tokens(session: Session, tenant: str | None = None) -> list[TokenInfo]:
+    """Return the tokens (of ``tenant``, or all), oldest first, without their secrets."""
+    query = select(Token).order_by(Token.created_at, Token.id)
+    if tenant is not None:
+        query = query.where(Token.tenant == tenant)
+    return [
+        TokenInfo(
+            id=row.id[:TOKEN_ID_LENGTH],
+            tenant=row.tenant,
+            created_at=row.created_at,
+            revoked_at=row.revoked_at,
+        )
+        for row in session.scalars(query)
+    ]
+
+
+def revoke_token(session: Session, token_or_id: str) -> TokenInfo:
+    """Revoke one token, named by the token itself or by (a prefix of) its listed id.
+
+    Revoking a revoked token changes nothing and is not an error.
+
+    Raises:
+        TokenNotFound: no token matches, an id prefix is shorter than
+            :data:`TOKEN_ID_LENGTH` or matches several tokens.
+    """
+    if token_or_id.startswith(TOKEN_PREFIX):
+        match = Token.token_hash == hash_token(token_or_id)
+    elif len(token_or_id) >= TOKEN_ID_LENGTH:
+        match = Token.id.startswith(token_or_id.lower(), autoescape=True)
+    else:
+        raise TokenNotFound(
+            f"give the token ({TOKEN_PREFIX}…) or the {TOKEN_ID_LENGTH}-character id "
+            "that `inferprune token list` shows"
+        )
+    rows = session.scalars(select(Token).where(match).limit(2)).all()
+    if len(rows) != 1:
+        raise TokenNotFound(
+            f"{'several tokens match' if rows else 'no token matches'} {_shown(token_or_id)}; "
+            "see `inferprune token list`"
+        )
+    row = rows[0]
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.flush()
+    return TokenInfo(row.id[:TOKEN_ID_LENGTH], row.tenant, row.created_at, row.revoked_at)
+
+
+def revoke_tenant(session: Session, tenant: str) -> list[TokenInfo]:
+    """Revoke every live token of ``tenant`` (this deletes the tenant); return them.
+
+    Raises:
+        TenantNotFound: the tenant has no live token.
+    """
+    now = utcnow()
+    revoked = session.execute(
+        update(Token)
+        .where(Token.tenant == tenant, Token.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .returning(Token.id, Token.created_at)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if not revoked:
+        raise TenantNotFound(f"tenant {tenant!r} has no live token; see `inferprune token list`")
+    return [TokenInfo(row.id[:TOKEN_ID_LENGTH], tenant, row.created_at, now) for row in revoked]
+
+
+def _shown(token_or_id: str) -> str:
+    """Return ``token_or_id`` fit for an error message (a secret is never echoed)."""
+    if token_or_id.startswith(TOKEN_PREFIX):
+        return "that token"
+    return repr(token_or_id)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import StateDep, TenantDep
+from service.api.deps import StateDep, TenantDep, still_authenticated
 from service.api.schemas import ErrorBody, JobStatus
 from service.api.state import AppState
 from service.api.views import job_public
@@ -100,6 +100,8 @@ async def events(
             if await request.is_disconnected():
                 return
             await anyio.sleep(POLL_S)
+            if not await still_authenticated(state, request):
+                return  # the token was revoked (or its tenant deleted) meanwhile
 
     return StreamingResponse(
         stream(),
