@@ -137,6 +137,7 @@ def run(workers: int, trials_per_worker: int, trial_s: float) -> dict[str, Any]:
     from service.store import (
         NewJob,
         create_job,
+        create_token,
         make_engine,
         make_session_factory,
         upgrade_schema,
@@ -151,6 +152,7 @@ def run(workers: int, trials_per_worker: int, trial_s: float) -> dict[str, Any]:
         upgrade_schema(engine)
         total = workers * trials_per_worker
         with make_session_factory(engine).begin() as session:
+            create_token(session, "bench")  # a job belongs to a tenant that exists
             job = create_job(
                 session,
                 NewJob(tenant="bench", spec={"search": {"trials": total}}, trials_total=total),
