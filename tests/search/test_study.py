@@ -135,9 +135,8 @@ def test_resume_continues_the_study(tmp_path: Path, trained_weights: bytes) -> N
 
 def test_hopeless_trials_are_stopped_before_fine_tuning(problem: PruningProblem) -> None:
     study = open_study(problem, optuna.storages.InMemoryStorage())
-    study.get_trials()  # drop the warm start so the sampler's trial comes next
-    for trial in study.get_trials(states=(TrialState.WAITING,)):
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    for _ in study.get_trials(states=(TrialState.WAITING,)):
+        study.tell(study.ask(), state=TrialState.FAIL)  # ask hands out the queued trial first
     dist = problem.space.distributions()
     for _ in range(12):  # earlier trials scored perfectly after BN recalibration
         study.add_trial(
@@ -160,8 +159,8 @@ def test_a_proxy_at_chance_is_no_reason_to_prune(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr("search.objective._chance_level", lambda _problem: 1.0)
     problem = load_problem(tiny_spec())  # untrained: its proxy is far below the others'
     study = open_study(problem, optuna.storages.InMemoryStorage())
-    for trial in study.get_trials(states=(TrialState.WAITING,)):
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    for _ in study.get_trials(states=(TrialState.WAITING,)):
+        study.tell(study.ask(), state=TrialState.FAIL)  # ask hands out the queued trial first
     dist = problem.space.distributions()
     for _ in range(12):  # earlier trials scored perfectly after BN recalibration
         study.add_trial(
