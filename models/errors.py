@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "DataError",
     "ExportError",
@@ -19,7 +21,18 @@ class ModelsError(Exception):
 
     The message is written for the person who gave the input: it says what was
     wrong and, where possible, what to do instead.
+
+    Args:
+        *args: the message (and nothing else, by convention).
+        fields: the inputs the error is about, named as the job spec and the Python API
+            name them (``input_shape``, ``data_root``), each written that way in the
+            message. The CLI names the flag the user typed instead (``--input-shape``),
+            so a message must not spell a field otherwise.
     """
+
+    def __init__(self, *args: object, fields: Sequence[str] = ()) -> None:
+        super().__init__(*args)
+        self.fields: tuple[str, ...] = tuple(fields)
 
 
 class UnknownArchitectureError(ModelsError, KeyError):
@@ -30,7 +43,7 @@ class UnknownArchitectureError(ModelsError, KeyError):
         self.close = close
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         super().__init__(
-            f"unknown architecture {name!r}.{hint} `inferprune groups --help` lists them all."
+            f"unknown architecture {name!r}.{hint} `inferprune groups --list` lists them all."
         )
 
     def __str__(self) -> str:  # KeyError would quote the message

@@ -171,37 +171,59 @@ def plot_pareto(
     baseline_macs: int,
     baseline_accuracy: float,
     chosen: int | None = None,
+    chosen_final_accuracy: float | None = None,
     max_macs: int | None = None,
     title: str = "",
 ) -> Path:
     """Draw validation accuracy against MACs for every measured trial and save a PNG.
 
-    The front is joined by a line, infeasible trials are crosses, the unpruned baseline is
-    a star, the chosen trial is ringed, and a MACs budget is a dashed vertical line.
+    MACs are a percentage of the unpruned model's (the axis label gives that count).
+    The front is joined by a line, infeasible trials are crosses, the unpruned baseline
+    is a star, a MACs budget is a dashed vertical line, and points carry their trial
+    numbers. Every trial's accuracy is its search-time one (after the trial's short
+    fine-tune); the chosen trial is ringed, and its final accuracy (after the final
+    fine-tune), when given, is a diamond joined to it.
+
+    Args:
+        points: the measured trials (:func:`trial_points`).
+        path: where the PNG goes (its folder is created).
+        baseline_macs: MACs of the unpruned model (100 % on the axis).
+        baseline_accuracy: validation accuracy of the unpruned model.
+        chosen: the trial delivered, if one is.
+        chosen_final_accuracy: its validation accuracy after the final fine-tune.
+        max_macs: the MACs budget, if there is one.
+        title: the plot's title.
+
+    Returns:
+        ``path`` as a :class:`Path`.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import PercentFormatter
+
+    def share(macs: float) -> float:
+        return 100.0 * macs / baseline_macs if baseline_macs else 0.0
 
     target = Path(path)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(8, 5.2), dpi=110)
     try:
         feasible = [p for p in points if p.feasible]
         infeasible = [p for p in points if not p.feasible]
         front = pareto_front(feasible)
         if feasible:
             ax.scatter(
-                [p.macs / 1e6 for p in feasible],
+                [share(p.macs) for p in feasible],
                 [p.val_accuracy for p in feasible],
                 s=18,
                 color="#7f8c8d",
                 alpha=0.7,
-                label="trials",
+                label="trials: search-time accuracy (after the trial's short fine-tune)",
             )
         if infeasible:
             ax.scatter(
-                [p.macs / 1e6 for p in infeasible],
+                [share(p.macs) for p in infeasible],
                 [p.val_accuracy for p in infeasible],
                 s=22,
                 marker="x",
@@ -211,7 +233,7 @@ def plot_pareto(
             )
         if front:
             ax.plot(
-                [p.macs / 1e6 for p in front],
+                [share(p.macs) for p in front],
                 [p.val_accuracy for p in front],
                 "-o",
                 color="#2471a3",
@@ -219,7 +241,7 @@ def plot_pareto(
                 label="Pareto front",
             )
         ax.scatter(
-            [baseline_macs / 1e6],
+            [100.0],
             [baseline_accuracy],
             marker="*",
             s=160,
@@ -227,33 +249,127 @@ def plot_pareto(
             zorder=5,
             label="unpruned",
         )
-        for p in points:
-            if p.trial == chosen:
-                ax.scatter(
-                    [p.macs / 1e6],
-                    [p.val_accuracy],
-                    s=160,
-                    facecolors="none",
-                    edgecolors="#27ae60",
-                    linewidths=2,
+        picked = next((p for p in points if p.trial == chosen), None)
+        extra: list[tuple[float, float]] = []
+        if picked is not None:
+            ax.scatter(
+                [share(picked.macs)],
+                [picked.val_accuracy],
+                s=160,
+                facecolors="none",
+                edgecolors="#27ae60",
+                linewidths=2,
+                zorder=6,
+                label=f"chosen trial {picked.trial}: search-time accuracy",
+            )
+            if chosen_final_accuracy is not None:
+                x = share(picked.macs)
+                ax.plot(
+                    [x, x],
+                    [picked.val_accuracy, chosen_final_accuracy],
+                    ":",
+                    color="#27ae60",
+                    linewidth=1.5,
                     zorder=6,
-                    label=f"chosen (trial {p.trial})",
                 )
+                ax.scatter(
+                    [x],
+                    [chosen_final_accuracy],
+                    marker="D",
+                    s=70,
+                    color="#27ae60",
+                    edgecolors="black",
+                    linewidths=0.8,
+                    zorder=7,
+                    label=f"chosen trial {picked.trial}: final accuracy "
+                    "(after the final fine-tune)",
+                )
+                extra += [
+                    (x, a) for a in np.linspace(picked.val_accuracy, chosen_final_accuracy, 8)
+                ]
         if max_macs is not None:
             ax.axvline(
-                max_macs / 1e6, linestyle="--", color="#555555", linewidth=1, label="MACs budget"
+                share(max_macs),
+                linestyle="--",
+                color="#555555",
+                linewidth=1,
+                label="MACs budget",
             )
-        ax.set_xlabel("MACs (millions, batch 1)")
+        ax.set_xlabel(f"MACs, % of the unpruned model ({_millions(baseline_macs)} MACs at batch 1)")
         ax.set_ylabel("validation top-1 accuracy")
+        ax.xaxis.set_major_formatter(PercentFormatter(100.0, decimals=0))
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         ax.set_title(title or "accuracy vs compute")
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
+        for a, b in zip(front, front[1:], strict=False):  # keep numbers off the front's line
+            extra += [
+                (
+                    share(a.macs) + f * share(b.macs - a.macs),
+                    a.val_accuracy + f * (b.val_accuracy - a.val_accuracy),
+                )
+                for f in np.linspace(0.1, 0.9, 5)
+            ]
+        _label_trials(ax, [(share(p.macs), p.val_accuracy, p.trial) for p in points], extra)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, ncol=2)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(target)
+        fig.savefig(target, bbox_inches="tight")
     finally:
         plt.close(fig)
     return target
+
+
+def _millions(macs: float) -> str:
+    return f"{macs / 1e6:.2f}M" if macs >= 1e5 else f"{macs:,.0f}"
+
+
+_LABEL_OFFSETS = ((5, 4), (5, -11), (-5, 4), (-5, -11), (0, 9), (0, -16), (10, -4), (-10, -4))
+"""Where a trial number may go, in points from its marker, in order of preference."""
+
+
+def _label_trials(
+    ax: Any, points: Sequence[tuple[float, float, int]], others: Sequence[tuple[float, float]]
+) -> None:
+    """Write each point's trial number beside it, where it covers the fewest labels,
+    markers and ``others`` (points of lines) already there: a greedy search over a few
+    offsets."""
+    ax.autoscale_view()
+    to_pixels = ax.transData.transform
+    scale = ax.figure.dpi / 72.0  # points → pixels
+    markers = [to_pixels((x, y)) for x, y, _ in points] + [to_pixels(xy) for xy in others]
+    taken: list[tuple[float, float, float, float]] = []
+    for (x, y, trial), (px, py) in zip(points, markers, strict=False):
+        text = str(trial)
+        width, height = (4.3 * len(text) + 1) * scale, 8 * scale
+        best: tuple[float, tuple[int, int], tuple[float, float, float, float]] | None = None
+        for dx, dy in _LABEL_OFFSETS:
+            left = px + dx * scale - (width if dx < 0 else width / 2 if dx == 0 else 0)
+            box = (left, py + dy * scale, left + width, py + dy * scale + height)
+            clash = sum(_overlap(box, other) for other in taken) + sum(
+                _overlap(box, (mx - 4, my - 4, mx + 4, my + 4)) for mx, my in markers
+            )
+            if best is None or clash < best[0]:
+                best = (clash, (dx, dy), box)
+            if clash == 0:
+                break
+        assert best is not None
+        (dx, dy), box = best[1], best[2]
+        taken.append(box)
+        ax.annotate(
+            text,
+            (x, y),
+            xytext=(dx, dy),
+            textcoords="offset points",
+            fontsize=7,
+            color="#34495e",
+            ha="right" if dx < 0 else "center" if dx == 0 else "left",
+            va="bottom",
+        )
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    return width * height if width > 0 and height > 0 else 0.0
 
 
 def trials_of(study: optuna.Study) -> list[FrozenTrial]:

@@ -112,16 +112,18 @@ class SearchSpace:
                 f"the smallest plan still needs {floor.macs:,} MACs "
                 f"({floor.macs / base.macs:.1%} of the original), over the limit of "
                 f"{self.budget.max_macs:,}; set budget.flops to at least "
-                f"{floor.macs / base.macs:.3f}"
+                f"{floor.macs / base.macs:.3f} (or budget.macs to at least {floor.macs:,})"
             )
         if self.budget.max_params is not None and floor.params > self.budget.max_params:
             parts.append(
                 f"the smallest plan still has {floor.params:,} parameters "
                 f"({floor.params / base.params:.1%} of the original), over the limit of "
-                f"{self.budget.max_params:,}"
+                f"{self.budget.max_params:,}; set budget.params to at least "
+                f"{floor.params / base.params:.3f}"
             )
         raise BudgetUnreachableError(
-            "; ".join(parts) + " (a smaller pruning.round_to allows narrower layers)"
+            "; ".join(parts) + " (a smaller pruning.round_to allows narrower layers)",
+            fields=("budget.flops", "budget.macs", "budget.params", "pruning.round_to"),
         )
 
     def _shrunk(self, widths: Mapping[str, int], alpha: float) -> dict[str, int]:

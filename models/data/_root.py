@@ -54,7 +54,7 @@ def missing_files_error(
         lines.append(f"  {label}: missing {len(missing)} of {len(files)} files:")
         lines.extend(f"    {path}" for path in missing)
     lines.append(
-        f"Get it from {source} and put it under {root}, or point root= or "
-        f"${DATA_ROOT_ENV} at the folder that holds it."
+        f"Get it from {source} and put it under {root}, or set data_root or "
+        f"${DATA_ROOT_ENV} to the folder that holds it."
     )
-    return DataError("\n".join(lines))
+    return DataError("\n".join(lines), fields=("data_root",))

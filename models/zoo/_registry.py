@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -94,8 +95,37 @@ def get_architecture(name: str) -> Architecture:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
-        raise UnknownArchitectureError(name, close) from None
+        raise UnknownArchitectureError(name, _close_names(name, list(_REGISTRY))) from None
+
+
+def _close_names(name: str, names: list[str], n: int = 4, cutoff: float = 0.6) -> list[str]:
+    """Return up to ``n`` of ``names`` that ``name`` was probably meant to be, best first.
+
+    A registry name is compared whole and by its stem before the first ``_`` (so
+    ``resnt20`` finds ``resnet20_cifar``); a name of the same family with a depth
+    (``resnet19``) ranks the nearest depths first (``resnet18``, ``resnet20_cifar``).
+    """
+    query = name.lower()
+    scored = [(_likeness(query, candidate), candidate) for candidate in names]
+    ranked = sorted((s for s in scored if s[0] >= cutoff), key=lambda s: (-s[0], s[1]))
+    return [candidate for _, candidate in ranked[:n]]
+
+
+_FAMILY_DEPTH = re.compile(r"([a-z]+)(\d+)")
+
+
+def _likeness(query: str, candidate: str) -> float:
+    stem = candidate.lower().split("_", 1)[0]
+    similarity = max(
+        difflib.SequenceMatcher(None, query, candidate.lower()).ratio(),
+        difflib.SequenceMatcher(None, query, stem).ratio(),
+    )
+    asked, offered = _FAMILY_DEPTH.fullmatch(query), _FAMILY_DEPTH.fullmatch(stem)
+    if asked and offered and asked[1] == offered[1]:
+        # same family, another depth: a nearer depth is the likelier meaning
+        a, b = int(asked[2]), int(offered[2])
+        similarity = max(similarity, 0.8 + 0.2 * (1 - abs(a - b) / max(a, b, 1)))
+    return similarity
 
 
 def list_architectures() -> list[Architecture]:
@@ -131,7 +161,8 @@ def build_model(
     if min(shape[1:]) < arch.min_spatial:
         raise ModelsError(
             f"{name} needs inputs of at least {arch.min_spatial}x{arch.min_spatial} pixels, "
-            f"got {shape[1]}x{shape[2]}; pass a larger --input-shape"
+            f"got {shape[1]}x{shape[2]}; pass a larger input_shape",
+            fields=("input_shape",),
         )
     model = arch.build(classes, shape)
     return model.eval()

@@ -14,6 +14,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from rich.markup import escape
+
 from service.cli import (
     _apply,
     _client_commands,
@@ -26,6 +28,7 @@ from service.cli import (
     _train,
 )
 from service.cli._console import console
+from service.cli._flags import user_message
 from service.logs import configure_logging
 
 __all__ = ["build_parser", "main"]
@@ -92,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         if isinstance(exc, _user_errors()):
-            console.print(f"[bold red]error:[/] {exc}")
+            console.print(f"[bold red]error:[/] {escape(user_message(exc, args))}")
             return 1
         raise
 

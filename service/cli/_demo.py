@@ -24,6 +24,7 @@ from rich.table import Table
 
 from service.cli._console import console, human_bytes, human_count, progress_bar
 from service.cli._job_view import follow_job, print_pareto
+from service.errors import ServiceError
 
 if TYPE_CHECKING:
     from service.client import Client
@@ -91,8 +92,9 @@ def _start_server(data_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes]
 
     try:
         return process, wait_for_local_server(data_dir, process)
-    except ClientError as exc:
-        raise RuntimeError(f"{exc.message}; see {data_dir / 'server.log'}") from exc
+    except ClientError:
+        _stop_server(process)
+        raise
 
 
 def _stop_server(process: subprocess.Popen[bytes]) -> None:
@@ -174,28 +176,60 @@ def _comparison(job: dict[str, Any]) -> Table:
         a, b = base.get(key), best.get(key)
         if a and b:
             table.add_row(name, fmt(a), fmt(b), f"{b / a:.1%}")
+    if best.get("search_val_accuracy") is not None:
+        table.add_row("search-time val accuracy", "", f"{best['search_val_accuracy']:.2%}", "")
     for name, key in (("val accuracy", "val_accuracy"), ("test accuracy", "test_accuracy")):
         if base.get(key) is not None and best.get(key) is not None:
             table.add_row(
-                name, f"{base[key]:.2%}", f"{best[key]:.2%}", f"{best[key] - base[key]:+.2%}"
+                f"final {name}",
+                f"{base[key]:.2%}",
+                f"{best[key]:.2%}",
+                f"{best[key] - base[key]:+.2%}",
             )
     return table
 
 
+def _log_tail(path: Path, lines: int = 15) -> str:
+    """Return the end of the server's log (its folder is about to be removed)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def run_demo(args: argparse.Namespace) -> int:
-    """Run the demo; return 0 when the pruned ONNX model ran."""
+    """Run the demo; return 0 when the pruned ONNX model ran.
+
+    The server's data folder (its database, and ``client.json`` with a live token) is a
+    temporary folder removed on the way out, also after an error or Ctrl-C; ``--out``
+    gets only the models, the plot and the job as the API shows it.
+    """
     started = time.monotonic()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(tempfile.mkdtemp(prefix="inferprune-demo-"))
+    with tempfile.TemporaryDirectory(prefix="inferprune-demo-", ignore_cleanup_errors=True) as tmp:
+        status = _run_in(Path(tmp), out, args)
+    if status == 0:
+        console.rule(f"done in {time.monotonic() - started:.0f} s")
+    return status
+
+
+def _run_in(data_dir: Path, out: Path, args: argparse.Namespace) -> int:
     console.rule("[bold]inferprune demo")
     console.print(f"1/5 starting the server with {args.workers} workers (data in {data_dir})")
-    process, client = _start_server(data_dir, args.workers)
+    try:
+        process, client = _start_server(data_dir, args.workers)
+    except ServiceError as exc:
+        tail = _log_tail(data_dir / "server.log")
+        raise ServiceError(
+            f"{exc.message}; the server's log ends:\n{tail}", code=exc.code
+        ) from None
     try:
         console.print(f"    serving on {client.server} (API docs at {client.server}/docs)")
         console.print(f"2/5 training the baseline ({args.baseline_epochs:g} epochs)")
         weights, accuracy = _train_baseline(out, args.baseline_epochs)
-        console.print(f"    baseline: {accuracy['test']:.2%} test accuracy")
+        console.print(f"    unpruned baseline: {accuracy['test']:.2%} test accuracy")
         spec = {
             "arch": ARCH,
             "input_shape": list(SHAPE),
@@ -219,8 +253,12 @@ def run_demo(args: argparse.Namespace) -> int:
                 error = final.get("error") or {}
                 console.print(f"[red]job {final['status']}:[/] {error.get('message', '')}")
                 return 1
-            console.print("4/5 results")
-            print_pareto(client.pareto(job["id"]), job["id"])
+            console.print(
+                "4/5 results (search-time accuracy: a trial's, after its short fine-tune; "
+                "final: the chosen model's, after the final fine-tune; the unpruned "
+                "model's: as trained)"
+            )
+            print_pareto(client.pareto(job["id"]), job["id"], final)
             console.print(_comparison(final))
             onnx = client.download(job["id"], out / "model.onnx", format="onnx")
             (out / "pareto.png").write_bytes(client.pareto_png(job["id"]))
@@ -228,8 +266,8 @@ def run_demo(args: argparse.Namespace) -> int:
         test_accuracy, samples = _onnx_accuracy(onnx)
         console.print(
             f"5/5 ran the downloaded ONNX model in onnxruntime on {samples} test "
-            f"images: {test_accuracy:.2%} accuracy (the service measured "
-            f"{final['best']['test_accuracy']:.2%})"
+            f"images: {test_accuracy:.2%} test accuracy (the service measured "
+            f"{final['best']['test_accuracy']:.2%} final test accuracy)"
         )
         console.print(
             f"files in {out.resolve()}: baseline.safetensors, model.onnx, pareto.png, job.json"
@@ -238,5 +276,4 @@ def run_demo(args: argparse.Namespace) -> int:
         client.close()
         console.print("shutting down the server and workers...")
         _stop_server(process)
-    console.rule(f"done in {time.monotonic() - started:.0f} s")
     return 0

@@ -1,4 +1,11 @@
-"""How the CLI shows jobs: live progress, job summaries, the Pareto front."""
+"""How the CLI shows jobs: live progress, job summaries, the Pareto front.
+
+Accuracies come in two kinds and are always labelled: *search-time* (a trial's
+validation accuracy after its short fine-tune; every trial and the best so far while a
+job searches) and *final* (the chosen model's, after the final fine-tune; a finished
+job's ``best``). MACs are shown one way: the count and its share of the unpruned
+model's (``20.46M MACs (50%)``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rich.markup import escape
 from rich.table import Table
 
-from service.cli._console import console, human_count
+from service.cli._console import console, duration, human_count, macs_text
 
 if TYPE_CHECKING:
     from service.client import Client
@@ -17,6 +24,7 @@ __all__ = [
     "budget_text",
     "duration",
     "follow_job",
+    "is_final",
     "model_text",
     "print_job",
     "print_pareto",
@@ -77,7 +85,7 @@ def follow_job(
                 if not seen or seen[-1] != key:
                     seen.append(key)
                     done, total = progress.get("trials_done", 0), progress.get("trials_total")
-                    console.print(f"trials {done}/{total}  {watch_line(job)}")
+                    console.print(f"trials {done}/{total}  {watch_line(job)}", soft_wrap=True)
 
             job = client.wait(job_id, poll_s=interval, on_update=print_change)
     except KeyboardInterrupt:
@@ -91,8 +99,11 @@ def follow_job(
 
 
 def watch_line(job: dict[str, Any]) -> str:
+    """Return one line about a job: its status, best model so far (or chosen) and ETA."""
     progress = job.get("progress") or {}
-    parts = [styled(str(job.get("status"))), f"best: {escape(best_text(job, short=True))}"]
+    best = job.get("best")
+    which = "chosen" if best and is_final(best) else "best feasible"
+    parts = [styled(str(job.get("status"))), f"{which}: {escape(best_text(job, short=True))}"]
     eta = progress.get("eta_s")
     if eta is not None and job.get("status") not in ("succeeded", "failed", "cancelled"):
         parts.append(f"ETA {duration(eta)}")
@@ -138,10 +149,18 @@ def print_job(job: dict[str, Any]) -> None:
     console.print(table)
 
 
-def print_pareto(front: dict[str, Any], job_id: str) -> None:
-    """Print a job's Pareto front (``ParetoPublic``) as a table, the chosen trial marked."""
+def print_pareto(front: dict[str, Any], job_id: str, job: dict[str, Any] | None = None) -> None:
+    """Print a job's Pareto front (``ParetoPublic``) as a table, the chosen trial marked.
+
+    Accuracies are search-time ones. With the ``job`` (``JobPublic``), MACs also show
+    their share of the unpruned model's, and a finished job's chosen trial its final
+    accuracy beside its search-time one.
+    """
     points = sorted(front.get("points", []), key=lambda p: (p.get("macs", 0), p.get("trial", 0)))
     best = front.get("best_trial")
+    base_macs = ((job or {}).get("baseline") or {}).get("macs")
+    chosen_model = (job or {}).get("best") or {}
+    final = chosen_model.get("val_accuracy") if is_final(chosen_model) else None
     if not points:
         console.print(f"job {job_id} has no feasible finished trial yet")
     else:
@@ -150,9 +169,11 @@ def print_pareto(front: dict[str, Any], job_id: str) -> None:
             title += f", hypervolume {front['hypervolume']:.3f}"
         table = Table(title=title)
         with_latency = any(p.get("latency_ms") is not None for p in points)
-        columns = ["trial", "val accuracy", "MACs", "params"] + ["latency"] * with_latency
+        columns = ["trial", "search-time val accuracy"]
+        columns += ["final val accuracy"] * (final is not None)
+        columns += ["MACs", "params"] + ["latency"] * with_latency
         for name in columns:
-            table.add_column(name, justify="right")
+            table.add_column(name, justify="right", no_wrap=name == "MACs")
         table.add_column("", no_wrap=True)
         for point in points:
             latency = point.get("latency_ms")
@@ -160,7 +181,11 @@ def print_pareto(front: dict[str, Any], job_id: str) -> None:
             cells = [
                 str(point.get("trial")),
                 f"{point['val_accuracy']:.2%}" if point.get("val_accuracy") is not None else "—",
-                human_count(point["macs"]) if point.get("macs") is not None else "—",
+            ]
+            if final is not None:
+                cells.append(f"{final:.2%}" if chosen else "")
+            cells += [
+                macs_text(point["macs"], base_macs) if point.get("macs") is not None else "—",
                 human_count(point["params"]) if point.get("params") is not None else "—",
             ]
             if with_latency:
@@ -170,38 +195,74 @@ def print_pareto(front: dict[str, Any], job_id: str) -> None:
         console.print(table)
 
 
+def is_final(best: dict[str, Any]) -> bool:
+    """Return whether a job's ``best`` is the delivered model (accuracies after the final
+    fine-tune) rather than the best trial so far (search-time accuracies)."""
+    if "finalized" in best:
+        return bool(best["finalized"])
+    return best.get("test_accuracy") is not None  # older jobs: only a final one has a test
+
+
 def best_text(job: dict[str, Any], *, short: bool = False) -> str:
-    """Return the job's best model in words: every measure, or (short) accuracy and MACs."""
+    """Return the job's best model in words: every measure, or (short) accuracy and MACs.
+
+    Short: ``trial 7, 87.8% search-time val at 20.46M MACs (50%)`` while the job
+    searches, ``trial 7, 99.3% final val at ...`` once it is finished.
+    """
     best = job.get("best")
     if not best:
         return "—"
-    if short:
-        base_macs = (job.get("baseline") or {}).get("macs")
-        accuracy = best.get("val_accuracy")
-        text = f"{accuracy:.1%}" if accuracy is not None else "?"
-        if best.get("macs") is not None:
-            macs = best["macs"]
-            text += f" at {macs / base_macs:.0%} MACs" if base_macs else f" at {human_count(macs)}"
-    else:
-        text = model_text(best, job.get("baseline"))
-    return f"{text} (trial {best['trial']})" if best.get("trial") is not None else text
+    base_macs = (job.get("baseline") or {}).get("macs")
+    if not short:
+        kind = "final" if is_final(best) else "search-time"
+        text = model_text(best, job.get("baseline"), accuracy_kind=kind)
+        return f"{text} (trial {best['trial']})" if best.get("trial") is not None else text
+    parts = [f"trial {best['trial']}"] if best.get("trial") is not None else []
+    accuracy = best.get("val_accuracy")
+    text = f"{accuracy:.1%}" if accuracy is not None else "?"
+    text += " final val" if is_final(best) else " search-time val"
+    if best.get("macs") is not None:
+        text += f" at {macs_text(best['macs'], base_macs)}"
+    return ", ".join([*parts, text])
 
 
-def model_text(model: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
-    parts = []
+def model_text(
+    model: dict[str, Any],
+    baseline: dict[str, Any] | None = None,
+    *,
+    accuracy_kind: str | None = None,
+) -> str:
+    """Return a model's measures in words.
+
+    Args:
+        model: a job's ``baseline`` or ``best``.
+        baseline: the unpruned model, for the share of its MACs.
+        accuracy_kind: ``final`` or ``search-time`` labels the accuracies (a final one
+            also shows the search-time accuracy it had); None (an unpruned baseline's
+            accuracies are neither) leaves them unlabelled.
+    """
+    groups = []  # accuracies of one kind each, then the costs
+    accuracies = []
     if model.get("val_accuracy") is not None:
-        parts.append(f"{model['val_accuracy']:.1%} val")
+        accuracies.append(f"{model['val_accuracy']:.1%} val")
     if model.get("test_accuracy") is not None:
-        parts.append(f"{model['test_accuracy']:.1%} test")
+        accuracies.append(f"{model['test_accuracy']:.1%} test")
+    if accuracies:
+        text = ", ".join(accuracies)
+        groups.append(f"{accuracy_kind}: {text}" if accuracy_kind else text)
+    if accuracy_kind == "final" and model.get("search_val_accuracy") is not None:
+        groups.append(f"search-time: {model['search_val_accuracy']:.1%} val")
+    parts = []
     macs, base_macs = model.get("macs"), (baseline or {}).get("macs")
     if macs is not None:
-        share = f" ({macs / base_macs:.0%})" if base_macs else ""
-        parts.append(f"{human_count(macs)} MACs{share}")
+        parts.append(macs_text(macs, base_macs))
     if model.get("params") is not None:
         parts.append(f"{human_count(model['params'])} params")
     if model.get("latency_ms") is not None:
         parts.append(f"{model['latency_ms']:.2f} ms")
-    return ", ".join(parts) or "—"
+    if parts:
+        groups.append(", ".join(parts))
+    return "; ".join(groups) or "—"
 
 
 def budget_text(budget: dict[str, Any]) -> str:
@@ -220,15 +281,6 @@ def budget_text(budget: dict[str, Any]) -> str:
 def styled(status: str) -> str:
     style = STATUS_STYLE.get(status)
     return f"[{style}]{escape(status)}[/]" if style else escape(status)
-
-
-def duration(seconds: float) -> str:
-    total = max(0, round(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def timestamp(value: Any) -> str:

@@ -102,3 +102,28 @@ def test_plugins_register_through_entry_points(monkeypatch: pytest.MonkeyPatch) 
     model = build_model("plugin_net", 3, (1, 4, 4))
     assert model(torch.randn(2, 1, 4, 4)).shape == (2, 3)
     assert get_architecture("plugin_net").family == "plugin"
+
+
+@pytest.mark.parametrize(
+    "typo,meant",
+    [
+        ("resnt20", "resnet20_cifar"),  # a dropped letter, without the _cifar suffix
+        ("resnet20", "resnet20_cifar"),
+        ("resnet19", "resnet18"),  # a depth that does not exist: the nearest ones
+        ("resnet19", "resnet20_cifar"),
+        ("vgg17", "vgg16"),
+        ("tinycnn", "tiny_cnn"),
+    ],
+)
+def test_unknown_architecture_suggests_what_was_meant(typo: str, meant: str) -> None:
+    with pytest.raises(UnknownArchitectureError) as info:
+        get_architecture(typo)
+    assert meant in info.value.close
+    assert len(info.value.close) <= 4
+    assert "`inferprune groups --list`" in str(info.value)
+
+
+def test_a_name_like_nothing_in_the_zoo_gets_no_suggestion() -> None:
+    with pytest.raises(UnknownArchitectureError) as info:
+        get_architecture("xyz")
+    assert info.value.close == [] and "Did you mean" not in str(info.value)
