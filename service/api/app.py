@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.routes import events, health, jobs, results
 from service.api.state import AppState
@@ -75,11 +76,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Bayesian search of per-layer filter counts; physically pruned CNNs.",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load their scripts from a CDN; ours are local
+        redoc_url=None,
     )
     from service.uploads import BodySizeLimit
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     install_error_handlers(app)
+    install_docs(app)
     for module in (jobs, results, events, health):
         app.include_router(module.router)
     return app
