@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import tomllib
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
 import optuna
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -76,3 +81,35 @@ def test_dashboard_lists_the_job_study_read_only(api: TestClient, settings: Sett
         assert status.startswith("200") and len(detail["trials"]) == 2
     finally:
         drop()
+
+
+def test_the_dashboard_extra_installs_optuna_dashboard() -> None:
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    assert [r for r in extras["dashboard"] if r.startswith("optuna-dashboard")], extras
+
+
+def _help_texts(parser: argparse.ArgumentParser) -> Iterator[tuple[str, str]]:
+    """(prog, help) of ``parser`` and of every command and action below it."""
+    yield parser.prog, " ".join(parser.format_help().split())
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                yield from _help_texts(command)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="service/cli/_prune.py's --storage help does not name the extra yet",
+)
+def test_every_help_recommending_optuna_dashboard_says_how_to_install_it() -> None:
+    from service.cli import build_parser
+
+    recommending = [
+        (prog, help_text)
+        for prog, help_text in _help_texts(build_parser())
+        if "optuna-dashboard" in help_text
+    ]
+    assert recommending  # `inferprune prune --help` recommends it
+    for prog, help_text in recommending:
+        assert "pip install 'inferprune[dashboard]'" in help_text, prog
