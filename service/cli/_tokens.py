@@ -84,10 +84,14 @@ def _session(args: argparse.Namespace) -> Iterator[Any]:
 
 def run_token_create(args: argparse.Namespace) -> int:
     """Create a token and print it last."""
+    from service.errors import ServiceError
     from service.store import create_token
 
     with _session(args) as session:
-        token = create_token(session, args.tenant)
+        try:
+            token = create_token(session, args.tenant)
+        except ValueError as exc:  # the tenant's name
+            raise ServiceError(str(exc), code="invalid_input") from exc
     console.print(f"token for tenant [bold]{escape(args.tenant)}[/] (shown once; keep it secret):")
     sys.stdout.write(token + "\n")
     return 0

@@ -189,7 +189,10 @@ def revoke_tenant(session: Session, tenant: str) -> list[TokenInfo]:
         .execution_options(synchronize_session=False)
     ).all()
     if not revoked:
-        raise TenantNotFound(f"tenant {tenant!r} has no live token; see `inferprune token list`")
+        raise TenantNotFound(
+            f"tenant {tenant!r} has no live token (deleted already, or never created); "
+            "see `inferprune token list`"
+        )
     return [TokenInfo(row.id[:TOKEN_ID_LENGTH], tenant, row.created_at, now) for row in revoked]
 
 

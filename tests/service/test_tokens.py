@@ -249,8 +249,10 @@ def test_token_revoke_by_token_and_unknown_ones(
     assert main(["token", "revoke", "ipt_not-a-token", *store]) == 1
     assert main(["token", "revoke", "abc", *store]) == 1  # too short to be an id
     assert main(["token", "revoke", "--tenant", "nobody", *store]) == 1
+    assert main(["token", "create", "--tenant", " ", *store]) == 1
     err = capsys.readouterr().err
     assert "no token matches" in err and "12-character id" in err and "nobody" in err
+    assert "1 to 128 characters" in err
     assert token not in err
 
 
