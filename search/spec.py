@@ -12,7 +12,16 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.names import CRITERION_NAMES, DATASET_NAMES, CriterionName
+
 __all__ = [
+    "CRITERION_NAMES",
+    "MAX_BUDGET_MACS",
+    "MAX_INPUT_CHANNELS",
+    "MAX_INPUT_SIDE",
+    "MAX_NUM_CLASSES",
+    "MAX_SEED",
+    "MAX_TRIALS",
     "OBJECTIVES",
     "Direction",
     "directions",
@@ -28,28 +37,38 @@ __all__ = [
 
 Sampler = Literal["tpe", "gp", "nsga2", "random", "qmc"]
 Objective = Literal["constrained", "pareto", "scalar"]
-Criterion = Literal[
-    "l1",
-    "l2",
-    "fpgm",
-    "hybrid",
-    "random",
-    "taylor",
-    "activation_mean",
-    "activation_l2",
-    "apoz",
-]
-"""The criteria of :mod:`models.criteria`, listed here so that the spec (and the API
-process) does not import torch; a test keeps the two lists equal."""
+Criterion = CriterionName
+"""The criteria of :mod:`models.criteria`, from the torch-free :mod:`models.names`."""
 
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
-CRITERION_NAMES: tuple[str, ...] = get_args(Criterion)
+
+# Every number of the spec is bounded: what lies outside could only fail later, in a
+# worker (numpy seeds are 32-bit) or in the API process (a huge input is built to be
+# validated). The bounds sit far beyond any real use.
 MAX_TRIALS = 10_000
+MAX_SEED = 2**31 - 1
+"""Largest seed: numpy, scikit-learn and Optuna's samplers take 32-bit seeds."""
+MAX_INPUT_CHANNELS = 64
+"""Largest number of input channels (RGB is 3; multispectral stacks stay far below)."""
+MAX_INPUT_SIDE = 2048
+"""Largest input height and width in pixels (ImageNet models use 224 to 600)."""
+MAX_NUM_CLASSES = 100_000
+MAX_BUDGET_MACS = 10**15
+MAX_PARAMS = 1e12
+MAX_LATENCY_MS = 3_600_000.0
+MAX_TIMEOUT_S = 30 * 24 * 3600.0
+MAX_STEPS_PER_TRIAL = 1_000_000
+MAX_NAME_CHARS = 100
+MAX_DATASET_CHARS = 1024
+MAX_IGNORED_LAYERS = 1024
+MAX_LAYER_NAME_CHARS = 256
+
+_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _CONFIG
 
 
 class Budget(_Strict):
@@ -69,21 +88,26 @@ class Budget(_Strict):
     macs: int | None = Field(
         None,
         gt=0,
+        le=MAX_BUDGET_MACS,
         examples=[20_000_000],
-        description="Absolute MACs limit at batch 1; combined with `flops`, the smaller wins.",
+        description="Absolute MACs limit at batch 1 (at most 10^15); combined with `flops`, "
+        "the smaller wins.",
     )
     params: float | None = Field(
         None,
         gt=0,
+        le=MAX_PARAMS,
         examples=[0.5],
-        description="Parameter limit: a fraction of the original's if <= 1, else a count.",
+        description="Parameter limit: a fraction of the original's if <= 1, else a count "
+        "(at most 10^12).",
     )
     latency_ms: float | None = Field(
         None,
         gt=0,
+        le=MAX_LATENCY_MS,
         examples=[2.5],
-        description="Median latency limit in milliseconds, measured where the worker runs "
-        "with the `latency` settings.",
+        description="Median latency limit in milliseconds (at most one hour), measured "
+        "where the worker runs with the `latency` settings.",
     )
     max_accuracy_drop: float | None = Field(
         None,
@@ -109,7 +133,11 @@ class SearchSettings(_Strict):
     """How the Optuna study searches."""
 
     trials: int = Field(
-        20, ge=1, le=MAX_TRIALS, description="Number of candidate plans to evaluate."
+        20,
+        ge=1,
+        le=MAX_TRIALS,
+        description=f"Number of candidate plans to evaluate (1 to {MAX_TRIALS:,}; a server "
+        "may allow fewer).",
     )
     sampler: Sampler = Field(
         "tpe",
@@ -117,9 +145,17 @@ class SearchSettings(_Strict):
         "Bayesian optimization), nsga2 (evolutionary, good for pareto), random, qmc "
         "(Sobol quasi-random).",
     )
-    seed: int = Field(0, ge=0, description="Seeds the sampler, the split and the training.")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description=f"Seeds the sampler, the split and the training (0 to {MAX_SEED:,}).",
+    )
     timeout_s: float | None = Field(
-        None, gt=0, description="Stop starting new trials after this many seconds."
+        None,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        description="Stop starting new trials after this many seconds (at most 30 days).",
     )
 
 
@@ -134,7 +170,11 @@ class FinetuneSettings(_Strict):
         "recalibration only).",
     )
     steps_per_trial: int | None = Field(
-        None, ge=1, description="Fine-tune each trial this many steps instead of epochs."
+        None,
+        ge=1,
+        le=MAX_STEPS_PER_TRIAL,
+        description="Fine-tune each trial this many steps instead of epochs (at most "
+        f"{MAX_STEPS_PER_TRIAL:,}).",
     )
     final_epochs: float = Field(
         3.0, ge=0, le=10_000, description="Fine-tuning epochs of the chosen plan."
@@ -144,6 +184,9 @@ class FinetuneSettings(_Strict):
     distill: bool = Field(
         False, description="Distill the unpruned model into the chosen one when finalizing."
     )
+
+
+LayerName = Annotated[str, Field(min_length=1, max_length=MAX_LAYER_NAME_CHARS)]
 
 
 class PruningSettings(_Strict):
@@ -156,8 +199,11 @@ class PruningSettings(_Strict):
         le=256,
         description="Kept channels are multiples of this unless a layer is narrower.",
     )
-    ignored_layers: tuple[str, ...] = Field(
-        (), description="Module paths whose output channels are never pruned."
+    ignored_layers: tuple[LayerName, ...] = Field(
+        (),
+        max_length=MAX_IGNORED_LAYERS,
+        description="Module paths whose output channels are never pruned (at most "
+        f"{MAX_IGNORED_LAYERS:,}).",
     )
 
 
@@ -171,15 +217,16 @@ class LatencySettings(_Strict):
     repeats: int = Field(30, ge=3, le=10_000, description="Timed runs (median and p10/p90).")
 
 
-Shape = Annotated[tuple[int, int, int], Field(description="(C, H, W) of one input.")]
+Channels = Annotated[int, Field(ge=1, le=MAX_INPUT_CHANNELS)]
+Side = Annotated[int, Field(ge=1, le=MAX_INPUT_SIDE)]
+Shape = Annotated[tuple[Channels, Side, Side], Field(description="(C, H, W) of one input.")]
 
 
 class JobSpec(_Strict):
     """A pruning job: model, data, budget, objective and search settings."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
+        **_CONFIG,
         json_schema_extra={
             "examples": [
                 {
@@ -196,22 +243,35 @@ class JobSpec(_Strict):
         },
     )
 
-    arch: str = Field(..., examples=["resnet20_cifar"], description="Zoo architecture name.")
+    arch: str = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_NAME_CHARS,
+        examples=["resnet20_cifar"],
+        description="Zoo architecture name.",
+    )
     num_classes: int | None = Field(
         None,
         ge=1,
-        le=100_000,
+        le=MAX_NUM_CLASSES,
         examples=[10],
-        description="Classifier outputs; the data set's number of classes if omitted.",
+        description=f"Classifier outputs (1 to {MAX_NUM_CLASSES:,}); the data set's number "
+        "of classes if omitted.",
     )
     input_shape: Shape | None = Field(
-        None, examples=[[3, 32, 32]], description="(C, H, W); the architecture's if omitted."
+        None,
+        examples=[[3, 32, 32]],
+        description=f"(C, H, W): C from 1 to {MAX_INPUT_CHANNELS} channels, H and W from 1 "
+        f"to {MAX_INPUT_SIDE} pixels; the architecture's if omitted. A server also refuses "
+        "a model whose memory at batch 1 at this shape is over its limit.",
     )
     dataset: str = Field(
         "digits",
+        min_length=1,
+        max_length=MAX_DATASET_CHARS,
         examples=["digits"],
-        description="digits, synthetic, cifar10, cifar100, mnist, fashion_mnist (from the "
-        "worker's data root), or `upload` for the uploaded file.",
+        description=f"{', '.join(DATASET_NAMES)} (from the workers' data root), or `upload` "
+        "for the uploaded file.",
     )
     budget: Budget = Field(default_factory=Budget)
     objective: Objective = Field(
@@ -234,13 +294,6 @@ class JobSpec(_Strict):
             get_architecture(value)
         except UnknownArchitectureError as exc:
             raise ValueError(str(exc)) from None
-        return value
-
-    @field_validator("input_shape")
-    @classmethod
-    def _positive_shape(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
-        if value is not None and min(value) < 1:
-            raise ValueError("input_shape must be three positive integers (C, H, W)")
         return value
 
     @model_validator(mode="after")

@@ -41,6 +41,25 @@ class Settings(BaseSettings):
         512 * 1024 * 1024, ge=1024, description="Largest accepted request body."
     )
     max_trials_per_job: int = Field(500, ge=1, description="Largest search.trials accepted.")
+    max_model_bytes: int = Field(
+        4 * 2**30,
+        ge=2**20,
+        description="Largest estimated memory (float32 parameters plus twice the "
+        "activations of one input) of a submitted job's model at its input shape; "
+        "estimated without building it, before validation builds it.",
+    )
+    max_dataset_bytes: int = Field(
+        2**30,
+        ge=2**20,
+        description="Largest total size the arrays of an uploaded .npz unpack to "
+        "(counted from the zip and array headers, then while reading).",
+    )
+    check_public_datasets: bool = Field(
+        True,
+        description="Refuse at submission a public data set (cifar10, mnist, ...) whose "
+        "files are not under data_root; turn off when the API does not see the "
+        "workers' data root.",
+    )
     max_active_jobs_per_tenant: int = Field(
         4, ge=1, description="Jobs a tenant may have queued or running at once."
     )

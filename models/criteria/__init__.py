@@ -28,6 +28,7 @@ from models.criteria._hybrid import Hybrid
 from models.criteria._magnitude import SeededRandom, fpgm, l1, l2
 from models.criteria._taylor import Taylor
 from models.errors import ModelsError
+from models.names import CRITERION_NAMES, DATA_CRITERIA
 
 __all__ = [
     "CRITERIA",
@@ -39,21 +40,8 @@ __all__ = [
     "make_criterion",
 ]
 
-CRITERIA: tuple[str, ...] = (
-    "l1",
-    "l2",
-    "fpgm",
-    "hybrid",
-    "random",
-    "taylor",
-    "activation_mean",
-    "activation_l2",
-    "apoz",
-)
-"""Every criterion name, weight-only ones first."""
-
-DATA_CRITERIA: frozenset[str] = frozenset({"taylor", "activation_mean", "activation_l2", "apoz"})
-"""Criteria that need calibration batches."""
+CRITERIA: tuple[str, ...] = CRITERION_NAMES
+"""Every criterion name, weight-only ones first (defined in :mod:`models.names`)."""
 
 
 def make_criterion(name: str, seed: int = 0) -> Criterion:

@@ -7,12 +7,15 @@ learnable, for tests), ``cifar10``, ``cifar100``, ``mnist`` and ``fashion_mnist`
 from a local data root, never downloaded), ``imagefolder:<dir>``, and ``.npz`` files
 (loaded with ``allow_pickle=False``). CIFAR's python version is a pickle: it is read by
 an unpickler that only builds numpy arrays, and the binary version is preferred.
-:func:`inspect_dataset` checks a data set, such as an upload, without loading it all.
+:func:`inspect_dataset` checks a data set, such as an upload, without loading it all;
+:func:`check_npz` checks every value of an ``.npz`` in bounded memory. Names come from
+the torch-free :mod:`models.names`; messages about a file or folder name it by its own
+name, not by where it lies on this machine.
 """
 
 from __future__ import annotations
 
-from models.data._npz import MAX_NPZ_BYTES
+from models.data._npz import MAX_NPZ_BYTES, check_npz
 from models.data._registry import DATASETS, describe_datasets, inspect_dataset, load_dataset
 from models.data._root import DATA_ROOT_ENV, resolve_data_root
 from models.data._source import DatasetInfo
@@ -27,6 +30,7 @@ __all__ = [
     "DatasetInfo",
     "Normalization",
     "TensorSplit",
+    "check_npz",
     "describe_datasets",
     "inspect_dataset",
     "load_dataset",

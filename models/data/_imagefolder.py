@@ -1,4 +1,8 @@
-"""A folder of images with one sub-folder per class, loaded into memory at model size."""
+"""A folder of images with one sub-folder per class, loaded into memory at model size.
+
+Messages name files from the data set's own folder down (``pets/cat/3.png``), never by
+where that folder sits on this machine.
+"""
 
 from __future__ import annotations
 
@@ -19,15 +23,23 @@ IMAGE_EXTENSIONS = (
 MAX_IMAGE_PIXELS = 40_000_000
 
 
+def _shown(path: Path, folder: Path) -> str:
+    """Return ``path`` as the data set's owner knows it: from ``folder``'s name down."""
+    try:
+        return str(Path(folder.name) / path.relative_to(folder))
+    except ValueError:
+        return path.name
+
+
 def _scan(folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     """Return the class names (sorted sub-folders) and every (image, class) pair."""
     if not folder.is_dir():
-        raise DataError(f"imagefolder {folder} is not a directory")
+        raise DataError(f"imagefolder {folder.name or folder} is not a directory")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(
-            f"imagefolder {folder} has no class sub-folders; put each class's images in "
-            f"its own folder: {folder}/<class name>/<image>.png"
+            f"imagefolder {folder.name} has no class sub-folders; put each class's images "
+            f"in its own folder: {folder.name}/<class name>/<image>.png"
         )
     samples: list[tuple[Path, int]] = []
     for index, name in enumerate(classes):
@@ -38,20 +50,20 @@ def _scan(folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
         )
         if not files:
             raise DataError(
-                f"class folder {folder / name} holds no images "
+                f"class folder {folder.name}/{name} holds no images "
                 f"(looked for {', '.join(IMAGE_EXTENSIONS)}); remove it or add images"
             )
         samples.extend((path, index) for path in files)
     return classes, samples
 
 
-def _read(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
+def _read(path: Path, folder: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
     """Return one image converted to ``mode`` and resized to ``size`` (W, H), as uint8."""
     try:
         with Image.open(path) as image:
             if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise DataError(
-                    f"{path} is {image.width}x{image.height} pixels, more than the "
+                    f"{_shown(path, folder)} is {image.width}x{image.height} pixels, more than the "
                     f"{MAX_IMAGE_PIXELS:,} allowed; shrink it first"
                 )
             image.draft(mode, size)  # lets JPEG decode at a reduced scale
@@ -59,7 +71,10 @@ def _read(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
             return np.asarray(converted, dtype=np.uint8)
     # PIL signals a broken file with any of these, depending on the format plugin
     except (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from exc
+        # PIL and the OS put the full path in their messages
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        reason = reason.replace(f"'{path}'", "").replace(str(path), path.name).strip()
+        raise DataError(f"cannot read image {_shown(path, folder)}: {reason}") from None
 
 
 def load_imagefolder(arg: str, root: Path, input_shape: InputShape) -> RawData:
@@ -75,7 +90,7 @@ def load_imagefolder(arg: str, root: Path, input_shape: InputShape) -> RawData:
     classes, samples = _scan(folder)
     channels, height, width = input_shape
     mode = "L" if channels == 1 else "RGB"
-    pixels = np.stack([_read(path, mode, (width, height)) for path, _ in samples])
+    pixels = np.stack([_read(path, folder, mode, (width, height)) for path, _ in samples])
     images = pixels[:, None] if mode == "L" else pixels.transpose(0, 3, 1, 2)
     labels = np.array([label for _, label in samples], dtype=np.int64)
     train = LabelledImages(np.ascontiguousarray(images), labels)

@@ -14,6 +14,7 @@ from models.data._source import DatasetInfo, InputShape, RawData
 from models.data._split import DataSplits
 from models.data._splitting import build_splits
 from models.errors import DataError
+from models.names import DATASET_NAMES
 
 __all__ = ["DATASETS", "describe_datasets", "inspect_dataset", "load_dataset"]
 
@@ -80,8 +81,11 @@ _SOURCES: dict[str, _Source] = {
 }
 _NEEDS_PATH = ("imagefolder", "npz")
 
-DATASETS: tuple[str, ...] = ("digits", "synthetic", "cifar10", "cifar100", "mnist", "fashion_mnist")
-"""The built-in data set names; ``imagefolder:<dir>`` and ``.npz`` files come on top."""
+DATASETS: tuple[str, ...] = DATASET_NAMES
+"""The built-in data set names (defined in :mod:`models.names`); ``imagefolder:<dir>``
+and ``.npz`` files come on top."""
+if set(DATASETS) | set(_NEEDS_PATH) != set(_SOURCES):  # pragma: no cover - a wiring bug
+    raise ImportError("models.names.DATASET_NAMES and the data set loaders disagree")
 
 
 def describe_datasets() -> dict[str, str]:
@@ -117,6 +121,15 @@ def _parse(name: str) -> tuple[str, str]:
         f"unknown data set {name!r}.{hint} Use one of {', '.join(DATASETS)}, "
         "imagefolder:<dir>, or a path to an .npz file"
     )
+
+
+def _shown(name: str, kind: str, arg: str) -> str:
+    """Return the data set's name as its owner knows it: a file or folder by its own name
+    (``d.npz``, ``imagefolder:pets``), not the path it has on this machine."""
+    if kind not in _NEEDS_PATH:
+        return name
+    base = Path(arg).name or arg
+    return base if kind == "npz" else f"{kind}:{base}"
 
 
 def _check_input_shape(input_shape: Sequence[int]) -> InputShape:
@@ -172,7 +185,7 @@ def load_dataset(
     raw = _SOURCES[kind].load(arg, resolve_data_root(root), shape)
     return build_splits(
         raw,
-        name=name,
+        name=_shown(name, kind, arg),
         input_shape=shape,
         num_classes=num_classes,
         seed=seed,
@@ -207,7 +220,8 @@ def inspect_dataset(
     info = _SOURCES[kind].inspect(arg, resolve_data_root(root))
     if num_classes is not None and info.num_classes > num_classes:
         raise DataError(
-            f"{name} has {info.num_classes} classes but the model has {num_classes} outputs; "
+            f"{_shown(name, kind, arg)} has {info.num_classes} classes but the model has "
+            f"{num_classes} outputs; "
             f"use num_classes={info.num_classes} or more"
         )
     return info

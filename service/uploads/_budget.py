@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from search.spec import JobSpec
 from service.uploads._errors import UploadError
+from service.uploads._model_size import MAX_MODEL_BYTES
 from service.uploads._weights import open_model
 
 __all__ = ["BudgetCheck", "validate_budget"]
@@ -43,7 +44,11 @@ class BudgetCheck:
 
 
 def validate_budget(
-    spec: JobSpec, weights: bytes | None, *, num_classes: int | None = None
+    spec: JobSpec,
+    weights: bytes | None,
+    *,
+    num_classes: int | None = None,
+    max_model_bytes: int = MAX_MODEL_BYTES,
 ) -> BudgetCheck:
     """Return the spec model's cost range, after checking its budget can be met.
 
@@ -57,6 +62,8 @@ def validate_budget(
         weights: the uploaded weights, or None.
         num_classes: classes to assume when neither the spec nor the weights say (for
             example an uploaded data set's); the architecture's default otherwise.
+        max_model_bytes: the most memory the model may need, checked before it is
+            built (see :func:`~service.uploads.check_model_size`).
 
     Returns:
         The :class:`BudgetCheck`.
@@ -66,7 +73,8 @@ def validate_budget(
             budget (the message gives its MACs as a count and as a fraction of the
             original, and the lowest ``budget.flops`` that works); ``invalid_spec`` when
             ``pruning.ignored_layers`` names unknown layers or the model cannot be traced;
-            the weights codes of :func:`validate_weights`.
+            the weights codes of :func:`validate_weights` (``model_too_large``
+            included).
     """
     from models.cost import AnalyticCost
     from models.errors import ModelsError
@@ -75,7 +83,7 @@ def validate_budget(
     from search.errors import BudgetUnreachableError
     from search.space import SearchSpace
 
-    opened = open_model(spec, weights, num_classes=num_classes)
+    opened = open_model(spec, weights, num_classes=num_classes, max_model_bytes=max_model_bytes)
     try:
         graph = build_pruning_graph(
             opened.model,

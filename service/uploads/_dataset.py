@@ -17,7 +17,11 @@ from service.uploads._archive import extract_archive
 from service.uploads._errors import UploadError
 from service.uploads._formats import archive_kind
 
-__all__ = ["DatasetCheck", "validate_dataset"]
+__all__ = ["MAX_DATASET_BYTES", "DatasetCheck", "check_public_dataset", "validate_dataset"]
+
+MAX_DATASET_BYTES = 2**30
+"""Default limit on what an uploaded ``.npz``'s arrays unpack to
+(``INFERPRUNE_MAX_DATASET_BYTES``): CIFAR-10 as uint8 is 184 MB."""
 
 _NPZ_MEMBERS = frozenset(
     f"{axis}_{split}.npy" for axis in "xy" for split in ("train", "val", "test")
@@ -58,13 +62,17 @@ def validate_dataset(
     workdir: Path,
     *,
     num_classes: int | None = None,
+    max_npz_bytes: int = MAX_DATASET_BYTES,
 ) -> DatasetCheck:
     """Check an uploaded data set and return how workers load it.
 
-    An ``.npz`` (by name, or a zip whose first member is one of its arrays) is checked
-    from its array headers and labels, never unpickled. Anything else must be a zip or
-    tar archive: it is extracted safely under ``workdir`` (see :func:`extract_archive`)
-    and read as an image folder, opening a few images per class to catch non-images.
+    An ``.npz`` (by name, or a zip whose first member is one of its arrays) is never
+    unpickled: its declared sizes are checked against ``max_npz_bytes`` before anything
+    is decompressed, then every value is streamed once in bounded memory (the bytes
+    actually read are counted; pixels must be finite, labels whole class indices; see
+    :func:`models.data.check_npz`). Anything else must be a zip or tar archive: it is
+    extracted safely under ``workdir`` (see :func:`extract_archive`) and read as an
+    image folder, opening a few images per class to catch non-images.
 
     Args:
         spec: the job's spec; its ``num_classes``, when set, bounds the data's classes.
@@ -74,17 +82,19 @@ def validate_dataset(
             (it is removed again if the upload is refused).
         num_classes: bound to use when the spec gives none (for example the classes
             read off the uploaded weights).
+        max_npz_bytes: the most an ``.npz``'s arrays may unpack to, together.
 
     Returns:
         The :class:`DatasetCheck`.
 
     Raises:
         UploadError: ``invalid_dataset`` (not an npz or archive, object arrays, missing
-            or malformed arrays, no class folders, unreadable images), ``dataset_mismatch``
+            or malformed arrays, NaN or infinite pixels, arrays unpacking to more than
+            ``max_npz_bytes``, no class folders, unreadable images), ``dataset_mismatch``
             (more classes than the model has outputs; the message gives both numbers), or
             the archive codes of :func:`extract_archive`.
     """
-    from models.data import inspect_dataset
+    from models.data import check_npz, inspect_dataset
     from models.errors import DataError
 
     limit = spec.num_classes if spec.num_classes is not None else num_classes
@@ -104,8 +114,10 @@ def validate_dataset(
             root = extracted = extract_archive(path, workdir).resolve()
         name = f"{kind}:{root}"
         try:
-            info = inspect_dataset(name)
-            if kind == "imagefolder":
+            if kind == "npz":
+                info = check_npz(root, max_bytes=max_npz_bytes)
+            else:
+                info = inspect_dataset(name)
                 _spot_check_images(root)
         except DataError as exc:
             raise UploadError("invalid_dataset", _without_paths(str(exc), root)) from None
@@ -121,6 +133,33 @@ def validate_dataset(
             shutil.rmtree(extracted, ignore_errors=True)
         raise
     return DatasetCheck(kind, name, info.num_classes, info.num_samples, root)
+
+
+def check_public_dataset(name: str, data_root: Path | None) -> None:
+    """Check that the public data set ``name`` is installed where the workers read it.
+
+    Args:
+        name: a built-in data set name (``cifar10``, ...).
+        data_root: the workers' data root (None: their default,
+            ``$INFERPRUNE_DATA_ROOT`` or ``~/.cache/inferprune/data``).
+
+    Raises:
+        UploadError: ``dataset_unavailable``; the message names the data set and what to
+            do, not this server's folders.
+    """
+    from models.data import inspect_dataset
+    from models.errors import DataError
+
+    try:
+        inspect_dataset(name, root=data_root)
+    except DataError:
+        raise UploadError(
+            "dataset_unavailable",
+            f"dataset: {name} is not installed on this server (its workers never download "
+            "data); ask the operator to put it in the workers' data root "
+            "(INFERPRUNE_DATA_ROOT), or upload it as an .npz file with "
+            '"dataset": "upload"',
+        ) from None
 
 
 def _is_npz(path: Path, filename: str) -> bool:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from search.spec import JobSpec
 from service.uploads._errors import UploadError
+from service.uploads._model_size import MAX_MODEL_BYTES, check_model_size
 
 if TYPE_CHECKING:
     from torch import nn
@@ -61,7 +62,13 @@ class OpenedModel:
     weights: WeightsCheck | None
 
 
-def validate_weights(spec: JobSpec, data: bytes, *, num_classes: int | None = None) -> WeightsCheck:
+def validate_weights(
+    spec: JobSpec,
+    data: bytes,
+    *,
+    num_classes: int | None = None,
+    max_model_bytes: int = MAX_MODEL_BYTES,
+) -> WeightsCheck:
     """Return what the weights file ``data`` holds, once it loads into the spec's model.
 
     The file is read as safetensors or with ``torch.load(..., weights_only=True)``; a
@@ -72,6 +79,8 @@ def validate_weights(spec: JobSpec, data: bytes, *, num_classes: int | None = No
         data: the uploaded file's bytes.
         num_classes: classes to assume when neither the spec nor the file says (for
             instance an uploaded data set's); by default read off the weights.
+        max_model_bytes: the most memory the model may need (see
+            :func:`check_model_size`), checked before it is built.
 
     Returns:
         The :class:`WeightsCheck`.
@@ -82,22 +91,31 @@ def validate_weights(spec: JobSpec, data: bytes, *, num_classes: int | None = No
             ``already_pruned`` (an inferprune checkpoint with a plan),
             ``weights_mismatch`` (other architecture, classes or input shape; the message
             names the first mismatching keys) or ``invalid_spec`` (the spec's shape does
-            not suit the architecture).
+            not suit the architecture), ``model_too_large`` (the model at the spec's
+            input shape needs more than ``max_model_bytes``; nothing was built).
     """
-    opened = open_model(spec, data, num_classes=num_classes)
+    opened = open_model(spec, data, num_classes=num_classes, max_model_bytes=max_model_bytes)
     assert opened.weights is not None
     return opened.weights
 
 
 def open_model(
-    spec: JobSpec, weights: bytes | None, *, num_classes: int | None = None
+    spec: JobSpec,
+    weights: bytes | None,
+    *,
+    num_classes: int | None = None,
+    max_model_bytes: int = MAX_MODEL_BYTES,
 ) -> OpenedModel:
     """Build the spec's model and load ``weights`` into it (random init when None).
+
+    Every build is preceded by :func:`check_model_size`, so a spec whose model would
+    not fit in ``max_model_bytes`` is refused before anything big is allocated.
 
     Args:
         spec: the job's spec.
         weights: the uploaded weights, or None.
         num_classes: classes to assume when neither the spec nor the weights say.
+        max_model_bytes: the most memory the model may need.
 
     Returns:
         The :class:`OpenedModel`.
@@ -110,7 +128,7 @@ def open_model(
 
     if weights is None:
         classes = spec.num_classes or num_classes
-        model, classes, shape = _build(spec, classes, spec.input_shape)
+        model, classes, shape = _build(spec, classes, spec.input_shape, max_bytes=max_model_bytes)
         return OpenedModel(model, classes, shape, None)
     try:
         state = read_state_dict(weights)
@@ -123,7 +141,9 @@ def open_model(
         _check_agreement(spec, stored)
     classes = spec.num_classes or (stored.num_classes if stored else None) or num_classes
     wanted_shape = spec.input_shape or (stored.input_shape if stored else None)
-    model, classes, shape = _build(spec, classes, wanted_shape, state=state)
+    model, classes, shape = _build(
+        spec, classes, wanted_shape, state=state, max_bytes=max_model_bytes
+    )
     _load(model, state, spec.arch)
     check = WeightsCheck(
         format=weights_format(weights),
@@ -176,18 +196,22 @@ def _build(
     input_shape: tuple[int, int, int] | None,
     *,
     state: StateDict | None = None,
+    max_bytes: int,
 ) -> tuple[nn.Module, int, tuple[int, int, int]]:
-    """Build the spec's architecture; without a class count, read it off ``state``."""
+    """Build the spec's architecture, once its size is known to fit ``max_bytes``;
+    without a class count, read it off ``state``."""
     from models.errors import ModelsError
     from models.zoo import build_model, get_architecture
 
     try:
         arch = get_architecture(spec.arch)
         shape = input_shape or arch.default_input_shape
+        check_model_size(spec.arch, num_classes, shape, max_bytes)
         model = build_model(spec.arch, num_classes, shape)
         if num_classes is None and state is not None:
             stored = _output_classes(model, shape, state)
             if stored is not None and stored != arch.default_num_classes:
+                check_model_size(spec.arch, stored, shape, max_bytes)
                 model = build_model(spec.arch, stored, shape)
                 num_classes = stored
     except ModelsError as exc:

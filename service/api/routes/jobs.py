@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
@@ -26,6 +23,15 @@ from service.store import (
     get_job,
     list_jobs,
     request_cancel,
+)
+from service.uploads import (
+    ReceivedFile,
+    Submission,
+    SubmissionLimits,
+    echo,
+    parse_spec_json,
+    receive_file,
+    validate_submission,
 )
 
 __all__ = ["router"]
@@ -54,82 +60,40 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 # Validating uploads builds models: at most two at a time, off the event loop.
 _VALIDATION_SLOTS = anyio.CapacityLimiter(2)
 
-PUBLIC_DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "mnist", "fashion_mnist")
-
 SPEC_HELP = (
     "The job spec as JSON text, e.g. "
     '`{"arch": "resnet20_cifar", "dataset": "digits", "budget": {"flops": 0.5}, '
     '"search": {"trials": 20}}`. See the JobSpec schema for every field. Use '
-    '`"dataset": "upload"` with a `dataset` file.'
+    '`"dataset": "upload"` with a `dataset` file. At most 64 KiB, nested at most 16 deep.'
 )
 
 
-async def _read(upload: UploadFile | None) -> tuple[bytes | None, str | None]:
-    if upload is None:
-        return None, None
-    data = await upload.read()
-    return data, Path(upload.filename or "upload").name
-
-
-def _request_hash(spec: dict[str, Any], weights: bytes | None, dataset: bytes | None) -> str:
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+def _request_hash(spec: Any, weights: ReceivedFile | None, dataset: ReceivedFile | None) -> str:
+    """Return what identifies a request for Idempotency-Key replays: the parsed spec and
+    the SHA-256 of each file (computed while it was received)."""
+    digest = hashlib.sha256(json.dumps({"spec": spec}, sort_keys=True).encode())
     for part in (weights, dataset):
-        digest.update(b"|" + (hashlib.sha256(part).hexdigest().encode() if part else b"-"))
+        digest.update(b"|" + (part.sha256.encode() if part is not None and part.size else b"-"))
     return digest.hexdigest()
 
 
-def _validate(
-    state: AppState,
-    spec_text: str,
-    weights: bytes | None,
-    dataset: bytes | None,
-    dataset_name: str | None,
-) -> dict[str, Any]:
-    """Check everything about a submission that needs torch; return the spec to store."""
-    from service.uploads import (
-        UploadError,
-        validate_budget,
-        validate_dataset,
-        validate_spec_json,
-        validate_weights,
+def _limits(state: AppState) -> SubmissionLimits:
+    settings = state.settings
+    return SubmissionLimits(
+        max_trials=settings.max_trials_per_job,
+        max_model_bytes=settings.max_model_bytes,
+        max_dataset_bytes=settings.max_dataset_bytes,
+        data_root=settings.data_root,
+        check_public_datasets=settings.check_public_datasets,
     )
 
-    spec = validate_spec_json(spec_text)
-    limit = state.settings.max_trials_per_job
-    if spec.search.trials > limit:
-        raise UploadError(
-            "too_many_trials",
-            f"search.trials is {spec.search.trials}; this "
-            f"server allows at most {limit} per job (INFERPRUNE_MAX_TRIALS_PER_JOB)",
-        )
-    if dataset is not None and spec.dataset != "upload":
-        raise UploadError(
-            "invalid_spec",
-            'a dataset file was uploaded: set "dataset": "upload" in the spec to use it',
-        )
-    if dataset is None and spec.dataset == "upload":
-        raise UploadError(
-            "invalid_spec",
-            '"dataset": "upload" needs a `dataset` file (.npz, or an image-folder .zip/.tar)',
-        )
-    if dataset is None and spec.dataset not in PUBLIC_DATASETS:
-        raise UploadError(
-            "invalid_spec",
-            f"dataset {spec.dataset!r} is not available here: use "
-            f"one of {', '.join(PUBLIC_DATASETS)} or upload a file",
-        )
-    if weights is not None:
-        validate_weights(spec, weights)
-    if dataset is not None:
-        workdir = Path(tempfile.mkdtemp(prefix="inferprune-upload-"))
-        try:
-            path = workdir / (dataset_name or "dataset.npz")
-            path.write_bytes(dataset)
-            validate_dataset(spec, path, path.name, workdir)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-    validate_budget(spec, weights)
-    return spec.to_json_dict()
+
+async def _receive(state: AppState, upload: UploadFile | None) -> ReceivedFile | None:
+    """Stream an uploaded file to disk under the data folder (off the event loop)."""
+    if upload is None:
+        return None
+    folder = state.settings.data_dir / "incoming"
+    return await run_in_threadpool(receive_file, upload.file, folder, upload.filename)
 
 
 @router.post(
@@ -151,7 +115,11 @@ def _validate(
             "same Idempotency-Key and body: the job it created.",
         },
         413: {"model": ErrorBody, "description": "The request is larger than the limit."},
-        422: {"model": ErrorBody, "description": "Invalid spec, weights, dataset or budget."},
+        422: {
+            "model": ErrorBody,
+            "description": "Invalid spec, weights, dataset or budget, or a model or data "
+            "set over this server's limits.",
+        },
         429: {"model": ErrorBody, "description": "Too many active jobs for this tenant."},
     },
 )
@@ -172,7 +140,8 @@ async def submit_job(
         UploadFile | None,
         File(
             description='A data set for `"dataset": "upload"`: .npz (x_train, y_train, optional '
-            "val/test) or a .zip/.tar of class folders of images."
+            "val/test; finite values; arrays at most INFERPRUNE_MAX_DATASET_BYTES unpacked, "
+            "1 GiB by default) or a .zip/.tar of class folders of images."
         ),
     ] = None,
     idempotency_key: Annotated[
@@ -187,69 +156,75 @@ async def submit_job(
     """Validate everything (spec, architecture, weights against it, data set and its
     classes, budget reachability), store the uploads and queue the job. Workers pick it
     up; poll `Location` or stream `/events`."""
-    weights_bytes, _ = await _read(weights)
-    dataset_bytes, dataset_name = await _read(dataset)
-    if idempotency_key:
-        existing = await run_in_threadpool(
-            _replay, state, tenant, idempotency_key, spec, weights_bytes, dataset_bytes
+    # the spec's size, depth and JSON first: nothing below may parse an unbounded spec
+    raw_spec = await run_in_threadpool(parse_spec_json, spec)
+    received: list[ReceivedFile] = []
+    try:
+        weights_file = await _receive(state, weights)
+        dataset_file = await _receive(state, dataset)
+        received = [f for f in (weights_file, dataset_file) if f is not None]
+        request_hash = _request_hash(raw_spec, weights_file, dataset_file)
+        if idempotency_key:
+            existing = await run_in_threadpool(
+                _replay, state, tenant, idempotency_key, request_hash
+            )
+            if existing is not None:
+                response.status_code = 200
+                response.headers["Location"] = existing.links.self
+                return existing
+        active = await run_in_threadpool(_count_active, state, tenant)
+        if active >= state.settings.max_active_jobs_per_tenant:
+            raise ServiceError(
+                f"{active} jobs are already queued or running for this tenant "
+                f"(limit {state.settings.max_active_jobs_per_tenant}); wait for one "
+                "to finish or cancel one",
+                code="too_many_jobs",
+                status=429,
+            )
+        accepted = await anyio.to_thread.run_sync(
+            validate_submission,
+            spec,
+            weights_file,
+            dataset_file,
+            _limits(state),
+            limiter=_VALIDATION_SLOTS,
         )
-        if existing is not None:
-            response.status_code = 200
-            response.headers["Location"] = existing.links.self
-            return existing
-    with state.sessions() as session:
-        active = count_active_jobs(session, tenant)
-    if active >= state.settings.max_active_jobs_per_tenant:
-        raise ServiceError(
-            f"{active} jobs are already queued or running for this tenant "
-            f"(limit {state.settings.max_active_jobs_per_tenant}); wait for one "
-            "to finish or cancel one",
-            code="too_many_jobs",
-            status=429,
+        job = await run_in_threadpool(
+            _store,
+            state,
+            tenant,
+            accepted,
+            weights_file,
+            dataset_file,
+            idempotency_key,
+            request_hash,
         )
-    accepted = await anyio.to_thread.run_sync(
-        _validate,
-        state,
-        spec,
-        weights_bytes,
-        dataset_bytes,
-        dataset_name,
-        limiter=_VALIDATION_SLOTS,
-    )
-    job = await run_in_threadpool(
-        _store,
-        state,
-        tenant,
-        accepted,
-        weights_bytes,
-        dataset_bytes,
-        dataset_name,
-        idempotency_key,
-        spec,
-    )
+    finally:
+        if received:
+            await run_in_threadpool(_discard, received)
     response.headers["Location"] = job.links.self
     return job
 
 
-def _replay(
-    state: AppState,
-    tenant: str,
-    key: str,
-    spec_text: str,
-    weights: bytes | None,
-    dataset: bytes | None,
-) -> JobPublic | None:
+def _discard(files: list[ReceivedFile]) -> None:
+    for received in files:
+        received.discard()
+
+
+def _count_active(state: AppState, tenant: str) -> int:
+    with state.sessions() as session:
+        return count_active_jobs(session, tenant)
+
+
+def _replay(state: AppState, tenant: str, key: str, request_hash: str) -> JobPublic | None:
     with state.sessions() as session:
         job = find_by_idempotency_key(session, tenant, key)
         if job is None:
             return None
-        try:
-            raw = json.loads(spec_text)
-        except json.JSONDecodeError:
-            raw = spec_text
-        if job.request_hash != _request_hash({"spec": raw}, weights, dataset):
+        if job.request_hash != request_hash:
             raise ServiceError(
-                f"Idempotency-Key {key!r} was already used for a different request; use a new key",
+                f"Idempotency-Key {echo(key)} was already used for a different request; "
+                "use a new key",
                 code="idempotency_conflict",
                 status=422,
             )
@@ -259,20 +234,20 @@ def _replay(
 def _store(
     state: AppState,
     tenant: str,
-    spec: dict[str, Any],
-    weights: bytes | None,
-    dataset: bytes | None,
-    dataset_name: str | None,
+    accepted: Submission,
+    weights: ReceivedFile | None,
+    dataset: ReceivedFile | None,
     key: str | None,
-    spec_text: str,
+    request_hash: str,
 ) -> JobPublic:
-    try:
-        raw = json.loads(spec_text)
-    except json.JSONDecodeError:
-        raw = spec_text
+    spec = accepted.spec.to_json_dict()
     with state.sessions.begin() as session:
-        weights_blob = state.blobs.put(session, weights) if weights is not None else None
-        dataset_blob = state.blobs.put(session, dataset) if dataset is not None else None
+        weights_blob = (
+            state.blobs.put_file(session, weights.path, sha256=weights.sha256) if weights else None
+        )
+        dataset_blob = (
+            state.blobs.put_file(session, dataset.path, sha256=dataset.sha256) if dataset else None
+        )
         job = create_job(
             session,
             NewJob(
@@ -281,9 +256,9 @@ def _store(
                 trials_total=int(spec["search"]["trials"]),
                 weights_blob_id=weights_blob.id if weights_blob else None,
                 dataset_blob_id=dataset_blob.id if dataset_blob else None,
-                dataset_filename=dataset_name,
+                dataset_filename=accepted.dataset_filename,
                 idempotency_key=key,
-                request_hash=_request_hash({"spec": raw}, weights, dataset),
+                request_hash=request_hash,
             ),
         )
         return job_public(session, job)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -10,6 +11,7 @@ import optuna
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from search.pareto import hypervolume, pareto_front, plot_pareto, select_best, trial_points
@@ -27,6 +29,8 @@ from service.errors import ServiceError
 from service.store import Artifact, Job, get_job, put_artifact
 
 __all__ = ["router"]
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["results"])
 
@@ -188,6 +192,10 @@ def pareto_png(job_id: str, session: SessionDep, state: StateDep, tenant: Tenant
         **_ERRORS,
         200: {"content": {"application/octet-stream": {}}, "description": "The model file."},
         409: {"model": ErrorBody, "description": "The chosen model is not ready."},
+        422: {
+            "model": ErrorBody,
+            "description": "The model cannot be exported to this format (the message says why).",
+        },
     },
 )
 async def checkpoint(
@@ -261,9 +269,9 @@ def _checkpoint(
                 status=404,
             )
         weights = state.blobs.get(session, rows["safetensors"].blob_id)
-    data = _convert(weights, fmt)
-    with state.sessions.begin() as session:
-        try:
+    data = _convert(weights, fmt)  # a ModelsError (ExportError) is answered 422 with its message
+    try:
+        with state.sessions.begin() as session:
             put_artifact(
                 session,
                 state.blobs,
@@ -273,12 +281,18 @@ def _checkpoint(
                 fmt=fmt,
                 data=data,
             )
-        except Exception:  # another request converted it at the same time: fine
-            session.rollback()
+    except IntegrityError:  # another request stored the same conversion first: fine
+        logger.info("job %s trial %s: %s kept by a concurrent request", job_id, number, fmt)
     return data, name
 
 
 def _convert(weights: bytes, fmt: str) -> bytes:
+    """Return the stored checkpoint ``weights`` exported to ``fmt``.
+
+    Raises:
+        ModelsError: the checkpoint does not load, or the export fails its checks
+            (:class:`~models.errors.ExportError`).
+    """
     from models.io import export_model, load_pruned
 
     model, info = load_pruned(weights)

@@ -1,0 +1,44 @@
+"""The names users pick from: pruning criteria and built-in data sets (no torch).
+
+This module is the one list of each. :mod:`models.criteria` and :mod:`models.data` build
+their registries from it, and :mod:`search.spec` (so the API process, which must start
+without torch) validates job specs against it. Importing it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+__all__ = [
+    "CRITERION_NAMES",
+    "DATASET_NAMES",
+    "DATA_CRITERIA",
+    "CriterionName",
+    "DatasetName",
+]
+
+CriterionName = Literal[
+    "l1",
+    "l2",
+    "fpgm",
+    "hybrid",
+    "random",
+    "taylor",
+    "activation_mean",
+    "activation_l2",
+    "apoz",
+]
+"""A pruning criterion of :mod:`models.criteria`, weight-only ones first."""
+
+CRITERION_NAMES: tuple[str, ...] = get_args(CriterionName)
+"""Every criterion name, in the order of :data:`CriterionName`."""
+
+DATA_CRITERIA: frozenset[str] = frozenset({"taylor", "activation_mean", "activation_l2", "apoz"})
+"""Criteria that need calibration batches."""
+
+DatasetName = Literal["digits", "synthetic", "cifar10", "cifar100", "mnist", "fashion_mnist"]
+"""A built-in data set of :mod:`models.data`; ``imagefolder:<dir>`` and ``.npz`` files
+come on top of these."""
+
+DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
+"""Every built-in data set name, in the order of :data:`DatasetName`."""
