@@ -576,7 +576,42 @@ def test_limit_counts_every_chunk_as_it_streams() -> None:
     assert all(b"stored" not in m.get("body", b"") for m in sent)
 
 
-def test_request_too_large_is_a_service_error() -> None:
-    error = RequestTooLarge("too big")
-    assert isinstance(error, UploadError) and isinstance(error, ServiceError)
-    assert (error.code, error.status, error.message) == ("too_large", 413, "too big")
+@pytest.mark.parametrize("length", ["declared", "chunked"])
+def test_request_too_large_is_a_service_error(api: TestClient, settings: Any, length: str) -> None:
+    """A job over the server's upload limit gets the API's 413 error and stores nothing,
+    whether its size is declared up front or only found out while it streams in."""
+    from sqlalchemy import func, select
+
+    from service.store import Blob, Job, make_engine, make_session_factory
+
+    assert issubclass(RequestTooLarge, UploadError) and issubclass(RequestTooLarge, ServiceError)
+    boundary = "xyz"
+    spec = json.dumps({"arch": "tiny_cnn", "input_shape": [3, 16, 16], "dataset": "synthetic"})
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="spec"\r\n\r\n{spec}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="weights"; '
+        'filename="w.safetensors"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    )
+    weights = b"\0" * (settings.max_upload_bytes + 1)  # one byte over the limit
+    body = head.encode() + weights + f"\r\n--{boundary}--\r\n".encode()
+    files_before = sorted(p for p in settings.data_dir.rglob("*") if p.is_file())
+
+    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    response = api.post(
+        "/v1/jobs",
+        # bytes carry a Content-Length; an iterator is sent chunked, its size unknown
+        content=body if length == "declared" else iter(chunks),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+
+    assert_too_large(response)
+    message = response.json()["error"]["message"]
+    assert response.json() == {"error": {"code": "too_large", "message": message}}
+    assert "2 MiB" in message  # the limit of these settings
+    assert api.get("/v1/jobs").json()["total"] == 0
+    engine = make_engine(settings.database_url)
+    with make_session_factory(engine)() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 0
+        assert session.scalar(select(func.count()).select_from(Blob)) == 0
+    engine.dispose()
+    assert sorted(p for p in settings.data_dir.rglob("*") if p.is_file()) == files_before
