@@ -309,7 +309,9 @@ def plot_pareto(
                 )
                 for f in np.linspace(0.1, 0.9, 5)
             ]
-        _label_trials(ax, [(share(p.macs), p.val_accuracy, p.trial) for p in points], extra)
+        _label_trials(
+            ax, [(share(p.macs), p.val_accuracy, p.trial) for p in points], extra, ringed=chosen
+        )
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, ncol=2)
         target.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(target, bbox_inches="tight")
@@ -327,17 +329,22 @@ _LABEL_OFFSETS = ((5, 4), (5, -11), (-5, 4), (-5, -11), (0, 9), (0, -16), (10, -
 
 
 def _label_trials(
-    ax: Any, points: Sequence[tuple[float, float, int]], others: Sequence[tuple[float, float]]
+    ax: Any,
+    points: Sequence[tuple[float, float, int]],
+    others: Sequence[tuple[float, float]],
+    *,
+    ringed: int | None = None,
 ) -> None:
     """Write each point's trial number beside it, where it covers the fewest labels,
-    markers and ``others`` (points of lines) already there: a greedy search over a few
-    offsets."""
+    markers (the ``ringed`` trial's is larger) and ``others`` (points of lines) already
+    there: a greedy search over a few offsets."""
     ax.autoscale_view()
     to_pixels = ax.transData.transform
     scale = ax.figure.dpi / 72.0  # points → pixels
-    markers = [to_pixels((x, y)) for x, y, _ in points] + [to_pixels(xy) for xy in others]
+    markers = [(*to_pixels((x, y)), 11 * scale if t == ringed else 4) for x, y, t in points]
+    markers += [(*to_pixels(xy), 4) for xy in others]
     taken: list[tuple[float, float, float, float]] = []
-    for (x, y, trial), (px, py) in zip(points, markers, strict=False):
+    for (x, y, trial), (px, py, _) in zip(points, markers, strict=False):
         text = str(trial)
         width, height = (4.3 * len(text) + 1) * scale, 8 * scale
         best: tuple[float, tuple[int, int], tuple[float, float, float, float]] | None = None
@@ -345,7 +352,7 @@ def _label_trials(
             left = px + dx * scale - (width if dx < 0 else width / 2 if dx == 0 else 0)
             box = (left, py + dy * scale, left + width, py + dy * scale + height)
             clash = sum(_overlap(box, other) for other in taken) + sum(
-                _overlap(box, (mx - 4, my - 4, mx + 4, my + 4)) for mx, my in markers
+                _overlap(box, (mx - r, my - r, mx + r, my + r)) for mx, my, r in markers
             )
             if best is None or clash < best[0]:
                 best = (clash, (dx, dy), box)

@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="inferprune",
         description="Shrink convolutional networks to fit real devices: Bayesian search "
         "over per-layer filter counts, physical pruning, measured cost.",
-        epilog="Run `inferprune demo` for a five-minute tour; `inferprune COMMAND --help` "
-        "for details of each command.",
+        epilog=f"Run `inferprune demo` for a tour ({_demo.MEASURED_DURATION}); "
+        "`inferprune COMMAND --help` for details of each command.",
     )
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="log more (-vv for debug)"
