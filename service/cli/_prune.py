@@ -101,8 +101,8 @@ def register(commands: Any) -> None:
     search.add_argument(
         "--storage",
         metavar="URL",
-        help="Optuna storage URL (default: sqlite:///OUT/study.db); open it "
-        "with optuna-dashboard while the search runs",
+        help="Optuna storage URL (default: sqlite:///OUT/study.db); watch the search live "
+        "with `optuna-dashboard URL` (pip install 'inferprune[dashboard]')",
     )
     search.add_argument(
         "--study-name", metavar="NAME", help="default: derived from the spec, so a rerun resumes"

@@ -13,7 +13,6 @@ from typing import Any
 from wsgiref.util import setup_testing_defaults
 
 import optuna
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -98,10 +97,6 @@ def _help_texts(parser: argparse.ArgumentParser) -> Iterator[tuple[str, str]]:
                 yield from _help_texts(command)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service/cli/_prune.py's --storage help does not name the extra yet",
-)
 def test_every_help_recommending_optuna_dashboard_says_how_to_install_it() -> None:
     from service.cli import build_parser
 
