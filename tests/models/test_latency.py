@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -50,15 +52,71 @@ def test_latency_statistics_are_positive_and_ordered(tiny: nn.Module, backend: s
     assert report["median"] == latency.median_ms
 
 
+class FakeClock:
+    """A ``perf_counter_ns`` that advances only when the model runs, by a known duration."""
+
+    def __init__(self) -> None:
+        self.now_ns = 0
+        self.runs_ms: list[int] = []
+
+    def perf_counter_ns(self) -> int:
+        return self.now_ns
+
+    def run(self) -> None:
+        """One forward pass: it takes 1 to 11 ms, differing from run to run."""
+        ms = (7 * len(self.runs_ms)) % 11 + 1
+        self.runs_ms.append(ms)
+        self.now_ns += ms * 1_000_000
+
+
+class Clocked(nn.Module):
+    def __init__(self, inner: nn.Module, clock: FakeClock) -> None:
+        super().__init__()
+        self.inner, self.clock = inner, clock
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.clock.run()
+        return self.inner(x)
+
+
 @pytest.mark.parametrize("backend", LATENCY_BACKENDS)
-def test_a_bigger_model_measures_slower(tiny: nn.Module, backend: str) -> None:
-    resnet = build_model("resnet20_cifar", 10, (3, 32, 32))
+def test_the_statistics_are_those_of_the_timed_runs_of_the_model(
+    tiny: nn.Module, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whether a bigger model measures slower is timed in benchmarks/latency_meter.py;
+    # here a fake clock makes every run of the model take a known time.
+    clock = FakeClock()
+    monkeypatch.setattr(
+        models.cost._latency, "time", SimpleNamespace(perf_counter_ns=clock.perf_counter_ns)
+    )
+    model: nn.Module = Clocked(tiny, clock)
+    if backend == "onnxruntime":
+        real_session = models.cost._latency.ort.InferenceSession
 
-    small = measure_latency(tiny, TINY_SHAPE, backend=backend, warmup=3, repeats=30)
-    big = measure_latency(resnet, (3, 32, 32), backend=backend, warmup=3, repeats=30)
+        class ClockedSession:
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                self.session = real_session(*args, **kwargs)
 
-    # resnet20 needs ~20x the MACs; a 2x margin survives a noisy machine
-    assert big.median_ms > 2 * small.median_ms
+            def get_inputs(self) -> Any:
+                return self.session.get_inputs()
+
+            def run(self, *args: Any) -> Any:
+                clock.run()
+                return self.session.run(*args)
+
+        monkeypatch.setattr(models.cost._latency.ort, "InferenceSession", ClockedSession)
+        model = tiny
+
+    latency = measure_latency(model, TINY_SHAPE, backend=backend, warmup=3, repeats=20)
+
+    timed = np.array(clock.runs_ms[-20:], dtype=float)  # the last 20 runs; warm-ups untimed
+    assert len(clock.runs_ms) >= 3 + 20
+    p10, median, p90 = np.percentile(timed, [10, 50, 90])
+    assert latency.median_ms == pytest.approx(median)
+    assert (latency.p10_ms, latency.p90_ms) == (pytest.approx(p10), pytest.approx(p90))
+    assert latency.min_ms == pytest.approx(timed.min())
+    assert latency.mean_ms == pytest.approx(timed.mean())
+    assert latency.p10_ms < latency.median_ms < latency.p90_ms  # the runs differ
 
 
 @pytest.mark.usefixtures("two_torch_threads")
