@@ -1,4 +1,4 @@
-"""Latency is measured on both backends, ordered, comparable, and leaves torch as found."""
+"""Latency is measured on both backends from the timed runs only, and leaves torch as found."""
 
 from __future__ import annotations
 
