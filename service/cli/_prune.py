@@ -19,7 +19,14 @@ from service.cli._arguments import (
     positive_float,
     positive_int,
 )
-from service.cli._console import console, human_bytes, human_count, print_json, progress_bar
+from service.cli._console import (
+    console,
+    human_bytes,
+    human_count,
+    macs_text,
+    print_json,
+    progress_bar,
+)
 
 
 def register(commands: Any) -> None:
@@ -257,7 +264,7 @@ def run_prune(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     interrupted = False
     baseline_macs = problem.baseline.cost.macs
-    with progress_bar("searching", spec.search.trials, enabled=not args.json) as bar:
+    with progress_bar("searching", spec.search.trials, enabled=not args.json, unit="trial") as bar:
         bar.update(
             0,
             completed=min(count_finished(study), spec.search.trials),
@@ -341,12 +348,6 @@ def _remove_if_created(out: Path, created: bool) -> None:
     """Remove ``--out`` when this run created it and leaves nothing worth keeping."""
     if created and out.is_dir():
         shutil.rmtree(out, ignore_errors=True)
-
-
-def macs_text(macs: int, baseline_macs: int) -> str:
-    """Return MACs as the one unit the CLI shows: the count and its share of the
-    unpruned model's (``20.5M MACs (50%)``)."""
-    return f"{human_count(macs)} MACs ({macs / baseline_macs:.0%})"
 
 
 def _print_summary(report: dict[str, Any], written: dict[str, Path]) -> None:

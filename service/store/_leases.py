@@ -131,10 +131,21 @@ def _settle(session: Session, job_id: str, max_failed_trials: int, error: str | 
     )
 
 
-def set_best_so_far(session: Session, job_id: str, best: dict[str, Any] | None) -> None:
-    """Record the best trial found so far on a job still searching (shown while it runs)."""
+def set_best_so_far(
+    session: Session,
+    job_id: str,
+    best: dict[str, Any] | None,
+    baseline: dict[str, Any] | None = None,
+) -> None:
+    """Record the best trial found so far on a job still searching (shown while it runs),
+    and the unpruned model's search-time measurements (MACs, parameters, validation
+    accuracy) so that progress can say what share of them the best keeps. Finalization
+    replaces both with the final measurements."""
+    values: dict[str, Any] = {"best": best}
+    if baseline is not None:
+        values["baseline"] = baseline
     session.execute(
-        update(Job).where(Job.id == job_id, Job.status.in_(SEARCHING_STATUSES)).values(best=best)
+        update(Job).where(Job.id == job_id, Job.status.in_(SEARCHING_STATUSES)).values(**values)
     )
 
 

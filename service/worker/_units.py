@@ -111,7 +111,9 @@ def run_trial_unit(
         best = select_best(problem.spec, trials)
         with ctx.sessions.begin() as session:
             if best is not None:
-                set_best_so_far(session, claim.job_id, best_so_far(best))
+                set_best_so_far(
+                    session, claim.job_id, best_so_far(best), problem.baseline.to_dict()
+                )
             if result.number in keep:
                 info = checkpoint_info(problem, result.plan.to_dict(), trial=result.number)
                 put_artifact(

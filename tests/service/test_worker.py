@@ -212,7 +212,12 @@ def test_a_worker_stopped_during_finalization_hands_it_back(
 
 
 def test_unusable_inputs_fail_the_job_with_the_reason(api: TestClient, settings: Settings) -> None:
-    job = submit(api, job_spec(dataset="mnist")).json()["id"]  # no MNIST files on workers
+    from service.store import NewJob, create_job
+
+    # no MNIST files on workers (the API refuses such a job; an older server did not)
+    with _sessions(settings).begin() as session:
+        spec = job_spec(dataset="mnist")
+        job = create_job(session, NewJob(tenant="acme", spec=spec, trials_total=3)).id
     run_worker(settings)
     body = api.get(f"/v1/jobs/{job}").json()
     assert body["status"] == "failed" and body["error"]["code"] == "invalid_input"
@@ -236,3 +241,16 @@ def test_a_spec_past_the_limits_fails_its_job_not_the_worker(
     assert body["status"] == "failed" and body["error"]["code"] == "invalid_input"
     assert "input_shape" in body["error"]["message"]
     assert api.get(f"/v1/jobs/{good}").json()["status"] == "succeeded"
+
+
+def test_a_searching_job_shows_the_unpruned_model_beside_its_best(
+    api: TestClient, settings: Settings
+) -> None:
+    job = submit(api, job_spec(search={"trials": 3})).json()["id"]
+    run_worker(settings, max_units=1)
+    body = api.get(f"/v1/jobs/{job}").json()
+    assert body["status"] == "running" and body["best"] is not None
+    assert body["baseline"]["macs"] > body["best"]["macs"]  # progress can give the share
+    run_worker(settings)
+    final = api.get(f"/v1/jobs/{job}").json()
+    assert final["status"] == "succeeded" and final["baseline"]["test_accuracy"] is not None
