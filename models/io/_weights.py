@@ -130,11 +130,10 @@ def read_weights(source: WeightsSource) -> tuple[StateDict, ModuleMetadata | Non
     tensors, pickled = _unwrap(loaded)
     if not tensors:
         raise WeightsError("the weights file holds no tensors")
-    if kind == "safetensors":
-        return tensors, metadata
-    if pickled is not None:
+    if kind != "safetensors" and pickled is not None:
         check_module_metadata(pickled)
-    return tensors, pickled
+        metadata = pickled
+    return tensors, metadata
 
 
 def safetensors_metadata(data: bytes) -> dict[str, str]:

@@ -281,10 +281,12 @@ def test_malformed_module_metadata_is_refused(versioned: str, metadata: str) -> 
         load_pruned(_with_metadata(data, module_metadata=metadata))
 
 
-def test_a_torch_saved_state_dict_keeps_its_module_versions(versioned: str) -> None:
+@pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "dataparallel-in-a-dict"])
+def test_a_torch_saved_state_dict_keeps_its_module_versions(versioned: str, wrapped: bool) -> None:
     model = build_model(versioned, 10, SHAPE).eval()
     buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
+    state = nn.DataParallel(model).state_dict() if wrapped else model.state_dict()
+    torch.save({"state_dict": state, "epoch": 3} if wrapped else state, buf)
     # without the file's versions this architecture could not load at all
     other = load_weights(build_model(versioned, 10, SHAPE), buf.getvalue()).eval()
     x = torch.randn(2, *SHAPE)
