@@ -16,7 +16,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Route
 
 from models.errors import (
     DataError,
@@ -89,9 +88,12 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def _route_paths(app: FastAPI) -> list[str]:
-    return sorted(
-        {route.path for route in app.routes if isinstance(route, Route) and route.include_in_schema}
-    )
+    """The documented paths (those of the OpenAPI schema, which FastAPI caches)."""
+    try:
+        return sorted(app.openapi().get("paths", {}))
+    except Exception:  # a schema that fails to build must not turn a 404 into a 500
+        logger.exception("cannot list the routes for a 404")
+        return []
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -121,9 +123,10 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _CODES.get(exc.status_code, "error")
         message = str(exc.detail)
         if exc.status_code == 404 and exc.detail == "Not Found":  # no route matched
+            paths = ", ".join(_route_paths(app)) or "its routes"
             message = (
                 f"no route {request.method} {echo(request.url.path)}; this API serves "
-                f"{', '.join(_route_paths(app))} (documented at /docs)"
+                f"{paths} (documented at /docs)"
             )
         elif exc.status_code == 405:
             allowed = (exc.headers or {}).get("Allow", "")

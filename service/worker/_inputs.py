@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import re
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, defer
 
 import search
+from models.errors import ModelsError
 from search import JobSpec, PruningProblem, load_problem, make_sampler, open_study
+from search.errors import SearchError
 from service.store import Blob, BlobStore, Claim, engine_options
+from service.uploads import safe_filename
 
-__all__ = ["JobInputs", "LoadedJob", "ProblemCache", "optuna_storage"]
+__all__ = ["JobInputs", "LoadedJob", "ProblemCache", "hide_upload_paths", "optuna_storage"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +33,11 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
 class JobInputs:
     """Fetches a job's uploads into this worker's data folder.
 
-    Weights are handed over as bytes. An uploaded data set is written under
-    ``<data_dir>/uploads/<sha256>/``; an archive is extracted there (safely) once and
-    reused by later trials and jobs with the same bytes.
+    Weights are handed over as bytes. An uploaded data set is streamed (never held
+    whole) to ``<data_dir>/uploads/<sha256>/<its file name>``; an archive is extracted
+    there (safely) once and reused by later trials and jobs with the same bytes. Its
+    file and top folder keep the names the uploader gave them, so that messages about
+    them can say ``d.npz`` (see :func:`hide_upload_paths`).
     """
 
     def __init__(self, blobs: BlobStore, data_dir: Path) -> None:
@@ -49,18 +55,16 @@ class JobInputs:
         ``imagefolder:…``), or None when the job uses a named data set."""
         if claim.dataset_blob_id is None:
             return None
-        blob = session.get(Blob, claim.dataset_blob_id)
-        assert blob is not None
+        blob = session.scalars(
+            select(Blob).options(defer(Blob.data)).where(Blob.id == claim.dataset_blob_id)
+        ).one()
         folder = self.root / blob.sha256
-        name = Path(claim.dataset_filename or "dataset.npz").name
+        name = safe_filename(claim.dataset_filename, "dataset.npz")
         target = folder / name
         if not target.exists():
-            data = self.blobs.read(blob)
-            if hashlib.sha256(data).hexdigest() != blob.sha256:
-                raise OSError(f"upload {blob.id} does not match its checksum")
             folder.mkdir(parents=True, exist_ok=True)
             tmp = folder / f".{name}.partial"
-            tmp.write_bytes(data)
+            self.blobs.save_as(session, blob, tmp)  # checks the SHA-256 on the way
             tmp.replace(target)
         if target.suffix == ".npz":
             return f"npz:{target}"
@@ -74,6 +78,27 @@ class JobInputs:
             (folder / "root.txt").write_text(str(relative))
         relative_root = (folder / "root.txt").read_text().strip()
         return f"imagefolder:{extracted / relative_root}"
+
+
+def hide_upload_paths(exc: BaseException, uploads: Path | None) -> BaseException:
+    """Return ``exc`` with this worker's upload folders taken out of its message.
+
+    The job's owner knows an upload by its file name (``d.npz``) and the folder inside
+    it (``pets/cat``), not by ``/var/lib/inferprune/uploads/<sha256>/``: that prefix
+    (and the ``extracted/`` folder of an archive) is removed from every string argument.
+    The exception object is kept, so its type (and what handles it) stays the same.
+
+    Args:
+        exc: the error loading a job's problem.
+        uploads: the worker's upload folder (default: nothing to hide but the pattern
+            ``.../uploads/<sha256>/`` anywhere).
+    """
+    where = re.escape(str(uploads)) if uploads is not None else r"\S*/uploads"
+    pattern = re.compile(rf"{where}/[0-9a-f]{{64}}/(?:extracted/)?")
+    exc.args = tuple(pattern.sub("", a) if isinstance(a, str) else a for a in exc.args)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        exc.filename = pattern.sub("", str(exc.filename))
+    return exc
 
 
 @dataclass(frozen=True)
@@ -94,10 +119,17 @@ class ProblemCache:
     workers never propose the same random candidates.
     """
 
-    def __init__(self, storage: optuna.storages.BaseStorage, worker_id: str, size: int = 2) -> None:
+    def __init__(
+        self,
+        storage: optuna.storages.BaseStorage,
+        worker_id: str,
+        size: int = 2,
+        uploads: Path | None = None,
+    ) -> None:
         self.storage = storage
         self.worker_id = worker_id
         self.size = size
+        self.uploads = uploads
         self._items: OrderedDict[str, LoadedJob] = OrderedDict()
 
     def get(
@@ -113,7 +145,10 @@ class ProblemCache:
         if claim.job_id in self._items:
             self._items.move_to_end(claim.job_id)
             return self._items[claim.job_id]
-        problem = load_problem(spec, weights=weights, dataset=dataset, data_root=data_root)
+        try:
+            problem = load_problem(spec, weights=weights, dataset=dataset, data_root=data_root)
+        except (ModelsError, SearchError, OSError) as exc:
+            raise hide_upload_paths(exc, self.uploads) from None
         mixed = spec.model_copy(
             update={
                 "search": spec.search.model_copy(

@@ -489,3 +489,136 @@ def test_odd_imagefolders_are_refused(tmp_path: Path) -> None:
         load_dataset(f"imagefolder:{folder}", input_shape=(3, 16, 16))
     with pytest.raises(DataError, match="needs a path"):
         load_dataset("imagefolder:", input_shape=(3, 16, 16))
+
+
+# --- check_npz: every value, in bounded memory; messages without server paths ------------
+
+
+def _npy_header(shape: tuple[int, ...], descr: str = "|u1") -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
+    return buffer.getvalue()
+
+
+def write_zero_bomb_npz(path: Path, samples: int, *, declared: int | None = None) -> int:
+    """Write an .npz whose x_train is ``samples`` 32x32x3 uint8 zero images, deflated
+    (1 GiB packs into about 1 MiB) without ever holding them; return the unpacked size.
+
+    With ``declared``, the array header claims that many samples instead (a lie).
+    """
+    import zlib
+
+    def member(name: str, header: bytes, zeros: int) -> tuple[bytes, bytes, int, int]:
+        piece = 64 << 20
+        fresh = zlib.compressobj(9, zlib.DEFLATED, -15)
+        segment = fresh.compress(bytes(piece)) + fresh.flush(zlib.Z_FULL_FLUSH)
+        head = zlib.compressobj(9, zlib.DEFLATED, -15)
+        body = [head.compress(header) + head.flush(zlib.Z_FULL_FLUSH)]
+        crc = zlib.crc32(header)
+        whole, rest = divmod(zeros, piece)
+        body += [segment] * whole
+        zero_piece = bytes(piece)
+        for _ in range(whole):
+            crc = zlib.crc32(zero_piece, crc)
+        if rest:
+            tail = zlib.compressobj(9, zlib.DEFLATED, -15)
+            body.append(tail.compress(bytes(rest)) + tail.flush(zlib.Z_FULL_FLUSH))
+            crc = zlib.crc32(bytes(rest), crc)
+        body.append(zlib.compressobj(9, zlib.DEFLATED, -15).flush(zlib.Z_FINISH))
+        return name.encode(), b"".join(body), crc, len(header) + zeros
+
+    labels = np.zeros(samples if declared is None else declared, dtype=np.uint8)
+    x_count = 32 * 32 * 3 * samples
+    shape = (samples if declared is None else declared, 32, 32, 3)
+    members = [
+        member("x_train.npy", _npy_header(shape), x_count),
+        member("y_train.npy", _npy_header(labels.shape) + labels.tobytes(), 0),
+    ]
+    out = bytearray()
+    central = bytearray()
+    for name, data, crc, size in members:
+        offset = len(out)
+        fields = (20, 0, 8, 0, 0, crc, len(data), size, len(name), 0)
+        out += struct.pack("<4s5H3L2H", b"PK\x03\x04", *fields) + name + data
+        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, *fields, 0, 0, 0, 0, offset) + name
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 2, 2, len(central), len(out), 0)
+    path.write_bytes(bytes(out + central + end))
+    return x_count
+
+
+def test_a_zip_bomb_npz_is_refused_from_its_headers_before_any_byte_unpacks(
+    tmp_path: Path,
+) -> None:
+    from models.data import check_npz
+
+    path = tmp_path / "bomb.npz"
+    unpacked = write_zero_bomb_npz(path, 360_000)  # 1.1 GB of pixels
+    assert unpacked > 2**30 and path.stat().st_size < 4 << 20
+    with pytest.raises(DataError, match=r"unpacks to 1\.03 GiB of arrays; at most 1\.00 GiB"):
+        check_npz(path, max_bytes=2**30)
+
+
+def test_an_npz_whose_header_lies_is_refused_after_reading_what_it_declared(
+    tmp_path: Path,
+) -> None:
+    """The header says 10 images; the member unpacks to 100 MB. Only the declared bytes
+    (plus one) are ever read."""
+    from models.data import check_npz
+
+    path = tmp_path / "liar.npz"
+    write_zero_bomb_npz(path, 34_000, declared=10)
+    with pytest.raises(DataError, match="header describes"):
+        check_npz(path)
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (np.full((80, 10, 10), np.inf, np.float32), "NaN or infinite"),
+        (np.where(np.arange(8000).reshape(80, 10, 10) == 7999, np.nan, 0.5), "NaN or infinite"),
+        (np.full((80, 10, 10), 256, np.int16), r"\[0, 255\]"),
+    ],
+)
+def test_check_npz_reads_every_value(tmp_path: Path, x: np.ndarray, message: str) -> None:
+    from models.data import check_npz
+
+    path = tmp_path / "d.npz"
+    np.savez_compressed(path, x_train=x, y_train=np.arange(80) % 5)
+    with pytest.raises(DataError, match=message) as caught:
+        check_npz(path)
+    assert str(tmp_path) not in str(caught.value)
+    assert inspect_dataset(str(path)) == (5, 80)  # the cheap check does not read pixels
+
+
+def test_check_npz_accepts_what_load_accepts(tmp_path: Path) -> None:
+    from models.data import check_npz
+
+    path = tmp_path / "d.npz"
+    np.savez(path, **_npz_arrays(), x_val=np.zeros((6, 10, 10, 3)), y_val=np.full(6, 7.0))
+    assert check_npz(path) == (8, 86)
+    np.savez(path, **{**_npz_arrays(), "y_train": np.arange(80) - 1})
+    with pytest.raises(DataError, match="negative labels"):
+        check_npz(path)
+
+
+def test_data_set_messages_name_files_as_their_owner_knows_them(tmp_path: Path) -> None:
+    hidden = tmp_path / "var" / "lib" / "uploads" / ("ab" * 32)
+    hidden.mkdir(parents=True)
+    path = hidden / "mine.npz"
+    np.savez(path, **{**_npz_arrays(), "x_train": np.full((80, 10, 10), np.nan)})
+    with pytest.raises(DataError) as caught:
+        load_dataset(f"npz:{path}", input_shape=(3, 10, 10))
+    assert "mine.npz" in str(caught.value) and str(hidden) not in str(caught.value)
+    np.savez(path, x_train=np.zeros((24, 10, 10), np.uint8), y_train=np.arange(24) % 12)
+    with pytest.raises(DataError) as caught:
+        load_dataset(str(path), input_shape=(1, 10, 10), num_classes=10)
+    assert "mine.npz has 12 classes" in str(caught.value) and str(hidden) not in str(caught.value)
+    folder = _image_folder(hidden / "pets")
+    (folder / "cat" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataError) as caught:
+        load_dataset(f"imagefolder:{folder}", input_shape=(3, 16, 16))
+    assert "pets/cat/broken.png" in str(caught.value) and str(hidden) not in str(caught.value)

@@ -66,3 +66,101 @@ def test_spec_lists_exactly_the_criteria_models_have() -> None:
     from search.spec import CRITERION_NAMES
 
     assert sorted(CRITERION_NAMES) == sorted(CRITERIA)
+
+
+# --- limits: every number is bounded to what the code below it accepts --------------------
+
+
+def _numbers(schema: dict[str, object], defs: dict[str, object], path: str = "") -> list[tuple]:
+    """Every integer / number leaf of a JSON schema as (path, schema)."""
+    found: list[tuple] = []
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        return _numbers(defs[ref.rsplit("/", 1)[-1]], defs, path)  # type: ignore[arg-type]
+    for key in ("anyOf", "prefixItems"):
+        for index, option in enumerate(schema.get(key, [])):  # type: ignore[attr-defined]
+            found += _numbers(option, defs, f"{path}[{index}]" if key == "prefixItems" else path)
+    for name, sub in (schema.get("properties") or {}).items():  # type: ignore[attr-defined]
+        found += _numbers(sub, defs, f"{path}.{name}" if path else name)
+    if schema.get("type") in ("integer", "number"):
+        found.append((path, schema))
+    return found
+
+
+def test_every_number_in_the_spec_has_both_bounds_in_its_schema() -> None:
+    """A new numeric field without a documented upper bound fails here: unbounded, 10^30
+    is accepted and fails later in a worker (numpy seeds are 32-bit)."""
+    schema = JobSpec.model_json_schema()
+    numbers = _numbers(schema, schema.get("$defs", {}))
+    assert len(numbers) > 20
+    for path, leaf in numbers:
+        assert "maximum" in leaf or "exclusiveMaximum" in leaf, path
+        assert "minimum" in leaf or "exclusiveMinimum" in leaf, path
+
+
+@pytest.mark.parametrize(
+    ("data", "where", "limit"),
+    [
+        ({"input_shape": [3, 3000, 3000]}, "input_shape.1", "2048"),
+        ({"input_shape": [3, 100_000, 100_000]}, "input_shape.2", "2048"),
+        ({"input_shape": [3, 2**31, 2**31]}, "input_shape.1", "2048"),
+        ({"input_shape": [100_000, 32, 32]}, "input_shape.0", "64"),
+        ({"input_shape": [3, 10**400, 8]}, "input_shape.1", "2048"),
+        ({"num_classes": 10**6}, "num_classes", "100000"),
+        ({"search": {"seed": 10**30}}, "search.seed", "2147483647"),
+        ({"search": {"timeout_s": 1e300}}, "search.timeout_s", "2592000"),
+        ({"budget": {"macs": 10**30}}, "budget.macs", "1000000000000000"),
+        ({"finetune": {"steps_per_trial": 10**12}}, "finetune.steps_per_trial", "1000000"),
+        ({"arch": "x" * 10_000}, "arch", "100 characters"),
+        ({"pruning": {"ignored_layers": ["a"] * 5000}}, "pruning.ignored_layers", "1024"),
+    ],
+)
+def test_out_of_range_values_name_the_field_and_the_limit(
+    data: dict[str, object], where: str, limit: str
+) -> None:
+    message = _message(**data)
+    assert where in message and limit in message, message
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_nan_and_infinity_are_refused_everywhere(value: float) -> None:
+    assert "finite number" in _message(budget={"params": value})
+    assert "finite number" in _message(budget={"flops": 0.5, "latency_ms": value})
+
+
+def test_the_largest_real_uses_still_fit() -> None:
+    spec = JobSpec.model_validate(
+        {
+            "arch": "resnet50",
+            "num_classes": 100_000,
+            "input_shape": [64, 2048, 2048],
+            "budget": {"flops": 0.5},
+            "search": {"seed": 2**31 - 1, "trials": 10_000},
+        }
+    )
+    assert spec.input_shape == (64, 2048, 2048)
+    assert JobSpec.model_validate(
+        {"arch": "resnet50", "input_shape": [3, 224, 224], "budget": {"flops": 0.5}}
+    ).input_shape == (3, 224, 224)
+
+
+def test_criteria_and_data_set_names_have_one_torch_free_source() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import search.spec, models.names; "
+        "assert 'torch' not in sys.modules, 'models.names / search.spec import torch'; "
+        "print(search.spec.CRITERION_NAMES == models.names.CRITERION_NAMES)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "True"
+    from models.criteria import CRITERIA, DATA_CRITERIA
+    from models.data import DATASETS
+    from models.names import CRITERION_NAMES, DATASET_NAMES
+    from models.names import DATA_CRITERIA as NAMED_DATA_CRITERIA
+
+    assert CRITERIA is CRITERION_NAMES and DATASETS is DATASET_NAMES
+    assert DATA_CRITERIA is NAMED_DATA_CRITERIA
+    schema = JobSpec.model_json_schema()["$defs"]["PruningSettings"]["properties"]["criterion"]
+    assert tuple(schema["enum"]) == CRITERION_NAMES

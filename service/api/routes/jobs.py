@@ -10,6 +10,7 @@ import anyio
 from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from search.spec import JobSpec
 from service.api.deps import SessionDep, StateDep, TenantDep
 from service.api.schemas import ErrorBody, JobList, JobPublic
 from service.api.state import AppState
@@ -64,8 +65,33 @@ SPEC_HELP = (
     "The job spec as JSON text, e.g. "
     '`{"arch": "resnet20_cifar", "dataset": "digits", "budget": {"flops": 0.5}, '
     '"search": {"trials": 20}}`. See the JobSpec schema for every field. Use '
-    '`"dataset": "upload"` with a `dataset` file. At most 64 KiB, nested at most 16 deep.'
+    '`"dataset": "upload"` with a `dataset` file. At most 64 KiB, nested at most 16 deep; '
+    "`contentSchema` gives every field with its limits."
 )
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """Return a pydantic JSON schema with its ``$defs`` references written out in place,
+    so that it reads the same wherever it is embedded (here: inside the form's schema)."""
+    defs = schema.get("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                extra = {k: v for k, v in node.items() if k != "$ref"}
+                return {**resolve(defs[ref.removeprefix("#/$defs/")]), **resolve(extra)}
+            return {k: resolve(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    inlined: dict[str, Any] = resolve(schema)
+    return inlined
+
+
+SPEC_SCHEMA = _inlined(JobSpec.model_json_schema())
+"""The spec form field's content: the JobSpec JSON schema, every limit included."""
 
 
 def _request_hash(spec: Any, weights: ReceivedFile | None, dataset: ReceivedFile | None) -> str:
@@ -128,7 +154,16 @@ async def submit_job(
     response: Response,
     state: StateDep,
     tenant: TenantDep,
-    spec: Annotated[str, Form(description=SPEC_HELP)],
+    spec: Annotated[
+        str,
+        Form(
+            description=SPEC_HELP,
+            json_schema_extra={
+                "contentMediaType": "application/json",
+                "contentSchema": SPEC_SCHEMA,
+            },
+        ),
+    ],
     weights: Annotated[
         UploadFile | None,
         File(
