@@ -100,7 +100,8 @@ def get_job(session: Session, tenant: str, job_id: str) -> Job:
     """
     job = session.get(Job, job_id) if len(job_id) <= 64 else None
     if job is None or job.tenant != tenant:
-        raise JobNotFound(f"no job {job_id!r}")
+        shown = job_id if len(job_id) <= 64 else f"{job_id[:64]}…"  # never echo a long id
+        raise JobNotFound(f"no job {shown!r}")
     return job
 
 

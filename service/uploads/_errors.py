@@ -16,7 +16,7 @@ __all__ = [
 
 MAX_ECHO_CHARS = 80
 """Most characters of a client's input an error message repeats back."""
-MAX_MESSAGE_CHARS = 4000
+MAX_MESSAGE_CHARS = 2000
 """Longest error message the API sends; a message over it is cut (the last resort: every
 echoed input is already cut by :func:`echo`)."""
 

@@ -598,9 +598,11 @@ def test_check_npz_accepts_what_load_accepts(tmp_path: Path) -> None:
     from models.data import check_npz
 
     path = tmp_path / "d.npz"
-    np.savez(path, **_npz_arrays(), x_val=np.zeros((6, 10, 10, 3)), y_val=np.full(6, 7.0))
+    arrays: dict[str, Any] = {**_npz_arrays(), "x_val": np.zeros((6, 10, 10, 3))}
+    np.savez(path, **arrays, y_val=np.full(6, 7.0))
     assert check_npz(path) == (8, 86)
-    np.savez(path, **{**_npz_arrays(), "y_train": np.arange(80) - 1})
+    arrays = {**_npz_arrays(), "y_train": np.arange(80) - 1}
+    np.savez(path, **arrays)
     with pytest.raises(DataError, match="negative labels"):
         check_npz(path)
 
@@ -609,7 +611,8 @@ def test_data_set_messages_name_files_as_their_owner_knows_them(tmp_path: Path) 
     hidden = tmp_path / "var" / "lib" / "uploads" / ("ab" * 32)
     hidden.mkdir(parents=True)
     path = hidden / "mine.npz"
-    np.savez(path, **{**_npz_arrays(), "x_train": np.full((80, 10, 10), np.nan)})
+    arrays: dict[str, Any] = {**_npz_arrays(), "x_train": np.full((80, 10, 10), np.nan)}
+    np.savez(path, **arrays)
     with pytest.raises(DataError) as caught:
         load_dataset(f"npz:{path}", input_shape=(3, 10, 10))
     assert "mine.npz" in str(caught.value) and str(hidden) not in str(caught.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
@@ -71,16 +73,16 @@ def test_spec_lists_exactly_the_criteria_models_have() -> None:
 # --- limits: every number is bounded to what the code below it accepts --------------------
 
 
-def _numbers(schema: dict[str, object], defs: dict[str, object], path: str = "") -> list[tuple]:
+def _numbers(schema: Any, defs: Any, path: str = "") -> list[tuple[str, Any]]:
     """Every integer / number leaf of a JSON schema as (path, schema)."""
-    found: list[tuple] = []
+    found: list[tuple[str, Any]] = []
     ref = schema.get("$ref")
     if isinstance(ref, str):
-        return _numbers(defs[ref.rsplit("/", 1)[-1]], defs, path)  # type: ignore[arg-type]
+        return _numbers(defs[ref.rsplit("/", 1)[-1]], defs, path)
     for key in ("anyOf", "prefixItems"):
-        for index, option in enumerate(schema.get(key, [])):  # type: ignore[attr-defined]
+        for index, option in enumerate(schema.get(key, [])):
             found += _numbers(option, defs, f"{path}[{index}]" if key == "prefixItems" else path)
-    for name, sub in (schema.get("properties") or {}).items():  # type: ignore[attr-defined]
+    for name, sub in (schema.get("properties") or {}).items():
         found += _numbers(sub, defs, f"{path}.{name}" if path else name)
     if schema.get("type") in ("integer", "number"):
         found.append((path, schema))

@@ -179,8 +179,9 @@ def test_the_limits_still_admit_real_uses(api: TestClient) -> None:
         lambda c: submit(c, job_spec(dataset="d" * 1000)),
         lambda c: c.get("/v1/" + "nope" * 2500),
         lambda c: c.get("/v1/jobs", params={"limit": "9" * 10_000}),
+        lambda c: c.get("/v1/jobs/" + "j" * 10_000),
     ],
-    ids=["arch", "unknown key", "dataset name", "route", "query value"],
+    ids=["arch", "unknown key", "dataset name", "route", "query value", "job id"],
 )
 def test_no_error_message_echoes_a_long_input(api: TestClient, send: Any) -> None:
     response = send(api)
@@ -377,3 +378,20 @@ def test_the_spec_limits_are_documented_in_openapi(api: TestClient) -> None:
     assert "2048 pixels" in spec["input_shape"]["description"]
     seed = spec["search"]["properties"]["seed"]
     assert seed["maximum"] == 2**31 - 1 and "2,147,483,647" in seed["description"]
+
+
+def test_every_error_message_is_cut_to_a_bounded_length() -> None:
+    from fastapi import FastAPI
+
+    from service.api.errors import install_error_handlers
+    from service.errors import ServiceError
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    def route() -> None:
+        raise ServiceError("x" * 10_000, code="conflict", status=409)
+
+    app.add_api_route("/long", route)
+    message = TestClient(app).get("/long").json()["error"]["message"]
+    assert len(message) < 2100 and "more characters left out" in message
