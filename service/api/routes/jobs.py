@@ -114,6 +114,16 @@ def _limits(state: AppState) -> SubmissionLimits:
     )
 
 
+def _validate(
+    state: AppState,
+    spec_text: str,
+    weights: ReceivedFile | None,
+    dataset: ReceivedFile | None,
+) -> Submission:
+    """Check everything about a submission under this server's limits (blocks: torch)."""
+    return validate_submission(spec_text, weights, dataset, _limits(state))
+
+
 async def _receive(state: AppState, upload: UploadFile | None) -> ReceivedFile | None:
     """Stream an uploaded file to disk under the data folder (off the event loop)."""
     if upload is None:
@@ -217,12 +227,7 @@ async def submit_job(
                 status=429,
             )
         accepted = await anyio.to_thread.run_sync(
-            validate_submission,
-            spec,
-            weights_file,
-            dataset_file,
-            _limits(state),
-            limiter=_VALIDATION_SLOTS,
+            _validate, state, spec, weights_file, dataset_file, limiter=_VALIDATION_SLOTS
         )
         job = await run_in_threadpool(
             _store,
