@@ -271,12 +271,14 @@ def test_models_and_search_errors_map_to_422_in_every_route() -> None:
         "budget": BudgetUnreachableError("the smallest plan still needs 1,000 MACs"),
         "search": SearchError("no trial finished"),
     }
-    for name, exc in errors.items():
-
-        def route(exc: Exception = exc) -> None:
+    def raising(exc: Exception) -> Callable[[], None]:
+        def route() -> None:
             raise exc
 
-        app.add_api_route(f"/{name}", route)
+        return route
+
+    for name, exc in errors.items():
+        app.add_api_route(f"/{name}", raising(exc))
     client = TestClient(app)
     codes = {}
     for name, exc in errors.items():

@@ -129,7 +129,14 @@ async def _receive(state: AppState, upload: UploadFile | None) -> ReceivedFile |
     if upload is None:
         return None
     folder = state.settings.data_dir / "incoming"
-    return await run_in_threadpool(receive_file, upload.file, folder, upload.filename)
+    try:
+        return await run_in_threadpool(receive_file, upload.file, folder, upload.filename)
+    except OSError as exc:  # a full or read-only disk: the server's problem, said so
+        raise ServiceError(
+            f"the server cannot store the upload now ({exc.strerror or exc}); try again later",
+            code="storage_error",
+            status=507,
+        ) from exc
 
 
 @router.post(
