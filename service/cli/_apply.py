@@ -9,6 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from service.cli._arguments import (
+    add_criterion_argument,
     add_data_arguments,
     add_json_argument,
     add_model_arguments,
@@ -50,14 +51,7 @@ def register(commands: Any) -> None:
         metavar="R",
         help="remove the fraction R of every group's channels, 0 <= R < 1",
     )
-    apply.add_argument(
-        "--criterion",
-        default="l1",
-        metavar="C",
-        help="which channels go: l1 (default), l2, fpgm, hybrid, random, "
-        "taylor, activation_mean, activation_l2, apoz (the last four need "
-        "--dataset)",
-    )
+    add_criterion_argument(apply)
     add_data_arguments(apply, required=False)
     apply.add_argument(
         "--finetune-epochs",

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from models.names import CRITERION_NAMES, DATA_CRITERIA, DATASET_NAMES
+
 
 def positive_int(text: str) -> int:
     """argparse type: an integer ≥ 1."""
@@ -62,14 +64,33 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, arch_required: bool)
     )
 
 
+def dataset_names_help(root: str = "--data-root") -> str:
+    """Return the built-in data set names for a --help text (from :mod:`models.names`)."""
+    local = ", ".join(n for n in DATASET_NAMES if n not in ("digits", "synthetic"))
+    return f"digits (bundled, offline), synthetic, {local} (from {root})"
+
+
+def add_criterion_argument(parser: Any, *, default: str | None = "l1") -> None:
+    """Add --criterion, choosing from :mod:`models.names` (the one list of criteria)."""
+    needs_data = ", ".join(n for n in CRITERION_NAMES if n in DATA_CRITERIA)
+    parser.add_argument(
+        "--criterion",
+        default=default,
+        choices=CRITERION_NAMES,
+        metavar="C",
+        help=f"which channels go first: {', '.join(CRITERION_NAMES)}"
+        + (f" (default: {default})" if default else "")
+        + f"; {needs_data} score channels on calibration batches of the data set",
+    )
+
+
 def add_data_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
     """Add --dataset and --data-root."""
     parser.add_argument(
         "--dataset",
         required=required,
         metavar="D",
-        help="digits (bundled, offline), synthetic, cifar10, cifar100, mnist, fashion_mnist "
-        "(from --data-root), imagefolder:DIR, or a .npz file",
+        help=f"{dataset_names_help()}, imagefolder:DIR, or a .npz file",
     )
     parser.add_argument(
         "--data-root",

@@ -11,6 +11,7 @@ from typing import Any
 from rich.table import Table
 
 from service.cli._arguments import (
+    add_criterion_argument,
     add_data_arguments,
     add_json_argument,
     add_model_arguments,
@@ -149,12 +150,7 @@ def register(commands: Any) -> None:
         "--distill", action="store_true", help="distill the unpruned model into the chosen one"
     )
     pruning = prune.add_argument_group("pruning and latency")
-    pruning.add_argument(
-        "--criterion",
-        default="l1",
-        metavar="C",
-        help="which channels go first (default: l1; see `apply --help`)",
-    )
+    add_criterion_argument(pruning)
     pruning.add_argument(
         "--round-to",
         type=positive_int,

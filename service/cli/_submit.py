@@ -11,7 +11,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.cli._arguments import fraction, positive_float, positive_int
+from service.cli._arguments import (
+    add_criterion_argument,
+    dataset_names_help,
+    fraction,
+    positive_float,
+    positive_int,
+)
 from service.cli._client_commands import (
     _add_watch_arguments,
     _command,
@@ -81,8 +87,7 @@ def register(commands: Any) -> None:
     model.add_argument(
         "--dataset",
         metavar="D",
-        help="data set the workers load: digits, synthetic, cifar10, cifar100, mnist, "
-        "fashion_mnist (from the workers' data root)",
+        help="data set the workers load: " + dataset_names_help("the workers' data root"),
     )
     model.add_argument(
         "--dataset-file",
@@ -126,7 +131,7 @@ def register(commands: Any) -> None:
     search.add_argument(
         "--distill", action="store_true", default=None, help="distill the unpruned model"
     )
-    search.add_argument("--criterion", metavar="C", help="l1 (default), l2, fpgm, taylor, ...")
+    add_criterion_argument(search, default=None)
     search.add_argument("--round-to", type=positive_int, metavar="R", help="default: 8")
     search.add_argument(
         "--latency-backend", choices=("onnxruntime", "torch"), help="default: onnxruntime"
