@@ -62,6 +62,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessions=make_session_factory(engine),
             blobs=BlobStore(settings.artifact_root),
         )
+        from service.uploads import remove_stale_uploads
+
+        removed = remove_stale_uploads(settings.data_dir / "incoming")
+        if removed:
+            logger.info("removed %d upload(s) a killed server left behind", removed)
         # import the validation stack (torch, the zoo) in the background: the server
         # answers at once, and the first upload does not pay seconds of imports
         threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()

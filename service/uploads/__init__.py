@@ -35,7 +35,12 @@ from service.uploads._dataset import (
     validate_dataset,
 )
 from service.uploads._errors import RequestTooLarge, UploadError, clip_message, echo
-from service.uploads._incoming import ReceivedFile, receive_file, safe_filename
+from service.uploads._incoming import (
+    ReceivedFile,
+    receive_file,
+    remove_stale_uploads,
+    safe_filename,
+)
 from service.uploads._limit import BodySizeLimit
 from service.uploads._model_size import (
     MAX_MODEL_BYTES,
@@ -79,6 +84,7 @@ __all__ = [
     "format_validation_error",
     "parse_spec_json",
     "receive_file",
+    "remove_stale_uploads",
     "safe_filename",
     "validate_budget",
     "validate_dataset",

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["ReceivedFile", "receive_file", "safe_filename"]
+__all__ = ["ReceivedFile", "receive_file", "remove_stale_uploads", "safe_filename"]
 
 _CHUNK = 1 << 20
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -88,3 +89,27 @@ def receive_file(source: BinaryIO, folder: Path, filename: str | None) -> Receiv
         shutil.rmtree(own, ignore_errors=True)
         raise
     return ReceivedFile(path, name, size, digest.hexdigest())
+
+
+def remove_stale_uploads(folder: Path, *, older_than_s: float = 3600.0) -> int:
+    """Remove what requests left in ``folder`` when their process died mid-way.
+
+    A request removes its own files when it ends; only a killed server leaves any. Only
+    folders untouched for ``older_than_s`` go, so a request in flight on another server
+    process sharing the folder keeps its files.
+
+    Returns:
+        How many upload folders were removed.
+    """
+    if not folder.is_dir():
+        return 0
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for entry in folder.iterdir():
+        try:
+            if entry.is_dir() and entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        except OSError:  # gone already, or not ours to touch
+            continue
+    return removed

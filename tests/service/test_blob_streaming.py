@@ -110,3 +110,22 @@ def test_save_as_refuses_a_damaged_blob_and_leaves_no_file(
             store.save_as(session, blob, tmp_path / "out.bin")
     engine.dispose()
     assert not (tmp_path / "out.bin").exists()
+
+
+def test_uploads_a_killed_server_left_behind_are_removed_and_fresh_ones_kept(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    from service.uploads import remove_stale_uploads
+
+    incoming = tmp_path / "incoming"
+    stale, fresh = incoming / "stale", incoming / "fresh"
+    for folder in (stale, fresh):
+        folder.mkdir(parents=True)
+        (folder / "weights.safetensors").write_bytes(b"x" * 10)
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    assert remove_stale_uploads(incoming) == 1
+    assert not stale.exists() and (fresh / "weights.safetensors").exists()
+    assert remove_stale_uploads(tmp_path / "missing") == 0
