@@ -24,6 +24,7 @@ __all__ = [
     "Artifact",
     "Base",
     "Blob",
+    "BlobChunk",
     "Job",
     "Lease",
     "Token",
@@ -67,6 +68,19 @@ class Blob(Base):
     data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     path: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class BlobChunk(Base):
+    """One piece (at most a MiB) of a blob stored in the database: a blob is written and
+    read a chunk at a time, so no process ever holds a whole upload in memory."""
+
+    __tablename__ = "inferprune_blob_chunks"
+
+    blob_id: Mapped[str] = mapped_column(
+        ForeignKey("inferprune_blobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Job(Base):
