@@ -173,10 +173,10 @@ class BlobStore:
             return
         seq = 0
         while True:  # one row per query: a chunk in memory at a time, on every driver
-            chunk = session.scalar(
+            piece = session.scalar(
                 select(BlobChunk.data).where(BlobChunk.blob_id == blob.id, BlobChunk.seq == seq)
             )
-            if chunk is None:
+            if piece is None:
                 return
-            yield chunk
+            yield piece
             seq += 1
