@@ -128,3 +128,21 @@ def test_uploads_a_killed_server_left_behind_are_removed_and_fresh_ones_kept(
     assert remove_stale_uploads(incoming) == 1
     assert not stale.exists() and (fresh / "weights.safetensors").exists()
     assert remove_stale_uploads(tmp_path / "missing") == 0
+
+
+def test_deleting_a_blob_deletes_its_chunks(settings: Settings) -> None:
+    from sqlalchemy import delete, func
+
+    from service.store import BlobChunk
+
+    engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+    store = BlobStore()
+    with sessions.begin() as session:
+        blob = store.put(session, os.urandom(3 * _MIB + 5))
+        assert store.read(session, blob)[-5:] and blob.size == 3 * _MIB + 5
+        chunks = session.scalar(select(func.count()).where(BlobChunk.blob_id == blob.id))
+        assert chunks == 4
+        session.execute(delete(Blob).where(Blob.id == blob.id))
+        assert session.scalar(select(func.count()).select_from(BlobChunk)) == 0
+    engine.dispose()
