@@ -33,9 +33,11 @@ __all__ = [
     "SearchError",
     "SearchSettings",
     "SearchSpace",
+    "Sensitivity",
     "SpecError",
     "TrialResult",
     "build_candidate",
+    "allocate_by_sensitivity",
     "apply_once",
     "build_report",
     "checkpoint_info",
@@ -59,6 +61,7 @@ __all__ = [
     "run_one_trial",
     "run_search",
     "run_trial",
+    "scan_sensitivity",
     "select_best",
     "trial_points",
     "trial_summaries",
@@ -86,9 +89,11 @@ _EXPORTS = {
     "SearchError": "search.errors",
     "SearchSettings": "search.spec",
     "SearchSpace": "search.space",
+    "Sensitivity": "search.sensitivity",
     "SpecError": "search.errors",
     "TrialResult": "search.objective",
     "build_candidate": "search.objective",
+    "allocate_by_sensitivity": "search.sensitivity",
     "apply_once": "search.oneshot",
     "build_report": "search.report",
     "checkpoint_info": "search.report",
@@ -112,6 +117,7 @@ _EXPORTS = {
     "run_one_trial": "search.runner",
     "run_search": "search.runner",
     "run_trial": "search.objective",
+    "scan_sensitivity": "search.sensitivity",
     "select_best": "search.pareto",
     "trial_points": "search.pareto",
     "trial_summaries": "search.report",
@@ -151,6 +157,7 @@ if TYPE_CHECKING:  # the static view of the same names
     from search.problem import Baseline, PruningProblem, load_problem
     from search.report import build_report, checkpoint_info, trial_summaries
     from search.runner import dominance_screen, run_one_trial, run_search
+    from search.sensitivity import Sensitivity, allocate_by_sensitivity, scan_sensitivity
     from search.space import SearchSpace
     from search.spec import (
         Budget,
