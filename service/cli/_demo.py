@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 ARCH = "resnet20_cifar"
 SHAPE = (3, 32, 32)
-MEASURED_DURATION = "328 s measured on a 2-core Intel Xeon VM shared with other work"
+MEASURED_DURATION = "65 s measured on a quiet 2-core Intel Xeon VM, once installed"
 """How long the demo takes, as measured (one run, defaults); quoted by ``--help``."""
 
 
