@@ -1,4 +1,5 @@
-"""The SQL store: jobs, uploads, artifacts, tokens, leases (SQLAlchemy + Alembic).
+"""The SQL store: jobs, uploads, artifacts, tokens, leases, sensitivity scans (SQLAlchemy
++ Alembic).
 
 One database holds our tables (all ``inferprune_*``, migrated by ``inferprune db
 upgrade`` with their own version table) and the Optuna studies. SQLite in WAL mode is
@@ -38,6 +39,7 @@ from service.store._migrations import (
     head_revision,
     upgrade_schema,
 )
+from service.store._sensitivity import SensitivityKey, get_sensitivity, put_sensitivity
 from service.store._states import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
@@ -53,6 +55,7 @@ from service.store._tables import (
     BlobChunk,
     Job,
     Lease,
+    SensitivityScan,
     Token,
     TrialLog,
     WorkerRow,
@@ -92,6 +95,8 @@ __all__ = [
     "NewJob",
     "ReapedLease",
     "SchemaOutdatedError",
+    "SensitivityKey",
+    "SensitivityScan",
     "TenantNotFound",
     "Token",
     "TokenInfo",
@@ -115,6 +120,7 @@ __all__ = [
     "finish_finalize",
     "finish_trial",
     "get_job",
+    "get_sensitivity",
     "hand_back_finalize",
     "has_open_work",
     "hash_token",
@@ -126,6 +132,7 @@ __all__ = [
     "make_engine",
     "make_session_factory",
     "put_artifact",
+    "put_sensitivity",
     "reap_expired",
     "recent_trials",
     "register_worker",

@@ -27,6 +27,7 @@ __all__ = [
     "BlobChunk",
     "Job",
     "Lease",
+    "SensitivityScan",
     "Token",
     "TrialLog",
     "WorkerRow",
@@ -194,3 +195,37 @@ class WorkerRow(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class SensitivityScan(Base):
+    """A per-group sensitivity scan of one model (``search.Sensitivity.to_dict()``), kept
+    so that the next job on the same weights, data and pruning settings skips the scan."""
+
+    __tablename__ = "inferprune_sensitivity"
+    __table_args__ = (
+        UniqueConstraint(
+            "weights_sha256",
+            "arch",
+            "num_classes",
+            "input_shape",
+            "dataset",
+            "criterion",
+            "round_to",
+            "seed",
+            "fractions",
+            name="uq_inferprune_sensitivity_key",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    weights_sha256: Mapped[str] = mapped_column(String(64))
+    arch: Mapped[str] = mapped_column(String(128))
+    num_classes: Mapped[int] = mapped_column(Integer)
+    input_shape: Mapped[str] = mapped_column(String(32))
+    dataset: Mapped[str] = mapped_column(String(255))
+    criterion: Mapped[str] = mapped_column(String(32))
+    round_to: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    fractions: Mapped[str] = mapped_column(String(128))
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
