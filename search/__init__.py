@@ -57,6 +57,7 @@ __all__ = [
     "optuna_storage",
     "pareto_front",
     "plot_pareto",
+    "plot_sensitivity",
     "resolve_budget",
     "run_one_trial",
     "run_search",
@@ -113,6 +114,7 @@ _EXPORTS = {
     "optuna_storage": "search.storage",
     "pareto_front": "search.pareto",
     "plot_pareto": "search.pareto",
+    "plot_sensitivity": "search.sensitivity_plot",
     "resolve_budget": "search.budget",
     "run_one_trial": "search.runner",
     "run_search": "search.runner",
@@ -158,6 +160,7 @@ if TYPE_CHECKING:  # the static view of the same names
     from search.report import build_report, checkpoint_info, trial_summaries
     from search.runner import dominance_screen, run_one_trial, run_search
     from search.sensitivity import Sensitivity, allocate_by_sensitivity, scan_sensitivity
+    from search.sensitivity_plot import plot_sensitivity
     from search.space import SearchSpace
     from search.spec import (
         Budget,
