@@ -35,7 +35,7 @@ def plot_sensitivity(sensitivity: Sensitivity, path: str | Path, *, title: str =
     path.parent.mkdir(parents=True, exist_ok=True)
     figure, axes = plt.subplots(figsize=(8, 5), dpi=110)
     try:
-        cmap = plt.get_cmap("viridis", max(2, len(sensitivity.groups)))
+        cmap = plt.get_cmap("tab20")  # distinct colours; cycles after 20 groups
         for i, group in enumerate(sensitivity.groups):
             points = sorted(group.points, key=lambda p: -p.width)
             kept = [1.0] + [p.width / group.channels for p in points]
@@ -46,7 +46,7 @@ def plot_sensitivity(sensitivity: Sensitivity, path: str | Path, *, title: str =
                 marker="o",
                 markersize=3,
                 linewidth=1.2,
-                color=cmap(i),
+                color=cmap(i % 20),
                 label=f"{group.name} ({group.channels})",
             )
         axes.axhline(

@@ -133,27 +133,24 @@ def _print_scan(sensitivity: Any) -> None:
         title=f"validation accuracy with one group narrowed (criterion {sensitivity.criterion}, "
         f"{sensitivity.seconds:.0f} s)",
         caption=f"unpruned: {sensitivity.baseline_accuracy:.1%} as trained, "
-        f"{sensitivity.reference_accuracy:.1%} after the same BN recalibration "
-        "(drops are from the latter)",
+        f"{sensitivity.reference_accuracy:.1%} after the same BN recalibration; "
+        "max drop: the most accuracy lost from the latter, in points",
     )
-    table.add_column("group")
+    table.add_column("group", no_wrap=True, min_width=max(len(g.name) for g in sensitivity.groups))
     table.add_column("channels", justify="right")
     for f in fractions:
         table.add_column(f"keep ~{f:.0%}", justify="right")
-    table.add_column("drop at narrowest", justify="right")
+    table.add_column("max drop", justify="right", no_wrap=True)
     for group in sensitivity.groups:
-        cells: list[str] = []
-        shown: set[int] = set()
-        for f in fractions:
-            point = min(group.points, key=lambda p: (abs(p.width - f * group.channels), p.width))
-            if point.width in shown:
-                cells.append("—")
-                continue
-            shown.add(point.width)
-            cells.append(f"{point.width}: {point.val_accuracy:.1%}")
-        narrowest = min(group.points, key=lambda p: p.width)
-        drop = sensitivity.reference_accuracy - narrowest.val_accuracy
-        table.add_row(group.name, str(group.channels), *cells, f"{100 * drop:+.1f} pt")
+        # each point under the fraction nearest the share it keeps (8 of 16 under ~50%)
+        columns: list[list[str]] = [[] for _ in fractions]
+        for p in group.points:
+            share = p.width / group.channels
+            nearest = min(range(len(fractions)), key=lambda i: abs(fractions[i] - share))
+            columns[nearest].append(f"{p.width}: {p.val_accuracy:.1%}")
+        cells = [" ".join(column) or "—" for column in columns]
+        drop = max(sensitivity.reference_accuracy - p.val_accuracy for p in group.points)
+        table.add_row(group.name, str(group.channels), *cells, f"{100 * drop:.1f} pt")
     console.print(table)
 
 

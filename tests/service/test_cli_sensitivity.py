@@ -69,7 +69,7 @@ def test_table_names_every_group_and_the_plans(
     assert main(["sensitivity", *ARGS, "--weights", str(weights), "--flops", "0.5"]) == 0
     captured = capsys.readouterr()
     assert captured.out == "", "tables go to stderr"
-    for text in ("keep ~75%", "drop at narrowest", "uniform", "by sensitivity", "MACs"):
+    for text in ("keep ~75%", "max drop", "uniform", "by sensitivity", "MACs"):
         assert text in captured.err
 
 
