@@ -271,6 +271,7 @@ def test_models_and_search_errors_map_to_422_in_every_route() -> None:
         "budget": BudgetUnreachableError("the smallest plan still needs 1,000 MACs"),
         "search": SearchError("no trial finished"),
     }
+
     def raising(exc: Exception) -> Callable[[], None]:
         def route() -> None:
             raise exc

@@ -113,15 +113,13 @@ def test_sigterm_stops_every_child_and_hands_back_the_trials_in_flight(
     assert stopped_s < 30
     # no lease points at a worker that is gone; the job has nothing running
     assert _query(db, "SELECT count(*) FROM inferprune_leases") == [(0,)]
-    (running, finished, failed), = _query(
+    ((running, finished, failed),) = _query(
         db,
         "SELECT trials_running, trials_finished, trials_failed FROM inferprune_jobs "
         f"WHERE id = '{job['id']}'",
     )
     assert running == 0 and failed == 0
-    abandoned = _query(
-        db, "SELECT count(*) FROM inferprune_trial_log WHERE state = 'abandoned'"
-    )
+    abandoned = _query(db, "SELECT count(*) FROM inferprune_trial_log WHERE state = 'abandoned'")
     assert abandoned == [(2,)]
     # the two abandoned trials' parameters wait in Optuna's queue for the next worker
     waiting = _query(db, "SELECT count(*) FROM trials WHERE state = 'WAITING'")

@@ -30,6 +30,7 @@ __all__ = ["StoreCollector", "router"]
 
 router = APIRouter(tags=["operations"])
 
+
 @router.get("/healthz", summary="Liveness and database reachability")
 def healthz(state: StateDep) -> dict[str, Any]:
     """``{"status": "ok"}`` when the database answers; 503 otherwise."""
