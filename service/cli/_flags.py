@@ -13,15 +13,17 @@ import argparse
 import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
 __all__ = [
     "SPEC_FLAGS",
+    "arch_from",
     "cli_text",
     "flag_for",
+    "spec_from",
     "user_message",
     "validation_message",
     "with_flags",
@@ -128,3 +130,37 @@ def validation_message(exc: ValidationError, args: argparse.Namespace | None = N
         else:
             lines.append(message)
     return "; ".join(lines)
+
+
+def arch_from(args: argparse.Namespace) -> str:
+    """Return ``--arch``, else the architecture a ``--weights`` checkpoint names.
+
+    Raises:
+        SpecError: neither says one.
+    """
+    from models.io import read_checkpoint_info
+    from search.errors import SpecError
+
+    arch: str | None = args.arch
+    if arch is None and getattr(args, "weights", None):
+        arch = read_checkpoint_info(args.weights).arch
+    if arch is None:
+        raise SpecError("--arch is required unless --weights is a checkpoint from `train`")
+    return arch
+
+
+def spec_from(data: dict[str, Any], args: argparse.Namespace) -> Any:
+    """Return the :class:`search.spec.JobSpec` of ``data``, a problem named by its flag.
+
+    Raises:
+        SpecError: the spec is invalid; the message names the flags of ``args``.
+    """
+    from pydantic import ValidationError
+
+    from search.errors import SpecError
+    from search.spec import JobSpec
+
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(validation_message(exc, args)) from None

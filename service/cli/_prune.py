@@ -175,11 +175,7 @@ def register(commands: Any) -> None:
 
 
 def _spec(args: argparse.Namespace, arch: str) -> Any:
-    from pydantic import ValidationError
-
-    from search.errors import SpecError
-    from search.spec import JobSpec
-    from service.cli._flags import validation_message
+    from service.cli._flags import spec_from
 
     latency: dict[str, Any] = {}
     if args.latency_backend:
@@ -217,15 +213,11 @@ def _spec(args: argparse.Namespace, arch: str) -> Any:
     }
     if latency:
         data["latency"] = latency
-    try:
-        return JobSpec.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(validation_message(exc, args)) from None
+    return spec_from(data, args)
 
 
 def run_prune(args: argparse.Namespace) -> int:
     """Search, then conclude the job (the library's one lifecycle) into ``--out``."""
-    from models.io import read_checkpoint_info
     from search import (
         conclude_search,
         count_finished,
@@ -235,15 +227,10 @@ def run_prune(args: argparse.Namespace) -> int:
         select_best,
         write_conclusion,
     )
-    from search.errors import NoFeasibleTrialError, SpecError
-    from service.cli._flags import cli_text
+    from search.errors import NoFeasibleTrialError
+    from service.cli._flags import arch_from, cli_text
 
-    arch = args.arch
-    if arch is None and args.weights:
-        arch = read_checkpoint_info(args.weights).arch
-    if arch is None:
-        raise SpecError("--arch is required unless --weights is a checkpoint from `train`")
-    spec = _spec(args, arch)
+    spec = _spec(args, arch_from(args))
     out: Path = args.out
     if not args.weights and not args.json:
         console.print("[yellow]no --weights: pruning a randomly initialised model[/]")

@@ -63,11 +63,7 @@ def register(commands: Any) -> None:
 
 
 def _spec(args: argparse.Namespace, arch: str) -> Any:
-    from pydantic import ValidationError
-
-    from search.errors import SpecError
-    from search.spec import JobSpec
-    from service.cli._flags import validation_message
+    from service.cli._flags import spec_from
 
     data: dict[str, Any] = {
         "arch": arch,
@@ -80,22 +76,15 @@ def _spec(args: argparse.Namespace, arch: str) -> Any:
         "search": {"trials": 1, "seed": args.seed},
         "pruning": {"criterion": args.criterion, "round_to": args.round_to},
     }
-    try:
-        return JobSpec.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(validation_message(exc, args)) from None
+    return spec_from(data, args)
 
 
 def run_sensitivity(args: argparse.Namespace) -> int:
     """Scan the model, print the table (and the plans at ``--flops``), plot if asked."""
-    from models.io import read_checkpoint_info
     from search import allocate_by_sensitivity, load_problem, plot_sensitivity, scan_sensitivity
-    from search.errors import SpecError
+    from service.cli._flags import arch_from
 
-    arch = args.arch or read_checkpoint_info(args.weights).arch
-    if arch is None:  # pragma: no cover - read_checkpoint_info raises first
-        raise SpecError("--arch is required unless --weights is a checkpoint from `train`")
-    spec = _spec(args, arch)
+    spec = _spec(args, arch_from(args))
     with console.status("loading the model and data, measuring the baseline...", spinner="dots"):
         problem = load_problem(spec, weights=args.weights, data_root=args.data_root)
     with progress_bar("scanning", None, enabled=not args.json) as bar:
@@ -109,7 +98,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
         plan = allocate_by_sensitivity(sensitivity, problem.space)
         uniform = problem.space.uniform_at_budget()
     if args.png:
-        plot_sensitivity(sensitivity, args.png, title=f"{arch} on {problem.data.name}")
+        plot_sensitivity(sensitivity, args.png, title=f"{problem.info.arch} on {problem.data.name}")
     if args.json:
         print_json(
             {
