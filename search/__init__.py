@@ -20,7 +20,12 @@ __all__ = [
     "Budget",
     "BudgetUnreachableError",
     "Conclusion",
+    "FidelityPlan",
     "FinalModel",
+    "FolderCheckpoints",
+    "CheckpointStore",
+    "Lineage",
+    "MemoryCheckpoints",
     "FinetuneSettings",
     "JobSpec",
     "LatencySettings",
@@ -56,6 +61,9 @@ __all__ = [
     "open_study",
     "optuna_storage",
     "pareto_front",
+    "plan_fidelity",
+    "planned_trials",
+    "requeue_trial",
     "plot_pareto",
     "plot_sensitivity",
     "resolve_budget",
@@ -78,6 +86,14 @@ _EXPORTS = {
     "BudgetUnreachableError": "search.errors",
     "Conclusion": "search.lifecycle",
     "FinalModel": "search.final",
+    "FidelityPlan": "search.fidelity",
+    "FolderCheckpoints": "search.checkpoints",
+    "CheckpointStore": "search.checkpoints",
+    "Lineage": "search.checkpoints",
+    "MemoryCheckpoints": "search.checkpoints",
+    "plan_fidelity": "search.fidelity",
+    "planned_trials": "search.fidelity",
+    "requeue_trial": "search.runner",
     "FinetuneSettings": "search.spec",
     "JobSpec": "search.spec",
     "LatencySettings": "search.spec",
@@ -93,11 +109,11 @@ _EXPORTS = {
     "Sensitivity": "search.sensitivity",
     "SpecError": "search.errors",
     "TrialResult": "search.objective",
-    "build_candidate": "search.objective",
+    "build_candidate": "search.problem",
     "allocate_by_sensitivity": "search.sensitivity",
     "apply_once": "search.oneshot",
     "build_report": "search.report",
-    "checkpoint_info": "search.report",
+    "checkpoint_info": "search.checkpoints",
     "conclude_search": "search.lifecycle",
     "count_finished": "search.study",
     "directions": "search.spec",
@@ -142,10 +158,18 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # the static view of the same names
     from search.budget import ResolvedBudget, resolve_budget
+    from search.checkpoints import (
+        CheckpointStore,
+        FolderCheckpoints,
+        Lineage,
+        MemoryCheckpoints,
+        checkpoint_info,
+    )
     from search.errors import BudgetUnreachableError, NoFeasibleTrialError, SearchError, SpecError
+    from search.fidelity import FidelityPlan, plan_fidelity, planned_trials
     from search.final import FinalModel, Measured, finalize, measure_baseline
     from search.lifecycle import Conclusion, conclude_search, write_conclusion
-    from search.objective import TrialResult, build_candidate, run_trial
+    from search.objective import TrialResult, run_trial
     from search.oneshot import apply_once
     from search.pareto import (
         ParetoPoint,
@@ -156,9 +180,9 @@ if TYPE_CHECKING:  # the static view of the same names
         select_best,
         trial_points,
     )
-    from search.problem import Baseline, PruningProblem, load_problem
-    from search.report import build_report, checkpoint_info, trial_summaries
-    from search.runner import dominance_screen, run_one_trial, run_search
+    from search.problem import Baseline, PruningProblem, build_candidate, load_problem
+    from search.report import build_report, trial_summaries
+    from search.runner import dominance_screen, requeue_trial, run_one_trial, run_search
     from search.sensitivity import Sensitivity, allocate_by_sensitivity, scan_sensitivity
     from search.sensitivity_plot import plot_sensitivity
     from search.space import SearchSpace

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,9 +12,17 @@ from torch import nn
 
 from models.cost import Cost, Latency, measure_cost
 from models.prune import Plan
-from models.train import TrainProgress, evaluate, fine_tune, recalibrate_batchnorm
-from search.objective import build_candidate
-from search.problem import PruningProblem
+from models.train import (
+    TrainProgress,
+    evaluate,
+    fine_tune,
+    recalibrate_batchnorm,
+    steps_per_epoch,
+    total_steps,
+)
+from search.checkpoints import Lineage, restore_candidate
+from search.problem import PruningProblem, build_candidate
+from search.rungs import envelope_lr, rung_steps
 
 __all__ = ["FinalModel", "Measured", "finalize", "measure_baseline"]
 
@@ -42,7 +51,12 @@ class Measured:
 
 @dataclass(frozen=True)
 class FinalModel:
-    """The finalized pruned model and what it measured."""
+    """The finalized pruned model and what it measured.
+
+    Attributes:
+        lineage: its whole training since pruning, the search's rungs included.
+        continued: it continued a search candidate's weights (else it was pruned afresh).
+    """
 
     model: nn.Module
     plan: Plan
@@ -50,6 +64,13 @@ class FinalModel:
     measured: Measured
     search_val_accuracy: float | None
     seconds: float
+    lineage: Lineage
+    continued: bool = False
+
+    @property
+    def final_epochs(self) -> float:
+        """Epochs the final fine-tune itself trained."""
+        return float(self.lineage.history[-1]["epochs"]) if self.lineage.history else 0.0
 
 
 def measure_baseline(problem: PruningProblem) -> Measured:
@@ -69,31 +90,66 @@ def finalize(
     trial: int,
     *,
     search_val_accuracy: float | None = None,
+    checkpoint: bytes | None = None,
+    spent_epochs: float = 0.0,
     on_step: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> FinalModel:
-    """Rebuild ``plan``, fine-tune it for ``final_epochs`` and measure it on the test split.
+    """Train the chosen candidate into the delivered model and measure it on the test split.
 
-    The test split is used here for the first time: the search chose on validation
-    accuracy only. With ``finetune.distill`` the unpruned model teaches the pruned one.
+    With ``search.compute_epochs`` and the candidate's last-rung ``checkpoint``, the
+    candidate trains on from its own weights and step, from the height of the rungs'
+    learning-rate envelope, for all the compute the search left
+    (``compute_epochs - spent_epochs``: the fidelity plan's ``final_epochs`` in total
+    when the search spent what it planned, more when it spent less). Otherwise ``plan``
+    is pruned afresh and fine-tuned ``finetune.final_epochs``. The test split is used
+    here for the first time: the search chose on validation accuracy only. With
+    ``finetune.distill`` the unpruned model teaches the pruned one.
+
+    Args:
+        problem: the job's fixed inputs.
+        plan: the chosen plan.
+        trial: the chosen trial.
+        search_val_accuracy: its validation accuracy during the search (for the report).
+        checkpoint: the chosen candidate's last-rung checkpoint, when there is one.
+        spent_epochs: epochs every trial of the search trained together.
+        on_step: progress of the fine-tune.
+        should_stop: polled between steps.
     """
     spec = problem.spec
     started = time.perf_counter()
     seed = spec.search.seed * 100_003 + trial
-    model = build_candidate(problem, plan)
-    recalibrate_batchnorm(model, problem.data.train, seed=seed)
-    if spec.finetune.final_epochs > 0:
+    fidelity = problem.fidelity
+    per_epoch = steps_per_epoch(len(problem.data.train), spec.finetune.batch_size)
+    if fidelity is not None and checkpoint is not None:
+        model, plan, lineage = restore_candidate(problem, checkpoint)
+        _, horizon = rung_steps(problem, fidelity)
+        # everything the search left: the planned final length, or more if it spent less
+        steps = max(0, math.floor((fidelity.compute_epochs - spent_epochs) * per_epoch + 1e-6))
+        lr = envelope_lr(spec.finetune.lr, lineage.steps, horizon)
+    else:
+        model = build_candidate(problem, plan)
+        recalibrate_batchnorm(model, problem.data.train, seed=seed)
+        lineage = Lineage(trial)
+        epochs = spec.finetune.final_epochs
+        steps = total_steps(epochs, None, per_epoch) if epochs > 0 else 0
+        lr = spec.finetune.lr
+    if steps > 0:
         fine_tune(
             model,
             problem.data.train,
-            epochs=spec.finetune.final_epochs,
-            lr=spec.finetune.lr,
+            steps=steps,
+            lr=lr,
             batch_size=spec.finetune.batch_size,
             seed=seed,
+            start_step=lineage.steps,
             teacher=problem.model if spec.finetune.distill else None,
             on_step=on_step,
             should_stop=should_stop,
         )
+    lineage = lineage.extended(
+        trial=trial, stage="final", steps=steps, epochs=steps / per_epoch, lr=lr, rung=lineage.rung
+    )
     measured = Measured(
         cost=measure_cost(model, problem.input_shape),
         latency=problem.measure_latency(model),
@@ -107,4 +163,6 @@ def finalize(
         measured=measured,
         search_val_accuracy=search_val_accuracy,
         seconds=time.perf_counter() - started,
+        lineage=lineage,
+        continued=fidelity is not None and checkpoint is not None,
     )

@@ -21,10 +21,12 @@ from optuna.trial import FrozenTrial
 from models.io import checkpoint_bytes, export_onnx
 from models.prune import Plan
 from models.train import TrainProgress
+from search.checkpoints import CheckpointStore, checkpoint_info
+from search.fidelity import compute_spent
 from search.final import FinalModel, finalize, measure_baseline
 from search.pareto import plot_pareto, select_best, trial_points
 from search.problem import PruningProblem
-from search.report import build_report, checkpoint_info
+from search.report import build_report
 
 __all__ = [
     "ARTIFACT_NAMES",
@@ -82,6 +84,7 @@ def conclude_search(
     timing: Mapping[str, float] | None = None,
     on_step: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    checkpoints: CheckpointStore | None = None,
     **checkpoint_extra: object,
 ) -> Conclusion:
     """Finish a job whose search is over: pick, finalize, report, produce the artifacts.
@@ -97,6 +100,9 @@ def conclude_search(
             ``finalize_s`` is added.
         on_step: progress of the final fine-tune.
         should_stop: polled during the final fine-tune; true cancels the job.
+        checkpoints: where the search saved its candidates (with ``compute_epochs`` the
+            chosen one is trained on from its checkpoint; without one it is pruned
+            afresh).
         **checkpoint_extra: more metadata for the delivered checkpoint (e.g. ``job=``).
 
     Returns:
@@ -119,6 +125,8 @@ def conclude_search(
         Plan(best.plan),
         best.trial,
         search_val_accuracy=best.val_accuracy,
+        checkpoint=checkpoints.load(best.trial) if checkpoints is not None else None,
+        spent_epochs=compute_spent(trials),
         on_step=on_step,
         should_stop=should_stop,
     )
@@ -139,7 +147,13 @@ def conclude_search(
     )
     warnings = accuracy_warnings(problem, report)
     report["warnings"] = list(warnings)
-    info = checkpoint_info(problem, final.plan.to_dict(), trial=final.trial, **checkpoint_extra)
+    info = checkpoint_info(
+        problem,
+        final.plan.to_dict(),
+        trial=final.trial,
+        lineage=final.lineage.to_json(),  # its whole training, the search's rungs included
+        **checkpoint_extra,
+    )
     artifacts = {
         "model.safetensors": checkpoint_bytes(final.model, info),
         # checked in onnxruntime against torch: what a user downloads runs as tested

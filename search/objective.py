@@ -20,9 +20,12 @@ from optuna.trial import TrialState
 from torch import nn
 
 from models.cost import measure_cost
-from models.prune import Plan, apply_plan
+from models.prune import Plan
 from models.train import evaluate, fine_tune, recalibrate_batchnorm
-from search.problem import PruningProblem
+from search.checkpoints import CheckpointStore, Lineage, MemoryCheckpoints, restore_candidate
+from search.fidelity import promotable_by_rank
+from search.problem import PruningProblem, build_candidate
+from search.rungs import train_rungs
 from search.spec import directions
 
 __all__ = [
@@ -63,10 +66,15 @@ class TrialResult:
         proxy_accuracy: validation accuracy after BN recalibration, before fine-tuning.
         val_accuracy: validation accuracy after fine-tuning (None if skipped).
         constraints: Optuna constraint values (feasible when all <= 0).
-        skipped: why the fine-tune was skipped (``infeasible``, ``pruned``, ``dominated``),
-            or None.
+        skipped: why the fine-tune was skipped or cut short (``infeasible``, ``pruned``,
+            ``dominated``; with rungs ``halved``, not among the best of its rung, or
+            ``budget``, no compute left for its next rung), or None.
         values: the objective values told to Optuna (None for a pruned trial).
         seconds: wall-clock seconds per stage.
+        rung: with rungs, the last rung the candidate finished (``val_accuracy`` is
+            its accuracy there); None without.
+        epochs: epochs the candidate trained since pruning, earlier trials of a resumed
+            candidate included.
     """
 
     number: int
@@ -83,6 +91,8 @@ class TrialResult:
     skipped: str | None
     values: tuple[float, ...] | None
     seconds: dict[str, float] = field(default_factory=dict)
+    rung: int | None = None
+    epochs: float | None = None
 
     @property
     def feasible(self) -> bool:
@@ -109,6 +119,8 @@ class TrialResult:
             "feasible": self.feasible,
             "skipped": self.skipped,
             "seconds": self.seconds,
+            "rung": self.rung,
+            "epochs": self.epochs,
         }
 
 
@@ -131,18 +143,6 @@ def scalar_score(
 def _chance_level(problem: PruningProblem) -> float:
     """Return the validation accuracy a guess reaches, plus two validation images."""
     return 1 / problem.data.num_classes + 2 / max(1, len(problem.data.val))
-
-
-def build_candidate(problem: PruningProblem, plan: Plan) -> nn.Module:
-    """Return the pruned (not yet recalibrated) model of ``plan``."""
-    return apply_plan(
-        problem.model,
-        plan,
-        problem.spec.pruning.criterion,
-        input_shape=problem.input_shape,
-        graph=problem.graph,
-        scores=problem.scores,
-    )
 
 
 def _values(
@@ -172,11 +172,16 @@ def run_trial(
     *,
     screen: Screen | None = None,
     should_stop: Callable[[], bool] | None = None,
+    checkpoints: CheckpointStore | None = None,
 ) -> tuple[TrialResult, nn.Module | None]:
     """Evaluate one candidate for ``trial`` and record it on the trial.
 
     Sets the trial's constraints (``trial.set_constraint``) and user attributes; the
-    caller tells the study ``result.values`` (or PRUNED when None).
+    caller tells the study ``result.values`` (or PRUNED when None). With
+    ``search.compute_epochs`` the candidate trains rung by rung
+    (:func:`search.rungs.train_rungs`), saved to ``checkpoints`` after each; a trial
+    enqueued with the user attribute ``resume_of`` continues that trial's candidate
+    from its checkpoint instead of pruning a new one.
 
     Args:
         problem: the job's fixed inputs.
@@ -184,12 +189,16 @@ def run_trial(
         screen: in pareto mode, decides from the proxy accuracy whether to skip the
             fine-tune of a clearly dominated candidate.
         should_stop: checked between training steps (cancellation).
+        checkpoints: where a multi-fidelity candidate's rungs are saved (a fresh
+            in-memory store if None: nothing outlives the process then).
 
     Returns:
         ``(result, model)``: the measurements and the fine-tuned model (None when the
         fine-tune was skipped).
     """
     spec = problem.spec
+    fidelity = problem.fidelity
+    store = checkpoints if checkpoints is not None else MemoryCheckpoints()
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -201,17 +210,26 @@ def run_trial(
 
     sampled = problem.space.suggest(trial)
     lap("sample")
-    plan = problem.space.project(sampled)
+    resumed = _resumed(problem, trial, store) if fidelity is not None else None
+    if resumed is not None:
+        model, plan, lineage = resumed
+        lap("restore")
+    else:
+        plan = problem.space.project(sampled)
+        lineage = Lineage(trial.number)
     predicted = problem.space.predict(plan)
     lap("project")
-    model = build_candidate(problem, plan)
-    lap("apply")
+    if resumed is None:
+        model = build_candidate(problem, plan)
+        lap("apply")
     cost = measure_cost(model, problem.input_shape)
     lap("cost")
     latency = problem.measure_latency(model) if spec.measures_latency else None
     latency_ms = latency.median_ms if latency else None
     lap("latency")
     trial.set_user_attr("sampled", sampled)
+    trial.set_user_attr("macs", cost.macs)  # rung rivals compare costs while this one runs
+    trial.set_user_attr("latency_ms", latency_ms)
 
     def finish(
         skipped: str | None,
@@ -241,6 +259,8 @@ def run_trial(
             skipped=skipped,
             values=values,
             seconds=seconds,
+            rung=lineage.rung if fidelity is not None else None,
+            epochs=lineage.epochs,
         )
         for key, value in result.user_attrs().items():
             trial.set_user_attr(key, value)
@@ -257,40 +277,118 @@ def run_trial(
         return finish("infeasible", None, None, worst), None
 
     seed = spec.search.seed * 100_003 + trial.number
-    recalibrate_batchnorm(model, problem.data.train, batches=BN_BATCHES, seed=seed)
-    lap("bn_recal")
-    proxy = evaluate(model, problem.data.val).top1
-    lap("evaluate")
-    if len(directions(spec)) == 1:
-        trial.report(proxy, step=0)
-        # a proxy at chance says nothing about the candidate: only the fine-tune can tell
-        if proxy > _chance_level(problem) and trial.should_prune():
-            return finish("pruned", proxy, None, None), None
-    elif screen is not None and screen(proxy, cost.macs, latency_ms):
-        return finish("dominated", proxy, None, None), None
+    proxy = trial.user_attrs.get("proxy_accuracy")
+    if resumed is None:
+        recalibrate_batchnorm(model, problem.data.train, batches=BN_BATCHES, seed=seed)
+        lap("bn_recal")
+        proxy = evaluate(model, problem.data.val).top1
+        lap("evaluate")
+        if len(directions(spec)) == 1:
+            trial.report(proxy, step=0)
+            # a proxy at chance says nothing about the candidate: only the fine-tune can tell
+            if proxy > _chance_level(problem) and trial.should_prune():
+                return finish("pruned", proxy, None, None), None
+        elif screen is not None and screen(proxy, cost.macs, latency_ms):
+            return finish("dominated", proxy, None, None), None
 
     finetune = spec.finetune
-    if finetune.steps_per_trial or finetune.epochs_per_trial > 0:
-        fine_tune(
+    skipped: str | None = None
+    if fidelity is not None:
+        outcome = train_rungs(
+            problem,
+            trial,
             model,
-            problem.data.train,
-            epochs=None if finetune.steps_per_trial else finetune.epochs_per_trial,
-            steps=finetune.steps_per_trial,
-            lr=finetune.lr,
-            batch_size=finetune.batch_size,
+            plan,
+            lineage,
+            fidelity=fidelity,
+            checkpoints=store,
+            promote=_promoter(problem, trial, cost.macs, latency_ms),
             seed=seed,
             should_stop=should_stop,
         )
-    lap("finetune")
-    accuracy = evaluate(model, problem.data.val).top1
-    lap("evaluate")
+        lineage, skipped, accuracy = outcome.lineage, outcome.stopped, outcome.accuracy
+        lap("finetune")
+    else:
+        if finetune.steps_per_trial or finetune.epochs_per_trial > 0:
+            trained = fine_tune(
+                model,
+                problem.data.train,
+                epochs=None if finetune.steps_per_trial else finetune.epochs_per_trial,
+                steps=finetune.steps_per_trial,
+                lr=finetune.lr,
+                batch_size=finetune.batch_size,
+                seed=seed,
+                should_stop=should_stop,
+            )
+            lineage = lineage.extended(
+                trial=trial.number,
+                stage="trial",
+                steps=trained.steps,
+                epochs=trained.epochs,
+                lr=finetune.lr,
+                rung=-1,
+            )
+            trial.set_user_attr("epochs_trained", round(trained.epochs, 6))
+        lap("finetune")
+        accuracy = evaluate(model, problem.data.val).top1
+        lap("evaluate")
     values = _values(problem, accuracy, cost.macs, cost.params, latency_ms)
     logger.info(
-        "trial %d: val %.4f (proxy %.4f), MACs %.3f of baseline",
+        "trial %d: val %.4f (proxy %s), MACs %.3f of baseline%s",
         trial.number,
         accuracy,
-        proxy,
+        f"{proxy:.4f}" if proxy is not None else "-",
         cost.macs / problem.baseline.cost.macs,
+        f", rung {lineage.rung} after {lineage.epochs:.2f} epochs" if fidelity else "",
         extra={"trial": trial.number},
     )
-    return finish(None, proxy, accuracy, values), model
+    return finish(skipped, proxy, accuracy, None if skipped else values), model
+
+
+def _resumed(
+    problem: PruningProblem, trial: optuna.Trial, checkpoints: CheckpointStore
+) -> tuple[nn.Module, Plan, Lineage] | None:
+    """Return the candidate of the trial this one resumes (``resume_of``), from its last
+    rung's checkpoint, or None for a fresh candidate (or when nothing was saved)."""
+    origin = trial.user_attrs.get("resume_of")
+    if origin is None:
+        return None
+    data = checkpoints.load(int(origin))
+    if data is None:
+        logger.warning("trial %s left no checkpoint; starting afresh", origin)
+        return None
+    return restore_candidate(problem, data)
+
+
+def _promoter(
+    problem: PruningProblem, trial: optuna.Trial, macs: int, latency_ms: float | None
+) -> Callable[[int, float], bool]:
+    """Return the promotion rule of the job's rungs: Optuna's successive-halving pruner on
+    the objective value when one value is maximized, else non-dominated rank among the
+    rung's entrants in (accuracy, MACs[, latency])."""
+    fidelity = problem.fidelity
+    assert fidelity is not None
+    spec = problem.spec
+
+    def by_pruner(rung: int, accuracy: float) -> bool:
+        value = _values(problem, accuracy, macs, 0, latency_ms)[0]
+        trial.report(value, step=fidelity.report_step(rung))
+        return not trial.should_prune()
+
+    def losses(accuracy: float, t_macs: int, t_latency: float | None) -> list[float]:
+        row = [-accuracy, float(t_macs)]
+        if spec.measures_latency:
+            row.append(t_latency if t_latency is not None else float("inf"))
+        return row
+
+    def by_rank(rung: int, accuracy: float) -> bool:
+        others = []
+        # a lost trial's rungs live on in the trial resuming it: count them once
+        alive = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
+        for t in trial.study.get_trials(deepcopy=False, states=alive):
+            reached, other_macs = t.user_attrs.get("rung_accuracy") or [], t.user_attrs.get("macs")
+            if t.number != trial.number and len(reached) > rung and other_macs:
+                others.append(losses(reached[rung], other_macs, t.user_attrs.get("latency_ms")))
+        return promotable_by_rank(losses(accuracy, macs, latency_ms), others, fidelity.eta)
+
+    return by_pruner if directions(spec) == ["maximize"] else by_rank

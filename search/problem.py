@@ -15,15 +15,23 @@ from models.cost import AnalyticCost, Cost, Latency, measure_cost, measure_laten
 from models.data import DataSplits, load_dataset
 from models.errors import WeightsError
 from models.io import CheckpointInfo, load_model, read_checkpoint_info
-from models.prune import CALIBRATION_BATCHES, PruningGraph, build_pruning_graph, score_channels
+from models.prune import (
+    CALIBRATION_BATCHES,
+    Plan,
+    PruningGraph,
+    apply_plan,
+    build_pruning_graph,
+    score_channels,
+)
 from models.train import evaluate
 from models.zoo import get_architecture
 from search.budget import ResolvedBudget, resolve_budget
 from search.errors import SpecError
+from search.fidelity import FidelityPlan, plan_fidelity
 from search.space import SearchSpace
 from search.spec import JobSpec
 
-__all__ = ["Baseline", "PruningProblem", "load_problem"]
+__all__ = ["Baseline", "PruningProblem", "build_candidate", "load_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +89,11 @@ class PruningProblem:
     space: SearchSpace
     calibration: list[tuple[torch.Tensor, torch.Tensor]]
     pretrained: bool
+
+    @property
+    def fidelity(self) -> FidelityPlan | None:
+        """How the job's ``compute_epochs`` is spent in rungs (None without it)."""
+        return plan_fidelity(self.spec)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -209,4 +222,17 @@ def load_problem(
         space=space,
         calibration=calibration,
         pretrained=weights is not None,
+    )
+
+
+def build_candidate(problem: PruningProblem, plan: Plan) -> nn.Module:
+    """Return the pruned (not yet recalibrated) model of ``plan``: a new model, pruned
+    from the problem's unpruned one with its channel scores."""
+    return apply_plan(
+        problem.model,
+        plan,
+        problem.spec.pruning.criterion,
+        input_shape=problem.input_shape,
+        graph=problem.graph,
+        scores=problem.scores,
     )

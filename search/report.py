@@ -7,13 +7,13 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from models.io import CheckpointInfo
+from search.fidelity import compute_spent
 from search.final import FinalModel, Measured
 from search.pareto import hypervolume, pareto_front, trial_points
 from search.problem import PruningProblem
 from search.spec import objective_names
 
-__all__ = ["build_report", "checkpoint_info", "trial_summaries"]
+__all__ = ["build_report", "compute_report", "trial_summaries"]
 
 REPORT_VERSION = 1
 
@@ -40,27 +40,12 @@ def trial_summaries(trials: Sequence[FrozenTrial]) -> list[dict[str, Any]]:
                 "error": a.get("error"),
                 "plan": a.get("plan"),
                 "seconds": a.get("seconds"),
+                "rung": a.get("rung"),
+                "epochs_trained": a.get("epochs_trained"),
+                "resume_of": a.get("resume_of"),
             }
         )
     return out
-
-
-def checkpoint_info(
-    problem: PruningProblem, plan: dict[str, int], **extra: object
-) -> CheckpointInfo:
-    """Return the metadata a pruned checkpoint of this job carries."""
-    from models.prune import Plan
-
-    norm = problem.data.normalization
-    return CheckpointInfo(
-        arch=problem.info.arch,
-        num_classes=problem.info.num_classes,
-        input_shape=problem.input_shape,
-        plan=Plan({g.name: plan.get(g.name, g.channels) for g in problem.graph.groups}),
-        round_to=problem.spec.pruning.round_to,
-        normalization={"mean": list(norm.mean), "std": list(norm.std)} if norm else None,
-        extra={k: str(v) for k, v in extra.items()},
-    )
 
 
 def build_report(
@@ -87,6 +72,7 @@ def build_report(
             "plan": final.plan.to_dict(),
             **final.measured.to_dict(),
             "search_val_accuracy": final.search_val_accuracy,
+            "training_history": list(final.lineage.history),
         }
     return {
         "version": REPORT_VERSION,
@@ -107,4 +93,29 @@ def build_report(
         "trials": trial_summaries(trials),
         "study": {"storage": storage, "name": study_name},
         "timing": timing or {},
+        "compute": compute_report(problem, trials, final),
+    }
+
+
+def compute_report(
+    problem: PruningProblem, trials: Sequence[FrozenTrial], final: FinalModel | None
+) -> dict[str, Any]:
+    """Return the training the job spent, in epochs of the training split.
+
+    ``trials_epochs`` is what every trial trained (failed and lost ones included);
+    ``final_epochs`` what the final fine-tune added; ``epochs`` their sum;
+    ``final_from_trial`` the trial whose weights the final fine-tune continued (None
+    when it pruned the plan afresh); ``budget_epochs`` the spec's ``compute_epochs``;
+    ``fidelity`` how the budget was split into rungs.
+    """
+    spent = compute_spent(trials)
+    final_epochs = final.final_epochs if final is not None else 0.0
+    fidelity = problem.fidelity
+    return {
+        "epochs": round(spent + final_epochs, 6),
+        "trials_epochs": round(spent, 6),
+        "final_epochs": round(final_epochs, 6),
+        "final_from_trial": final.trial if final is not None and final.continued else None,
+        "budget_epochs": problem.spec.search.compute_epochs,
+        "fidelity": fidelity.to_dict() if fidelity is not None else None,
     }

@@ -7,15 +7,16 @@ import time
 from collections.abc import Callable
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from models.errors import TrainingDivergedError
+from search.checkpoints import CheckpointStore
 from search.objective import SCREEN_MARGIN, Screen, TrialResult, run_trial
 from search.problem import PruningProblem
 from search.study import count_finished
 
-__all__ = ["OnTrial", "dominance_screen", "run_search", "run_one_trial"]
+__all__ = ["OnTrial", "dominance_screen", "requeue_trial", "run_search", "run_one_trial"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def run_one_trial(
     on_trial: OnTrial | None = None,
     on_ask: Callable[[optuna.Trial], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    checkpoints: CheckpointStore | None = None,
 ) -> TrialResult | None:
     """Ask the study for a trial, evaluate it and tell the result.
 
@@ -60,13 +62,16 @@ def run_one_trial(
         on_trial: called with the result and the fine-tuned model after the tell.
         on_ask: called with the new trial before any work (workers record its number).
         should_stop: checked between training steps.
+        checkpoints: where a multi-fidelity candidate is saved after every rung.
     """
     trial = study.ask()
     if on_ask is not None:
         on_ask(trial)
     screen = dominance_screen(problem, study) if len(study.directions) > 1 else None
     try:
-        result, model = run_trial(problem, trial, screen=screen, should_stop=should_stop)
+        result, model = run_trial(
+            problem, trial, screen=screen, should_stop=should_stop, checkpoints=checkpoints
+        )
     except TrainingDivergedError as exc:
         trial.set_user_attr("error", str(exc))
         study.tell(trial, state=TrialState.FAIL)
@@ -95,6 +100,7 @@ def run_search(
     timeout_s: float | None = None,
     on_trial: OnTrial | None = None,
     should_stop: Callable[[], bool] | None = None,
+    checkpoints: CheckpointStore | None = None,
 ) -> int:
     """Run trials until ``trials`` are finished in the study (counting earlier ones, so a
     resumed study continues), the timeout passes, or ``should_stop`` says so.
@@ -109,5 +115,33 @@ def run_search(
             break
         if should_stop is not None and should_stop():
             break
-        run_one_trial(problem, study, on_trial=on_trial, should_stop=should_stop)
+        run_one_trial(
+            problem, study, on_trial=on_trial, should_stop=should_stop, checkpoints=checkpoints
+        )
     return count_finished(study)
+
+
+def requeue_trial(study: optuna.Study, trial: FrozenTrial, *, max_attempts: int) -> bool:
+    """Queue a lost trial's work again (its worker died, or was stopped mid-trial).
+
+    A candidate that finished a rung is resumed from that rung's checkpoint (the new
+    trial carries ``resume_of``: only the rung in flight is lost); any other is
+    evaluated again from scratch with the same parameters. Attempts are counted in the
+    ``attempt`` user attribute and capped.
+
+    Returns:
+        Whether the trial was queued again.
+    """
+    attempt = int(trial.user_attrs.get("attempt", 1))
+    if not trial.params or attempt >= max_attempts:
+        return False
+    attrs: dict[str, object] = {"retry_of": trial.number, "attempt": attempt + 1}
+    # its own last rung, else the one it was itself resuming from
+    origin = trial.number if trial.user_attrs.get("rung") is not None else None
+    origin = origin if origin is not None else trial.user_attrs.get("resume_of")
+    if origin is not None:
+        attrs["resume_of"] = origin
+        for key in ("rung_accuracy", "proxy_accuracy"):
+            attrs[key] = trial.user_attrs.get(key)
+    study.enqueue_trial(trial.params, user_attrs=attrs)
+    return True

@@ -17,6 +17,7 @@ from models.names import CRITERION_NAMES, DATASET_NAMES, CriterionName
 __all__ = [
     "CRITERION_NAMES",
     "MAX_BUDGET_MACS",
+    "MAX_COMPUTE_EPOCHS",
     "MAX_INPUT_CHANNELS",
     "MAX_INPUT_SIDE",
     "MAX_NUM_CLASSES",
@@ -59,6 +60,7 @@ MAX_PARAMS = 1e12
 MAX_LATENCY_MS = 3_600_000.0
 MAX_TIMEOUT_S = 30 * 24 * 3600.0
 MAX_STEPS_PER_TRIAL = 1_000_000
+MAX_COMPUTE_EPOCHS = 100_000.0
 MAX_NAME_CHARS = 100
 MAX_DATASET_CHARS = 1024
 MAX_IGNORED_LAYERS = 1024
@@ -156,6 +158,18 @@ class SearchSettings(_Strict):
         gt=0,
         le=MAX_TIMEOUT_S,
         description="Stop starting new trials after this many seconds (at most 30 days).",
+    )
+    compute_epochs: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_COMPUTE_EPOCHS,
+        examples=[20],
+        description="Total training the job may spend, trials and final fine-tune "
+        "together, in epochs of the training split. With it the search decides how many "
+        "candidates get how much (successive halving: promoted candidates continue from "
+        "their own weights, and the last survivor is trained on into the delivered model); "
+        "`trials` then counts the candidates only when set explicitly, and "
+        "`finetune.epochs_per_trial`, `steps_per_trial` and `final_epochs` are not used.",
     )
 
 
@@ -328,6 +342,8 @@ class JobSpec(_Strict):
         data["search"].pop("timeout_s")
         data["finetune"].pop("final_epochs")
         data["finetune"].pop("distill")
+        if data["search"]["compute_epochs"] is None:
+            data["search"].pop("compute_epochs")  # studies named before it existed resume
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -336,8 +352,12 @@ class JobSpec(_Strict):
         return f"inferprune-{self.arch}-{self.fingerprint()}"
 
     def to_json_dict(self) -> dict[str, Any]:
-        """Return the spec as plain JSON data."""
-        return self.model_dump(mode="json")
+        """Return the spec as plain JSON data (``search.trials`` left out when
+        ``compute_epochs`` decides it, so that the data validate to the same job)."""
+        data = self.model_dump(mode="json")
+        if self.search.compute_epochs is not None and "trials" not in self.search.model_fields_set:
+            data["search"].pop("trials")
+        return data
 
 
 Direction = Literal["minimize", "maximize"]

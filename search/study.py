@@ -7,11 +7,12 @@ import warnings
 from typing import Any
 
 import optuna
-from optuna.pruners import BasePruner, MedianPruner, NopPruner
+from optuna.pruners import BasePruner, MedianPruner, NopPruner, SuccessiveHalvingPruner
 from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
 from models.prune import Plan, uniform_plan
+from search.fidelity import plan_fidelity, planned_trials
 from search.problem import PruningProblem
 from search.spec import JobSpec, directions, objective_names
 from search.storage import optuna_storage
@@ -35,7 +36,7 @@ FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def _startup_trials(spec: JobSpec) -> int:
-    return max(3, min(10, spec.search.trials // 4))
+    return max(3, min(10, planned_trials(spec) // 4))
 
 
 def make_sampler(spec: JobSpec) -> BaseSampler:
@@ -60,7 +61,7 @@ def make_sampler(spec: JobSpec) -> BaseSampler:
         if name == "gp":
             return optuna.samplers.GPSampler(seed=seed, n_startup_trials=_startup_trials(spec))
         if name == "nsga2":
-            size = max(4, min(50, spec.search.trials // 3))
+            size = max(4, min(50, planned_trials(spec) // 3))
             return optuna.samplers.NSGAIISampler(seed=seed, population_size=size)
         if name == "qmc":
             return optuna.samplers.QMCSampler(
@@ -72,13 +73,20 @@ def make_sampler(spec: JobSpec) -> BaseSampler:
 def make_pruner(spec: JobSpec) -> BasePruner:
     """Return the early-stopping rule for trials.
 
-    Single-objective maximization: a median rule on the accuracy after BN recalibration
-    (step 0), after a few trials. Pareto and "smallest model" jobs use no Optuna pruner
-    (pareto screens dominated candidates itself).
+    Single-objective maximization: with ``compute_epochs``, successive halving over the
+    rungs (a third go on; rung ``k`` is reported at step ``3**k``), else a median rule on
+    the accuracy after BN recalibration (step 0), after a few trials. Pareto and
+    "smallest model" jobs use no Optuna pruner (Optuna's refuse several objectives:
+    their rungs promote by non-dominated rank, see :mod:`search.rungs`).
     """
-    if directions(spec) == ["maximize"]:
-        return MedianPruner(n_startup_trials=_startup_trials(spec), n_warmup_steps=0)
-    return NopPruner()
+    if directions(spec) != ["maximize"]:
+        return NopPruner()
+    fidelity = plan_fidelity(spec)
+    if fidelity is not None:
+        return SuccessiveHalvingPruner(
+            min_resource=1, reduction_factor=fidelity.eta, min_early_stopping_rate=0
+        )
+    return MedianPruner(n_startup_trials=_startup_trials(spec), n_warmup_steps=0)
 
 
 def warm_start_plans(problem: PruningProblem) -> list[Plan]:

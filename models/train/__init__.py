@@ -16,6 +16,7 @@ from __future__ import annotations
 from models.train._batchnorm import recalibrate_batchnorm
 from models.train._evaluate import Evaluation, evaluate
 from models.train._finetune import TrainProgress, TrainResult, fine_tune
+from models.train._schedule import steps_per_epoch, total_steps
 
 __all__ = [
     "Evaluation",
@@ -24,4 +25,6 @@ __all__ = [
     "evaluate",
     "fine_tune",
     "recalibrate_batchnorm",
+    "steps_per_epoch",
+    "total_steps",
 ]

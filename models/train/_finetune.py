@@ -95,20 +95,25 @@ def _local_rng(device: torch.device) -> AbstractContextManager[None]:
 
 
 def _stream(
-    data: BatchSource, batch_size: int, per_epoch: int, total: int, seed: int
+    data: BatchSource, batch_size: int, per_epoch: int, total: int, seed: int, start: int = 0
 ) -> Iterator[Batch]:
-    """Yield ``total`` training batches, reshuffled every epoch with ``seed + epoch``."""
+    """Yield ``total`` training batches, reshuffled every epoch with ``seed + epoch``,
+    beginning where a run that already took ``start`` steps would be."""
     served = 0
-    epoch = 0
+    epoch, skip = divmod(start, per_epoch)
     while served < total:
         served_before = served
-        for batch in data.batches(batch_size, shuffle=True, seed=seed + epoch, limit=per_epoch):
+        batches = data.batches(batch_size, shuffle=True, seed=seed + epoch, limit=per_epoch)
+        for index, batch in enumerate(batches):
+            if index < skip:
+                continue
             yield batch
             served += 1
             if served == total:
                 return
-        if served == served_before:
+        if served == served_before and not skip:
             raise DataError(f"the training split has {len(data)} samples but gave no batch")
+        skip = 0
         epoch += 1
 
 
@@ -130,6 +135,7 @@ def fine_tune(
     weight_decay: float = 5e-4,
     batch_size: int = 64,
     seed: int = 0,
+    start_step: int = 0,
     teacher: nn.Module | None = None,
     distill_weight: float = 0.5,
     temperature: float = 4.0,
@@ -165,6 +171,10 @@ def fine_tune(
         weight_decay: L2 penalty applied by SGD to every trained parameter.
         batch_size: samples per step.
         seed: seeds the shuffles and any randomness in the model (dropout).
+        start_step: steps this model already trained with the same ``seed`` and batch
+            size: the data continue where those steps left off (a candidate promoted
+            to a longer rung sees the next batches, not the first ones again). The
+            learning-rate decay covers this call's steps only.
         teacher: a frozen model to distill from, or ``None`` for plain cross-entropy.
         distill_weight: share of the distillation term, in [0, 1].
         temperature: softening temperature of the distillation term.
@@ -184,6 +194,8 @@ def fine_tune(
             trainable parameter.
     """
     _check_hyperparameters(lr, momentum, weight_decay, batch_size, distill_weight, temperature)
+    if start_step < 0:
+        raise ValueError(f"start_step must be zero or positive, got {start_step}")
     if teacher is model:
         raise ValueError("the teacher must be a separate model (e.g. a copy made before pruning)")
     samples = len(data)
@@ -207,12 +219,12 @@ def fine_tune(
     start = time.perf_counter()
     try:
         with _local_rng(device):
-            torch.manual_seed(seed)
+            torch.manual_seed(seed + start_step)
             model.train()
             if teacher is not None:
                 teacher.eval()
             for step, (inputs, labels) in enumerate(
-                _stream(data, batch_size, per_epoch, total, seed)
+                _stream(data, batch_size, per_epoch, total, seed, start_step)
             ):
                 if should_stop is not None and should_stop():
                     stopped = True

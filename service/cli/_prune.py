@@ -81,9 +81,19 @@ def register(commands: Any) -> None:
     search.add_argument(
         "--trials",
         type=positive_int,
-        required=True,
         metavar="N",
-        help="candidates to evaluate (a resumed study counts earlier ones)",
+        help="candidates to evaluate (a resumed study counts earlier ones); required "
+        "without --compute-epochs, which otherwise decides it",
+    )
+    search.add_argument(
+        "--compute-epochs",
+        type=positive_float,
+        metavar="E",
+        help="total training the job may spend, search and final fine-tune together, in "
+        "epochs of the training split: candidates train in rungs of growing length, the "
+        "best third going on from their own weights, and the last survivor is trained on "
+        "into the delivered model (--epochs-per-trial, --steps-per-trial and "
+        "--final-epochs are then not used)",
     )
     search.add_argument(
         "--objective",
@@ -175,6 +185,7 @@ def register(commands: Any) -> None:
 
 
 def _spec(args: argparse.Namespace, arch: str) -> Any:
+    from search.errors import SpecError
     from service.cli._flags import spec_from
 
     latency: dict[str, Any] = {}
@@ -200,6 +211,7 @@ def _spec(args: argparse.Namespace, arch: str) -> Any:
             "sampler": args.sampler,
             "seed": args.seed,
             "timeout_s": args.timeout,
+            "compute_epochs": args.compute_epochs,
         },
         "finetune": {
             "epochs_per_trial": args.epochs_per_trial,
@@ -213,16 +225,26 @@ def _spec(args: argparse.Namespace, arch: str) -> Any:
     }
     if latency:
         data["latency"] = latency
+    if args.trials is None:
+        if args.compute_epochs is None:
+            raise SpecError(
+                "say how much to search: --trials N (candidates, each fine-tuned "
+                "--epochs-per-trial), or --compute-epochs E (the whole job's training, "
+                "split by the search)"
+            )
+        del data["search"]["trials"]  # the fidelity plan decides
     return spec_from(data, args)
 
 
 def run_prune(args: argparse.Namespace) -> int:
     """Search, then conclude the job (the library's one lifecycle) into ``--out``."""
     from search import (
+        FolderCheckpoints,
         conclude_search,
         count_finished,
         load_problem,
         open_study,
+        planned_trials,
         run_search,
         select_best,
         write_conclusion,
@@ -247,10 +269,12 @@ def run_prune(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     interrupted = False
     baseline_macs = problem.baseline.cost.macs
-    with progress_bar("searching", spec.search.trials, enabled=not args.json, unit="trial") as bar:
+    trials_total = planned_trials(spec)
+    checkpoints = FolderCheckpoints(out / "checkpoints")
+    with progress_bar("searching", trials_total, enabled=not args.json, unit="trial") as bar:
         bar.update(
             0,
-            completed=min(count_finished(study), spec.search.trials),
+            completed=min(count_finished(study), trials_total),
             status="best feasible: —",
         )
 
@@ -262,15 +286,16 @@ def run_prune(args: argparse.Namespace) -> int:
                     f"best feasible: trial {best.trial}, {best.val_accuracy:.1%} search-time "
                     f"val accuracy at {macs_text(best.macs, baseline_macs)}"
                 )
-            bar.update(0, completed=min(count_finished(study), spec.search.trials), status=status)
+            bar.update(0, completed=min(count_finished(study), trials_total), status=status)
 
         try:
             run_search(
                 problem,
                 study,
-                trials=spec.search.trials,
+                trials=trials_total,
                 timeout_s=spec.search.timeout_s,
                 on_trial=on_trial,
+                checkpoints=checkpoints,
             )
         except KeyboardInterrupt:
             interrupted = True
@@ -298,8 +323,11 @@ def run_prune(args: argparse.Namespace) -> int:
             status="interrupted" if interrupted else None,
             timing=timing,
             on_step=on_step,
+            checkpoints=checkpoints,
         )
     written = write_conclusion(conclusion, out)
+    if conclusion.status == "succeeded":
+        shutil.rmtree(checkpoints.folder, ignore_errors=True)  # model.safetensors has the winner
     if interrupted:
         console.print(
             f"[yellow]interrupted after {count_finished(study)} trials;[/] "

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.names import DATASET_NAMES
+from search.fidelity import planned_trials
 from search.spec import JobSpec
 from service.uploads._budget import validate_budget
 from service.uploads._dataset import DatasetCheck, check_public_dataset, validate_dataset
@@ -83,10 +84,12 @@ def validate_submission(
         UploadError: the first problem found, with its code (see :class:`UploadError`).
     """
     spec = validate_spec_json(spec_text)
-    if spec.search.trials > limits.max_trials:
+    trials = planned_trials(spec)
+    if trials > limits.max_trials:
+        field = "search.trials" if spec.search.compute_epochs is None else ("search.compute_epochs")
         raise UploadError(
             "too_many_trials",
-            f"search.trials is {spec.search.trials}; this server allows at most "
+            f"{field} asks for {trials} trials; this server allows at most "
             f"{limits.max_trials} per job (INFERPRUNE_MAX_TRIALS_PER_JOB)",
         )
     _check_dataset_choice(spec, dataset, limits)

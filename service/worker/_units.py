@@ -21,6 +21,7 @@ from search import (
     checkpoint_info,
     conclude_search,
     pareto_front,
+    requeue_trial,
     run_one_trial,
     select_best,
     trial_points,
@@ -43,6 +44,7 @@ from service.store import (
     set_best_so_far,
     set_lease_trial,
 )
+from service.worker._checkpoints import StoreCheckpoints
 from service.worker._retry import retry_database
 
 __all__ = ["UnitContext", "kept_trials", "run_finalize_unit", "run_trial_unit"]
@@ -60,6 +62,7 @@ class UnitContext:
     worker_id: str
     max_failed_trials: int
     stop_requested: Callable[[], bool]
+    max_trial_attempts: int = 3
 
 
 def best_so_far(point: ParetoPoint) -> dict[str, Any]:
@@ -77,14 +80,17 @@ def best_so_far(point: ParetoPoint) -> dict[str, Any]:
 
 
 def kept_trials(spec: JobSpec, trials: list[optuna.trial.FrozenTrial]) -> set[int]:
-    """Return the trials whose weights a job keeps: the Pareto front and the best."""
+    """Return the trials whose weights a job keeps: the Pareto front, the best, and the
+    trials still running (their rung checkpoints are how another worker continues
+    them)."""
     points = trial_points(trials)
     front = pareto_front([p for p in points if p.feasible], with_latency=spec.measures_latency)
     keep = {p.trial for p in front}
     best = select_best(spec, trials)
     if best is not None:
         keep.add(best.trial)
-    return keep
+    running = optuna.trial.TrialState.RUNNING
+    return keep | {t.number for t in trials if t.state == running}
 
 
 def run_trial_unit(
@@ -103,6 +109,8 @@ def run_trial_unit(
 
         retry_database(record, what="record the trial on its lease")
 
+    checkpoints = StoreCheckpoints(ctx.sessions, ctx.blobs, claim.job_id)
+
     def on_trial(result: TrialResult, model: nn.Module | None) -> None:
         if model is None or not result.feasible:
             return
@@ -114,7 +122,8 @@ def run_trial_unit(
                 set_best_so_far(
                     session, claim.job_id, best_so_far(best), problem.baseline.to_dict()
                 )
-            if result.number in keep:
+            # a candidate trained in rungs is stored already, lineage and all
+            if result.number in keep and problem.fidelity is None:
                 info = checkpoint_info(problem, result.plan.to_dict(), trial=result.number)
                 put_artifact(
                     session,
@@ -129,14 +138,17 @@ def run_trial_unit(
 
     state, error, storage_failure = TrialOutcome.complete, None, False
     try:
-        result = run_one_trial(problem, study, on_ask=on_ask, on_trial=on_trial)
+        result = run_one_trial(
+            problem, study, on_ask=on_ask, on_trial=on_trial, checkpoints=checkpoints
+        )
         if result is None:
             state, error = TrialOutcome.fail, _last_error(study, number)
         elif result.values is None:
             state = TrialOutcome.pruned
     except KeyboardInterrupt:
         state, error = TrialOutcome.abandoned, "the worker was stopped"
-        _retry_later(study, number)
+        if number:  # handed back: resumed from its last rung, or redone
+            requeue_trial(study, study.trials[number[0]], max_attempts=ctx.max_trial_attempts)
         raise
     except ServiceError as exc:
         # artifacts could not be written (disk full, read-only root): retrying cannot help
@@ -185,15 +197,6 @@ def _last_error(study: optuna.Study, number: list[int]) -> str | None:
     return study.trials[number[0]].user_attrs.get("error")
 
 
-def _retry_later(study: optuna.Study, number: list[int]) -> None:
-    """Queue the parameters of an abandoned trial so that another worker redoes it."""
-    if not number:
-        return
-    trial = study.trials[number[0]]
-    if trial.params:
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-
-
 FINAL_ARTIFACTS = {
     "model.safetensors": ("final", "safetensors"),
     "model.onnx": ("final", "onnx"),
@@ -222,6 +225,7 @@ def run_finalize_unit(
         storage="(service store)",
         study_name=claim.study_name,
         should_stop=_cancel_checker(ctx, claim.job_id),
+        checkpoints=StoreCheckpoints(ctx.sessions, ctx.blobs, claim.job_id),
         job=claim.job_id,
     )
     if conclusion.status == "cancelled" and not _cancel_requested(ctx, claim.job_id):

@@ -17,7 +17,7 @@ import torch
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.errors import ModelsError
-from search import JobSpec, SearchError
+from search import JobSpec, SearchError, requeue_trial
 from service.logs import log_context
 from service.settings import Settings
 from service.store import (
@@ -187,6 +187,7 @@ class Worker:
             self.id,
             self.settings.max_failed_trials,
             self._stop.is_set,
+            self.settings.max_trial_attempts,
         )
 
     def _do(self, claim: Claim) -> None:
@@ -274,7 +275,8 @@ class Worker:
                 self._retry(lease)
 
     def _retry(self, lease: ReapedLease) -> None:
-        """Fail the lost trial in Optuna and queue its parameters again (attempts capped)."""
+        """Fail the lost trial in Optuna and queue it again (attempts capped): resumed
+        from its last finished rung when it trains in rungs, else redone."""
         try:
             study = optuna.load_study(study_name=lease.study_name, storage=self.storage)
             trial = study.trials[lease.trial_number] if lease.trial_number is not None else None
@@ -288,11 +290,7 @@ class Worker:
             )
             self.storage.set_trial_user_attr(trial_id, "error", "worker lost: its lease expired")
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        attempt = int(trial.user_attrs.get("attempt", 1))
-        if trial.params and attempt < self.settings.max_trial_attempts:
-            study.enqueue_trial(
-                trial.params, user_attrs={"retry_of": trial.number, "attempt": attempt + 1}
-            )
+        requeue_trial(study, trial, max_attempts=self.settings.max_trial_attempts)
 
 
 def run_worker(settings: Settings, *, threads: int | None = None) -> int:

@@ -10,6 +10,7 @@ import anyio
 from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from search.fidelity import planned_trials
 from search.spec import JobSpec
 from service.api.deps import SessionDep, StateDep, TenantDep
 from service.api.schemas import ErrorBody, JobList, JobPublic
@@ -300,7 +301,7 @@ def _store(
             NewJob(
                 tenant=tenant,
                 spec=spec,
-                trials_total=int(spec["search"]["trials"]),
+                trials_total=planned_trials(accepted.spec),
                 weights_blob_id=weights_blob.id if weights_blob else None,
                 dataset_blob_id=dataset_blob.id if dataset_blob else None,
                 dataset_filename=accepted.dataset_filename,

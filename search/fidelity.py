@@ -1,0 +1,190 @@
+"""Compute as the user's knob: how a job's training epochs are spent, rung by rung.
+
+A job with ``search.compute_epochs`` runs successive halving with reduction factor
+:data:`ETA` (Jamieson & Talwalkar 2016; asynchronous, as ASHA, Li et al. 2020): every
+candidate trains ``rungs[0]`` epochs; the best third continue *from their own weights*
+to ``rungs[1]`` epochs in total, and so on. The best candidate of the last search rung
+is trained on, from its weights, to ``final_epochs`` in total and delivered. Nothing
+trained on the winner is thrown away, and the whole job spends at most
+``compute_epochs``.
+
+The split: half the compute is the delivered model's own training (:data:`FINAL_SHARE`);
+the top search rung is a third of that; the rest of the search budget goes to as many
+candidates as successive halving over :data:`SEARCH_RUNGS` rungs affords. This module is
+torch-free: the API process uses :func:`plan_fidelity` to know a job's trial count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from search.spec import JobSpec
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+__all__ = [
+    "ETA",
+    "FINAL_SHARE",
+    "SEARCH_RUNGS",
+    "FidelityPlan",
+    "compute_spent",
+    "plan_fidelity",
+    "planned_trials",
+    "promotable_by_rank",
+]
+
+ETA = 3
+"""Reduction factor: a third of a rung's candidates go on to the next."""
+
+SEARCH_RUNGS = 3
+"""Rungs of the search (lengths r, 3r, 9r epochs) before the winner's final training."""
+
+FINAL_SHARE = 0.5
+"""Share of ``compute_epochs`` that is the delivered model's whole training (its search
+rungs included)."""
+
+
+@dataclass(frozen=True)
+class FidelityPlan:
+    """How a job's compute is spent.
+
+    Attributes:
+        compute_epochs: the job's whole budget, in epochs of the training split.
+        trials: candidates started at the first rung.
+        rungs: epochs a candidate has trained in total at the end of each search rung
+            (strictly increasing).
+        final_epochs: epochs the delivered model trains in total, its rungs included.
+        eta: the reduction factor.
+    """
+
+    compute_epochs: float
+    trials: int
+    rungs: tuple[float, ...]
+    final_epochs: float
+    eta: int = ETA
+
+    @property
+    def search_epochs(self) -> float:
+        """Epochs the search may spend before the winner's final training."""
+        return self.compute_epochs - (self.final_epochs - self.rungs[-1])
+
+    def report_step(self, rung: int) -> int:
+        """Return the step a rung's accuracy is reported at (Optuna's successive halving
+        pruner with ``min_resource=1`` sees rung ``k`` at step ``eta ** k``)."""
+        return int(self.eta**rung)
+
+    def planned_epochs(self) -> float:
+        """Return what the search spends if every rung promotes exactly a third."""
+        spent = 0.0
+        previous = 0.0
+        for k, length in enumerate(self.rungs):
+            spent += max(1, self.trials // self.eta**k) * (length - previous)
+            previous = length
+        return spent
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the plan as report JSON."""
+        return {
+            "compute_epochs": self.compute_epochs,
+            "trials": self.trials,
+            "rungs": list(self.rungs),
+            "final_epochs": self.final_epochs,
+            "eta": self.eta,
+        }
+
+
+def _halving_cost(rungs: int, eta: int) -> float:
+    """Return the epochs successive halving spends per candidate, in units of ``rungs[0]``
+    (rung k has ``trials / eta**k`` candidates training ``(eta - 1) * eta**(k-1)`` more)."""
+    return 1.0 + (rungs - 1) * (1.0 - 1.0 / eta)
+
+
+def plan_fidelity(spec: JobSpec) -> FidelityPlan | None:
+    """Return how the spec's ``compute_epochs`` is spent, or None without it.
+
+    The candidates' count is the spec's ``search.trials`` when set explicitly; rungs are
+    then as long as the search budget allows (fewer rungs when even the top one would
+    outgrow the final training).
+    """
+    compute = spec.search.compute_epochs
+    if compute is None:
+        return None
+    final = FINAL_SHARE * compute
+    top = final / ETA
+    search = compute - final + top
+    if "trials" not in spec.search.model_fields_set:
+        first = top / ETA ** (SEARCH_RUNGS - 1)
+        trials = max(1, math.floor(search / (first * _halving_cost(SEARCH_RUNGS, ETA))))
+        rungs = tuple(first * ETA**k for k in range(SEARCH_RUNGS))
+        return FidelityPlan(compute, trials, rungs, final)
+    trials = spec.search.trials
+    for count in range(SEARCH_RUNGS, 0, -1):
+        first = search / (trials * _halving_cost(count, ETA))
+        if first * ETA ** (count - 1) <= final or count == 1:
+            first = min(first, final)
+            return FidelityPlan(compute, trials, tuple(first * ETA**k for k in range(count)), final)
+    raise AssertionError("unreachable: one rung always fits")
+
+
+def planned_trials(spec: JobSpec) -> int:
+    """Return how many candidates the job evaluates: the fidelity plan's with
+    ``compute_epochs``, else ``search.trials``."""
+    fidelity = plan_fidelity(spec)
+    return fidelity.trials if fidelity is not None else spec.search.trials
+
+
+def compute_spent(trials: Sequence[FrozenTrial]) -> float:
+    """Return the epochs trained by every trial so far (running and failed ones too:
+    compute spent is spent)."""
+    return sum(float(t.user_attrs.get("epochs_trained", 0.0)) for t in trials)
+
+
+def promotable_by_rank(
+    mine: Sequence[float], others: Sequence[Sequence[float]], eta: int = ETA
+) -> bool:
+    """Return whether a candidate belongs to the best ``1/eta`` of its rung by
+    non-dominated rank (the pareto counterpart of successive halving, which Optuna's
+    pruners do not offer for several objectives).
+
+    Every vector holds losses (smaller is better; negate accuracies). The candidate and
+    the rung's earlier entrants are sorted by non-dominated rank, then by the first loss;
+    the candidate goes on when its place is within ``len // eta`` (the first of the rung,
+    or one better than all earlier ones, always goes on: asynchronous promotion never
+    waits for a rung to fill).
+
+    Args:
+        mine: the candidate's losses at this rung.
+        others: the losses of the candidates that reached this rung before it.
+        eta: the reduction factor.
+    """
+    points = [tuple(mine), *(tuple(o) for o in others)]
+    ranks = _nondominated_ranks(points)
+    order = sorted(range(len(points)), key=lambda i: (ranks[i], points[i][0], i))
+    places = max(1, len(points) // eta)
+    return order.index(0) < places
+
+
+def _nondominated_ranks(points: Sequence[tuple[float, ...]]) -> list[int]:
+    """Return each point's front number (0 = not dominated by any other)."""
+    ranks = [-1] * len(points)
+    left = set(range(len(points)))
+    front = 0
+    while left:
+        current = {
+            i
+            for i in left
+            if not any(
+                all(a <= b for a, b in zip(points[j], points[i], strict=True))
+                and points[j] != points[i]
+                for j in left
+            )
+        }
+        for i in current:
+            ranks[i] = front
+        left -= current
+        front += 1
+    return ranks

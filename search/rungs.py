@@ -1,0 +1,161 @@
+"""Training one candidate rung by rung, each rung continuing its own weights.
+
+A multi-fidelity trial (a job with ``search.compute_epochs``) trains its candidate to
+the end of the first rung, evaluates it on the validation split, saves it, and asks
+whether it goes on: Optuna's successive-halving pruner decides for one maximized
+objective; for several objectives (or the smallest model within an accuracy floor),
+the candidate's non-dominated rank among the rung's entrants does
+(:func:`search.fidelity.promotable_by_rank`). A promotion is also refused when the
+compute the job has left cannot pay for it. A promoted candidate trains on from the step
+it reached, with the data order continuing and the learning rate on one cosine envelope
+over the delivered model's whole training (:func:`envelope_lr`): each rung decays to zero
+from the envelope's height where it starts, so a rung's accuracy is that of a settled
+model, and a later rung does not start again from the initial rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import optuna
+from torch import nn
+
+from models.prune import Plan
+from models.train import evaluate, fine_tune, steps_per_epoch
+from search.checkpoints import CheckpointStore, Lineage, save_candidate
+from search.fidelity import FidelityPlan, compute_spent
+from search.problem import PruningProblem
+
+__all__ = ["RungOutcome", "StopReason", "envelope_lr", "rung_steps", "train_rungs"]
+
+StopReason = Literal["halved", "budget"]
+"""Why a candidate stopped below the top rung: not among the best of its rung, or the
+job's compute could not pay for its next rung."""
+
+Promote = Callable[[int, float], bool]
+"""``promote(rung, accuracy)`` → whether the candidate goes on to the next rung."""
+
+
+@dataclass(frozen=True)
+class RungOutcome:
+    """Where a candidate's rungs ended.
+
+    Attributes:
+        lineage: its training so far (the last rung's checkpoint holds the same).
+        accuracy: validation accuracy at the end of the last rung trained.
+        stopped: why it stopped below the top rung, or None if it reached it.
+        epochs_trained: epochs this trial trained (a resumed lineage's earlier rungs
+            belong to the trial that trained them).
+    """
+
+    lineage: Lineage
+    accuracy: float
+    stopped: StopReason | None
+    epochs_trained: float
+
+
+def envelope_lr(base_lr: float, step: int, horizon: int) -> float:
+    """Return the learning rate a segment starting at ``step`` begins with: the height of
+    one cosine from ``base_lr`` to zero over ``horizon`` steps."""
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step, horizon) / max(1, horizon)))
+
+
+def rung_steps(problem: PruningProblem, fidelity: FidelityPlan) -> tuple[list[int], int]:
+    """Return the optimizer steps at the end of each rung and the delivered model's
+    total steps (the learning-rate envelope's horizon), on this problem's data."""
+    per_epoch = steps_per_epoch(len(problem.data.train), problem.spec.finetune.batch_size)
+    ends: list[int] = []
+    for epochs in fidelity.rungs:  # at least one step more than the rung before
+        ends.append(max(ends[-1] + 1 if ends else 1, round(epochs * per_epoch)))
+    return ends, max(ends[-1], round(fidelity.final_epochs * per_epoch))
+
+
+def train_rungs(
+    problem: PruningProblem,
+    trial: optuna.Trial,
+    model: nn.Module,
+    plan: Plan,
+    lineage: Lineage,
+    *,
+    fidelity: FidelityPlan,
+    checkpoints: CheckpointStore,
+    promote: Promote,
+    seed: int,
+    should_stop: Callable[[], bool] | None = None,
+) -> RungOutcome:
+    """Train ``model`` through the rungs after ``lineage.rung`` until it stops or tops.
+
+    After each rung the model is saved to ``checkpoints`` under the trial's number and
+    the trial's user attributes ``rung``, ``rung_accuracy`` (one per rung, from the
+    first) and ``epochs_trained`` are updated, so that other workers see this trial's
+    spending and its place in the rung while it runs.
+
+    Args:
+        problem: the job's fixed inputs.
+        trial: the running trial.
+        model: the candidate (trained ``lineage.steps`` steps so far); trained in place.
+        plan: its plan (stored in the checkpoints).
+        lineage: its training so far (a fresh candidate: ``Lineage(trial.number)``).
+        fidelity: the job's rungs.
+        checkpoints: where each rung's model goes.
+        promote: decides after every rung below the top whether the candidate goes on.
+        seed: seeds the data order (continued across rungs with the step count).
+        should_stop: polled between steps (cancellation).
+    """
+    finetune = problem.spec.finetune
+    ends, horizon = rung_steps(problem, fidelity)
+    per_epoch = steps_per_epoch(len(problem.data.train), finetune.batch_size)
+    accuracies: list[float] = list(trial.user_attrs.get("rung_accuracy") or [])
+    trained = 0.0
+    accuracy = accuracies[-1] if accuracies else float("nan")
+    for rung in range(lineage.rung + 1, len(ends)):
+        steps = ends[rung] - lineage.steps
+        # the first rung of every candidate is reserved; a promotion must be affordable
+        if rung > 0 and not _affordable(trial, fidelity, steps / per_epoch):
+            return RungOutcome(lineage, accuracy, "budget", trained)
+        lr = envelope_lr(finetune.lr, lineage.steps, horizon)
+        if steps > 0:
+            fine_tune(
+                model,
+                problem.data.train,
+                steps=steps,
+                lr=lr,
+                batch_size=finetune.batch_size,
+                seed=seed,
+                start_step=lineage.steps,
+                should_stop=should_stop,
+            )
+        epochs = max(0, steps) / per_epoch
+        trained += epochs
+        lineage = lineage.extended(
+            trial=trial.number,
+            stage=f"rung {rung}",
+            steps=max(0, steps),
+            epochs=epochs,
+            lr=lr,
+            rung=rung,
+        )
+        accuracy = evaluate(model, problem.data.val).top1
+        accuracies = (accuracies + [accuracy])[: rung + 1]
+        checkpoints.save(trial.number, save_candidate(problem, model, plan, lineage))
+        trial.set_user_attr("rung", rung)
+        trial.set_user_attr("rung_accuracy", accuracies)
+        trial.set_user_attr(
+            "epochs_trained", round(float(trial.user_attrs.get("epochs_trained", 0.0)) + epochs, 6)
+        )
+        if rung < len(ends) - 1 and not promote(rung, accuracy):
+            return RungOutcome(lineage, accuracy, "halved", trained)
+    return RungOutcome(lineage, accuracy, None, trained)
+
+
+def _affordable(trial: optuna.Trial, fidelity: FidelityPlan, epochs: float) -> bool:
+    """Return whether the job can pay ``epochs`` more for this trial: the search budget
+    less what every trial spent, less the first rung of every candidate not started."""
+    trials = trial.study.get_trials(deepcopy=False)
+    started = sum(1 for t in trials if t.state != optuna.trial.TrialState.WAITING)
+    waiting = max(0, fidelity.trials - started)
+    room = fidelity.search_epochs - compute_spent(trials) - waiting * fidelity.rungs[0]
+    return epochs <= room + 1e-9
