@@ -1,0 +1,275 @@
+"""compute_epochs: rungs that continue their own weights, spending no more than allowed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from models.io import read_checkpoint_info, read_state_dict
+from models.train import fine_tune, steps_per_epoch
+from models.train._finetune import _stream
+from search import (
+    JobSpec,
+    MemoryCheckpoints,
+    PruningProblem,
+    conclude_search,
+    load_problem,
+    open_study,
+    plan_fidelity,
+    requeue_trial,
+    run_one_trial,
+    run_search,
+)
+from search.checkpoints import Lineage, restore_candidate
+from search.fidelity import ETA, compute_spent, promotable_by_rank
+from search.rungs import envelope_lr, rung_steps
+from tests.search.conftest import tiny_spec
+
+COMPUTE = 6.0
+
+
+class RecordingCheckpoints(MemoryCheckpoints):
+    """Keeps every checkpoint ever saved, by trial, oldest first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved: dict[int, list[bytes]] = {}
+
+    def save(self, trial: int, data: bytes) -> None:
+        super().save(trial, data)
+        self.saved.setdefault(trial, []).append(data)
+
+
+def _without_trials(spec: JobSpec) -> JobSpec:
+    """Return ``spec`` with ``search.trials`` unset (compute_epochs decides it)."""
+    data = spec.to_json_dict()
+    data["search"].pop("trials", None)
+    return JobSpec.model_validate(data)
+
+
+def _compute_spec(**overrides: Any) -> JobSpec:
+    return _without_trials(tiny_spec(search={"compute_epochs": COMPUTE}, **overrides))
+
+
+@pytest.fixture(scope="module")
+def compute_problem(trained_weights: bytes) -> PruningProblem:
+    return load_problem(_compute_spec(), weights=trained_weights)
+
+
+@pytest.fixture(scope="module")
+def searched(
+    compute_problem: PruningProblem,
+) -> tuple[optuna.Study, RecordingCheckpoints]:
+    checkpoints = RecordingCheckpoints()
+    study = open_study(compute_problem, optuna.storages.InMemoryStorage())
+    fidelity = compute_problem.fidelity
+    assert fidelity is not None
+    run_search(compute_problem, study, trials=fidelity.trials, checkpoints=checkpoints)
+    return study, checkpoints
+
+
+def test_the_plan_spends_at_most_the_compute_and_halves_each_rung() -> None:
+    spec = _without_trials(tiny_spec(search={"compute_epochs": 20.0}))
+    plan = plan_fidelity(spec)
+    assert plan is not None
+    assert plan.final_epochs == pytest.approx(10.0)
+    assert [r / plan.rungs[0] for r in plan.rungs] == pytest.approx([1, ETA, ETA**2])
+    assert plan.rungs[-1] == pytest.approx(plan.final_epochs / ETA)
+    assert plan.trials == 15
+    # the search's share plus the winner's remaining training fit the budget
+    assert plan.planned_epochs() + plan.final_epochs - plan.rungs[-1] <= 20.0 + 1e-9
+    assert plan_fidelity(tiny_spec()) is None
+
+
+def test_explicit_trials_get_longer_rungs_and_the_spec_round_trips() -> None:
+    few = tiny_spec(search={"trials": 3, "compute_epochs": 20.0})
+    plan = plan_fidelity(few)
+    assert plan is not None and plan.trials == 3
+    assert plan.rungs[-1] <= plan.final_epochs
+    assert plan.planned_epochs() <= plan.search_epochs + 1e-9
+    decided = _without_trials(tiny_spec(search={"compute_epochs": 20.0}))
+    assert "trials" not in decided.to_json_dict()["search"]
+    assert plan_fidelity(JobSpec.model_validate(decided.to_json_dict())) == plan_fidelity(decided)
+
+
+def test_rank_promotion_keeps_the_front_and_drops_the_dominated() -> None:
+    assert promotable_by_rank([-0.5, 100.0], [])  # the first of a rung goes on
+    rivals = [[-0.9, 50.0], [-0.8, 60.0]]
+    assert not promotable_by_rank([-0.7, 70.0], rivals)  # dominated by both
+    assert promotable_by_rank([-0.95, 40.0], rivals)  # dominates both
+    many = [[-0.9, 50.0], [-0.8, 60.0], [-0.6, 80.0], [-0.5, 90.0], [-0.4, 95.0]]
+    # on the front but as accurate as the worst front member: within the best third?
+    assert promotable_by_rank([-0.99, 100.0], many)  # rank 0, most accurate
+    assert not promotable_by_rank([-0.45, 92.0], many)  # rank 1, low accuracy
+
+
+def test_a_data_stream_continued_at_a_step_serves_the_next_batches(
+    compute_problem: PruningProblem,
+) -> None:
+    train = compute_problem.data.train
+    per_epoch = steps_per_epoch(len(train), 32)
+    whole = [labels for _, labels in _stream(train, 32, per_epoch, per_epoch + 5, seed=3)]
+    tail = [labels for _, labels in _stream(train, 32, per_epoch, 7, seed=3, start=per_epoch - 2)]
+    assert all(torch.equal(a, b) for a, b in zip(whole[per_epoch - 2 :], tail, strict=True))
+
+
+def test_compute_spent_never_exceeds_compute_epochs(
+    compute_problem: PruningProblem, searched: tuple[optuna.Study, RecordingCheckpoints]
+) -> None:
+    study, checkpoints = searched
+    trials = study.get_trials(deepcopy=False)
+    fidelity = compute_problem.fidelity
+    assert fidelity is not None
+    assert len(trials) == fidelity.trials
+    assert compute_spent(trials) <= fidelity.search_epochs + 1e-9
+    conclusion = conclude_search(
+        compute_problem, trials, storage="mem", study_name="s", checkpoints=checkpoints
+    )
+    compute = conclusion.report["compute"]
+    assert compute["epochs"] <= COMPUTE + 1e-6
+    assert compute["epochs"] == pytest.approx(compute["trials_epochs"] + compute["final_epochs"])
+    # what the search did not spend went to the winner
+    per_epoch = steps_per_epoch(len(compute_problem.data.train), 32)
+    assert COMPUTE - compute["epochs"] < 1 / per_epoch + 1e-6
+    # some candidates stopped early, some went on: the rungs did halve
+    stopped = [t for t in trials if t.user_attrs.get("skipped") in ("halved", "budget")]
+    promoted = [t for t in trials if (t.user_attrs.get("rung") or 0) >= 1]
+    assert stopped and promoted
+
+
+def test_a_promoted_candidate_continues_its_own_weights_and_steps(
+    compute_problem: PruningProblem, searched: tuple[optuna.Study, RecordingCheckpoints]
+) -> None:
+    study, checkpoints = searched
+    trial = next(t for t in study.trials if (t.user_attrs.get("rung") or 0) >= 1)
+    first, second = checkpoints.saved[trial.number][:2]
+    model, _, before = restore_candidate(compute_problem, first)
+    _, _, after = restore_candidate(compute_problem, second)
+    ends, horizon = rung_steps(compute_problem, compute_problem.fidelity)  # type: ignore[arg-type]
+    assert before.steps == ends[0] and after.steps == ends[1]
+    assert after.history[:1] == before.history
+    assert after.history[1]["steps"] == [ends[0], ends[1]]
+    # replaying the second rung from the first rung's weights gives its weights exactly:
+    # it continued them (a restart from the pruned model would not match)
+    seed = compute_problem.spec.search.seed * 100_003 + trial.number
+    fine_tune(
+        model,
+        compute_problem.data.train,
+        steps=ends[1] - ends[0],
+        lr=envelope_lr(compute_problem.spec.finetune.lr, ends[0], horizon),
+        batch_size=32,
+        seed=seed,
+        start_step=ends[0],
+    )
+    stored = read_state_dict(second)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, stored[name]), name
+    _, _, last = restore_candidate(compute_problem, checkpoints.saved[trial.number][-1])
+    assert trial.user_attrs["epochs_trained"] == pytest.approx(last.epochs)
+
+
+def test_the_delivered_model_is_the_winner_trained_on(
+    compute_problem: PruningProblem, searched: tuple[optuna.Study, RecordingCheckpoints]
+) -> None:
+    study, checkpoints = searched
+    trials = study.get_trials(deepcopy=False)
+    conclusion = conclude_search(
+        compute_problem, trials, storage="mem", study_name="s", checkpoints=checkpoints
+    )
+    assert conclusion.status == "succeeded"
+    best = conclusion.report["best"]
+    winner = study.trials[best["trial"]]
+    assert winner.state == TrialState.COMPLETE
+    assert conclusion.report["compute"]["final_from_trial"] == best["trial"]
+    _, _, trained = restore_candidate(compute_problem, checkpoints.load(best["trial"]) or b"")
+    history = best["training_history"]
+    assert history[: len(trained.history)] == list(trained.history)
+    assert history[-1]["stage"] == "final" and history[-1]["steps"][0] == trained.steps
+    # the downloadable checkpoint carries the same history
+    info = read_checkpoint_info(conclusion.artifacts["model.safetensors"])
+    assert Lineage.from_json(info.extra["lineage"]).history == tuple(history)
+
+
+def test_pareto_rungs_promote_by_non_dominated_rank(trained_weights: bytes) -> None:
+    spec = _compute_spec(objective="pareto", budget={})
+    problem = load_problem(spec, weights=trained_weights)
+    study = open_study(problem, optuna.storages.InMemoryStorage())
+    run_search(problem, study, trials=problem.fidelity.trials)  # type: ignore[union-attr]
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    checked = 0
+    for t in trials:
+        reached = t.user_attrs.get("rung_accuracy") or []
+        for rung in range(min(len(reached), 2)):
+            earlier = [
+                [-(o.user_attrs["rung_accuracy"][rung]), float(o.user_attrs["macs"])]
+                for o in trials
+                if o.number < t.number and len(o.user_attrs.get("rung_accuracy") or []) > rung
+            ]
+            went_on = len(reached) > rung + 1
+            if went_on:
+                checked += 1
+                assert promotable_by_rank([-reached[rung], float(t.user_attrs["macs"])], earlier)
+            elif t.user_attrs.get("skipped") == "halved":
+                assert not promotable_by_rank(
+                    [-reached[rung], float(t.user_attrs["macs"])], earlier
+                )
+    assert checked >= 2
+
+
+class WorkerKilled(Exception):
+    """Stands for SIGKILL: the trial ends mid-rung without any cleanup."""
+
+
+def test_a_trial_lost_mid_rung_resumes_from_its_last_rung(trained_weights: bytes) -> None:
+    problem = load_problem(_compute_spec(), weights=trained_weights)
+    study = open_study(problem, optuna.storages.InMemoryStorage())
+    checkpoints = RecordingCheckpoints()
+    ends, _ = rung_steps(problem, problem.fidelity)  # type: ignore[arg-type]
+    polls = {"n": 0}
+    die_at = ends[1] + 2  # two steps into the third rung
+
+    def kill_mid_rung() -> bool:
+        polls["n"] += 1
+        if polls["n"] > die_at:
+            raise WorkerKilled
+        return False
+
+    # trial 0 is the warm start, alone in its rungs: it is promoted until it dies
+    with pytest.raises(WorkerKilled):
+        run_one_trial(problem, study, should_stop=kill_mid_rung, checkpoints=checkpoints)
+    lost = study.trials[0]
+    assert lost.state == TrialState.FAIL and lost.user_attrs["rung"] == 1
+    assert requeue_trial(study, lost, max_attempts=3)
+    result = run_one_trial(problem, study, checkpoints=checkpoints)
+    assert result is not None and result.rung == 2
+    resumed = study.trials[1]
+    assert resumed.user_attrs["resume_of"] == 0
+    _, _, lineage = restore_candidate(problem, checkpoints.load(1) or b"")
+    # the first two rungs are trial 0's, kept; only the third was trained again
+    assert [h["trial"] for h in lineage.history] == [0, 0, 1]
+    assert lineage.steps == ends[2]
+    per_epoch = steps_per_epoch(len(problem.data.train), 32)
+    assert resumed.user_attrs["epochs_trained"] == pytest.approx((ends[2] - ends[1]) / per_epoch)
+    lost_epochs = lost.user_attrs["epochs_trained"]
+    assert lost_epochs == pytest.approx(ends[1] / per_epoch)  # counted as spent, not redone
+
+
+def test_report_json_lists_rungs_per_trial(
+    compute_problem: PruningProblem, searched: tuple[optuna.Study, RecordingCheckpoints]
+) -> None:
+    study, checkpoints = searched
+    conclusion = conclude_search(
+        compute_problem,
+        study.get_trials(deepcopy=False),
+        storage="mem",
+        study_name="s",
+        checkpoints=checkpoints,
+    )
+    rows = conclusion.report["trials"]
+    assert all(r["rung"] is not None and r["epochs_trained"] > 0 for r in rows)
+    assert json.loads(json.dumps(conclusion.report["compute"]))["fidelity"]["eta"] == ETA
