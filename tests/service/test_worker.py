@@ -254,3 +254,72 @@ def test_a_searching_job_shows_the_unpruned_model_beside_its_best(
     run_worker(settings)
     final = api.get(f"/v1/jobs/{job}").json()
     assert final["status"] == "succeeded" and final["baseline"]["test_accuracy"] is not None
+
+
+class _Killed(Exception):
+    """Stands for SIGKILL in the middle of a rung."""
+
+
+def test_a_worker_killed_mid_rung_loses_that_rung_only(
+    api: TestClient, settings: Settings, tiny_weights: bytes
+) -> None:
+    from models.train import steps_per_epoch
+    from search import JobSpec, run_trial
+    from search.checkpoints import restore_candidate
+    from search.rungs import rung_steps
+    from service.worker._checkpoints import StoreCheckpoints
+
+    spec = job_spec(search={"seed": 0, "compute_epochs": 3.0})
+    del spec["search"]["trials"]  # compute_epochs decides
+    job = submit(api, spec, weights=tiny_weights).json()["id"]
+    sessions = _sessions(settings)
+    worker = Worker(settings)
+    with sessions.begin() as session:
+        claim = claim_work(session, "dead-worker", 60)
+    assert claim is not None
+    loaded = worker.cache.get(
+        claim,
+        JobSpec.model_validate(claim.spec),
+        weights=tiny_weights,
+        dataset=None,
+        data_root=None,
+    )
+    problem, study = loaded.problem, loaded.study
+    ends, _ = rung_steps(problem, problem.fidelity)  # type: ignore[arg-type]
+    polls = {"n": 0}
+
+    def dies_in_the_third_rung() -> bool:
+        polls["n"] += 1
+        if polls["n"] > ends[1] + 2:
+            raise _Killed
+        return False
+
+    # the dead worker trains the warm start through two rungs (saved to the store) and
+    # dies in the third: no tell, no lease release, as after SIGKILL
+    trial = study.ask()
+    with sessions.begin() as session:
+        set_lease_trial(session, claim.lease_id, trial.number)
+    store = StoreCheckpoints(sessions, worker.blobs, job)
+    with pytest.raises(_Killed):
+        run_trial(problem, trial, should_stop=dies_in_the_third_rung, checkpoints=store)
+    with sessions.begin() as session:
+        session.execute(update(Lease).values(expires_at=utcnow() - timedelta(seconds=1)))
+    worker.run(exit_when_idle=True)
+
+    body = api.get(f"/v1/jobs/{job}").json()
+    assert body["status"] == "succeeded", body
+    assert body["progress"]["trials_failed"] == 1
+    study = optuna.load_study(study_name=f"inferprune-job-{job}", storage=worker.storage)
+    lost = study.trials[trial.number]
+    assert lost.state == optuna.trial.TrialState.FAIL and lost.user_attrs["rung"] == 1
+    resumed = [t for t in study.trials if t.user_attrs.get("resume_of") == trial.number]
+    assert len(resumed) == 1, "the lost candidate is continued, not started again"
+    own = resumed[0].user_attrs["epochs_trained"]
+    per_epoch = steps_per_epoch(len(problem.data.train), 32)
+    assert own == pytest.approx((ends[2] - ends[1]) / per_epoch)  # the third rung only
+    data = store.load(resumed[0].number)
+    assert data is not None
+    _, _, lineage = restore_candidate(problem, data)
+    assert [h["trial"] for h in lineage.history[:2]] == [trial.number, trial.number]
+    report = api.get(f"/v1/jobs/{job}").json()
+    assert report["best"]["finalized"] is True
