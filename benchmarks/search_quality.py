@@ -53,6 +53,7 @@ import optuna
 import torch
 import torch_pruning as tp
 from _machine import Interference, machine
+from _summary import update_summary
 from scipy.stats import spearmanr
 
 from models.data import load_dataset
@@ -60,14 +61,17 @@ from models.prune import Plan, validate_plan
 from search import (
     FinalModel,
     JobSpec,
+    MemoryCheckpoints,
     PruningProblem,
     finalize,
     load_problem,
     measure_baseline,
     open_study,
+    planned_trials,
     run_search,
     select_best,
 )
+from search.fidelity import compute_spent
 
 logger = logging.getLogger("benchmarks.search_quality")
 
@@ -111,17 +115,24 @@ class Settings:
     dataset: str = DATASET
     input_shape: tuple[int, int, int] = INPUT_SHAPE
     data_root: str | None = None
+    arch: str = ARCH
+    compute_epochs: float | None = None
 
     def spec(self, budget: float, seed: int, sampler: str, final_epochs: float) -> JobSpec:
-        """Return the job spec of one run."""
+        """Return the job spec of one run (with ``compute_epochs`` the search decides its
+        trials, and the one-shot methods get the whole compute as ``final_epochs``)."""
+        search: dict[str, Any] = {"trials": self.trials, "sampler": sampler, "seed": seed}
+        if self.compute_epochs is not None:
+            search = {"compute_epochs": self.compute_epochs, "sampler": sampler, "seed": seed}
+            final_epochs = self.compute_epochs
         return JobSpec.model_validate(
             {
-                "arch": ARCH,
+                "arch": self.arch,
                 "input_shape": list(self.input_shape),
                 "dataset": self.dataset,
                 "budget": {"flops": budget},
                 "objective": "constrained",
-                "search": {"trials": self.trials, "sampler": sampler, "seed": seed},
+                "search": search,
                 "finetune": {
                     "epochs_per_trial": self.epochs_per_trial,
                     "final_epochs": final_epochs,
@@ -148,6 +159,7 @@ def ensure_baseline(
     epochs: int,
     cache_dir: Path,
     *,
+    arch: str = ARCH,
     dataset: str = DATASET,
     input_shape: tuple[int, int, int] = INPUT_SHAPE,
     data_root: str | None = None,
@@ -160,8 +172,8 @@ def ensure_baseline(
     seed's split has seen another seed's test images.
     """
     shape = "x".join(map(str, input_shape))
-    stem = f"{ARCH}-{_slug(dataset)}-{shape}-e{epochs}-s{seed}"
-    if (dataset, input_shape) == (DATASET, INPUT_SHAPE):
+    stem = f"{arch}-{_slug(dataset)}-{shape}-e{epochs}-s{seed}"
+    if (arch, dataset, input_shape) == (ARCH, DATASET, INPUT_SHAPE):
         stem = f"{ARCH}-{DATASET}-e{epochs}-s{seed}"  # the name earlier runs cached under
     weights, report = cache_dir / f"{stem}.safetensors", cache_dir / f"{stem}.json"
     if weights.exists() and report.exists():
@@ -172,7 +184,7 @@ def ensure_baseline(
         str(Path(sys.executable).with_name("inferprune")),
         "train",
         "--arch",
-        ARCH,
+        arch,
         "--dataset",
         dataset,
         "--input-shape",
@@ -256,13 +268,17 @@ class Choice:
     seconds: float
     search_val_accuracy: float | None = None
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    checkpoint: bytes | None = None
+    """With ``compute_epochs``: the chosen candidate's last rung, trained on by finalize."""
+    spent_epochs: float = 0.0
 
 
 def search_choice(problem: PruningProblem) -> Choice:
     """Run the spec's search on an in-memory study and return the plan select_best picks."""
     started = time.perf_counter()
     study = open_study(problem, optuna.storages.InMemoryStorage())
-    run_search(problem, study, trials=problem.spec.search.trials)
+    checkpoints = MemoryCheckpoints()
+    run_search(problem, study, trials=planned_trials(problem.spec), checkpoints=checkpoints)
     trials = study.get_trials(deepcopy=False)
     best = select_best(problem.spec, trials)
     if best is None:
@@ -280,6 +296,9 @@ def search_choice(problem: PruningProblem) -> Choice:
                 "val_accuracy": attrs.get("val_accuracy"),
                 "plan": attrs.get("plan"),
                 "seconds": attrs.get("seconds"),
+                "rung": attrs.get("rung"),
+                "rung_accuracy": attrs.get("rung_accuracy"),
+                "epochs_trained": attrs.get("epochs_trained"),
             }
         )
     finished = [r["val_accuracy"] for r in records if r["val_accuracy"] is not None]
@@ -299,6 +318,8 @@ def search_choice(problem: PruningProblem) -> Choice:
         seconds=time.perf_counter() - started,
         search_val_accuracy=best.val_accuracy,
         details=details,
+        checkpoint=checkpoints.load(best.trial),
+        spent_epochs=compute_spent(trials),
     )
 
 
@@ -408,7 +429,9 @@ def _result(
         "params_ratio": measured.cost.params / base.params,
         "latency_ms": measured.latency.median_ms,
         "latency_p90_ms": measured.latency.p90_ms,
-        "final_epochs": problem.spec.finetune.final_epochs,
+        "final_epochs": final.final_epochs,
+        "compute_epochs_spent": round(choice.spent_epochs + final.final_epochs, 4),
+        "final_from_trial": final.trial if final.continued else None,
         "choose_s": round(choice.seconds, 2),
         "finalize_s": round(final.seconds, 2),
         "wall_s": round(choice.seconds + final.seconds, 2),
@@ -458,7 +481,12 @@ def run_cell(
             )
             continue
         final = finalize(
-            job, choice.plan, choice.trial, search_val_accuracy=choice.search_val_accuracy
+            job,
+            choice.plan,
+            choice.trial,
+            search_val_accuracy=choice.search_val_accuracy,
+            checkpoint=choice.checkpoint,
+            spent_epochs=choice.spent_epochs,
         )
         run = _result(method, budget, seed, job, choice, final, interference) | space
         runs.append(run)
@@ -753,6 +781,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Return the command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=16, help="trials per search")
+    parser.add_argument("--arch", default=ARCH, help=f"default: {ARCH}")
+    parser.add_argument(
+        "--compute-epochs",
+        type=float,
+        help="equal compute: every method gets this many training epochs in all (the "
+        "searches as search.compute_epochs, the one-shot methods as their fine-tune); "
+        "--trials, --epochs-per-trial and --final-epochs are then not used",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.25, 0.125])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), help=", ".join(METHODS))
@@ -874,6 +910,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.combine:
         merged = combine([json.loads(path.read_text()) for path in args.combine])
         logger.info("wrote %s", write_report(merged, args.out_dir, args.name))
+        if merged["settings"].get("compute_epochs") is not None:
+            update_summary(args.out_dir / "search_quality_summary.json", merged)
         return 0
     torch.set_num_threads(1)
     started, interference = time.perf_counter(), Interference()
@@ -903,9 +941,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         dataset=dataset,
         input_shape=args.input_shape,
         data_root=args.data_root,
+        arch=args.arch,
+        compute_epochs=args.compute_epochs,
     )
     methods = list(args.methods)
-    if args.equal_compute:
+    if args.equal_compute and args.compute_epochs is None:
         methods.append("uniform" + EQUAL_COMPUTE)
     runs: list[dict[str, Any]] = []
     baselines: dict[int, dict[str, Any]] = {}
@@ -914,6 +954,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed,
             settings.base_epochs,
             args.cache_dir,
+            arch=args.arch,
             dataset=dataset,
             input_shape=args.input_shape,
             data_root=args.data_root,
@@ -929,7 +970,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "search_quality",
         "machine": machine(),
         "settings": {**dataclasses.asdict(settings), "seeds": args.seeds, "budgets": args.budgets},
-        "arch": ARCH,
+        "arch": args.arch,
         "pruner": PRUNER,
         "dataset": args.dataset,
         "dataset_note": note,
@@ -944,6 +985,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": runs,
     }
     logger.info("wrote %s", write_report(payload, args.out_dir, args.name))
+    if args.compute_epochs is not None:
+        summary = update_summary(args.out_dir / "search_quality_summary.json", payload)
+        logger.info("updated %s", summary)
     return 0
 
 

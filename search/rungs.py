@@ -16,6 +16,7 @@ model, and a later rung does not start again from the initial rate.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -49,12 +50,16 @@ class RungOutcome:
         stopped: why it stopped below the top rung, or None if it reached it.
         epochs_trained: epochs this trial trained (a resumed lineage's earlier rungs
             belong to the trial that trained them).
+        seconds: wall-clock seconds of ``finetune``, ``evaluate``, ``checkpoint``
+            (saving each rung) and ``promote`` (the decisions and the compute check, with
+            the trial attributes written after each rung) over all rungs.
     """
 
     lineage: Lineage
     accuracy: float
     stopped: StopReason | None
     epochs_trained: float
+    seconds: dict[str, float]
 
 
 def envelope_lr(base_lr: float, step: int, horizon: int) -> float:
@@ -111,11 +116,22 @@ def train_rungs(
     accuracies: list[float] = list(trial.user_attrs.get("rung_accuracy") or [])
     trained = 0.0
     accuracy = accuracies[-1] if accuracies else float("nan")
+    seconds = {"finetune": 0.0, "evaluate": 0.0, "checkpoint": 0.0, "promote": 0.0}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage] = round(seconds[stage] + now - clock, 6)
+        clock = now
+
     for rung in range(lineage.rung + 1, len(ends)):
         steps = ends[rung] - lineage.steps
         # the first rung of every candidate is reserved; a promotion must be affordable
-        if rung > 0 and not _affordable(trial, fidelity, steps / per_epoch):
-            return RungOutcome(lineage, accuracy, "budget", trained)
+        affordable = rung == 0 or _affordable(trial, fidelity, steps / per_epoch)
+        lap("promote")
+        if not affordable:
+            return RungOutcome(lineage, accuracy, "budget", trained, seconds)
         lr = envelope_lr(finetune.lr, lineage.steps, horizon)
         if steps > 0:
             fine_tune(
@@ -138,17 +154,22 @@ def train_rungs(
             lr=lr,
             rung=rung,
         )
+        lap("finetune")
         accuracy = evaluate(model, problem.data.val).top1
+        lap("evaluate")
         accuracies = (accuracies + [accuracy])[: rung + 1]
         checkpoints.save(trial.number, save_candidate(problem, model, plan, lineage))
+        lap("checkpoint")
         trial.set_user_attr("rung", rung)
         trial.set_user_attr("rung_accuracy", accuracies)
         trial.set_user_attr(
             "epochs_trained", round(float(trial.user_attrs.get("epochs_trained", 0.0)) + epochs, 6)
         )
-        if rung < len(ends) - 1 and not promote(rung, accuracy):
-            return RungOutcome(lineage, accuracy, "halved", trained)
-    return RungOutcome(lineage, accuracy, None, trained)
+        goes_on = rung == len(ends) - 1 or promote(rung, accuracy)
+        lap("promote")
+        if not goes_on:
+            return RungOutcome(lineage, accuracy, "halved", trained, seconds)
+    return RungOutcome(lineage, accuracy, None, trained, seconds)
 
 
 def _affordable(trial: optuna.Trial, fidelity: FidelityPlan, epochs: float) -> bool:

@@ -1,0 +1,80 @@
+"""``search_quality_summary.json``: one row per (data set, model, budget, method), each
+method compared with the best equal-compute one-shot baseline of its cell."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ONE_SHOT = ("uniform", "global", "fastnas")
+"""Methods that choose widths once and spend the whole compute fine-tuning them."""
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summary_rows(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the summary rows of one equal-compute report (accuracies as fractions,
+    paired differences in points)."""
+    runs = [r for r in payload["runs"] if r.get("reachable")]
+    dataset, arch = payload["dataset"], payload["arch"]
+    compute = payload["settings"].get("compute_epochs")
+    unpruned = {
+        int(seed): b["measured"]["test_accuracy"] for seed, b in payload["baselines"].items()
+    }
+    rows = []
+    for budget in sorted({r["budget"] for r in runs}, reverse=True):
+        cell = [r for r in runs if r["budget"] == budget]
+        by_method: dict[str, dict[int, float]] = {}
+        for r in cell:
+            by_method.setdefault(r["method"], {})[r["seed"]] = r["test_accuracy"]
+        baselines = {m: v for m, v in by_method.items() if m in ONE_SHOT}
+        best = max(baselines, key=lambda m: statistics.fmean(baselines[m].values()), default=None)
+        for method, accs in by_method.items():
+            seeds = sorted(accs)
+            mean, std = _mean_std([accs[s] for s in seeds])
+            row: dict[str, Any] = {
+                "dataset": dataset,
+                "arch": arch,
+                "budget": budget,
+                "method": method,
+                "seeds": seeds,
+                "test_accuracy_mean": mean,
+                "test_accuracy_std": std,
+                "unpruned_test_accuracy_mean": statistics.fmean(unpruned[s] for s in seeds),
+                "best_baseline": best,
+                "best_baseline_test_accuracy_mean": (
+                    statistics.fmean(baselines[best].values()) if best else None
+                ),
+                "compute_epochs": compute,
+                "paired_vs_best_baseline_mean": None,
+                "wins": None,
+                "losses": None,
+            }
+            if best is not None and method != best:
+                gains = [
+                    (accs[s] - baselines[best][s]) * 100 for s in seeds if s in baselines[best]
+                ]
+                if gains:
+                    row["paired_vs_best_baseline_mean"] = statistics.fmean(gains)
+                    row["wins"] = sum(g > 0 for g in gains)
+                    row["losses"] = sum(g < 0 for g in gains)
+            rows.append(row)
+    return rows
+
+
+def update_summary(path: Path, payload: dict[str, Any]) -> Path:
+    """Merge one report's rows into the summary file at ``path`` (a row of the same data
+    set, model, budget and method is replaced); return the path."""
+    rows = json.loads(path.read_text()) if path.exists() else []
+    new = summary_rows(payload)
+    keys = {(r["dataset"], r["arch"], r["budget"], r["method"]) for r in new}
+    kept = [r for r in rows if (r["dataset"], r["arch"], r["budget"], r["method"]) not in keys]
+    merged = sorted(kept + new, key=lambda r: (r["dataset"], r["arch"], -r["budget"], r["method"]))
+    path.write_text(json.dumps(merged, indent=1) + "\n")
+    return path
