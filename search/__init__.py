@@ -39,6 +39,7 @@ __all__ = [
     "SearchSettings",
     "SearchSpace",
     "Sensitivity",
+    "SensitivityCache",
     "SpecError",
     "TrialResult",
     "build_candidate",
@@ -53,6 +54,7 @@ __all__ = [
     "feasible_trials",
     "finalize",
     "hypervolume",
+    "job_sensitivity",
     "load_problem",
     "make_pruner",
     "make_sampler",
@@ -74,6 +76,7 @@ __all__ = [
     "select_best",
     "trial_points",
     "trial_summaries",
+    "warm_start_plans",
     "write_conclusion",
 ]
 
@@ -121,6 +124,9 @@ _EXPORTS = {
     "feasible_trials": "search.pareto",
     "finalize": "search.final",
     "hypervolume": "search.pareto",
+    "job_sensitivity": "search.warm_start",
+    "warm_start_plans": "search.warm_start",
+    "SensitivityCache": "search.warm_start",
     "load_problem": "search.problem",
     "make_pruner": "search.study",
     "make_sampler": "search.study",
@@ -198,3 +204,4 @@ if TYPE_CHECKING:  # the static view of the same names
     )
     from search.storage import optuna_storage
     from search.study import count_finished, make_pruner, make_sampler, open_study
+    from search.warm_start import SensitivityCache, job_sensitivity, warm_start_plans

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -11,11 +12,12 @@ from optuna.pruners import BasePruner, MedianPruner, NopPruner, SuccessiveHalvin
 from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
-from models.prune import Plan, uniform_plan
 from search.fidelity import plan_fidelity, planned_trials
 from search.problem import PruningProblem
+from search.sensitivity import Sensitivity
 from search.spec import JobSpec, directions, objective_names
 from search.storage import optuna_storage
+from search.warm_start import warm_start_plans
 
 __all__ = [
     "FINISHED_STATES",
@@ -24,7 +26,6 @@ __all__ = [
     "make_pruner",
     "make_sampler",
     "open_study",
-    "warm_start_plans",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,21 +90,25 @@ def make_pruner(spec: JobSpec) -> BasePruner:
     return MedianPruner(n_startup_trials=_startup_trials(spec), n_warmup_steps=0)
 
 
-def warm_start_plans(problem: PruningProblem) -> list[Plan]:
-    """Return plans to try first: the uniform plan at the budget (or at half width)."""
-    budget = problem.budget
-    if budget.max_macs is not None or budget.max_params is not None:
-        return [problem.space.uniform_at_budget()]
-    return [uniform_plan(problem.graph, 0.5)]
-
-
 def open_study(
-    problem: PruningProblem, storage: str | optuna.storages.BaseStorage, name: str | None = None
+    problem: PruningProblem,
+    storage: str | optuna.storages.BaseStorage,
+    name: str | None = None,
+    *,
+    sensitivity: Callable[[], Sensitivity | None] | None = None,
 ) -> optuna.Study:
     """Create the job's study in ``storage``, or load it if it exists (resume).
 
-    A new study gets the warm-start plans enqueued and a ``inferprune`` user attribute
-    describing the job. A URL is opened with :func:`search.storage.optuna_storage`.
+    A new study gets the warm-start plans enqueued (:func:`search.warm_start_plans`)
+    and a ``inferprune`` user attribute describing the job. A URL is opened with
+    :func:`search.storage.optuna_storage`.
+
+    Args:
+        problem: the job's fixed inputs.
+        storage: an Optuna storage or its URL.
+        name: the study's name (default: derived from the spec, so a rerun resumes).
+        sensitivity: gives the job's sensitivity scan (see
+            :func:`search.job_sensitivity`); called only when the study is new.
     """
     spec = problem.spec
     study_name = name or spec.study_name()
@@ -121,10 +126,12 @@ def open_study(
     if STUDY_ATTR not in study.user_attrs:
         study.set_user_attr(STUDY_ATTR, describe_job(problem))
         if not study.get_trials(deepcopy=False):
-            for plan in warm_start_plans(problem):
+            scan = sensitivity() if sensitivity is not None else None
+            plans = warm_start_plans(problem, scan)
+            for kind, plan in zip(("uniform", "sensitivity")[: len(plans)], plans, strict=True):
                 study.enqueue_trial(
                     problem.space.params_from_widths(plan),
-                    user_attrs={"warm_start": True},
+                    user_attrs={"warm_start": True, "warm_start_kind": kind},
                     skip_if_exists=True,
                 )
     else:

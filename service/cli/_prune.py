@@ -242,6 +242,7 @@ def run_prune(args: argparse.Namespace) -> int:
         FolderCheckpoints,
         conclude_search,
         count_finished,
+        job_sensitivity,
         load_problem,
         open_study,
         planned_trials,
@@ -261,8 +262,13 @@ def run_prune(args: argparse.Namespace) -> int:
     created = not out.exists()
     storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     out.mkdir(parents=True, exist_ok=True)
+
+    def sensitivity() -> Any:
+        with console.status("scanning per-group sensitivity for the warm start...", spinner="dots"):
+            return job_sensitivity(problem)
+
     try:
-        study = open_study(problem, storage, args.study_name)
+        study = open_study(problem, storage, args.study_name, sensitivity=sensitivity)
     except BaseException:
         _remove_if_created(out, created)
         raise

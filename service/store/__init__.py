@@ -7,7 +7,7 @@ the embedded default; the same code runs on PostgreSQL for several machines.
 """
 
 from service.store._artifacts import drop_trial_artifacts_except, get_artifact, put_artifact
-from service.store._blobs import BlobStore
+from service.store._blobs import BlobStore, file_sha256
 from service.store._claims import Claim, claim_work, has_open_work, set_lease_trial
 from service.store._engine import engine_options, is_sqlite, make_engine, make_session_factory
 from service.store._jobs import (
@@ -115,6 +115,7 @@ __all__ = [
     "drop_trial_artifacts_except",
     "engine_options",
     "fail_job",
+    "file_sha256",
     "find_by_idempotency_key",
     "get_artifact",
     "finish_finalize",

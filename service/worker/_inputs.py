@@ -11,14 +11,23 @@ from pathlib import Path
 
 import optuna
 from sqlalchemy import select
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 import search
 from models.errors import ModelsError
-from search import JobSpec, PruningProblem, load_problem, make_sampler, open_study
+from search import (
+    JobSpec,
+    PruningProblem,
+    Sensitivity,
+    job_sensitivity,
+    load_problem,
+    make_sampler,
+    open_study,
+)
 from search.errors import SearchError
 from service.store import Blob, BlobStore, Claim, engine_options
 from service.uploads import safe_filename
+from service.worker._sensitivity_cache import StoreSensitivityCache
 
 __all__ = ["JobInputs", "LoadedJob", "ProblemCache", "hide_upload_paths", "optuna_storage"]
 
@@ -125,11 +134,13 @@ class ProblemCache:
         worker_id: str,
         size: int = 2,
         uploads: Path | None = None,
+        sessions: sessionmaker[Session] | None = None,
     ) -> None:
         self.storage = storage
         self.worker_id = worker_id
         self.size = size
         self.uploads = uploads
+        self.sessions = sessions
         self._items: OrderedDict[str, LoadedJob] = OrderedDict()
 
     def get(
@@ -158,7 +169,15 @@ class ProblemCache:
                 )
             }
         )
-        study = open_study(problem, self.storage, claim.study_name)  # first worker creates it
+
+        def sensitivity() -> Sensitivity | None:
+            cache = None
+            if self.sessions is not None:
+                cache = StoreSensitivityCache.for_job(self.sessions, problem, weights, dataset)
+            return job_sensitivity(problem, cache)
+
+        # the first worker creates the study (and scans, unless a scan is cached)
+        study = open_study(problem, self.storage, claim.study_name, sensitivity=sensitivity)
         study.sampler = make_sampler(mixed)
         loaded = LoadedJob(problem, study)
         self._items[claim.job_id] = loaded

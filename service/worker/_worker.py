@@ -86,7 +86,7 @@ class Worker:
     def cache(self) -> ProblemCache:
         """The jobs this worker has loaded."""
         if self._cache is None:
-            self._cache = ProblemCache(self.storage, self.id)
+            self._cache = ProblemCache(self.storage, self.id, sessions=self.sessions)
         return self._cache
 
     # -- lifecycle -----------------------------------------------------------------------

@@ -323,3 +323,32 @@ def test_a_worker_killed_mid_rung_loses_that_rung_only(
     assert [h["trial"] for h in lineage.history[:2]] == [trial.number, trial.number]
     report = api.get(f"/v1/jobs/{job}").json()
     assert report["best"]["finalized"] is True
+
+
+def test_a_second_job_on_the_same_weights_reuses_the_sensitivity_scan(
+    api: TestClient, settings: Settings, tiny_weights: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import search.warm_start
+
+    scans: list[str] = []
+    real_scan = search.warm_start.scan_sensitivity
+
+    def counting_scan(problem, **kwargs):  # type: ignore[no-untyped-def]
+        scans.append(problem.spec.budget.model_dump_json())
+        return real_scan(problem, **kwargs)
+
+    monkeypatch.setattr(search.warm_start, "scan_sensitivity", counting_scan)
+    jobs = []
+    for flops in (0.5, 0.3):  # another budget: the scan does not depend on it
+        spec = job_spec(search={"seed": 0, "compute_epochs": 1.0}, budget={"flops": flops})
+        del spec["search"]["trials"]
+        jobs.append(submit(api, spec, weights=tiny_weights).json()["id"])
+        run_worker(settings)
+    assert len(scans) == 1, "the second job found the first job's scan in the store"
+    storage = Worker(settings).storage
+    for job in jobs:
+        assert api.get(f"/v1/jobs/{job}").json()["status"] == "succeeded"
+        study = optuna.load_study(study_name=f"inferprune-job-{job}", storage=storage)
+        kinds = [t.user_attrs.get("warm_start_kind") for t in study.trials[:2]]
+        assert kinds[0] == "uniform"
+        assert kinds[1] in ("sensitivity", None)  # None: the scan's plan was the uniform one
