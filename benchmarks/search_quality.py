@@ -64,6 +64,7 @@ from search import (
     MemoryCheckpoints,
     PruningProblem,
     finalize,
+    job_sensitivity,
     load_problem,
     measure_baseline,
     open_study,
@@ -276,7 +277,11 @@ class Choice:
 def search_choice(problem: PruningProblem) -> Choice:
     """Run the spec's search on an in-memory study and return the plan select_best picks."""
     started = time.perf_counter()
-    study = open_study(problem, optuna.storages.InMemoryStorage())
+    study = open_study(
+        problem,
+        optuna.storages.InMemoryStorage(),
+        sensitivity=lambda: job_sensitivity(problem),  # as the product does, uncached
+    )
     checkpoints = MemoryCheckpoints()
     run_search(problem, study, trials=planned_trials(problem.spec), checkpoints=checkpoints)
     trials = study.get_trials(deepcopy=False)
@@ -598,9 +603,20 @@ def proxy_correlations(
         ]
         proxies = [t["proxy_accuracy"] for t in trials if t["proxy_accuracy"] is not None]
         rho = float(spearmanr(*zip(*pairs, strict=True)).statistic) if len(pairs) > 2 else None
+        # with rungs: does the first rung's accuracy rank the candidates as their last does?
+        rung_pairs = [
+            (t["rung_accuracy"][0], t["rung_accuracy"][-1])
+            for t in trials
+            if len(t.get("rung_accuracy") or []) > 1
+        ]
+        rung_rho = None
+        if len(rung_pairs) > 2:
+            rung_rho = float(spearmanr(*zip(*rung_pairs, strict=True)).statistic)
         out[str(budget)] = {
             "pairs": len(pairs),
             "spearman_proxy_vs_val": rho,
+            "promoted_trials": len(rung_pairs),
+            "spearman_first_vs_last_rung": rung_rho,
             "proxy_at_chance_share": (
                 sum(v <= 0.1 + 2 / val_images for v in proxies) / len(proxies) if proxies else None
             ),
@@ -763,13 +779,26 @@ def markdown(payload: dict[str, Any]) -> str:
         "the trial fine-tune (the ranking `select_best` uses), and how many trials were "
         f"at chance (≤ {10 + 200 / val_images:.1f} %) after BN recalibration alone.",
         "",
-        "| MACs budget | fine-tuned trials | Spearman proxy vs val | proxy at chance |",
-        "|---:|---:|---:|---:|",
+        "With `--compute-epochs`: Spearman correlation of a promoted candidate's accuracy "
+        "after its first rung with its accuracy after its last (does the cheap rung rank "
+        "candidates as the longer ones do?).",
+        "",
+        "| MACs budget | fine-tuned trials | Spearman proxy vs val | proxy at chance "
+        "| promoted trials | Spearman first vs last rung |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def number(value: float | None) -> str:
+        return "—" if value is None else f"{value:.2f}"
+
     for budget, c in payload["proxy_correlations"].items():
-        rho = "—" if c["spearman_proxy_vs_val"] is None else f"{c['spearman_proxy_vs_val']:.2f}"
+        rho = number(c["spearman_proxy_vs_val"])
         share = "—" if c["proxy_at_chance_share"] is None else f"{c['proxy_at_chance_share']:.0%}"
-        lines.append(f"| {float(budget):g} | {c['pairs']} | {rho} | {share} |")
+        rung_rho = number(c.get("spearman_first_vs_last_rung"))
+        lines.append(
+            f"| {float(budget):g} | {c['pairs']} | {rho} | {share} "
+            f"| {c.get('promoted_trials', '—')} | {rung_rho} |"
+        )
     lines.append("")
     return "\n".join(lines)
 
