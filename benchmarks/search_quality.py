@@ -118,6 +118,7 @@ class Settings:
     data_root: str | None = None
     arch: str = ARCH
     compute_epochs: float | None = None
+    distill: bool = False
 
     def spec(self, budget: float, seed: int, sampler: str, final_epochs: float) -> JobSpec:
         """Return the job spec of one run (with ``compute_epochs`` the search decides its
@@ -139,6 +140,7 @@ class Settings:
                     "final_epochs": final_epochs,
                     "lr": self.lr,
                     "batch_size": self.batch_size,
+                    "distill": self.distill,
                 },
                 "pruning": {"criterion": self.criterion, "round_to": self.round_to},
                 "latency": {"backend": "onnxruntime", "threads": 1, "batch_size": 1},
@@ -812,6 +814,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, default=16, help="trials per search")
     parser.add_argument("--arch", default=ARCH, help=f"default: {ARCH}")
     parser.add_argument(
+        "--distill",
+        action="store_true",
+        help="every method distills the unpruned model in its fine-tune (with "
+        "--compute-epochs, in the searches' rungs too)",
+    )
+    parser.add_argument(
         "--compute-epochs",
         type=float,
         help="equal compute: every method gets this many training epochs in all (the "
@@ -972,6 +980,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_root=args.data_root,
         arch=args.arch,
         compute_epochs=args.compute_epochs,
+        distill=args.distill,
     )
     methods = list(args.methods)
     if args.equal_compute and args.compute_epochs is None:

@@ -142,6 +142,7 @@ def train_rungs(
                 batch_size=finetune.batch_size,
                 seed=seed,
                 start_step=lineage.steps,
+                teacher=problem.model if finetune.distill else None,
                 should_stop=should_stop,
             )
         epochs = max(0, steps) / per_epoch

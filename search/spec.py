@@ -196,7 +196,10 @@ class FinetuneSettings(_Strict):
     lr: float = Field(0.01, gt=0, le=10, description="Initial learning rate (cosine decay).")
     batch_size: int = Field(64, ge=1, le=4096, description="Samples per training step.")
     distill: bool = Field(
-        False, description="Distill the unpruned model into the chosen one when finalizing."
+        False,
+        description="Distill the unpruned model into the chosen one when finalizing; with "
+        "`search.compute_epochs`, into every candidate's rungs too (the delivered model's "
+        "training is one run from its first rung to the end).",
     )
 
 
@@ -336,14 +339,15 @@ class JobSpec(_Strict):
     def fingerprint(self) -> str:
         """Return a short stable hash of what defines the search (names studies so that a
         rerun resumes them). The trial count, timeout and final fine-tune are left out:
-        asking for more trials continues the same study."""
+        asking for more trials continues the same study. (With ``compute_epochs``,
+        ``distill`` trains the candidates too, so it defines the search.)"""
         data = self.model_dump(mode="json")
         data["search"].pop("trials")
         data["search"].pop("timeout_s")
         data["finetune"].pop("final_epochs")
-        data["finetune"].pop("distill")
         if data["search"]["compute_epochs"] is None:
             data["search"].pop("compute_epochs")  # studies named before it existed resume
+            data["finetune"].pop("distill")  # then it changes only the final fine-tune
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -273,3 +273,25 @@ def test_report_json_lists_rungs_per_trial(
     rows = conclusion.report["trials"]
     assert all(r["rung"] is not None and r["epochs_trained"] > 0 for r in rows)
     assert json.loads(json.dumps(conclusion.report["compute"]))["fidelity"]["eta"] == ETA
+
+
+def test_distillation_defines_a_compute_search_but_not_a_classic_one() -> None:
+    # with rungs the teacher trains every candidate: another search, another study
+    plain, taught = _compute_spec(), _compute_spec(finetune={"distill": True})
+    assert plain.study_name() != taught.study_name()
+    # without, it changes only the final fine-tune: the same study resumes
+    assert tiny_spec().study_name() == tiny_spec(finetune={"distill": True}).study_name()
+
+
+def test_rungs_distill_the_unpruned_model_when_asked(trained_weights: bytes) -> None:
+    taught = load_problem(_compute_spec(finetune={"distill": True}), weights=trained_weights)
+    plain = load_problem(_compute_spec(), weights=trained_weights)
+    results = []
+    for problem in (plain, taught):
+        study = open_study(problem, optuna.storages.InMemoryStorage())
+        checkpoints = MemoryCheckpoints()
+        run_one_trial(problem, study, checkpoints=checkpoints)
+        results.append(read_state_dict(checkpoints.load(0) or b""))
+    # same plan, seed and data: only the loss differs, so the weights do
+    assert results[0].keys() == results[1].keys()
+    assert any(not torch.equal(results[0][k], results[1][k]) for k in results[0])
