@@ -56,6 +56,7 @@ from _machine import Interference, machine
 from _summary import update_summary
 from scipy.stats import spearmanr
 
+import search.fidelity
 from models.data import load_dataset
 from models.prune import Plan, validate_plan
 from search import (
@@ -80,8 +81,10 @@ ARCH = "resnet20_cifar"
 DATASET = "digits"
 INPUT_SHAPE = (3, 32, 32)
 SEARCH_METHODS = ("tpe", "gp", "random")
-ONE_SHOT_METHODS = ("uniform", "global")
+ONE_SHOT_METHODS = ("uniform", "global", "fastnas")
 METHODS = SEARCH_METHODS + ONE_SHOT_METHODS
+DEFAULT_METHODS = ("tpe", "gp", "random", "uniform", "global")
+"""``fastnas`` needs the ``bench`` extra (NVIDIA ModelOpt): ask for it by name."""
 EQUAL_COMPUTE = "+ec"
 """Suffix of a one-shot method run with the search's trial training added to its final
 fine-tune (``uniform+ec``)."""
@@ -399,12 +402,26 @@ def global_choice(problem: PruningProblem) -> Choice:
     )
 
 
+def fastnas_choice(problem: PruningProblem) -> Choice:
+    """Return the widths NVIDIA ModelOpt's FastNAS chooses at the budget (its own search
+    on BN-recalibrated validation accuracy; see ``benchmarks/_fastnas.py``)."""
+    from _fastnas import fastnas_plan
+
+    started = time.perf_counter()
+    fraction = problem.spec.budget.flops
+    if fraction is None:
+        raise ValueError("fastnas needs a budget.flops fraction")
+    plan = fastnas_plan(problem, fraction, seed=problem.spec.search.seed)
+    return Choice(plan=plan, trial=0, seconds=time.perf_counter() - started)
+
+
 CHOOSERS: dict[str, Callable[[PruningProblem], Choice]] = {
     "tpe": search_choice,
     "gp": search_choice,
     "random": search_choice,
     "uniform": uniform_choice,
     "global": global_choice,
+    "fastnas": fastnas_choice,
 }
 
 
@@ -814,6 +831,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, default=16, help="trials per search")
     parser.add_argument("--arch", default=ARCH, help=f"default: {ARCH}")
     parser.add_argument(
+        "--final-share",
+        type=float,
+        help="experiment: the share of --compute-epochs that is the delivered model's own "
+        "training (search.fidelity.FINAL_SHARE, default 0.5), set in this process only",
+    )
+    parser.add_argument(
         "--distill",
         action="store_true",
         help="every method distills the unpruned model in its fine-tune (with "
@@ -828,7 +851,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.25, 0.125])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), help=", ".join(METHODS))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        help=f"of {', '.join(METHODS)} (default: {' '.join(DEFAULT_METHODS)})",
+    )
     parser.add_argument("--epochs-per-trial", type=float, default=0.5)
     parser.add_argument("--final-epochs", type=float, default=5.0)
     parser.add_argument("--lr", type=float, default=0.01)
@@ -951,6 +979,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             update_summary(args.out_dir / "search_quality_summary.json", merged)
         return 0
     torch.set_num_threads(1)
+    if args.final_share is not None:
+        search.fidelity.FINAL_SHARE = args.final_share
     started, interference = time.perf_counter(), Interference()
     dataset, note = args.dataset, None
     if args.train_subset:
@@ -1007,7 +1037,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     payload = {
         "benchmark": "search_quality",
         "machine": machine(),
-        "settings": {**dataclasses.asdict(settings), "seeds": args.seeds, "budgets": args.budgets},
+        "settings": {
+            **dataclasses.asdict(settings),
+            "seeds": args.seeds,
+            "budgets": args.budgets,
+            "final_share": search.fidelity.FINAL_SHARE,
+        },
         "arch": args.arch,
         "pruner": PRUNER,
         "dataset": args.dataset,
