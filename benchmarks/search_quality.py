@@ -32,7 +32,6 @@ Writes ``search_quality.json`` (machine, settings, every run's numbers and trial
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import logging
@@ -42,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,20 +49,20 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
-import torch_pruning as tp
 from _machine import Interference, machine
 from _summary import update_summary
 from scipy.stats import spearmanr
 
 import search.fidelity
 from models.data import load_dataset
-from models.prune import Plan, validate_plan
+from models.prune import Plan, global_magnitude_widths
 from search import (
     FinalModel,
     JobSpec,
     MemoryCheckpoints,
     PruningProblem,
     finalize,
+    global_magnitude_plan,
     job_sensitivity,
     load_problem,
     measure_baseline,
@@ -89,9 +87,6 @@ EQUAL_COMPUTE = "+ec"
 """Suffix of a one-shot method run with the search's trial training added to its final
 fine-tune (``uniform+ec``)."""
 RATIO_SCAN_STEP = 0.05
-RATIO_SCAN_STEPS = 19
-"""Ratios 0.05, 0.10, ..., 0.95 are scanned."""
-RATIO_BISECTION_STEPS = 10
 STEP0_PRUNER = "Optuna's median pruner on the BN-recalibrated accuracy"
 """How trials were pruned before the halfway check (reports written without a pruner)."""
 PRUNER = (
@@ -340,66 +335,27 @@ def uniform_choice(problem: PruningProblem) -> Choice:
     return Choice(plan=plan, trial=0, seconds=time.perf_counter() - started)
 
 
-def _global_magnitude_widths(problem: PruningProblem, ratio: float) -> Plan:
-    """Prune a copy with Torch-Pruning's global magnitude pruner; return its widths."""
-    model = copy.deepcopy(problem.model).eval()
-    modules = dict(model.named_modules())
-    ignored = [problem.graph.output_layer, *problem.spec.pruning.ignored_layers]
-    example = torch.randn((1, *problem.input_shape), generator=torch.Generator().manual_seed(0))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pruner = tp.pruner.BasePruner(
-            model,
-            example,
-            importance=tp.importance.MagnitudeImportance(p=1),
-            global_pruning=True,
-            pruning_ratio=ratio,
-            round_to=problem.spec.pruning.round_to,
-            ignored_layers=[modules[name] for name in ignored],
-        )
-        pruner.step()
-    pruned = dict(model.named_modules())
-    widths = {g.name: int(pruned[g.name].weight.shape[0]) for g in problem.space.groups}
-    return validate_plan(widths, problem.graph)
-
-
 def global_choice(problem: PruningProblem) -> Choice:
-    """Return Torch-Pruning's global-magnitude widths at the smallest ratio that fits.
-
-    The pruned MACs fall with ``pruning_ratio`` only up to a point: past it, whole groups
-    drop below the global threshold and Torch-Pruning leaves such a group whole rather
-    than empty, so MACs rise again. The ratio is therefore scanned upward in steps of
-    :data:`RATIO_SCAN_STEP` to the first that fits, then bisected below it.
+    """Return Torch-Pruning's global-magnitude widths at the smallest ratio that fits
+    (the product's own :func:`search.global_magnitude_plan`, a warm start of its
+    compute-budgeted searches).
 
     Raises:
         UnreachableBudgetError: no ratio meets the budget.
     """
     started = time.perf_counter()
-    smallest = 1.0
-    low, high, best = 0.0, None, None
-    for step in range(1, RATIO_SCAN_STEPS + 1):
-        ratio = step * RATIO_SCAN_STEP
-        plan = _global_magnitude_widths(problem, ratio)
-        smallest = min(smallest, problem.space.predict(plan).macs / problem.baseline.cost.macs)
-        if problem.space.fits(plan):
-            high, best = ratio, plan
-            break
-        low = ratio
-    if high is None or best is None:
-        raise UnreachableBudgetError(smallest)
-    for _ in range(RATIO_BISECTION_STEPS):
-        mid = (low + high) / 2
-        plan = _global_magnitude_widths(problem, mid)
-        if problem.space.fits(plan):
-            high, best = mid, plan
-        else:
-            low = mid
-    return Choice(
-        plan=best,
-        trial=0,
-        seconds=time.perf_counter() - started,
-        details={"pruning_ratio": round(high, 5)},
-    )
+    plan = global_magnitude_plan(problem)
+    if plan is None:
+        widest = global_magnitude_widths(
+            problem.model,
+            problem.graph,
+            1 - RATIO_SCAN_STEP,
+            ignored_layers=problem.spec.pruning.ignored_layers,
+        )
+        raise UnreachableBudgetError(
+            problem.space.predict(widest).macs / problem.baseline.cost.macs
+        )
+    return Choice(plan=plan, trial=0, seconds=time.perf_counter() - started)
 
 
 def fastnas_choice(problem: PruningProblem) -> Choice:

@@ -53,6 +53,7 @@ __all__ = [
     "dominance_screen",
     "feasible_trials",
     "finalize",
+    "global_magnitude_plan",
     "hypervolume",
     "job_sensitivity",
     "load_problem",
@@ -125,6 +126,7 @@ _EXPORTS = {
     "finalize": "search.final",
     "hypervolume": "search.pareto",
     "job_sensitivity": "search.warm_start",
+    "global_magnitude_plan": "search.warm_start",
     "warm_start_plans": "search.warm_start",
     "SensitivityCache": "search.warm_start",
     "load_problem": "search.problem",
@@ -204,4 +206,9 @@ if TYPE_CHECKING:  # the static view of the same names
     )
     from search.storage import optuna_storage
     from search.study import count_finished, make_pruner, make_sampler, open_study
-    from search.warm_start import SensitivityCache, job_sensitivity, warm_start_plans
+    from search.warm_start import (
+        SensitivityCache,
+        global_magnitude_plan,
+        job_sensitivity,
+        warm_start_plans,
+    )

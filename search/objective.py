@@ -307,10 +307,9 @@ def run_trial(
             should_stop=should_stop,
         )
         lineage, skipped, accuracy = outcome.lineage, outcome.stopped, outcome.accuracy
-        lap("rungs")  # the rungs' own stages, below, make up this lap
-        del seconds["rungs"]
-        for stage, spent in outcome.seconds.items():
+        for stage, spent in outcome.seconds.items():  # the rungs time their own stages
             seconds[stage] = round(seconds.get(stage, 0.0) + spent, 6)
+        clock = time.perf_counter()
     else:
         if finetune.steps_per_trial or finetune.epochs_per_trial > 0:
             trained = fine_tune(

@@ -127,8 +127,7 @@ def open_study(
         study.set_user_attr(STUDY_ATTR, describe_job(problem))
         if not study.get_trials(deepcopy=False):
             scan = sensitivity() if sensitivity is not None else None
-            plans = warm_start_plans(problem, scan)
-            for kind, plan in zip(("uniform", "sensitivity")[: len(plans)], plans, strict=True):
+            for kind, plan in warm_start_plans(problem, scan):
                 study.enqueue_trial(
                     problem.space.params_from_widths(plan),
                     user_attrs={"warm_start": True, "warm_start_kind": kind},

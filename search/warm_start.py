@@ -1,14 +1,15 @@
-"""The plans a new study tries first: the uniform plan, and the budget allocated by
-per-group sensitivity.
+"""The plans a new study tries first: the one-shot baselines' own choices.
 
 The uniform plan at the budget (Torch-Pruning's ``pruning_ratio``) is the usual one-shot
 baseline; as the first trial it keeps the search from delivering worse than that
-baseline would with the same compute. With ``search.compute_epochs`` a second plan
-allocates the budget by a sensitivity scan (forward passes only, as AIMET's greedy ratio
-selection and ModelOpt's FastNAS do): the groups whose narrowing costs the least
-accuracy per MAC saved give up the most. A scan depends on the weights and data, not on
-the budget, so it is cached (:class:`SensitivityCache`): the service keeps it in its
-store, and the next job on the same model reuses it.
+baseline would with the same compute. With ``search.compute_epochs`` two more follow:
+the widths Torch-Pruning's global magnitude pruner keeps at the budget
+(:func:`global_magnitude_plan`), and the budget allocated by a sensitivity scan (forward
+passes only, as AIMET's greedy ratio selection and ModelOpt's FastNAS do: the groups
+whose narrowing costs the least accuracy per MAC saved give up the most). A scan
+depends on the weights and data, not on the budget, so it is cached
+(:class:`SensitivityCache`): the service keeps it in its store, and the next job on the
+same model reuses it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from models.prune import Plan, uniform_plan
+from models.prune import Plan, global_magnitude_widths, uniform_plan
 from search.problem import PruningProblem
 from search.sensitivity import (
     DEFAULT_FRACTIONS,
@@ -25,7 +26,19 @@ from search.sensitivity import (
     scan_sensitivity,
 )
 
-__all__ = ["SensitivityCache", "job_sensitivity", "warm_start_plans"]
+__all__ = [
+    "WARM_STARTS",
+    "SensitivityCache",
+    "global_magnitude_plan",
+    "job_sensitivity",
+    "warm_start_plans",
+]
+
+WARM_STARTS = ("uniform", "global", "sensitivity")
+"""The kinds of warm-start plan, in the order a study tries them."""
+
+_RATIO_STEP = 0.05
+_RATIO_BISECTIONS = 10
 
 logger = logging.getLogger(__name__)
 
@@ -73,16 +86,60 @@ def job_sensitivity(
     return scan
 
 
-def warm_start_plans(problem: PruningProblem, sensitivity: Sensitivity | None = None) -> list[Plan]:
-    """Return the plans to try first: the uniform plan at the budget (or at half width
-    without a MACs or parameter limit), then, given a scan, the budget allocated by
-    sensitivity when it differs."""
+def global_magnitude_plan(problem: PruningProblem) -> Plan | None:
+    """Return the widths of Torch-Pruning's global magnitude pruner at the smallest
+    ``pruning_ratio`` that meets the budget, or None if no ratio does.
+
+    MACs fall with the ratio only up to a point: past it, whole groups drop below the
+    global threshold and Torch-Pruning keeps such a group whole rather than empty. So the
+    ratio is scanned upward in steps of 0.05 to the first that fits, then bisected below
+    it (at most 30 prunings of a copy; nothing is trained).
+    """
+    ignored = problem.spec.pruning.ignored_layers
+
+    def widths(ratio: float) -> Plan:
+        return global_magnitude_widths(problem.model, problem.graph, ratio, ignored_layers=ignored)
+
+    low, fitting = 0.0, None
+    for step in range(1, round(1 / _RATIO_STEP)):
+        ratio = step * _RATIO_STEP
+        plan = widths(ratio)
+        if problem.space.fits(plan):
+            fitting = (ratio, plan)
+            break
+        low = ratio
+    if fitting is None:
+        return None
+    high, best = fitting
+    for _ in range(_RATIO_BISECTIONS):
+        mid = (low + high) / 2
+        plan = widths(mid)
+        if problem.space.fits(plan):
+            high, best = mid, plan
+        else:
+            low = mid
+    return best
+
+
+def warm_start_plans(
+    problem: PruningProblem, sensitivity: Sensitivity | None = None
+) -> list[tuple[str, Plan]]:
+    """Return the plans to try first, each with its kind (one of :data:`WARM_STARTS`).
+
+    The uniform plan at the budget (or at half width without a MACs or parameter limit);
+    with ``compute_epochs``, also the global magnitude pruner's widths and, given a scan,
+    the budget allocated by sensitivity; a plan equal to an earlier one is left out.
+    """
     budget = problem.budget
     if budget.max_macs is None and budget.max_params is None:
-        return [uniform_plan(problem.graph, 0.5)]
-    plans = [problem.space.uniform_at_budget()]
+        return [("uniform", uniform_plan(problem.graph, 0.5))]
+    plans: list[tuple[str, Plan | None]] = [("uniform", problem.space.uniform_at_budget())]
+    if problem.fidelity is not None:
+        plans.append(("global", global_magnitude_plan(problem)))
     if sensitivity is not None:
-        allocated = allocate_by_sensitivity(sensitivity, problem.space)
-        if allocated.to_dict() != plans[0].to_dict():
-            plans.append(allocated)
-    return plans
+        plans.append(("sensitivity", allocate_by_sensitivity(sensitivity, problem.space)))
+    unique: list[tuple[str, Plan]] = []
+    for kind, plan in plans:
+        if plan is not None and all(plan.to_dict() != p.to_dict() for _, p in unique):
+            unique.append((kind, plan))
+    return unique

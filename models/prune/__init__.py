@@ -9,6 +9,7 @@ kept; :func:`apply_plan` returns a physically smaller copy of the model.
 from __future__ import annotations
 
 from models.prune._apply import CALIBRATION_BATCHES, apply_plan, score_channels
+from models.prune._global import global_magnitude_widths
 from models.prune._graph import (
     ChannelGroup,
     DimCoverage,
@@ -31,6 +32,7 @@ __all__ = [
     "build_pruning_graph",
     "find_groups",
     "find_output_layer",
+    "global_magnitude_widths",
     "output_channels",
     "score_channels",
     "uniform_plan",
