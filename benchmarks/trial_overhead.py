@@ -51,6 +51,7 @@ from sqlalchemy import event
 from search import (
     JobSpec,
     LatencySettings,
+    MemoryCheckpoints,
     TrialResult,
     load_problem,
     open_study,
@@ -77,9 +78,14 @@ STAGES = (
     "bn_recal",
     "finetune",
     "evaluate",
+    "checkpoint",
+    "promote",
     "storage",
     "unattributed",
 )
+"""``checkpoint`` (saving a rung's model) and ``promote`` (the rung decision, the compute
+check and the trial attributes written after each rung) exist with ``--compute-epochs``
+only."""
 WORK_STAGES = frozenset({"finetune", "evaluate"})
 """Stages that are the point of a trial; everything else is overhead."""
 OVERHEAD_TARGET = 0.10
@@ -109,12 +115,30 @@ class TrialTiming:
         return (self.wall - work) / self.wall
 
 
-def spec_for(arch: str, trials: int, steps_per_trial: int) -> JobSpec:
+def spec_for(
+    arch: str, trials: int, steps_per_trial: int, compute_epochs: float | None = None
+) -> JobSpec:
     """Return the timed job: pareto with latency, half the MACs, on digits.
 
     ``trials`` sets the sampler's random start-up as production would (a quarter of the
-    trials, at least 3), so the later trials time TPE's model-based sampling.
+    trials, at least 3), so the later trials time TPE's model-based sampling. With
+    ``compute_epochs`` the trials train in rungs instead (the fidelity plan decides their
+    count and lengths).
     """
+    if compute_epochs is not None:
+        return JobSpec.model_validate(
+            {
+                "arch": arch,
+                "input_shape": list(MODELS[arch]),
+                "dataset": "digits",
+                "budget": {"flops": 0.5},
+                "objective": "pareto",
+                "search": {"compute_epochs": compute_epochs, "sampler": "tpe", "seed": 0},
+                "finetune": {"batch_size": 64},
+                "pruning": {"criterion": "l1", "round_to": 8},
+                "latency": {"backend": "onnxruntime", "threads": 1, "batch_size": 1},
+            }
+        )
     return JobSpec.model_validate(
         {
             "arch": arch,
@@ -130,9 +154,19 @@ def spec_for(arch: str, trials: int, steps_per_trial: int) -> JobSpec:
     )
 
 
-def time_trials(arch: str, trials: int, steps_per_trial: int, workdir: Path) -> dict[str, Any]:
-    """Run ``trials`` trials of ``arch`` on a SQLite study; return per-trial timings."""
-    spec = spec_for(arch, trials, steps_per_trial)
+def time_trials(
+    arch: str,
+    trials: int,
+    steps_per_trial: int,
+    workdir: Path,
+    compute_epochs: float | None = None,
+) -> dict[str, Any]:
+    """Run ``trials`` trials of ``arch`` on a SQLite study; return per-trial timings.
+
+    With ``compute_epochs`` the trials train in rungs, saving a checkpoint after each
+    (in memory: what the service adds is one blob write per rung).
+    """
+    spec = spec_for(arch, trials, steps_per_trial, compute_epochs)
     started = time.perf_counter()
     problem = load_problem(spec)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -140,6 +174,7 @@ def time_trials(arch: str, trials: int, steps_per_trial: int, workdir: Path) -> 
     commits = [0]
     event.listen(storage.engine, "commit", lambda conn: commits.__setitem__(0, commits[0] + 1))
     study = open_study(problem, storage)
+    checkpoints = MemoryCheckpoints()
     setup_s = time.perf_counter() - started
     interference = Interference()
     timings: list[TrialTiming] = []
@@ -153,7 +188,9 @@ def time_trials(arch: str, trials: int, steps_per_trial: int, workdir: Path) -> 
         def on_trial(result: TrialResult, model: Any, marks: dict[str, float] = marks) -> None:
             marks["told"] = time.perf_counter()
 
-        result = run_one_trial(problem, study, on_trial=on_trial, on_ask=on_ask)
+        result = run_one_trial(
+            problem, study, on_trial=on_trial, on_ask=on_ask, checkpoints=checkpoints
+        )
         if result is None:
             raise RuntimeError(f"{arch}: a trial failed")
         stages = dict(result.seconds)
@@ -171,7 +208,8 @@ def time_trials(arch: str, trials: int, steps_per_trial: int, workdir: Path) -> 
             100 * timings[-1].overhead_share,
             ", ".join(f"{k} {v:.2f}" for k, v in stages.items() if v >= 0.05),
         )
-    full = [t for t in timings if t.skipped is None]
+    rungs = problem.fidelity is not None
+    full = [t for t in timings if t.skipped is None or (rungs and t.stages.get("finetune"))]
     medians = {s: statistics.median(t.stages.get(s, 0.0) for t in full) for s in STAGES}
     wall_median = statistics.median(t.wall for t in full)
     overhead_s = wall_median - sum(medians[s] for s in WORK_STAGES)
@@ -180,7 +218,9 @@ def time_trials(arch: str, trials: int, steps_per_trial: int, workdir: Path) -> 
     steps_for_target = (overhead_s / OVERHEAD_TARGET - overhead_s - medians["evaluate"]) / step_s
     return {
         "arch": arch,
-        "steps_per_trial": steps_per_trial,
+        "steps_per_trial": 0 if rungs else steps_per_trial,
+        "compute_epochs": compute_epochs,
+        "fidelity": problem.fidelity.to_dict() if problem.fidelity else None,
         "input_shape": MODELS[arch],
         "groups": len(problem.space.groups),
         "macs": problem.baseline.cost.macs,
@@ -197,7 +237,7 @@ def time_trials(arch: str, trials: int, steps_per_trial: int, workdir: Path) -> 
         "median_overhead_share": statistics.median(t.overhead_share for t in full),
         "median_commits": statistics.median(t.commits for t in full),
         "finetune_step_s": step_s,
-        "steps_for_target": math.ceil(steps_for_target),
+        "steps_for_target": None if rungs else math.ceil(steps_for_target),
         "trials": [
             {
                 "number": t.number,
@@ -273,19 +313,27 @@ def _stage_table(results: Sequence[dict[str, Any]]) -> list[str]:
         "| storage commits per trial | "
         + " | ".join(f"{r['median_commits']:g}" for r in results)
         + " |",
-        "| fine-tune steps per trial for overhead < "
-        f"{100 * OVERHEAD_TARGET:.0f} % | "
-        + " | ".join(
-            f"{r['steps_for_target']} ({r['steps_for_target'] * 64 / r['train_samples']:.1f} "
-            "epochs of digits)"
-            for r in results
-        )
-        + " |",
     ]
+    if all(r["steps_for_target"] is not None for r in results):
+        lines.append(
+            "| fine-tune steps per trial for overhead < "
+            f"{100 * OVERHEAD_TARGET:.0f} % | "
+            + " | ".join(
+                f"{r['steps_for_target']} "
+                f"({r['steps_for_target'] * 64 / r['train_samples']:.1f} epochs of digits)"
+                for r in results
+            )
+            + " |"
+        )
     return lines
 
 
-def _length_title(steps: int, train_samples: int) -> str:
+def _length_title(steps: int, train_samples: int, compute: float | None = None) -> str:
+    if compute is not None:
+        return (
+            f"Rungs: `search.compute_epochs` {compute:g} (candidates train in rungs, a "
+            "checkpoint after each; medians over every trial that trained)"
+        )
     epochs = steps * BN_BATCH_SIZE / train_samples
     if steps == train_samples // BN_BATCH_SIZE:
         return f"{steps} fine-tune steps per trial: one epoch of `digits`, the default trial"
@@ -316,7 +364,8 @@ def markdown(payload: dict[str, Any]) -> str:
     ]
     for steps in lengths:
         block = [r for r in results if r["steps_per_trial"] == steps]
-        lines += [f"## {_length_title(steps, block[0]['train_samples'])}", ""]
+        title = _length_title(steps, block[0]["train_samples"], block[0].get("compute_epochs"))
+        lines += [f"## {title}", ""]
         lines += _stage_table(block)
         lines.append("")
     lines += [
@@ -334,7 +383,8 @@ def markdown(payload: dict[str, Any]) -> str:
             f"{len(r['trials'])} ({r['fine_tuned_trials']}) | {r['setup_s']:.1f} | "
             f"{r['interference_cores']:.2f} |"
         )
-    shortest = [r for r in results if r["steps_per_trial"] == lengths[0]]
+    fixed = [n for n in lengths if n > 0] or lengths  # 0: the rung runs
+    shortest = [r for r in results if r["steps_per_trial"] == fixed[0]]
     lines += [
         "",
         "## Where the overhead comes from",
@@ -380,6 +430,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="trial lengths to time (19 steps of 64 = one epoch of digits, the default trial)",
     )
     parser.add_argument(
+        "--compute-epochs",
+        type=float,
+        help="also time a compute-budgeted search (rungs and their checkpoints) of E epochs",
+    )
+    parser.add_argument(
         "--out-dir", type=Path, help="default: benchmarks/results (a temp folder with --quick)"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run (~2 minutes)")
@@ -406,6 +461,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for steps in args.steps_per_trial
             for arch in args.models
         ]
+        if args.compute_epochs is not None:
+            results += [
+                time_trials(arch, args.trials, 1, Path(tmp) / "rungs", args.compute_epochs)
+                for arch in args.models
+            ]
         sqlite_ms = {
             "default": sqlite_commit_ms(Path(tmp) / "default.db", wal=False),
             "wal_normal": sqlite_commit_ms(Path(tmp) / "wal.db", wal=True),
