@@ -367,7 +367,14 @@ def _promoter(
 ) -> Callable[[int, float], bool]:
     """Return the promotion rule of the job's rungs: Optuna's successive-halving pruner on
     the objective value when one value is maximized, else non-dominated rank among the
-    rung's entrants in (accuracy, MACs[, latency])."""
+    rung's entrants in (accuracy, MACs[, latency]).
+
+    A warm start (the one-shot baselines' own plans) is a reference, not a contender: it
+    goes on as long as the compute allows, so the search delivers what that baseline
+    would have become unless a candidate beats it at the top rung. ``benchmarks``
+    showed why: after a fraction of an epoch the global-magnitude plan ranked below the
+    uniform one and was halved, though it ended well above it.
+    """
     fidelity = problem.fidelity
     assert fidelity is not None
     spec = problem.spec
@@ -393,4 +400,12 @@ def _promoter(
                 others.append(losses(reached[rung], other_macs, t.user_attrs.get("latency_ms")))
         return promotable_by_rank(losses(accuracy, macs, latency_ms), others, fidelity.eta)
 
-    return by_pruner if directions(spec) == ["maximize"] else by_rank
+    rule = by_pruner if directions(spec) == ["maximize"] else by_rank
+    if not trial.user_attrs.get("warm_start"):
+        return rule
+
+    def reference(rung: int, accuracy: float) -> bool:
+        rule(rung, accuracy)  # still one of the rung's entrants for the candidates after it
+        return True
+
+    return reference

@@ -141,7 +141,8 @@ def requeue_trial(study: optuna.Study, trial: FrozenTrial, *, max_attempts: int)
     origin = origin if origin is not None else trial.user_attrs.get("resume_of")
     if origin is not None:
         attrs["resume_of"] = origin
-        for key in ("rung_accuracy", "proxy_accuracy"):
-            attrs[key] = trial.user_attrs.get(key)
+        for key in ("rung_accuracy", "proxy_accuracy", "warm_start", "warm_start_kind"):
+            if key in trial.user_attrs:
+                attrs[key] = trial.user_attrs[key]
     study.enqueue_trial(trial.params, user_attrs=attrs)
     return True

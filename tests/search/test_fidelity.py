@@ -136,6 +136,9 @@ def test_compute_spent_never_exceeds_compute_epochs(
     # what the search did not spend went to the winner
     per_epoch = steps_per_epoch(len(compute_problem.data.train), 32)
     assert COMPUTE - compute["epochs"] < 1 / per_epoch + 1e-6
+    # the warm starts (baselines' plans) are references: never halved
+    warm = [t for t in trials if t.user_attrs.get("warm_start")]
+    assert warm and all(t.user_attrs.get("skipped") != "halved" for t in warm)
     # some candidates stopped early, some went on: the rungs did halve
     stopped = [t for t in trials if t.user_attrs.get("skipped") in ("halved", "budget")]
     promoted = [t for t in trials if (t.user_attrs.get("rung") or 0) >= 1]
@@ -307,3 +310,19 @@ def test_rungs_distill_the_unpruned_model_when_asked(trained_weights: bytes) -> 
     # same plan, seed and data: only the loss differs, so the weights do
     assert results[0].keys() == results[1].keys()
     assert any(not torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
+def test_a_warm_start_goes_on_where_a_candidate_as_poor_is_halved(
+    compute_problem: PruningProblem,
+) -> None:
+    from search import make_pruner
+    from search.objective import _promoter
+
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(compute_problem.spec))
+    leader = study.ask()
+    assert _promoter(compute_problem, leader, 100, None)(0, 0.9)  # alone: goes on
+    poor = study.ask()
+    assert not _promoter(compute_problem, poor, 100, None)(0, 0.1)  # halved
+    reference = study.ask()
+    reference.set_user_attr("warm_start", True)
+    assert _promoter(compute_problem, reference, 100, None)(0, 0.1)  # a baseline's plan
