@@ -80,17 +80,24 @@ def best_so_far(point: ParetoPoint) -> dict[str, Any]:
 
 
 def kept_trials(spec: JobSpec, trials: list[optuna.trial.FrozenTrial]) -> set[int]:
-    """Return the trials whose weights a job keeps: the Pareto front, the best, and the
-    trials still running (their rung checkpoints are how another worker continues
-    them)."""
+    """Return the trials whose weights a job keeps: the Pareto front, the best, the
+    trials still running, and those a queued trial will resume (rung checkpoints are
+    how another worker continues a candidate)."""
     points = trial_points(trials)
     front = pareto_front([p for p in points if p.feasible], with_latency=spec.measures_latency)
     keep = {p.trial for p in front}
     best = select_best(spec, trials)
     if best is not None:
         keep.add(best.trial)
-    running = optuna.trial.TrialState.RUNNING
-    return keep | {t.number for t in trials if t.state == running}
+    states = optuna.trial.TrialState
+    running = {t.number for t in trials if t.state == states.RUNNING}
+    # a lost candidate queued to resume needs the checkpoint of the trial it continues
+    resuming = {
+        int(t.user_attrs["resume_of"])
+        for t in trials
+        if t.state in (states.WAITING, states.RUNNING) and "resume_of" in t.user_attrs
+    }
+    return keep | running | resuming
 
 
 def run_trial_unit(
