@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from search.spec import JobSpec
@@ -85,6 +85,15 @@ class FidelityPlan:
             spent += max(1, self.trials // self.eta**k) * (length - previous)
             previous = length
         return spent
+
+    def snapped(self, steps_per_epoch: int) -> FidelityPlan:
+        """Return the plan with every rung a whole number of optimizer steps (at least
+        one more than the rung before), as training will run it."""
+        ends: list[int] = []
+        for epochs in self.rungs:
+            ends.append(max(ends[-1] + 1 if ends else 1, round(epochs * steps_per_epoch)))
+        rungs = tuple(end / steps_per_epoch for end in ends)
+        return replace(self, rungs=rungs, final_epochs=max(self.final_epochs, rungs[-1]))
 
     def to_dict(self) -> dict[str, Any]:
         """Return the plan as report JSON."""

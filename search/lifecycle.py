@@ -26,6 +26,7 @@ from search.fidelity import compute_spent
 from search.final import FinalModel, finalize, measure_baseline
 from search.pareto import plot_pareto, select_best, trial_points
 from search.problem import PruningProblem
+from search.promotion import select_paused
 from search.report import build_report
 
 __all__ = [
@@ -110,6 +111,8 @@ def conclude_search(
     """
     times = dict(timing or {})
     best = select_best(problem.spec, trials) if status is None else None
+    if best is None and status is None and problem.fidelity is not None:
+        best = select_paused(problem.spec, trials)  # no candidate reached the top rung
     if best is None:
         ended: ConclusionStatus = status or "no_feasible_trial"
         report = _report(problem, trials, storage, study_name, ended, times)

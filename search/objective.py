@@ -23,8 +23,8 @@ from models.cost import measure_cost
 from models.prune import Plan
 from models.train import evaluate, fine_tune, recalibrate_batchnorm
 from search.checkpoints import CheckpointStore, Lineage, MemoryCheckpoints, restore_candidate
-from search.fidelity import promotable_by_rank
 from search.problem import PruningProblem, build_candidate
+from search.promotion import is_promotable, is_reference, rung_entries
 from search.rungs import train_rungs
 from search.spec import directions
 
@@ -365,47 +365,27 @@ def _resumed(
 def _promoter(
     problem: PruningProblem, trial: optuna.Trial, macs: int, latency_ms: float | None
 ) -> Callable[[int, float], bool]:
-    """Return the promotion rule of the job's rungs: Optuna's successive-halving pruner on
-    the objective value when one value is maximized, else non-dominated rank among the
-    rung's entrants in (accuracy, MACs[, latency]).
+    """Return the job's rule for going on after a rung (see :mod:`search.promotion`).
 
-    A warm start (the one-shot baselines' own plans) is a reference, not a contender: it
-    goes on as long as the compute allows, so the search delivers what that baseline
-    would have become unless a candidate beats it at the top rung. ``benchmarks``
-    showed why: after a fraction of an epoch the global-magnitude plan ranked below the
-    uniform one and was halved, though it ended well above it.
+    For one maximized objective the rung's objective value is also reported to Optuna
+    (``trial.report`` at step ``3**rung``) and kept as ``rung_score``, so that TPE ranks
+    the trials that stopped by the rung they reached, as in BOHB.
     """
     fidelity = problem.fidelity
     assert fidelity is not None
     spec = problem.spec
+    single = directions(spec) == ["maximize"]
+    candidate = int(trial.user_attrs.get("candidate", trial.number))
 
-    def by_pruner(rung: int, accuracy: float) -> bool:
-        value = _values(problem, accuracy, macs, 0, latency_ms)[0]
-        trial.report(value, step=fidelity.report_step(rung))
-        return not trial.should_prune()
+    def promote(rung: int, accuracy: float) -> bool:
+        if single:
+            value = _values(problem, accuracy, macs, 0, latency_ms)[0]
+            scores = list(trial.user_attrs.get("rung_score") or [])[:rung] + [value]
+            trial.set_user_attr("rung_score", scores)
+            trial.report(value, step=fidelity.report_step(rung))
+        if is_reference(fidelity, bool(trial.user_attrs.get("warm_start")), rung):
+            return True
+        entries = rung_entries(trial.study.get_trials(deepcopy=False), rung)
+        return candidate in entries and is_promotable(spec, fidelity, entries, candidate)
 
-    def losses(accuracy: float, t_macs: int, t_latency: float | None) -> list[float]:
-        row = [-accuracy, float(t_macs)]
-        if spec.measures_latency:
-            row.append(t_latency if t_latency is not None else float("inf"))
-        return row
-
-    def by_rank(rung: int, accuracy: float) -> bool:
-        others = []
-        # a lost trial's rungs live on in the trial resuming it: count them once
-        alive = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
-        for t in trial.study.get_trials(deepcopy=False, states=alive):
-            reached, other_macs = t.user_attrs.get("rung_accuracy") or [], t.user_attrs.get("macs")
-            if t.number != trial.number and len(reached) > rung and other_macs:
-                others.append(losses(reached[rung], other_macs, t.user_attrs.get("latency_ms")))
-        return promotable_by_rank(losses(accuracy, macs, latency_ms), others, fidelity.eta)
-
-    rule = by_pruner if directions(spec) == ["maximize"] else by_rank
-    if not trial.user_attrs.get("warm_start"):
-        return rule
-
-    def reference(rung: int, accuracy: float) -> bool:
-        rule(rung, accuracy)  # still one of the rung's entrants for the candidates after it
-        return True
-
-    return reference
+    return promote

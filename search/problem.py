@@ -23,7 +23,7 @@ from models.prune import (
     build_pruning_graph,
     score_channels,
 )
-from models.train import evaluate
+from models.train import evaluate, steps_per_epoch
 from models.zoo import get_architecture
 from search.budget import ResolvedBudget, resolve_budget
 from search.errors import SpecError
@@ -92,8 +92,12 @@ class PruningProblem:
 
     @property
     def fidelity(self) -> FidelityPlan | None:
-        """How the job's ``compute_epochs`` is spent in rungs (None without it)."""
-        return plan_fidelity(self.spec)
+        """How the job's ``compute_epochs`` is spent in rungs (None without it), each
+        rung a whole number of steps on this problem's training split."""
+        plan = plan_fidelity(self.spec)
+        if plan is None:
+            return None
+        return plan.snapped(steps_per_epoch(len(self.data.train), self.spec.finetune.batch_size))
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -1,16 +1,15 @@
 """Training one candidate rung by rung, each rung continuing its own weights.
 
 A multi-fidelity trial (a job with ``search.compute_epochs``) trains its candidate to
-the end of the first rung, evaluates it on the validation split, saves it, and asks
-whether it goes on: Optuna's successive-halving pruner decides for one maximized
-objective; for several objectives (or the smallest model within an accuracy floor),
-the candidate's non-dominated rank among the rung's entrants does
-(:func:`search.fidelity.promotable_by_rank`). A promotion is also refused when the
-compute the job has left cannot pay for it. A promoted candidate trains on from the step
-it reached, with the data order continuing and the learning rate on one cosine envelope
-over the delivered model's whole training (:func:`envelope_lr`): each rung decays to zero
-from the envelope's height where it starts, so a rung's accuracy is that of a settled
-model, and a later rung does not start again from the initial rate.
+the end of a rung, evaluates it on the validation split, saves it, and asks whether it
+goes on now (:mod:`search.promotion`: among the best third of the rung's entrants so
+far, or a warm start below the top rung, and affordable). If not, the trial ends with
+the candidate *paused*; a later trial may continue it from its checkpoint. A candidate
+that goes on trains from the step it reached, with the data order continuing and the
+learning rate on one cosine envelope over the delivered model's whole training
+(:func:`envelope_lr`): each rung decays to zero from the envelope's height where it
+starts, so a rung's accuracy is that of a settled model, and a later rung does not
+start again from the initial rate.
 """
 
 from __future__ import annotations
@@ -27,17 +26,19 @@ from torch import nn
 from models.prune import Plan
 from models.train import evaluate, fine_tune, steps_per_epoch
 from search.checkpoints import CheckpointStore, Lineage, save_candidate
-from search.fidelity import FidelityPlan, compute_spent
+from search.fidelity import FidelityPlan
 from search.problem import PruningProblem
+from search.promotion import affordable
 
 __all__ = ["RungOutcome", "StopReason", "envelope_lr", "rung_steps", "train_rungs"]
 
-StopReason = Literal["halved", "budget"]
-"""Why a candidate stopped below the top rung: not among the best of its rung, or the
-job's compute could not pay for its next rung."""
+StopReason = Literal["paused"]
+"""Why a candidate stopped below the top rung: it was not (yet) among the best of its
+rung, or the compute left could not pay for its next rung. A later trial may continue
+it (:func:`search.promotion.promote_paused`)."""
 
 Promote = Callable[[int, float], bool]
-"""``promote(rung, accuracy)`` → whether the candidate goes on to the next rung."""
+"""``promote(rung, accuracy)`` → whether the candidate goes on to the next rung now."""
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,7 @@ def rung_steps(problem: PruningProblem, fidelity: FidelityPlan) -> tuple[list[in
     """Return the optimizer steps at the end of each rung and the delivered model's
     total steps (the learning-rate envelope's horizon), on this problem's data."""
     per_epoch = steps_per_epoch(len(problem.data.train), problem.spec.finetune.batch_size)
-    ends: list[int] = []
-    for epochs in fidelity.rungs:  # at least one step more than the rung before
-        ends.append(max(ends[-1] + 1 if ends else 1, round(epochs * per_epoch)))
+    ends = [round(epochs * per_epoch) for epochs in fidelity.snapped(per_epoch).rungs]
     return ends, max(ends[-1], round(fidelity.final_epochs * per_epoch))
 
 
@@ -127,11 +126,6 @@ def train_rungs(
 
     for rung in range(lineage.rung + 1, len(ends)):
         steps = ends[rung] - lineage.steps
-        # the first rung of every candidate is reserved; a promotion must be affordable
-        affordable = rung == 0 or _affordable(trial, fidelity, steps / per_epoch)
-        lap("promote")
-        if not affordable:
-            return RungOutcome(lineage, accuracy, "budget", trained, seconds)
         lr = envelope_lr(finetune.lr, lineage.steps, horizon)
         if steps > 0:
             fine_tune(
@@ -166,18 +160,14 @@ def train_rungs(
         trial.set_user_attr(
             "epochs_trained", round(float(trial.user_attrs.get("epochs_trained", 0.0)) + epochs, 6)
         )
-        goes_on = rung == len(ends) - 1 or promote(rung, accuracy)
+        if rung == len(ends) - 1:
+            break
+        # it goes on now if it is promotable and the compute left pays for the next rung
+        cost = (ends[rung + 1] - ends[rung]) / per_epoch
+        goes_on = promote(rung, accuracy) and affordable(
+            trial.study.get_trials(deepcopy=False), fidelity, cost
+        )
         lap("promote")
         if not goes_on:
-            return RungOutcome(lineage, accuracy, "halved", trained, seconds)
+            return RungOutcome(lineage, accuracy, "paused", trained, seconds)
     return RungOutcome(lineage, accuracy, None, trained, seconds)
-
-
-def _affordable(trial: optuna.Trial, fidelity: FidelityPlan, epochs: float) -> bool:
-    """Return whether the job can pay ``epochs`` more for this trial: the search budget
-    less what every trial spent, less the first rung of every candidate not started."""
-    trials = trial.study.get_trials(deepcopy=False)
-    started = sum(1 for t in trials if t.state != optuna.trial.TrialState.WAITING)
-    waiting = max(0, fidelity.trials - started)
-    room = fidelity.search_epochs - compute_spent(trials) - waiting * fidelity.rungs[0]
-    return epochs <= room + 1e-9

@@ -14,6 +14,7 @@ from models.errors import TrainingDivergedError
 from search.checkpoints import CheckpointStore
 from search.objective import SCREEN_MARGIN, Screen, TrialResult, run_trial
 from search.problem import PruningProblem
+from search.promotion import continuation_attrs, promote_paused, search_finished
 from search.study import count_finished
 
 __all__ = ["OnTrial", "dominance_screen", "requeue_trial", "run_search", "run_one_trial"]
@@ -50,6 +51,7 @@ def run_one_trial(
     on_ask: Callable[[optuna.Trial], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     checkpoints: CheckpointStore | None = None,
+    on_promote: Callable[[int], None] | None = None,
 ) -> TrialResult | None:
     """Ask the study for a trial, evaluate it and tell the result.
 
@@ -63,6 +65,8 @@ def run_one_trial(
         on_ask: called with the new trial before any work (workers record its number).
         should_stop: checked between training steps.
         checkpoints: where a multi-fidelity candidate is saved after every rung.
+        on_promote: called with the number of paused candidates this trial's result
+            queued for their next rung (each is one more trial to run).
     """
     trial = study.ask()
     if on_ask is not None:
@@ -86,6 +90,11 @@ def run_one_trial(
         study.tell(trial, state=TrialState.PRUNED)
     else:
         study.tell(trial, list(result.values))
+    fidelity = problem.fidelity
+    if fidelity is not None:  # this trial's rung may have made paused candidates promotable
+        promoted = promote_paused(problem.spec, fidelity, study)
+        if promoted and on_promote is not None:
+            on_promote(promoted)
     result.seconds["storage"] = round(time.perf_counter() - started, 6)
     if on_trial is not None:
         on_trial(result, model)
@@ -103,13 +112,22 @@ def run_search(
     checkpoints: CheckpointStore | None = None,
 ) -> int:
     """Run trials until ``trials`` are finished in the study (counting earlier ones, so a
-    resumed study continues), the timeout passes, or ``should_stop`` says so.
+    resumed study continues), the timeout passes, or ``should_stop`` says so. A rung
+    search (``compute_epochs``) runs until every candidate has started and no
+    continuation is queued.
 
     Returns:
         The number of finished (complete or pruned) trials in the study.
     """
     started = time.monotonic()
-    while count_finished(study) < trials:
+    fidelity = problem.fidelity
+
+    def more() -> bool:
+        if fidelity is not None:
+            return not search_finished(study, fidelity)
+        return count_finished(study) < trials
+
+    while more():
         if timeout_s is not None and time.monotonic() - started > timeout_s:
             logger.info("search timeout after %.0f s", timeout_s)
             break
@@ -140,9 +158,9 @@ def requeue_trial(study: optuna.Study, trial: FrozenTrial, *, max_attempts: int)
     origin = trial.number if trial.user_attrs.get("rung") is not None else None
     origin = origin if origin is not None else trial.user_attrs.get("resume_of")
     if origin is not None:
-        attrs["resume_of"] = origin
-        for key in ("rung_accuracy", "proxy_accuracy", "warm_start", "warm_start_kind"):
-            if key in trial.user_attrs:
-                attrs[key] = trial.user_attrs[key]
+        candidate = int(trial.user_attrs.get("candidate", trial.number))
+        attrs |= continuation_attrs(trial, candidate) | {"resume_of": origin}
+    elif trial.user_attrs.get("warm_start"):
+        attrs |= {k: trial.user_attrs[k] for k in ("warm_start", "warm_start_kind")}
     study.enqueue_trial(trial.params, user_attrs=attrs)
     return True

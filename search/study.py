@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.pruners import BasePruner, MedianPruner, NopPruner, SuccessiveHalvingPruner
+from optuna.pruners import BasePruner, MedianPruner, NopPruner
 from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
@@ -74,19 +74,14 @@ def make_sampler(spec: JobSpec) -> BaseSampler:
 def make_pruner(spec: JobSpec) -> BasePruner:
     """Return the early-stopping rule for trials.
 
-    Single-objective maximization: with ``compute_epochs``, successive halving over the
-    rungs (a third go on; rung ``k`` is reported at step ``3**k``), else a median rule on
-    the accuracy after BN recalibration (step 0), after a few trials. Pareto and
-    "smallest model" jobs use no Optuna pruner (Optuna's refuse several objectives:
-    their rungs promote by non-dominated rank, see :mod:`search.rungs`).
+    Single-objective maximization: a median rule on the accuracy after BN
+    recalibration (step 0), after a few trials. Pareto and "smallest model" jobs use no
+    Optuna pruner (pareto screens dominated candidates itself), and neither do rung
+    searches (``compute_epochs``): their candidates pause and resume, which Optuna's
+    pruners cannot do (see :mod:`search.promotion`).
     """
-    if directions(spec) != ["maximize"]:
+    if directions(spec) != ["maximize"] or plan_fidelity(spec) is not None:
         return NopPruner()
-    fidelity = plan_fidelity(spec)
-    if fidelity is not None:
-        return SuccessiveHalvingPruner(
-            min_resource=1, reduction_factor=fidelity.eta, min_early_stopping_rate=0
-        )
     return MedianPruner(n_startup_trials=_startup_trials(spec), n_warmup_steps=0)
 
 

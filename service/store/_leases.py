@@ -64,10 +64,13 @@ def finish_trial(
     worker_id: str,
     error: str | None = None,
     max_failed_trials: int,
+    more_trials: int = 0,
 ) -> bool:
     """Release a trial lease and count the trial as ``state`` (see :class:`TrialOutcome`).
 
     The last trial of a cancelled job marks it cancelled; too many failures fail it.
+    ``more_trials`` adds to the job's trial total: continuations of paused candidates
+    that this trial's result queued (a rung search, ``compute_epochs``).
 
     Returns:
         False if the lease had already been reaped (the worker was presumed dead).
@@ -85,6 +88,7 @@ def finish_trial(
             trials_running=Job.trials_running - 1,
             trials_finished=Job.trials_finished + (1 if done else 0),
             trials_failed=Job.trials_failed + (1 if failed else 0),
+            trials_total=Job.trials_total + more_trials,
         )
     )
     session.add(

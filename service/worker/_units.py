@@ -79,10 +79,13 @@ def best_so_far(point: ParetoPoint) -> dict[str, Any]:
     }
 
 
-def kept_trials(spec: JobSpec, trials: list[optuna.trial.FrozenTrial]) -> set[int]:
-    """Return the trials whose weights a job keeps: the Pareto front, the best, the
-    trials still running, and those a queued trial will resume (rung checkpoints are
-    how another worker continues a candidate)."""
+def kept_trials(
+    spec: JobSpec, trials: list[optuna.trial.FrozenTrial], *, searching: bool = True
+) -> set[int]:
+    """Return the trials whose weights a job keeps: the Pareto front and the best; while
+    it searches, also the trials running, paused (a rung search may continue them) or
+    resumed by a queued trial (rung checkpoints are how another worker continues a
+    candidate)."""
     points = trial_points(trials)
     front = pareto_front([p for p in points if p.feasible], with_latency=spec.measures_latency)
     keep = {p.trial for p in front}
@@ -97,7 +100,10 @@ def kept_trials(spec: JobSpec, trials: list[optuna.trial.FrozenTrial]) -> set[in
         for t in trials
         if t.state in (states.WAITING, states.RUNNING) and "resume_of" in t.user_attrs
     }
-    return keep | running | resuming
+    if not searching:
+        return keep
+    paused = {t.number for t in trials if t.user_attrs.get("skipped") == "paused"}
+    return keep | running | resuming | paused
 
 
 def run_trial_unit(
@@ -143,10 +149,16 @@ def run_trial_unit(
                 )
             drop_trial_artifacts_except(session, claim.job_id, keep)
 
+    promoted: list[int] = []
     state, error, storage_failure = TrialOutcome.complete, None, False
     try:
         result = run_one_trial(
-            problem, study, on_ask=on_ask, on_trial=on_trial, checkpoints=checkpoints
+            problem,
+            study,
+            on_ask=on_ask,
+            on_trial=on_trial,
+            checkpoints=checkpoints,
+            on_promote=promoted.append,
         )
         if result is None:
             state, error = TrialOutcome.fail, _last_error(study, number)
@@ -179,6 +191,7 @@ def run_trial_unit(
                     worker_id=ctx.worker_id,
                     error=error,
                     max_failed_trials=ctx.max_failed_trials,
+                    more_trials=sum(promoted),
                 )
                 if state == TrialOutcome.fail and storage_failure:
                     fail_job(session, claim.job_id, "storage_error", error or "storage error")
@@ -268,7 +281,9 @@ def run_finalize_unit(
                     fmt=fmt,
                     data=data,
                 )
-            drop_trial_artifacts_except(session, claim.job_id, kept_trials(spec, trials))
+            drop_trial_artifacts_except(
+                session, claim.job_id, kept_trials(spec, trials, searching=False)
+            )
             finish_finalize(
                 session,
                 claim.lease_id,
