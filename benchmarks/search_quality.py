@@ -69,7 +69,7 @@ from search import (
     open_study,
     planned_trials,
     run_search,
-    select_best,
+    select_delivered,
 )
 from search.fidelity import compute_spent
 
@@ -275,7 +275,7 @@ class Choice:
 
 
 def search_choice(problem: PruningProblem) -> Choice:
-    """Run the spec's search on an in-memory study and return the plan select_best picks."""
+    """Run the spec's search on an in-memory study and return the plan it delivers."""
     started = time.perf_counter()
     study = open_study(
         problem,
@@ -285,7 +285,7 @@ def search_choice(problem: PruningProblem) -> Choice:
     checkpoints = MemoryCheckpoints()
     run_search(problem, study, trials=planned_trials(problem.spec), checkpoints=checkpoints)
     trials = study.get_trials(deepcopy=False)
-    best = select_best(problem.spec, trials)
+    best = select_delivered(problem, trials)
     if best is None:
         raise RuntimeError(f"no feasible trial for {problem.spec.search}")
     records = []

@@ -75,6 +75,7 @@ __all__ = [
     "run_trial",
     "scan_sensitivity",
     "select_best",
+    "select_delivered",
     "trial_points",
     "trial_summaries",
     "warm_start_plans",
@@ -145,6 +146,7 @@ _EXPORTS = {
     "run_trial": "search.objective",
     "scan_sensitivity": "search.sensitivity",
     "select_best": "search.pareto",
+    "select_delivered": "search.lifecycle",
     "trial_points": "search.pareto",
     "trial_summaries": "search.report",
     "write_conclusion": "search.lifecycle",
@@ -176,7 +178,7 @@ if TYPE_CHECKING:  # the static view of the same names
     from search.errors import BudgetUnreachableError, NoFeasibleTrialError, SearchError, SpecError
     from search.fidelity import FidelityPlan, plan_fidelity, planned_trials
     from search.final import FinalModel, Measured, finalize, measure_baseline
-    from search.lifecycle import Conclusion, conclude_search, write_conclusion
+    from search.lifecycle import Conclusion, conclude_search, select_delivered, write_conclusion
     from search.objective import TrialResult, run_trial
     from search.oneshot import apply_once
     from search.pareto import (

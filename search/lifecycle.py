@@ -24,7 +24,7 @@ from models.train import TrainProgress
 from search.checkpoints import CheckpointStore, checkpoint_info
 from search.fidelity import compute_spent
 from search.final import FinalModel, finalize, measure_baseline
-from search.pareto import plot_pareto, select_best, trial_points
+from search.pareto import ParetoPoint, plot_pareto, select_best, trial_points
 from search.problem import PruningProblem
 from search.promotion import select_paused
 from search.report import build_report
@@ -37,6 +37,7 @@ __all__ = [
     "accuracy_warnings",
     "conclude_search",
     "pareto_png",
+    "select_delivered",
     "write_conclusion",
 ]
 
@@ -110,9 +111,7 @@ def conclude_search(
         The :class:`Conclusion`; its report is complete whatever the status.
     """
     times = dict(timing or {})
-    best = select_best(problem.spec, trials) if status is None else None
-    if best is None and status is None and problem.fidelity is not None:
-        best = select_paused(problem.spec, trials)  # no candidate reached the top rung
+    best = select_delivered(problem, trials) if status is None else None
     if best is None:
         ended: ConclusionStatus = status or "no_feasible_trial"
         report = _report(problem, trials, storage, study_name, ended, times)
@@ -164,6 +163,16 @@ def conclude_search(
         "pareto.png": pareto_png(problem, trials, final),
     }
     return Conclusion("succeeded", report, final, artifacts, warnings=warnings)
+
+
+def select_delivered(problem: PruningProblem, trials: Sequence[FrozenTrial]) -> ParetoPoint | None:
+    """Return the trial a finished search delivers: :func:`search.select_best`'s pick, or
+    in a rung search where no candidate reached the top rung, the best paused one of the
+    highest rung reached (:func:`search.promotion.select_paused`). None: nothing fits."""
+    best = select_best(problem.spec, trials)
+    if best is None and problem.fidelity is not None:
+        best = select_paused(problem.spec, trials)
+    return best
 
 
 def accuracy_warnings(problem: PruningProblem, report: Mapping[str, Any]) -> tuple[str, ...]:

@@ -346,3 +346,31 @@ def test_a_warm_start_goes_on_where_a_candidate_as_poor_pauses(
     for t in study.trials[:3]:
         study._storage.set_trial_user_attr(t._trial_id, "rung_accuracy", [0.9] * (top + 1))
     assert not _promoter(compute_problem, reference, 100, None)(top, 0.1)
+
+
+def test_without_a_top_rung_candidate_the_best_paused_one_is_delivered(
+    trained_weights: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import search.fidelity
+
+    # most of the compute to the delivered model: the warm starts' rungs use up the rest
+    monkeypatch.setattr(search.fidelity, "FINAL_SHARE", 0.9)
+    spec = _without_trials(tiny_spec(search={"compute_epochs": 3.0}))
+    problem = load_problem(spec, weights=trained_weights)
+    study = open_study(problem, optuna.storages.InMemoryStorage())
+    checkpoints = MemoryCheckpoints()
+    fidelity = problem.fidelity
+    assert fidelity is not None
+    run_search(problem, study, trials=fidelity.trials, checkpoints=checkpoints)
+    trials = study.get_trials(deepcopy=False)
+    assert not any(t.state == TrialState.COMPLETE for t in trials), "a top rung was reached"
+    conclusion = conclude_search(
+        problem, trials, storage="mem", study_name="s", checkpoints=checkpoints
+    )
+    assert conclusion.status == "succeeded"
+    chosen = study.trials[conclusion.report["best"]["trial"]]
+    assert chosen.user_attrs["skipped"] == "paused"
+    assert conclusion.report["compute"]["final_from_trial"] == chosen.number
+    highest = max(t.user_attrs.get("rung") or 0 for t in trials)
+    assert chosen.user_attrs["rung"] == highest
+    assert conclusion.report["compute"]["epochs"] <= 3.0 + 1e-6
