@@ -77,6 +77,14 @@ class FidelityPlan:
         pruner with ``min_resource=1`` sees rung ``k`` at step ``eta ** k``)."""
         return int(self.eta**rung)
 
+    def planned_trials(self) -> int:
+        """Return the trials a search runs if every rung promotes exactly a third: the
+        candidates plus one continuation per promotion (for progress bars; warm starts
+        going on by right, or paused candidates promoted late, may add a few)."""
+        return self.trials + sum(
+            max(1, self.trials // self.eta**k) for k in range(1, len(self.rungs))
+        )
+
     def planned_epochs(self) -> float:
         """Return what the search spends if every rung promotes exactly a third."""
         spent = 0.0

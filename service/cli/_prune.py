@@ -275,7 +275,8 @@ def run_prune(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     interrupted = False
     baseline_macs = problem.baseline.cost.macs
-    trials_total = planned_trials(spec)
+    fidelity = problem.fidelity  # a rung search also runs continuation trials
+    trials_total = fidelity.planned_trials() if fidelity else planned_trials(spec)
     checkpoints = FolderCheckpoints(out / "checkpoints")
     with progress_bar("searching", trials_total, enabled=not args.json, unit="trial") as bar:
         bar.update(
@@ -298,7 +299,7 @@ def run_prune(args: argparse.Namespace) -> int:
             run_search(
                 problem,
                 study,
-                trials=trials_total,
+                trials=planned_trials(spec),
                 timeout_s=spec.search.timeout_s,
                 on_trial=on_trial,
                 checkpoints=checkpoints,
