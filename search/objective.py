@@ -10,6 +10,7 @@ objective) or screened against the front (pareto) before fine-tuning.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -310,6 +311,8 @@ def run_trial(
         for stage, spent in outcome.seconds.items():  # the rungs time their own stages
             seconds[stage] = round(seconds.get(stage, 0.0) + spent, 6)
         clock = time.perf_counter()
+        if math.isnan(accuracy):  # no rung trained: the compute ran out first
+            return finish(skipped, proxy, None, None), None
     else:
         if finetune.steps_per_trial or finetune.epochs_per_trial > 0:
             trained = fine_tune(

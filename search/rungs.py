@@ -32,10 +32,11 @@ from search.promotion import affordable
 
 __all__ = ["RungOutcome", "StopReason", "envelope_lr", "rung_steps", "train_rungs"]
 
-StopReason = Literal["paused"]
-"""Why a candidate stopped below the top rung: it was not (yet) among the best of its
-rung, or the compute left could not pay for its next rung. A later trial may continue
-it (:func:`search.promotion.promote_paused`)."""
+StopReason = Literal["paused", "budget"]
+"""Why a candidate stopped below the top rung: ``paused``, it was not (yet) among the best
+of its rung, or the compute left could not pay for its next rung (a later trial may
+continue it: :func:`search.promotion.promote_paused`); ``budget``, the compute left could
+not pay even for its first rung (it was never trained)."""
 
 Promote = Callable[[int, float], bool]
 """``promote(rung, accuracy)`` → whether the candidate goes on to the next rung now."""
@@ -126,6 +127,11 @@ def train_rungs(
 
     for rung in range(lineage.rung + 1, len(ends)):
         steps = ends[rung] - lineage.steps
+        if rung == 0 and not affordable(
+            trial.study.get_trials(deepcopy=False), fidelity, steps / per_epoch
+        ):
+            # a first rung rounded up to whole steps can outgrow a tiny budget
+            return RungOutcome(lineage, accuracy, "budget", trained, seconds)
         lr = envelope_lr(finetune.lr, lineage.steps, horizon)
         if steps > 0:
             fine_tune(

@@ -137,3 +137,26 @@ def test_a_large_accuracy_drop_is_reported_with_the_flags_to_change(
     report = json.loads((out / "report.json").read_text())
     assert report["warnings"] and "finetune.final_epochs" in report["warnings"][0]
     assert "search-time" in text and "final" in text  # both accuracies, labelled
+
+
+def test_compute_epochs_bounds_the_whole_job_and_names_the_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    at = ARGS.index("--steps-per-trial")
+    base = ARGS[:at] + ARGS[at + 4 :]  # without --steps-per-trial 3 --final-epochs 0.5
+    out = tmp_path / "out"
+    assert main(["prune", *base, "--compute-epochs", "2", "--out", str(out), "--json"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    compute = report["compute"]
+    assert compute["budget_epochs"] == 2.0 and compute["epochs"] <= 2.0 + 1e-6
+    assert compute["final_from_trial"] == report["best"]["trial"]
+    assert report["best"]["training_history"][-1]["stage"] == "final"
+    assert not (out / "checkpoints").exists(), "the rung checkpoints go once delivered"
+    _, info = load_pruned(out / "model.safetensors")
+    assert "rung 0" in info.extra["lineage"]
+    # neither --trials nor --compute-epochs: the error says which flags to give
+    capsys.readouterr()
+    assert main(["prune", *base, "--out", str(tmp_path / "none")]) != 0
+    error = capsys.readouterr().err
+    assert "--trials" in error and "--compute-epochs" in error
+    assert not (tmp_path / "none").exists()
