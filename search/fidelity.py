@@ -8,7 +8,8 @@ is trained on, from its weights, to ``final_epochs`` in total and delivered. Not
 trained on the winner is thrown away, and the whole job spends at most
 ``compute_epochs``.
 
-The split: half the compute is the delivered model's own training (:data:`FINAL_SHARE`);
+The split: three quarters of the compute are the delivered model's own training
+(:data:`FINAL_SHARE`);
 the top search rung is a third of that; the rest of the search budget goes to as many
 candidates as successive halving over :data:`SEARCH_RUNGS` rungs affords. This module is
 torch-free: the API process uses :func:`plan_fidelity` to know a job's trial count.
@@ -43,9 +44,12 @@ ETA = 3
 SEARCH_RUNGS = 3
 """Rungs of the search (lengths r, 3r, 9r epochs) before the winner's final training."""
 
-FINAL_SHARE = 0.5
+FINAL_SHARE = 0.75
 """Share of ``compute_epochs`` that is the delivered model's whole training (its search
-rungs included)."""
+rungs included). Measured (``search_quality.py --final-share``, resnet20 on a 6,000-image
+Fashion-MNIST subset, 10 epochs of compute, 12.5 % and 6.25 % of the MACs, seeds 0-1):
+0.75 delivered 0.3 to 2.0 points more test accuracy than 0.5 in every cell tried; at this
+size a longer fine-tune of a good plan is worth more than a wider search."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,18 @@ from tests.search.conftest import tiny_spec
 COMPUTE = 6.0
 
 
+@pytest.fixture(scope="module", autouse=True)
+def half_the_compute_to_the_winner() -> Any:
+    """These tests exercise the rungs: half the compute to the delivered model leaves the
+    tiny job room for every kind of promotion (the product's split is measured, and may
+    change)."""
+    import search.fidelity
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(search.fidelity, "FINAL_SHARE", 0.5)
+        yield
+
+
 class RecordingCheckpoints(MemoryCheckpoints):
     """Keeps every checkpoint ever saved, by trial, oldest first."""
 
