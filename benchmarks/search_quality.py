@@ -670,6 +670,25 @@ def _diagnostics_table(payload: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _compute_paragraph(payload: dict[str, Any]) -> str:
+    """Return the settings paragraph of an equal-compute report (``--compute-epochs``)."""
+    s = payload["settings"]
+    return (
+        f"**Equal compute: every method trains {s['compute_epochs']:g} epochs of the "
+        "training split in all.** The one-shot methods (`uniform`, `global`, `fastnas`) "
+        "choose their widths without training and spend all of it fine-tuning them "
+        "(`search.final.finalize`: BatchNorm recalibration, then one cosine schedule). "
+        f"The searches run `search.compute_epochs` {s['compute_epochs']:g} as the product "
+        f"does (`FINAL_SHARE` {s.get('final_share', 0.5):g} of it is the delivered model's "
+        "own training): candidates in three rungs with asynchronous successive halving "
+        "and pausing, the uniform, global-magnitude and sensitivity plans as warm starts, "
+        "the winner trained on from its checkpoint with everything left "
+        "(`compute_epochs_spent` in the JSON). Identical for every method: lr "
+        f"{s['lr']}, batch {s['batch_size']}, criterion {s['criterion']}, round_to "
+        f"{s['round_to']}. "
+    )
+
+
 def markdown(payload: dict[str, Any]) -> str:
     """Return the markdown report: machine, settings, baselines, results, diagnostics."""
     s, m = payload["settings"], payload["machine"]
@@ -690,7 +709,9 @@ def markdown(payload: dict[str, Any]) -> str:
         f"{payload['interference_cores']:.2f} cores on average (wall times are inflated by "
         "that much sharing).",
         "",
-        f"Identical for every method: lr {s['lr']} (cosine), batch {s['batch_size']}, "
+        _compute_paragraph(payload)
+        if s.get("compute_epochs") is not None
+        else f"Identical for every method: lr {s['lr']} (cosine), batch {s['batch_size']}, "
         f"criterion {s['criterion']} (which channels of a group go), round_to "
         f"{s['round_to']}, final fine-tune {s['final_epochs']:g} epochs after BatchNorm "
         "recalibration (`search.final.finalize`). Only the per-group widths differ. "
