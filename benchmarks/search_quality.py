@@ -243,7 +243,10 @@ def make_subset(
         x_train, y_train = pick([splits.train, splits.val], train)
         x_test, y_test = pick([splits.test], test)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+        # atomically: runs started in parallel (one per seed) may write it at once
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+        np.savez(tmp, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+        tmp.replace(path)
         logger.info("wrote %s: %d train, %d test images", path, len(y_train), len(y_test))
     return f"npz:{path}"
 
