@@ -125,20 +125,11 @@ def spec_for(
     ``compute_epochs`` the trials train in rungs instead (the fidelity plan decides their
     count and lengths).
     """
+    search: dict[str, Any] = {"trials": trials, "sampler": "tpe", "seed": 0}
+    finetune: dict[str, Any] = {"steps_per_trial": steps_per_trial, "batch_size": 64}
     if compute_epochs is not None:
-        return JobSpec.model_validate(
-            {
-                "arch": arch,
-                "input_shape": list(MODELS[arch]),
-                "dataset": "digits",
-                "budget": {"flops": 0.5},
-                "objective": "pareto",
-                "search": {"compute_epochs": compute_epochs, "sampler": "tpe", "seed": 0},
-                "finetune": {"batch_size": 64},
-                "pruning": {"criterion": "l1", "round_to": 8},
-                "latency": {"backend": "onnxruntime", "threads": 1, "batch_size": 1},
-            }
-        )
+        search = {"compute_epochs": compute_epochs, "sampler": "tpe", "seed": 0}
+        finetune = {"batch_size": 64}
     return JobSpec.model_validate(
         {
             "arch": arch,
@@ -146,8 +137,8 @@ def spec_for(
             "dataset": "digits",
             "budget": {"flops": 0.5},
             "objective": "pareto",
-            "search": {"trials": trials, "sampler": "tpe", "seed": 0},
-            "finetune": {"steps_per_trial": steps_per_trial, "batch_size": 64},
+            "search": search,
+            "finetune": finetune,
             "pruning": {"criterion": "l1", "round_to": 8},
             "latency": {"backend": "onnxruntime", "threads": 1, "batch_size": 1},
         }

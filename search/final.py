@@ -15,14 +15,13 @@ from models.prune import Plan
 from models.train import (
     TrainProgress,
     evaluate,
-    fine_tune,
     recalibrate_batchnorm,
     steps_per_epoch,
     total_steps,
 )
 from search.checkpoints import Lineage, restore_candidate
 from search.problem import PruningProblem, build_candidate
-from search.rungs import envelope_lr, rung_steps
+from search.rungs import envelope_lr, rung_steps, train_segment
 
 __all__ = ["FinalModel", "Measured", "finalize", "measure_baseline"]
 
@@ -134,19 +133,9 @@ def finalize(
         epochs = spec.finetune.final_epochs
         steps = total_steps(epochs, None, per_epoch) if epochs > 0 else 0
         lr = spec.finetune.lr
-    if steps > 0:
-        fine_tune(
-            model,
-            problem.data.train,
-            steps=steps,
-            lr=lr,
-            batch_size=spec.finetune.batch_size,
-            seed=seed,
-            start_step=lineage.steps,
-            teacher=problem.model if spec.finetune.distill else None,
-            on_step=on_step,
-            should_stop=should_stop,
-        )
+    train_segment(
+        problem, model, lineage, steps, lr, seed, on_step=on_step, should_stop=should_stop
+    )
     lineage = lineage.extended(
         trial=trial, stage="final", steps=steps, epochs=steps / per_epoch, lr=lr, rung=lineage.rung
     )

@@ -24,13 +24,20 @@ import optuna
 from torch import nn
 
 from models.prune import Plan
-from models.train import evaluate, fine_tune, steps_per_epoch
+from models.train import TrainProgress, evaluate, fine_tune, steps_per_epoch
 from search.checkpoints import CheckpointStore, Lineage, save_candidate
 from search.fidelity import FidelityPlan
 from search.problem import PruningProblem
 from search.promotion import affordable
 
-__all__ = ["RungOutcome", "StopReason", "envelope_lr", "rung_steps", "train_rungs"]
+__all__ = [
+    "RungOutcome",
+    "StopReason",
+    "envelope_lr",
+    "rung_steps",
+    "train_rungs",
+    "train_segment",
+]
 
 StopReason = Literal["paused", "budget"]
 """Why a candidate stopped below the top rung: ``paused``, it was not (yet) among the best
@@ -68,6 +75,37 @@ def envelope_lr(base_lr: float, step: int, horizon: int) -> float:
     """Return the learning rate a segment starting at ``step`` begins with: the height of
     one cosine from ``base_lr`` to zero over ``horizon`` steps."""
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step, horizon) / max(1, horizon)))
+
+
+def train_segment(
+    problem: PruningProblem,
+    model: nn.Module,
+    lineage: Lineage,
+    steps: int,
+    lr: float,
+    seed: int,
+    *,
+    on_step: Callable[[TrainProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> None:
+    """Train ``model`` ``steps`` more steps from where ``lineage`` left it (the data
+    order continuing at its step), the learning rate decaying from ``lr`` to zero,
+    distilling the unpruned model when the spec says so. Nothing happens for 0 steps."""
+    finetune = problem.spec.finetune
+    if steps <= 0:
+        return
+    fine_tune(
+        model,
+        problem.data.train,
+        steps=steps,
+        lr=lr,
+        batch_size=finetune.batch_size,
+        seed=seed,
+        start_step=lineage.steps,
+        teacher=problem.model if finetune.distill else None,
+        on_step=on_step,
+        should_stop=should_stop,
+    )
 
 
 def rung_steps(problem: PruningProblem, fidelity: FidelityPlan) -> tuple[list[int], int]:
@@ -133,18 +171,7 @@ def train_rungs(
             # a first rung rounded up to whole steps can outgrow a tiny budget
             return RungOutcome(lineage, accuracy, "budget", trained, seconds)
         lr = envelope_lr(finetune.lr, lineage.steps, horizon)
-        if steps > 0:
-            fine_tune(
-                model,
-                problem.data.train,
-                steps=steps,
-                lr=lr,
-                batch_size=finetune.batch_size,
-                seed=seed,
-                start_step=lineage.steps,
-                teacher=problem.model if finetune.distill else None,
-                should_stop=should_stop,
-            )
+        train_segment(problem, model, lineage, steps, lr, seed, should_stop=should_stop)
         epochs = max(0, steps) / per_epoch
         trained += epochs
         lineage = lineage.extended(
