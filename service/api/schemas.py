@@ -47,7 +47,13 @@ class Progress(BaseModel):
     """How far the search is."""
 
     trials_done: int = Field(..., examples=[7], description="Completed or pruned trials.")
-    trials_total: int = Field(..., examples=[20], description="Trials the job asked for.")
+    trials_total: int = Field(
+        ...,
+        examples=[20],
+        description="Trials the job runs: `search.trials`; with `search.compute_epochs`, "
+        "its candidates plus the continuations of paused candidates queued so far (it "
+        "grows while the search runs).",
+    )
     fraction: float = Field(
         ...,
         ge=0,
