@@ -316,7 +316,14 @@ def search_choice(problem: PruningProblem) -> Choice:
         "pruned_trials": sum(r["skipped"] == "pruned" for r in records),
         "infeasible_trials": sum(r["skipped"] == "infeasible" for r in records),
         "distinct_plans": len({json.dumps(r["plan"], sort_keys=True) for r in records}),
-        "best_is_uniform_warm_start": best.trial == 0,
+        # a continuation carries its candidate's warm-start kind, so this holds for rungs
+        "best_is_uniform_warm_start": (
+            study.trials[best.trial].user_attrs.get(
+                "warm_start_kind", "uniform" if best.trial == 0 else None
+            )
+            == "uniform"
+        ),
+        "best_warm_start_kind": study.trials[best.trial].user_attrs.get("warm_start_kind"),
         "trial_val_accuracy_median": statistics.median(finished) if finished else None,
         "trial_val_accuracy_max": max(finished) if finished else None,
     }
