@@ -45,6 +45,7 @@ _SPEC_FIELDS: dict[str, tuple[str, ...]] = {
     "sampler": ("search", "sampler"),
     "seed": ("search", "seed"),
     "timeout": ("search", "timeout_s"),
+    "compute_epochs": ("search", "compute_epochs"),
     "epochs_per_trial": ("finetune", "epochs_per_trial"),
     "steps_per_trial": ("finetune", "steps_per_trial"),
     "final_epochs": ("finetune", "final_epochs"),
@@ -113,6 +114,13 @@ def register(commands: Any) -> None:
     )
     search = submit.add_argument_group("search and training (see `prune --help`)")
     search.add_argument("--trials", type=positive_int, metavar="N", help="candidates (20)")
+    search.add_argument(
+        "--compute-epochs",
+        type=positive_float,
+        metavar="E",
+        help="total training of the job, search and final fine-tune together, in epochs; "
+        "the search then decides how many candidates get how much",
+    )
     search.add_argument(
         "--objective", choices=("constrained", "pareto", "scalar"), help="default: constrained"
     )

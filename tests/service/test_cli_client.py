@@ -105,6 +105,17 @@ def test_submit_flags_override_the_spec_file(
     }
 
 
+def test_submit_compute_epochs_lets_the_server_decide_the_trials(
+    server: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, _ = run(
+        capsys, "submit", "--arch", "resnet20_cifar", "--flops", "0.25", "--compute-epochs", "20"
+    )
+    assert status == 0
+    sent = json.loads(form_parts(server.requests[-1])["spec"][1])
+    assert sent["search"] == {"compute_epochs": 20.0}  # no trials: the fidelity plan decides
+
+
 def test_submit_without_a_model_is_a_one_line_error(
     server: FakeServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
