@@ -173,9 +173,9 @@ def promotable_by_rank(
 
     Every vector holds losses (smaller is better; negate accuracies). The candidate and
     the rung's earlier entrants are sorted by non-dominated rank, then by the first loss;
-    the candidate goes on when its place is within ``len // eta`` (the first of the rung,
-    or one better than all earlier ones, always goes on: asynchronous promotion never
-    waits for a rung to fill).
+    the candidate goes on when its place is within ``len // eta`` (at least the first
+    place; :func:`search.promotion.is_promotable` asks for ``eta`` entrants before it asks
+    this, since a paused candidate can still go on later).
 
     Args:
         mine: the candidate's losses at this rung.

@@ -57,8 +57,6 @@ class RungOutcome:
         lineage: its training so far (the last rung's checkpoint holds the same).
         accuracy: validation accuracy at the end of the last rung trained.
         stopped: why it stopped below the top rung, or None if it reached it.
-        epochs_trained: epochs this trial trained (a resumed lineage's earlier rungs
-            belong to the trial that trained them).
         seconds: wall-clock seconds of ``finetune``, ``evaluate``, ``checkpoint``
             (saving each rung) and ``promote`` (the decisions and the compute check, with
             the trial attributes written after each rung) over all rungs.
@@ -67,7 +65,6 @@ class RungOutcome:
     lineage: Lineage
     accuracy: float
     stopped: StopReason | None
-    epochs_trained: float
     seconds: dict[str, float]
 
 
@@ -151,8 +148,9 @@ def train_rungs(
     finetune = problem.spec.finetune
     ends, horizon = rung_steps(problem, fidelity)
     per_epoch = steps_per_epoch(len(problem.data.train), finetune.batch_size)
-    accuracies: list[float] = list(trial.user_attrs.get("rung_accuracy") or [])
-    trained = 0.0
+    # the rungs before this lineage's next one: a continuation carries them; a candidate
+    # restarted afresh (its checkpoint lost) must not keep them
+    accuracies = list(trial.user_attrs.get("rung_accuracy") or [])[: lineage.rung + 1]
     accuracy = accuracies[-1] if accuracies else float("nan")
     seconds = {"finetune": 0.0, "evaluate": 0.0, "checkpoint": 0.0, "promote": 0.0}
     clock = time.perf_counter()
@@ -169,11 +167,10 @@ def train_rungs(
             trial.study.get_trials(deepcopy=False), fidelity, steps / per_epoch
         ):
             # a first rung rounded up to whole steps can outgrow a tiny budget
-            return RungOutcome(lineage, accuracy, "budget", trained, seconds)
+            return RungOutcome(lineage, accuracy, "budget", seconds)
         lr = envelope_lr(finetune.lr, lineage.steps, horizon)
         train_segment(problem, model, lineage, steps, lr, seed, should_stop=should_stop)
         epochs = max(0, steps) / per_epoch
-        trained += epochs
         lineage = lineage.extended(
             trial=trial.number,
             stage=f"rung {rung}",
@@ -185,7 +182,7 @@ def train_rungs(
         lap("finetune")
         accuracy = evaluate(model, problem.data.val).top1
         lap("evaluate")
-        accuracies = (accuracies + [accuracy])[: rung + 1]
+        accuracies = accuracies[:rung] + [accuracy]
         checkpoints.save(trial.number, save_candidate(problem, model, plan, lineage))
         lap("checkpoint")
         trial.set_user_attr("rung", rung)
@@ -202,5 +199,5 @@ def train_rungs(
         )
         lap("promote")
         if not goes_on:
-            return RungOutcome(lineage, accuracy, "paused", trained, seconds)
-    return RungOutcome(lineage, accuracy, None, trained, seconds)
+            return RungOutcome(lineage, accuracy, "paused", seconds)
+    return RungOutcome(lineage, accuracy, None, seconds)

@@ -386,3 +386,25 @@ def test_without_a_top_rung_candidate_the_best_paused_one_is_delivered(
     highest = max(t.user_attrs.get("rung") or 0 for t in trials)
     assert chosen.user_attrs["rung"] == highest
     assert conclusion.report["compute"]["epochs"] <= 3.0 + 1e-6
+
+
+def test_a_continuation_whose_checkpoint_is_gone_starts_afresh_with_its_own_rungs(
+    compute_problem: PruningProblem,
+) -> None:
+    study = optuna.create_study(direction="maximize")  # no warm starts queued ahead
+    lost = study.ask()
+    compute_problem.space.suggest(lost)
+    study.tell(lost, state=TrialState.FAIL)
+    study.enqueue_trial(
+        study.trials[0].params,
+        user_attrs={"resume_of": 0, "candidate": 0, "rung_accuracy": [-1.0, -1.0]},
+    )
+    checkpoints = RecordingCheckpoints()  # holds nothing of trial 0
+    result = run_one_trial(compute_problem, study, checkpoints=checkpoints)
+    assert result is not None
+    again = study.trials[result.number]
+    assert again.user_attrs.get("resume_of") == 0
+    # the carried accuracies (impossible values here) were not kept: its rungs are its own
+    assert all(a >= 0 for a in again.user_attrs["rung_accuracy"])
+    _, _, lineage = restore_candidate(compute_problem, checkpoints.load(again.number) or b"")
+    assert lineage.history[0]["trial"] == again.number and lineage.history[0]["steps"][0] == 0
