@@ -821,7 +821,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--final-share",
         type=float,
         help="experiment: the share of --compute-epochs that is the delivered model's own "
-        "training (search.fidelity.FINAL_SHARE, default 0.5), set in this process only",
+        "training (search.fidelity.FINAL_SHARE, default 0.75), set in this process only",
     )
     parser.add_argument(
         "--distill",

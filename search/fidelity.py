@@ -3,16 +3,18 @@
 A job with ``search.compute_epochs`` runs successive halving with reduction factor
 :data:`ETA` (Jamieson & Talwalkar 2016; asynchronous, as ASHA, Li et al. 2020): every
 candidate trains ``rungs[0]`` epochs; the best third continue *from their own weights*
-to ``rungs[1]`` epochs in total, and so on. The best candidate of the last search rung
-is trained on, from its weights, to ``final_epochs`` in total and delivered. Nothing
-trained on the winner is thrown away, and the whole job spends at most
-``compute_epochs``.
+to ``rungs[1]`` epochs in total, and so on. The best candidate of the top rung is trained
+on, from its weights, to ``final_epochs`` in total and delivered. Nothing trained on the
+winner is thrown away, and the whole job spends at most ``compute_epochs``.
 
-The split: three quarters of the compute are the delivered model's own training
-(:data:`FINAL_SHARE`);
-the top search rung is a third of that; the rest of the search budget goes to as many
-candidates as successive halving over :data:`SEARCH_RUNGS` rungs affords. This module is
-torch-free: the API process uses :func:`plan_fidelity` to know a job's trial count.
+The split: :data:`FINAL_SHARE` of the compute is the delivered model's whole training
+(its rungs included); the rest pays for the candidates that lose. The rungs are sized so
+that the top rung always has at least :data:`TOP_ENTRANTS` candidates to choose between
+(a rung with one entrant decides nothing), and the first rung is at least
+:data:`MIN_FIRST_RUNG` epochs long (shorter fine-tunes rank plans by noise): more compute
+buys more candidates, and more rungs once the top rung can still be contested. This
+module is torch-free: the API process uses :func:`plan_fidelity` to know a job's trial
+count.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ if TYPE_CHECKING:
 __all__ = [
     "ETA",
     "FINAL_SHARE",
-    "SEARCH_RUNGS",
+    "MAX_RUNGS",
+    "MIN_FIRST_RUNG",
+    "TOP_ENTRANTS",
     "FidelityPlan",
     "compute_spent",
     "plan_fidelity",
@@ -41,8 +45,15 @@ __all__ = [
 ETA = 3
 """Reduction factor: a third of a rung's candidates go on to the next."""
 
-SEARCH_RUNGS = 3
-"""Rungs of the search (lengths r, 3r, 9r epochs) before the winner's final training."""
+MAX_RUNGS = 3
+"""Most search rungs (lengths r, 3r, 9r epochs) before the winner's final training."""
+
+TOP_ENTRANTS = 2
+"""Fewest candidates the top rung must be planned to hold."""
+
+MIN_FIRST_RUNG = 0.5
+"""Shortest first rung, in epochs, while the compute allows :data:`TOP_ENTRANTS` at the
+top at all; below that the first rung shrinks rather than the top rung going uncontested."""
 
 FINAL_SHARE = 0.75
 """Share of ``compute_epochs`` that is the delivered model's whole training (its search
@@ -99,11 +110,13 @@ class FidelityPlan:
         return spent
 
     def snapped(self, steps_per_epoch: int) -> FidelityPlan:
-        """Return the plan with every rung a whole number of optimizer steps (at least
-        one more than the rung before), as training will run it."""
+        """Return the plan with every rung a whole number of optimizer steps (rounded
+        down, so that the plan stays affordable; at least one more than the rung before),
+        as training will run it."""
         ends: list[int] = []
         for epochs in self.rungs:
-            ends.append(max(ends[-1] + 1 if ends else 1, round(epochs * steps_per_epoch)))
+            whole = math.floor(epochs * steps_per_epoch + 1e-9)
+            ends.append(max(ends[-1] + 1 if ends else 1, whole))
         rungs = tuple(end / steps_per_epoch for end in ends)
         return replace(self, rungs=rungs, final_epochs=max(self.final_epochs, rungs[-1]))
 
@@ -118,35 +131,60 @@ class FidelityPlan:
         }
 
 
-def _halving_cost(rungs: int, eta: int) -> float:
-    """Return the epochs successive halving spends per candidate, in units of ``rungs[0]``
-    (rung k has ``trials / eta**k`` candidates training ``(eta - 1) * eta**(k-1)`` more)."""
-    return 1.0 + (rungs - 1) * (1.0 - 1.0 / eta)
+def _entrants(trials: int, rung: int, eta: int = ETA) -> int:
+    """Return the candidates a rung holds when each rung promotes a third (at least one)."""
+    return max(1, trials // eta**rung)
+
+
+def _losers_cost(trials: int, rungs: int, eta: int = ETA) -> float:
+    """Return the epochs the losing candidates spend, in units of ``rungs[0]``: every rung
+    ``k`` trains its entrants ``rungs[k] - rungs[k-1]`` more, less the winner's own rungs
+    (which are part of the delivered model's training)."""
+    spent = float(trials)
+    for k in range(1, rungs):
+        spent += _entrants(trials, k, eta) * (eta**k - eta ** (k - 1))
+    return spent - eta ** (rungs - 1)
+
+
+def _most_candidates(budget: float, first: float, rungs: int) -> int:
+    """Return the most candidates whose losers fit ``budget`` with rungs from ``first``."""
+    trials = 1
+    while _losers_cost(trials + 1, rungs) * first <= budget + 1e-9:
+        trials += 1
+    return trials
 
 
 def plan_fidelity(spec: JobSpec) -> FidelityPlan | None:
     """Return how the spec's ``compute_epochs`` is spent, or None without it.
 
-    The candidates' count is the spec's ``search.trials`` when set explicitly; rungs are
-    then as long as the search budget allows (fewer rungs when even the top one would
-    outgrow the final training).
+    Without an explicit ``search.trials`` the plan takes the most rungs (up to
+    :data:`MAX_RUNGS`) whose top rung still holds :data:`TOP_ENTRANTS` candidates with a
+    first rung of :data:`MIN_FIRST_RUNG` epochs, then as many candidates as those rungs
+    afford, then stretches the rungs to spend what is left. When even two rungs cannot
+    hold that many at that length, two rungs hold the fewest such candidates, shorter.
+    With ``search.trials`` set explicitly the rungs are as long as the compute allows
+    (fewer rungs when even the top one would outgrow the final training).
     """
     compute = spec.search.compute_epochs
     if compute is None:
         return None
     final = FINAL_SHARE * compute
-    top = final / ETA
-    search = compute - final + top
+    losers = compute - final
     if "trials" not in spec.search.model_fields_set:
-        first = top / ETA ** (SEARCH_RUNGS - 1)
-        trials = max(1, math.floor(search / (first * _halving_cost(SEARCH_RUNGS, ETA))))
-        rungs = tuple(first * ETA**k for k in range(SEARCH_RUNGS))
-        return FidelityPlan(compute, trials, rungs, final)
+        for count in range(MAX_RUNGS, 1, -1):
+            trials = _most_candidates(losers, MIN_FIRST_RUNG, count)
+            if _entrants(trials, count - 1) >= TOP_ENTRANTS:
+                break
+        else:
+            count, trials = 2, TOP_ENTRANTS * ETA
+        first = min(losers / _losers_cost(trials, count), final / ETA ** (count - 1))
+        return FidelityPlan(compute, trials, tuple(first * ETA**k for k in range(count)), final)
     trials = spec.search.trials
-    for count in range(SEARCH_RUNGS, 0, -1):
-        first = search / (trials * _halving_cost(count, ETA))
+    for count in range(MAX_RUNGS, 0, -1):
+        unit = _losers_cost(trials, count)
+        first = losers / unit if unit > 0 else final / ETA ** (count - 1)
         if first * ETA ** (count - 1) <= final or count == 1:
-            first = min(first, final)
+            first = min(first, final / ETA ** (count - 1))
             return FidelityPlan(compute, trials, tuple(first * ETA**k for k in range(count)), final)
     raise AssertionError("unreachable: one rung always fits")
 

@@ -3,7 +3,7 @@
 A multi-fidelity trial (a job with ``search.compute_epochs``) trains its candidate to
 the end of a rung, evaluates it on the validation split, saves it, and asks whether it
 goes on now (:mod:`search.promotion`: among the best third of the rung's entrants so
-far, or a warm start below the top rung, and affordable). If not, the trial ends with
+far, and affordable). If not, the trial ends with
 the candidate *paused*; a later trial may continue it from its checkpoint. A candidate
 that goes on trains from the step it reached, with the data order continuing and the
 learning rate on one cosine envelope over the delivered model's whole training

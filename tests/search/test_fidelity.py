@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -26,7 +27,14 @@ from search import (
     run_search,
 )
 from search.checkpoints import Lineage, restore_candidate
-from search.fidelity import ETA, compute_spent, promotable_by_rank
+from search.fidelity import (
+    ETA,
+    MIN_FIRST_RUNG,
+    TOP_ENTRANTS,
+    FidelityPlan,
+    compute_spent,
+    promotable_by_rank,
+)
 from search.promotion import fresh_started
 from search.rungs import envelope_lr, rung_steps
 from tests.search.conftest import tiny_spec
@@ -86,16 +94,30 @@ def searched(
     return study, checkpoints
 
 
-def test_the_plan_spends_at_most_the_compute_and_halves_each_rung() -> None:
-    spec = _without_trials(tiny_spec(search={"compute_epochs": 20.0}))
-    plan = plan_fidelity(spec)
-    assert plan is not None
-    assert plan.final_epochs == pytest.approx(10.0)
-    assert [r / plan.rungs[0] for r in plan.rungs] == pytest.approx([1, ETA, ETA**2])
-    assert plan.rungs[-1] == pytest.approx(plan.final_epochs / ETA)
-    assert plan.trials == 15
-    # the search's share plus the winner's remaining training fit the budget
-    assert plan.planned_epochs() + plan.final_epochs - plan.rungs[-1] <= 20.0 + 1e-9
+def test_the_plan_spends_at_most_the_compute_and_contests_the_top_rung() -> None:
+    def plan(epochs: float) -> FidelityPlan:
+        fidelity = plan_fidelity(_without_trials(tiny_spec(search={"compute_epochs": epochs})))
+        assert fidelity is not None
+        return fidelity
+
+    plans = [plan(e) for e in (2.0, 20.0, 80.0, 400.0)]
+    for fidelity in plans:
+        compute = fidelity.compute_epochs
+        assert fidelity.final_epochs == pytest.approx(0.5 * compute)
+        rungs = fidelity.rungs
+        assert [r / rungs[0] for r in rungs] == pytest.approx([ETA**k for k in range(len(rungs))])
+        # the top rung decides between candidates; the winner's rungs are its training
+        assert fidelity.trials // ETA ** (len(rungs) - 1) >= TOP_ENTRANTS
+        assert rungs[-1] <= fidelity.final_epochs
+        spent = fidelity.planned_epochs() + fidelity.final_epochs - rungs[-1]
+        assert spent == pytest.approx(compute)
+    # a tiny budget shortens the rungs rather than leave the top rung to one candidate
+    assert plans[0].rungs[0] < MIN_FIRST_RUNG
+    # more compute buys more candidates, and then more rungs, not only longer ones
+    assert [p.rungs[0] >= MIN_FIRST_RUNG for p in plans[1:]] == [True] * 3
+    assert [p.trials for p in plans] == sorted(p.trials for p in plans)
+    assert plans[1].trials < plans[2].trials < plans[3].trials
+    assert len(plans[1].rungs) == 2 and len(plans[3].rungs) == 3
     assert plan_fidelity(tiny_spec()) is None
 
 
@@ -149,10 +171,12 @@ def test_compute_spent_never_exceeds_compute_epochs(
     # what the search did not spend went to the winner
     per_epoch = steps_per_epoch(len(compute_problem.data.train), 32)
     assert COMPUTE - compute["epochs"] < 1 / per_epoch + 1e-6
-    # the warm starts (baselines' plans) are references: they reach the rung below the top
-    warm = [t for t in trials if t.user_attrs.get("warm_start")]
-    below_top = len(fidelity.rungs) - 2
-    assert warm and all(t.user_attrs["rung"] >= below_top for t in warm)
+    # the top rung was contested: the winner was chosen between candidates that reached it
+    top = len(fidelity.rungs) - 1
+    at_top = {
+        t.user_attrs.get("candidate", t.number) for t in trials if t.user_attrs.get("rung") == top
+    }
+    assert len(at_top) >= 2
     # some candidates paused for good, some went on, some later than others: they halved
     paused = [t for t in trials if t.user_attrs.get("skipped") == "paused"]
     promoted = [t for t in trials if (t.user_attrs.get("rung") or 0) >= 1]
@@ -255,44 +279,61 @@ def test_a_trial_lost_mid_rung_resumes_from_its_last_rung(trained_weights: bytes
     study = open_study(problem, optuna.storages.InMemoryStorage())
     checkpoints = RecordingCheckpoints()
     ends, _ = rung_steps(problem, problem.fidelity)  # type: ignore[arg-type]
-    polls = {"n": 0}
-    die_at = ends[0] + 2  # two steps into the second rung
+    per_epoch = steps_per_epoch(len(problem.data.train), 32)
 
-    def kill_mid_rung() -> bool:
-        polls["n"] += 1
-        if polls["n"] > die_at:
-            raise WorkerKilled
-        return False
+    def killer() -> Callable[[], bool]:
+        polls = {"n": 0}
 
-    # trial 0 is the uniform warm start: it goes on to the second rung and dies there
-    with pytest.raises(WorkerKilled):
-        run_one_trial(problem, study, should_stop=kill_mid_rung, checkpoints=checkpoints)
-    lost = study.trials[0]
-    assert lost.state == TrialState.FAIL and lost.user_attrs["rung"] == 0
+        def kill_in_second_rung() -> bool:  # polled once per training step
+            polls["n"] += 1
+            if polls["n"] > ends[0] + 2:
+                raise WorkerKilled
+            return False
+
+        return kill_in_second_rung
+
+    # candidates run until the first that goes on to the second rung dies two steps in
+    for _ in range(2 * problem.fidelity.trials):  # type: ignore[union-attr]
+        try:
+            run_one_trial(problem, study, should_stop=killer(), checkpoints=checkpoints)
+        except WorkerKilled:
+            break
+    else:
+        pytest.fail("no candidate entered the second rung")
+    lost = next(t for t in study.trials if t.state == TrialState.FAIL)
+    assert lost.user_attrs["rung"] == 0
+    origin = int(lost.user_attrs.get("resume_of", lost.number))
+    candidate = int(lost.user_attrs.get("candidate", lost.number))
+    spent_before = compute_spent(study.get_trials(deepcopy=False))
     assert requeue_trial(study, lost, max_attempts=3)
 
-    # the other warm starts were queued first; then the lost candidate's turn comes
     def resumed_done() -> bool:
         return any(
-            t.user_attrs.get("resume_of") == 0 and t.state.is_finished() for t in study.trials
+            t.user_attrs.get("resume_of") in (lost.number, origin)
+            and t.number > lost.number
+            and t.state.is_finished()
+            for t in study.trials
         )
 
     result = None
     while not resumed_done():
         result = run_one_trial(problem, study, checkpoints=checkpoints)
-    assert result is not None and result.rung is not None and result.rung >= 1
-    resumed = next(t for t in study.trials if t.user_attrs.get("resume_of") == 0)
+    assert result is not None
+    resumed = next(
+        t
+        for t in study.trials
+        if t.user_attrs.get("resume_of") in (lost.number, origin) and t.number > lost.number
+    )
+    assert resumed.user_attrs["candidate"] == candidate
     saved = checkpoints.saved[resumed.number][0]  # its first rung: the second of the candidate
     _, _, lineage = restore_candidate(problem, saved)
-    # the first rung is trial 0's, kept; only the second was trained again
-    assert [h["trial"] for h in lineage.history] == [0, resumed.number]
+    # the first rung is the candidate's own, kept; only the second was trained again
+    assert [h["trial"] for h in lineage.history] == [candidate, resumed.number]
     assert lineage.steps == ends[1]
-    per_epoch = steps_per_epoch(len(problem.data.train), 32)
     own = resumed.user_attrs["epochs_trained"]
-    assert own >= (ends[1] - ends[0]) / per_epoch - 1e-6
-    assert own < ends[2] / per_epoch  # it never trained the first rung again
-    lost_epochs = lost.user_attrs["epochs_trained"]
-    assert lost_epochs == pytest.approx(ends[0] / per_epoch)  # counted as spent, not redone
+    assert own == pytest.approx((ends[1] - ends[0]) / per_epoch, abs=1e-5)  # not rung 0 again
+    # the lost trial's finished rung stays counted as spent (a fresh candidate's), not redone
+    assert compute_spent(study.get_trials(deepcopy=False)) >= spent_before + own - 1e-6
 
 
 def test_report_json_lists_rungs_per_trial(
@@ -333,9 +374,7 @@ def test_rungs_distill_the_unpruned_model_when_asked(trained_weights: bytes) -> 
     assert any(not torch.equal(results[0][k], results[1][k]) for k in results[0])
 
 
-def test_a_warm_start_goes_on_where_a_candidate_as_poor_pauses(
-    compute_problem: PruningProblem,
-) -> None:
+def test_a_warm_start_competes_like_any_candidate(compute_problem: PruningProblem) -> None:
     from search.objective import _promoter
 
     study = optuna.create_study(direction="maximize")
@@ -345,19 +384,14 @@ def test_a_warm_start_goes_on_where_a_candidate_as_poor_pauses(
         rival.set_user_attr("rung_accuracy", [accuracy])
     poor = study.ask()
     poor.set_user_attr("macs", 100)
+    poor.set_user_attr("warm_start", True)  # a baseline's own plan, as poor as it gets
     poor.set_user_attr("rung_accuracy", [0.1])
     assert not _promoter(compute_problem, poor, 100, None)(0, 0.1)  # pauses
-    reference = study.ask()
-    reference.set_user_attr("macs", 100)
-    reference.set_user_attr("warm_start", True)
-    reference.set_user_attr("rung_accuracy", [0.1])
-    assert _promoter(compute_problem, reference, 100, None)(0, 0.1)  # a baseline's plan
-    # into the top rung it goes like anyone: as poor, it pauses
-    top = len(compute_problem.fidelity.rungs) - 2  # type: ignore[union-attr]
-    reference.set_user_attr("rung_accuracy", [0.1] * (top + 1))
-    for t in study.trials[:3]:
-        study._storage.set_trial_user_attr(t._trial_id, "rung_accuracy", [0.9] * (top + 1))
-    assert not _promoter(compute_problem, reference, 100, None)(top, 0.1)
+    best = study.ask()
+    best.set_user_attr("macs", 100)
+    best.set_user_attr("warm_start", True)
+    best.set_user_attr("rung_accuracy", [0.95])
+    assert _promoter(compute_problem, best, 100, None)(0, 0.95)  # the best third goes on
 
 
 def test_without_a_top_rung_candidate_the_best_paused_one_is_delivered(
