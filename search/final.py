@@ -79,7 +79,7 @@ def measure_baseline(problem: PruningProblem) -> Measured:
         cost=problem.baseline.cost,
         latency=latency,
         val_accuracy=problem.baseline.val_accuracy,
-        test_accuracy=evaluate(problem.model, problem.data.test).top1,
+        test_accuracy=evaluate(problem.teacher, problem.data.test).top1,
     )
 
 
@@ -122,12 +122,13 @@ def finalize(
     per_epoch = steps_per_epoch(len(problem.data.train), spec.finetune.batch_size)
     if fidelity is not None and checkpoint is not None:
         model, plan, lineage = restore_candidate(problem, checkpoint)
+        problem.place(model)
         _, horizon = rung_steps(problem, fidelity)
         # everything the search left: the planned final length, or more if it spent less
         steps = max(0, math.floor((fidelity.compute_epochs - spent_epochs) * per_epoch + 1e-6))
         lr = envelope_lr(spec.finetune.lr, lineage.steps, horizon)
     else:
-        model = build_candidate(problem, plan)
+        model = problem.place(build_candidate(problem, plan))
         recalibrate_batchnorm(model, problem.data.train, seed=seed)
         lineage = Lineage(trial)
         epochs = spec.finetune.final_epochs
@@ -139,11 +140,14 @@ def finalize(
     lineage = lineage.extended(
         trial=trial, stage="final", steps=steps, epochs=steps / per_epoch, lr=lr, rung=lineage.rung
     )
+    val_accuracy = evaluate(model, problem.data.val).top1
+    test_accuracy = evaluate(model, problem.data.test).top1
+    model = model.cpu()  # delivered, counted and exported from the CPU
     measured = Measured(
         cost=measure_cost(model, problem.input_shape),
         latency=problem.measure_latency(model),
-        val_accuracy=evaluate(model, problem.data.val).top1,
-        test_accuracy=evaluate(model, problem.data.test).top1,
+        val_accuracy=val_accuracy,
+        test_accuracy=test_accuracy,
     )
     return FinalModel(
         model=model,

@@ -277,6 +277,7 @@ def run_trial(
         worst = _values(problem, 0.0, cost.macs, cost.params, latency_ms)
         return finish("infeasible", None, None, worst), None
 
+    problem.place(model)  # recalibrated, trained and evaluated on the worker's device
     seed = spec.search.seed * 100_003 + trial.number
     proxy = trial.user_attrs.get("proxy_accuracy")
     if resumed is None:
@@ -324,6 +325,7 @@ def run_trial(
                 batch_size=finetune.batch_size,
                 seed=seed,
                 should_stop=should_stop,
+                amp=finetune.amp,
             )
             lineage = lineage.extended(
                 trial=trial.number,

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from models.cost import Cost, measure_cost
 from models.data import load_dataset
+from models.device import resolve_device
 from models.io import CheckpointInfo, load_model
 from models.prune import CALIBRATION_BATCHES, Plan, apply_plan, build_pruning_graph, uniform_plan
 from models.train import TrainProgress, evaluate, fine_tune, recalibrate_batchnorm
@@ -78,6 +80,7 @@ def apply_once(
     round_to: int = 8,
     seed: int = 0,
     on_step: Callable[[TrainProgress], None] | None = None,
+    device: torch.device | str | None = None,
 ) -> OneShotResult:
     """Prune a model once: every group keeps what ``plan`` says, or loses the fraction
     ``ratio`` of its channels; with a data set, recalibrate BatchNorm, optionally
@@ -99,12 +102,17 @@ def apply_once(
         round_to: channel multiple of the uniform plan.
         seed: seeds the data split, calibration batches and fine-tune.
         on_step: fine-tune progress.
+        device: where recalibration, fine-tuning and validation run (see
+            :func:`models.device.resolve_device`; None reads ``INFERPRUNE_DEVICE``).
+            Pruning happens on the CPU, and the result is returned there.
 
     Raises:
         SpecError: neither or both of plan and ratio; a fine-tune without a data set;
             an already pruned checkpoint.
-        ModelsError: the model, weights, plan or data cannot be used.
+        ModelsError: the model, weights, plan or data cannot be used, or the device is
+            not there.
     """
+    target = device if isinstance(device, torch.device) else resolve_device(device)
     if (plan is None) == (ratio is None):
         raise SpecError("give exactly one of a plan and a ratio")
     if finetune_epochs and not dataset:
@@ -128,10 +136,12 @@ def apply_once(
     pruned = apply_plan(model, plan, criterion, calib, input_shape=shape, graph=graph, seed=seed)
     val = None
     if data is not None:
+        pruned.to(target)
         recalibrate_batchnorm(pruned, data.train, seed=seed)
         if finetune_epochs:
             fine_tune(pruned, data.train, epochs=finetune_epochs, lr=lr, seed=seed, on_step=on_step)
         val = evaluate(pruned, data.val).top1
+        pruned.cpu()
     out = CheckpointInfo(
         info.arch,
         info.num_classes,

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
 from torch import nn
 
-from models.cost import AnalyticCost, Cost, Latency, measure_cost, measure_latency
+from models.cost import (
+    AnalyticCost,
+    Cost,
+    Latency,
+    has_onnxruntime_cuda,
+    measure_cost,
+    measure_latency,
+)
 from models.data import DataSplits, load_dataset
+from models.device import describe_device, resolve_device
 from models.errors import WeightsError
 from models.io import CheckpointInfo, load_model, read_checkpoint_info
 from models.prune import (
@@ -31,7 +41,14 @@ from search.fidelity import FidelityPlan, plan_fidelity
 from search.space import SearchSpace
 from search.spec import JobSpec
 
-__all__ = ["Baseline", "PruningProblem", "build_candidate", "load_problem"]
+__all__ = [
+    "Baseline",
+    "PruningProblem",
+    "build_candidate",
+    "latency_device",
+    "load_problem",
+    "spec_latency",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +92,9 @@ class PruningProblem:
         space: the search space with budget projection.
         calibration: the batches data-driven criteria looked at.
         pretrained: whether weights were given (else the model is random).
+        device: where candidates are recalibrated, trained and evaluated (the worker's,
+            not the job's: see :mod:`models.device`). Surgery and cost counting stay on
+            the CPU, where ``model`` lives.
     """
 
     spec: JobSpec
@@ -89,6 +109,20 @@ class PruningProblem:
     space: SearchSpace
     calibration: list[tuple[torch.Tensor, torch.Tensor]]
     pretrained: bool
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @cached_property
+    def teacher(self) -> nn.Module:
+        """The unpruned model on :attr:`device`, for distillation and evaluation (``model``
+        itself on the CPU; never trained)."""
+        if self.device.type == "cpu":
+            return self.model
+        return copy.deepcopy(self.model).to(self.device).eval()
+
+    def place(self, model: nn.Module) -> nn.Module:
+        """Move a candidate to :attr:`device` for recalibration, training and evaluation
+        (in place; returned for chaining)."""
+        return model.to(self.device)
 
     @property
     def fidelity(self) -> FidelityPlan | None:
@@ -105,18 +139,45 @@ class PruningProblem:
         return self.info.input_shape
 
     def measure_latency(self, model: nn.Module, onnx_bytes: bytes | None = None) -> Latency:
-        """Return the latency of ``model`` under the spec's latency settings."""
-        settings = self.spec.latency
-        return measure_latency(
-            model,
-            self.input_shape,
-            backend=settings.backend,
-            threads=settings.threads,
-            batch_size=settings.batch_size,
-            warmup=settings.warmup,
-            repeats=settings.repeats,
-            onnx_bytes=onnx_bytes,
-        )
+        """Return the latency of ``model`` (on the CPU) under the spec's latency settings
+        (see :func:`spec_latency`)."""
+        return spec_latency(model, self.spec, self.input_shape, self.device, onnx_bytes)
+
+
+def latency_device(device: torch.device) -> str:
+    """Return where latency is measured for a process training on ``device``: its own
+    GPU on a CUDA worker (the job's target is then that GPU), else the CPU."""
+    return str(device) if device.type == "cuda" else "cpu"
+
+
+def spec_latency(
+    model: nn.Module,
+    spec: JobSpec,
+    input_shape: tuple[int, int, int],
+    device: torch.device,
+    onnx_bytes: bytes | None = None,
+) -> Latency:
+    """Return ``model``'s latency under ``spec.latency``, measured where
+    :func:`latency_device` says. On a GPU, onnxruntime needs its CUDA execution provider
+    (``onnxruntime-gpu``); without it torch times the model with CUDA events instead, and
+    the result says so (``backend``)."""
+    settings = spec.latency
+    where = latency_device(device)
+    backend = settings.backend
+    if where != "cpu" and backend == "onnxruntime" and not has_onnxruntime_cuda():
+        logger.warning("onnxruntime has no CUDA provider here: timing GPU latency with torch")
+        backend = "torch"
+    return measure_latency(
+        model,
+        input_shape,
+        backend=backend,
+        threads=settings.threads,
+        batch_size=settings.batch_size,
+        warmup=settings.warmup,
+        repeats=settings.repeats,
+        device=where,
+        onnx_bytes=onnx_bytes if backend == "onnxruntime" else None,
+    )
 
 
 def _stored_info(weights: str | os.PathLike[str] | bytes | None) -> CheckpointInfo | None:
@@ -134,6 +195,7 @@ def load_problem(
     weights: str | os.PathLike[str] | bytes | None = None,
     dataset: str | None = None,
     data_root: str | os.PathLike[str] | None = None,
+    device: torch.device | str | None = None,
 ) -> PruningProblem:
     """Load the model and data of ``spec`` and measure the baseline.
 
@@ -142,16 +204,19 @@ def load_problem(
         weights: the trained model (path or bytes), or None for random initialization.
         dataset: overrides ``spec.dataset`` (the service passes an uploaded file here).
         data_root: where public data sets live.
+        device: where to train and evaluate (``auto``, ``cpu``, ``cuda:N``, ``mps``; None
+            reads ``INFERPRUNE_DEVICE``, default ``auto``).
 
     Returns:
         The :class:`PruningProblem`.
 
     Raises:
-        ModelsError: model, weights or data cannot be loaded.
+        ModelsError: model, weights or data cannot be loaded, or the device is not there.
         SpecError: the model and data disagree (classes, shapes).
         BudgetUnreachableError: no plan can meet the budget.
     """
     started = time.perf_counter()
+    target = device if isinstance(device, torch.device) else resolve_device(device)
     stored = _stored_info(weights)
     if stored is not None and len(stored.plan):
         raise SpecError("these weights are already pruned; submit the unpruned model")
@@ -188,32 +253,26 @@ def load_problem(
         graph=graph,
         seed=spec.search.seed,
     )
-    val_accuracy = evaluate(model, data.val).top1
+    on_device = model if target.type == "cpu" else copy.deepcopy(model).to(target)
+    val_accuracy = evaluate(on_device, data.val).top1
     latency = None
     if spec.measures_latency:
-        latency = measure_latency(
-            model,
-            info.input_shape,
-            backend=spec.latency.backend,
-            threads=spec.latency.threads,
-            batch_size=spec.latency.batch_size,
-            warmup=spec.latency.warmup,
-            repeats=spec.latency.repeats,
-        )
+        latency = spec_latency(model, spec, info.input_shape, target)
     baseline = Baseline(measure_cost(model, info.input_shape), val_accuracy, latency)
     budget = resolve_budget(spec.budget, baseline.cost, val_accuracy)
     space = SearchSpace(graph, cost, budget)
     space.check_reachable()
     logger.info(
-        "loaded %s on %s: %d groups, %d MACs, val accuracy %.4f (%.1f s)",
+        "loaded %s on %s: %d groups, %d MACs, val accuracy %.4f (%.1f s; training on %s)",
         spec.arch,
         data.name,
         len(graph.groups),
         baseline.cost.macs,
         val_accuracy,
         time.perf_counter() - started,
+        describe_device(target),
     )
-    return PruningProblem(
+    problem = PruningProblem(
         spec=spec,
         model=model,
         info=info,
@@ -226,7 +285,11 @@ def load_problem(
         space=space,
         calibration=calibration,
         pretrained=weights is not None,
+        device=target,
     )
+    if on_device is not model:
+        problem.__dict__["teacher"] = on_device  # the copy made above: keep, not copy again
+    return problem
 
 
 def build_candidate(problem: PruningProblem, plan: Plan) -> nn.Module:

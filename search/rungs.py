@@ -99,7 +99,8 @@ def train_segment(
         batch_size=finetune.batch_size,
         seed=seed,
         start_step=lineage.steps,
-        teacher=problem.model if finetune.distill else None,
+        teacher=problem.teacher if finetune.distill else None,
+        amp=finetune.amp,
         on_step=on_step,
         should_stop=should_stop,
     )

@@ -271,7 +271,7 @@ def scan_sensitivity(
     total = 1 + sum(len(widths) for _, widths in plans)
 
     def accuracy(plan: Plan) -> float:
-        model = build_candidate(problem, plan)
+        model = problem.place(build_candidate(problem, plan))
         recalibrate_batchnorm(model, problem.data.train, batches=BN_BATCHES, seed=seed)
         return evaluate(model, problem.data.val).top1
 

@@ -201,6 +201,12 @@ class FinetuneSettings(_Strict):
         "`search.compute_epochs`, into every candidate's rungs too (the delivered model's "
         "training is one run from its first rung to the end).",
     )
+    amp: bool = Field(
+        False,
+        description="Mixed precision on workers that train on a CUDA GPU: bfloat16 where "
+        "the GPU supports it, else float16 with loss scaling. Workers on a CPU or MPS "
+        "device train in float32 whatever this says.",
+    )
 
 
 LayerName = Annotated[str, Field(min_length=1, max_length=MAX_LAYER_NAME_CHARS)]
@@ -345,6 +351,8 @@ class JobSpec(_Strict):
         data["search"].pop("trials")
         data["search"].pop("timeout_s")
         data["finetune"].pop("final_epochs")
+        if not data["finetune"]["amp"]:
+            data["finetune"].pop("amp")  # studies named before it existed resume
         if data["search"]["compute_epochs"] is None:
             data["search"].pop("compute_epochs")  # studies named before it existed resume
             data["finetune"].pop("distill")  # then it changes only the final fine-tune

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         description="Keep upload and artifact bytes in this folder instead of the "
         "database (every worker must see the same folder).",
     )
+    device: str = Field(
+        "auto",
+        description="Where workers train and evaluate: auto (a GPU when torch sees one), "
+        "cpu, cuda, cuda:N or mps. `inferprune serve --device cuda` gives each worker its "
+        "own GPU.",
+    )
     data_root: Path | None = Field(
         None, description="Where workers find public data sets (cifar10, mnist, ...)."
     )

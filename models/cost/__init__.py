@@ -17,7 +17,13 @@ from models.cost._counting import (
     measure_cost,
     size_bytes,
 )
-from models.cost._latency import LATENCY_BACKENDS, ONNX_OPTIMIZATIONS, Latency, measure_latency
+from models.cost._latency import (
+    LATENCY_BACKENDS,
+    ONNX_OPTIMIZATIONS,
+    Latency,
+    has_onnxruntime_cuda,
+    measure_latency,
+)
 
 __all__ = [
     "LATENCY_BACKENDS",
@@ -29,6 +35,7 @@ __all__ = [
     "count_params",
     "macs_by_layer",
     "measure_cost",
+    "has_onnxruntime_cuda",
     "measure_latency",
     "size_bytes",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import time
@@ -16,7 +17,13 @@ from torch import nn
 
 from models.errors import ModelsError
 
-__all__ = ["LATENCY_BACKENDS", "ONNX_OPTIMIZATIONS", "Latency", "measure_latency"]
+__all__ = [
+    "LATENCY_BACKENDS",
+    "ONNX_OPTIMIZATIONS",
+    "Latency",
+    "has_onnxruntime_cuda",
+    "measure_latency",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +39,6 @@ ONNX_OPTIMIZATIONS: dict[str, ort.GraphOptimizationLevel] = {
 """onnxruntime graph optimization levels by name. ``all`` (the default, as deployed)
 adds layout changes such as NCHWc to ``extended``'s fusions."""
 
-_DEVICES = ("cpu",)
 _SEED = 0
 
 
@@ -51,6 +57,7 @@ class Latency:
         batch_size: inputs per forward pass.
         repeats: timed runs.
         warmup: untimed runs before the timed ones.
+        device: where it was measured: ``cpu``, or ``cuda:N (GPU name)``.
     """
 
     median_ms: float
@@ -63,6 +70,7 @@ class Latency:
     batch_size: int
     repeats: int
     warmup: int
+    device: str = "cpu"
 
     def to_dict(self) -> dict[str, float]:
         """Return the statistics in milliseconds, keyed as ``latency_ms`` in reports.
@@ -155,6 +163,45 @@ def _torch_runner(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
     return run
 
 
+def _time_cuda_runs(run: Callable[[], object], warmup: int, repeats: int) -> np.ndarray:
+    """Return the device time in ms of each of ``repeats`` calls, measured between CUDA
+    events recorded around each call on the current stream (after ``warmup`` untimed
+    calls and a synchronisation)."""
+    for _ in range(warmup):
+        run()
+    torch.cuda.synchronize()
+    durations = np.empty(repeats, dtype=np.float64)
+    with _gc_paused():
+        for i in range(repeats):
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            durations[i] = start.elapsed_time(end)
+    return durations
+
+
+def has_onnxruntime_cuda() -> bool:
+    """Return whether this onnxruntime can run models on a CUDA GPU."""
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def _cuda_device(device: str) -> torch.device:
+    """Return the CUDA device ``device`` names, or raise a clear error."""
+    try:
+        target = torch.device(device)
+    except RuntimeError as exc:
+        raise ModelsError(f"latency device {device!r} is not a device: use cpu or cuda:N") from exc
+    if target.type != "cuda":
+        raise ModelsError(f"latency on device {device!r} is not supported; use cpu or cuda:N")
+    index = target.index or 0
+    if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+        raise ModelsError(f"latency device {device}: torch sees no such CUDA device here")
+    return torch.device("cuda", index)
+
+
 def _onnxruntime_runner(
     model: nn.Module,
     input_shape: tuple[int, int, int],
@@ -162,6 +209,7 @@ def _onnxruntime_runner(
     threads: int,
     onnx_bytes: bytes | None,
     optimization: str,
+    cuda_index: int | None = None,
 ) -> Callable[[], object]:
     if onnx_bytes is None:
         # Imported here so that importing models.cost does not depend on models.io.
@@ -174,8 +222,16 @@ def _onnxruntime_runner(
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ONNX_OPTIMIZATIONS[optimization]
     options.log_severity_level = 3
+    providers: list[str | tuple[str, dict[str, object]]] = ["CPUExecutionProvider"]
+    if cuda_index is not None:
+        if not has_onnxruntime_cuda():
+            raise ModelsError(
+                "onnxruntime has no CUDA execution provider here: install onnxruntime-gpu, "
+                "or measure GPU latency with latency.backend torch"
+            )
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": cuda_index}))
     try:
-        session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(onnx_bytes, options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own, unexported exception types
         raise ModelsError(f"onnxruntime cannot load the model: {exc}") from exc
     inputs = session.get_inputs()
@@ -227,7 +283,10 @@ def measure_latency(
         batch_size: inputs per forward pass.
         warmup: untimed runs before timing.
         repeats: timed runs.
-        device: only ``"cpu"`` is supported.
+        device: ``"cpu"``, or ``"cuda:N"``: torch runs the model (a copy, on that GPU)
+            timed by CUDA events around each run; onnxruntime runs it with its CUDA
+            execution provider (``onnxruntime-gpu``), timed by the wall clock of each
+            synchronous ``run``.
         onnx_bytes: an ONNX export of ``model`` to time instead of exporting it again
             (``onnxruntime`` only).
         onnx_optimization: a key of :data:`ONNX_OPTIMIZATIONS` (``onnxruntime`` only).
@@ -236,8 +295,9 @@ def measure_latency(
         The latency statistics and the settings they were measured with.
 
     Raises:
-        ModelsError: an unknown backend or optimization level, a device other than
-            CPU, a non-positive setting, or a model the backend cannot run
+        ModelsError: an unknown backend or optimization level, a device that is not
+            the CPU or a visible CUDA device (or onnxruntime without its CUDA provider
+            for one), a non-positive setting, or a model the backend cannot run
             (``ExportError`` when the ONNX export fails).
     """
     if backend not in LATENCY_BACKENDS:
@@ -249,10 +309,7 @@ def measure_latency(
             f"unknown onnxruntime optimization level {onnx_optimization!r}; "
             f"choose one of {', '.join(ONNX_OPTIMIZATIONS)}"
         )
-    if device not in _DEVICES:
-        raise ModelsError(
-            f"latency on device {device!r} is not supported yet (CUDA neither); use 'cpu'"
-        )
+    gpu = None if device == "cpu" else _cuda_device(device)
     for name, value, least in (
         ("threads", threads, 1),
         ("batch_size", batch_size, 1),
@@ -263,15 +320,24 @@ def measure_latency(
             raise ModelsError(f"latency {name} must be at least {least}, got {value}")
 
     x = _seeded_input(input_shape, batch_size)
+    where = "cpu"
     with _eval_mode(model):
-        if backend == "torch":
+        if backend == "torch" and gpu is not None:
+            where = f"{gpu} ({torch.cuda.get_device_name(gpu)})"
+            on_gpu = copy.deepcopy(model).to(gpu)
+            with torch.cuda.device(gpu), torch.inference_mode():
+                durations = _time_cuda_runs(_torch_runner(on_gpu, x.to(gpu)), warmup, repeats)
+        elif backend == "torch":
             with _torch_threads(threads), torch.inference_mode():
                 durations = _time_runs(_torch_runner(model, x), warmup, repeats)
         else:
+            index = gpu.index if gpu is not None else None
             runner = _onnxruntime_runner(
-                model, input_shape, x, threads, onnx_bytes, onnx_optimization
+                model, input_shape, x, threads, onnx_bytes, onnx_optimization, index
             )
             durations = _time_runs(runner, warmup, repeats)
+            if gpu is not None:
+                where = f"{gpu} ({torch.cuda.get_device_name(gpu)})"
 
     p10, median, p90 = np.percentile(durations, [10, 50, 90])
     latency = Latency(
@@ -285,6 +351,7 @@ def measure_latency(
         batch_size=batch_size,
         repeats=repeats,
         warmup=warmup,
+        device=where,
     )
     logger.debug(
         "latency %s: median %.3f ms (p10 %.3f, p90 %.3f)",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import torch
 from torch import nn
 
 from models.errors import DataError
 
-__all__ = ["check_labels", "module_device"]
+__all__ = ["check_labels", "module_device", "on_device"]
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -17,6 +19,33 @@ def module_device(module: nn.Module) -> torch.device:
     for buffer in module.buffers():
         return buffer.device
     return torch.device("cpu")
+
+
+def on_device(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``batches`` on ``device``. On CUDA each batch is copied from pinned memory
+    without blocking, one batch ahead: the next copy runs while the device computes on
+    the current one. On the CPU the batches pass through untouched."""
+    if device.type == "cpu":
+        yield from batches
+        return
+    pin = device.type == "cuda"
+
+    def move(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, labels = batch
+        if pin:
+            inputs, labels = inputs.pin_memory(), labels.pin_memory()
+        return inputs.to(device, non_blocking=pin), labels.to(device, non_blocking=pin)
+
+    ahead: tuple[torch.Tensor, torch.Tensor] | None = None
+    for batch in batches:
+        moved = move(batch)
+        if ahead is not None:
+            yield ahead
+        ahead = moved
+    if ahead is not None:
+        yield ahead
 
 
 def check_labels(logits: torch.Tensor, labels: torch.Tensor) -> None:

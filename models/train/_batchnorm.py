@@ -15,7 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from models.data._split import BatchSource
 from models.errors import DataError
-from models.train._batches import module_device
+from models.train._batches import module_device, on_device
 
 __all__ = ["recalibrate_batchnorm"]
 
@@ -76,10 +76,11 @@ def recalibrate_batchnorm(
             m.momentum = None
             m.train()
         with torch.no_grad():
-            for inputs, _ in data.batches(batch_size, shuffle=True, seed=seed, limit=batches):
+            stream = data.batches(batch_size, shuffle=True, seed=seed, limit=batches)
+            for inputs, _ in on_device(stream, device):
                 if inputs.shape[0] < 2:
                     continue
-                model(inputs.to(device))
+                model(inputs)
                 seen += inputs.shape[0]
         if seen == 0:
             raise DataError(

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from models.data._split import BatchSource
 from models.errors import DataError
-from models.train._batches import check_labels, module_device
+from models.train._batches import check_labels, module_device, on_device
 
 __all__ = ["Evaluation", "evaluate"]
 
@@ -64,8 +64,7 @@ def evaluate(
     top1 = top5 = samples = 0
     loss_sum = 0.0
     with torch.inference_mode():
-        for inputs, labels in data.batches(batch_size, limit=limit):
-            inputs, labels = inputs.to(device), labels.to(device)
+        for inputs, labels in on_device(data.batches(batch_size, limit=limit), device):
             logits = model(inputs)
             check_labels(logits, labels)
             k = min(5, logits.shape[1])

@@ -7,7 +7,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from models.data._split import Batch, BatchSource
 from models.errors import DataError, TrainingDivergedError
-from models.train._batches import check_labels, module_device
+from models.train._batches import check_labels, module_device, on_device
 from models.train._distill import distillation_loss
 from models.train._schedule import cosine_lr, steps_per_epoch, total_steps
 
@@ -94,6 +94,21 @@ def _local_rng(device: torch.device) -> AbstractContextManager[None]:
     return torch.random.fork_rng(devices=[index], device_type=device.type)
 
 
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """Return the mixed-precision type for ``device``: bfloat16 on CUDA GPUs that support
+    it, else float16 on CUDA; None (float32) elsewhere."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[object]:
+    """Return autocast to ``dtype`` on ``device``, or a context that changes nothing."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
 def _stream(
     data: BatchSource, batch_size: int, per_epoch: int, total: int, seed: int, start: int = 0
 ) -> Iterator[Batch]:
@@ -141,6 +156,7 @@ def fine_tune(
     temperature: float = 4.0,
     on_step: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    amp: bool = False,
 ) -> TrainResult:
     """Train ``model`` in place on ``data``; return what the fine-tune did.
 
@@ -181,6 +197,9 @@ def fine_tune(
         on_step: called after every step with a :class:`TrainProgress`.
         should_stop: polled before every step; once it returns true the fine-tune
             ends and the result says ``stopped``.
+        amp: mixed precision on a CUDA model: bfloat16 autocast where the GPU supports
+            it, else float16 with loss scaling. Ignored on other devices (the CPU trains
+            in float32), so a job's setting is safe on any worker.
 
     Returns:
         The :class:`TrainResult`.
@@ -211,6 +230,8 @@ def fine_tune(
     )
     device = module_device(model)
     teacher_device = module_device(teacher) if teacher is not None else device
+    precision = _autocast_dtype(device) if amp else None
+    scaler = torch.amp.GradScaler("cuda") if precision == torch.float16 else None
     teacher_was_training = teacher.training if teacher is not None else False
     recent: deque[float] = deque(maxlen=max(1, total // 10))
     done = 0
@@ -223,32 +244,40 @@ def fine_tune(
             model.train()
             if teacher is not None:
                 teacher.eval()
-            for step, (inputs, labels) in enumerate(
-                _stream(data, batch_size, per_epoch, total, seed, start_step)
-            ):
+            stream = _stream(data, batch_size, per_epoch, total, seed, start_step)
+            for step, (inputs, labels) in enumerate(on_device(stream, device)):
                 if should_stop is not None and should_stop():
                     stopped = True
                     break
                 step_lr = cosine_lr(lr, step, total)
                 for group in optimizer.param_groups:
                     group["lr"] = step_lr
-                inputs, labels = inputs.to(device), labels.to(device)
-                logits = model(inputs)
-                check_labels(logits, labels)
-                if teacher is None:
-                    loss = F.cross_entropy(logits, labels)
-                else:
-                    with torch.no_grad():
-                        soft_targets = teacher(inputs.to(teacher_device)).to(device)
-                    loss = distillation_loss(
-                        logits, soft_targets, labels, weight=distill_weight, temperature=temperature
-                    )
+                with _autocast(device, precision):
+                    logits = model(inputs)
+                    check_labels(logits, labels)
+                    if teacher is None:
+                        loss = F.cross_entropy(logits.float(), labels)
+                    else:
+                        with torch.no_grad():
+                            soft_targets = teacher(inputs.to(teacher_device)).to(device)
+                        loss = distillation_loss(
+                            logits.float(),
+                            soft_targets.float(),
+                            labels,
+                            weight=distill_weight,
+                            temperature=temperature,
+                        )
                 value = float(loss.detach())
                 if not math.isfinite(value):
                     raise _diverged(step + 1, total, f"the loss became {value}", step_lr, lr)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                if scaler is None:
+                    loss.backward()
+                    optimizer.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
                 done = step + 1
                 recent.append(value)
                 if on_step is not None:

@@ -11,6 +11,7 @@ from rich.table import Table
 from service.cli._arguments import (
     add_criterion_argument,
     add_data_arguments,
+    add_device_argument,
     add_json_argument,
     add_model_arguments,
     input_shape,
@@ -82,6 +83,7 @@ def register(commands: Any) -> None:
         metavar="FILE",
         help="where to write the pruned checkpoint (.safetensors)",
     )
+    add_device_argument(apply, what="recalibration, fine-tuning and validation run")
     add_json_argument(apply)
     apply.set_defaults(handler=run_apply)
 
@@ -138,6 +140,7 @@ def run_apply(args: argparse.Namespace) -> int:
             lr=args.lr,
             round_to=args.round_to,
             seed=args.seed,
+            device=args.device,
         )
     path = save_pruned(result.model, args.output, result.info)
     if args.json:

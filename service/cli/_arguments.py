@@ -113,3 +113,13 @@ def input_shape(args: argparse.Namespace) -> Any:
     from models.zoo import normalize_shape
 
     return normalize_shape(args.input_shape) if args.input_shape else None
+
+
+def add_device_argument(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """Add ``--device`` (read by :func:`models.device.resolve_device`)."""
+    parser.add_argument(
+        "--device",
+        metavar="D",
+        help=f"where {what}: auto (a GPU when torch sees one), cpu, cuda, cuda:N or mps "
+        "(default: $INFERPRUNE_DEVICE or auto)",
+    )

@@ -13,6 +13,7 @@ from rich.table import Table
 from service.cli._arguments import (
     add_criterion_argument,
     add_data_arguments,
+    add_device_argument,
     add_json_argument,
     add_model_arguments,
     fraction,
@@ -180,6 +181,7 @@ def register(commands: Any) -> None:
         help="threads for latency measurement (default: 1)",
     )
     prune.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    add_device_argument(prune, what="candidates are recalibrated, trained and evaluated")
     add_json_argument(prune)
     prune.set_defaults(handler=run_prune)
 
@@ -258,7 +260,9 @@ def run_prune(args: argparse.Namespace) -> int:
     if not args.weights and not args.json:
         console.print("[yellow]no --weights: pruning a randomly initialised model[/]")
     with console.status("loading the model and data, measuring the baseline...", spinner="dots"):
-        problem = load_problem(spec, weights=args.weights, data_root=args.data_root)
+        problem = load_problem(
+            spec, weights=args.weights, data_root=args.data_root, device=args.device
+        )
     created = not out.exists()
     storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     out.mkdir(parents=True, exist_ok=True)

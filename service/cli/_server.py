@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from service.cli._arguments import positive_int
+from service.cli._arguments import add_device_argument, positive_int
 from service.cli._console import console
 from service.logs import configure_logging
 
@@ -69,10 +69,10 @@ def register(commands: Any) -> None:
     serve.add_argument(
         "--workers",
         type=int,
-        default=1,
         metavar="N",
-        help="worker processes to start here (default: 1)",
+        help="worker processes to start here (default: one per GPU with --device cuda, else 1)",
     )
+    add_device_argument(serve, what="the workers train: cuda gives each its own GPU")
     _store_arguments(serve)
     _log_argument(serve)
     serve.set_defaults(handler=run_serve)
@@ -85,6 +85,7 @@ def register(commands: Any) -> None:
         "local folder for caches). Stops after the current unit on SIGTERM/Ctrl-C.",
     )
     _store_arguments(worker)
+    add_device_argument(worker, what="this worker trains")
     worker.add_argument(
         "--threads",
         type=positive_int,
@@ -115,6 +116,8 @@ def settings_from(args: argparse.Namespace, **overrides: Any) -> Any:
         values["db_url"] = args.db
     if getattr(args, "log_format", None):
         values["log_format"] = args.log_format
+    if getattr(args, "device", None):
+        values["device"] = args.device
     if getattr(args, "data_dir", None):
         values["data_dir"] = args.data_dir
     elif "INFERPRUNE_DATA_DIR" not in os.environ:
@@ -214,9 +217,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from service.api.app import create_app
     from service.store import check_schema, make_engine
-    from service.worker import WorkerPool
+    from service.worker import WorkerPool, worker_devices
 
     settings = settings_from(args)
+    devices = worker_devices(args.device or settings.device, args.workers)
     configure_logging(logging.INFO if args.verbose == 0 else logging.DEBUG, settings.log_format)
     port = args.port or _free_port(args.host)
     server_url = f"http://{args.host}:{port}"
@@ -236,11 +240,12 @@ def run_serve(args: argparse.Namespace) -> int:
         finally:
             engine.dispose()
     signal.signal(signal.SIGTERM, _raise_terminated)
-    pool = WorkerPool(settings, args.workers).start()
+    pool = WorkerPool(settings, len(devices), devices=devices).start()
     try:
+        placed = f" on {', '.join(sorted(set(devices)))}" if devices else ""
         console.print(
             f"serving on [bold]{server_url}[/] (docs at {server_url}/docs) with "
-            f"{pool.count} worker(s); Ctrl-C stops"
+            f"{pool.count} worker(s){placed}; Ctrl-C stops"
         )
         uvicorn.run(create_app(settings), host=args.host, port=port, log_level="warning")
     except _Terminated:

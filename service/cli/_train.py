@@ -11,6 +11,7 @@ from rich.table import Table
 
 from service.cli._arguments import (
     add_data_arguments,
+    add_device_argument,
     add_json_argument,
     add_model_arguments,
     input_shape,
@@ -69,6 +70,7 @@ def register(commands: Any) -> None:
         metavar="FILE",
         help="where to write the checkpoint (.safetensors)",
     )
+    add_device_argument(train, what="training and evaluation run")
     add_json_argument(train)
     train.set_defaults(handler=run_train)
 
@@ -79,11 +81,13 @@ def run_train(args: argparse.Namespace) -> int:
 
     from models.cost import measure_cost
     from models.data import load_dataset
+    from models.device import describe_device, resolve_device
     from models.io import CheckpointInfo, load_model, save_pruned
     from models.prune import Plan
     from models.train import evaluate, fine_tune
     from models.zoo import get_architecture
 
+    device = resolve_device(args.device)
     shape = input_shape(args) or get_architecture(args.arch).default_input_shape
     data = load_dataset(
         args.dataset,
@@ -95,8 +99,10 @@ def run_train(args: argparse.Namespace) -> int:
     classes = args.num_classes or data.num_classes
     torch.manual_seed(args.seed)
     model, _ = load_model(args.arch, args.weights, num_classes=classes, input_shape=shape)
+    model.to(device)
     started = time.perf_counter()
-    with progress_bar(f"training {args.arch} on {data.name}", None, enabled=not args.json) as bar:
+    title = f"training {args.arch} on {data.name} ({describe_device(device)})"
+    with progress_bar(title, None, enabled=not args.json) as bar:
 
         def on_step(p: Any) -> None:
             bar.update(
@@ -118,6 +124,7 @@ def run_train(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     val = evaluate(model, data.val)
     test = evaluate(model, data.test)
+    model.cpu()
     norm = data.normalization
     info = CheckpointInfo(
         args.arch,
@@ -136,6 +143,7 @@ def run_train(args: argparse.Namespace) -> int:
     result = {
         "arch": args.arch,
         "dataset": data.name,
+        "device": describe_device(device),
         "num_classes": classes,
         "input_shape": list(shape),
         "epochs": args.epochs,

@@ -4,7 +4,7 @@
 until a signal; :class:`WorkerPool` keeps N of them beside the API (``inferprune serve``).
 """
 
-from service.worker._pool import WorkerPool
+from service.worker._pool import WorkerPool, worker_devices
 from service.worker._worker import Worker, run_worker
 
-__all__ = ["Worker", "WorkerPool", "run_worker"]
+__all__ = ["Worker", "WorkerPool", "run_worker", "worker_devices"]

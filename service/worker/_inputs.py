@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer, sessionmaker
 
@@ -135,8 +136,10 @@ class ProblemCache:
         size: int = 2,
         uploads: Path | None = None,
         sessions: sessionmaker[Session] | None = None,
+        device: torch.device | None = None,
     ) -> None:
         self.storage = storage
+        self.device = device if device is not None else torch.device("cpu")
         self.worker_id = worker_id
         self.size = size
         self.uploads = uploads
@@ -157,7 +160,9 @@ class ProblemCache:
             self._items.move_to_end(claim.job_id)
             return self._items[claim.job_id]
         try:
-            problem = load_problem(spec, weights=weights, dataset=dataset, data_root=data_root)
+            problem = load_problem(
+                spec, weights=weights, dataset=dataset, data_root=data_root, device=self.device
+            )
         except (ModelsError, SearchError, OSError) as exc:
             raise hide_upload_paths(exc, self.uploads) from None
         mixed = spec.model_copy(

@@ -20,10 +20,11 @@ import threading
 from multiprocessing.process import BaseProcess
 from types import TracebackType
 
+from models.device import DEVICE_ENV, accelerator_count, resolve_device
 from service.logs import configure_logging
 from service.settings import Settings
 
-__all__ = ["WorkerPool"]
+__all__ = ["WorkerPool", "worker_devices"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,31 @@ def _worker_main(settings_json: str, threads: int, parent_pid: int) -> None:
     sys.exit(run_worker(settings, threads=threads))
 
 
+def worker_devices(device: str | None, workers: int | None) -> list[str]:
+    """Return the device of each worker ``serve`` starts.
+
+    ``cuda`` (and ``auto`` on a machine with GPUs) gives each worker its own GPU, one
+    worker per visible GPU unless ``workers`` says how many (more workers than GPUs
+    share them round-robin); any other device (``cpu``, ``cuda:N``, ``mps``) is every
+    worker's. Without ``workers``, one worker when there is no GPU to spread over.
+
+    Raises:
+        DeviceError: the device is not there (checked before any worker starts).
+    """
+    resolved = resolve_device(device)
+    name = (device if device is not None else os.environ.get(DEVICE_ENV, "auto")).strip().lower()
+    gpus = accelerator_count("cuda")
+    if name in ("cuda", "auto") and resolved.type == "cuda" and gpus:
+        count = gpus if workers is None else workers
+        return [f"cuda:{i % gpus}" for i in range(count)]
+    return [str(resolved)] * (1 if workers is None else workers)
+
+
 class WorkerPool:
     """``count`` worker processes on this machine, kept running until :meth:`stop`.
+
+    Worker ``i`` trains on ``devices[i % len(devices)]`` (default: ``settings.device``
+    for all; see :func:`worker_devices`).
 
     Each worker gets its share of the cores (``settings.torch_threads``, else the
     cores divided by ``count``). A supervisor thread replaces a worker that exits; the
@@ -64,9 +88,17 @@ class WorkerPool:
     thread-safe: one thread starts and stops it.
     """
 
-    def __init__(self, settings: Settings, count: int, *, supervise_every_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        count: int,
+        *,
+        devices: list[str] | None = None,
+        supervise_every_s: float = 2.0,
+    ) -> None:
         self.settings = settings
         self.count = max(0, count)
+        self.devices = devices or [settings.device]
         self.processes: list[BaseProcess] = []
         self._every_s = supervise_every_s
         self._context = multiprocessing.get_context("spawn")
@@ -80,10 +112,13 @@ class WorkerPool:
         return self.settings.torch_threads or max(1, (os.cpu_count() or 1) // max(self.count, 1))
 
     def _spawn(self, index: int) -> BaseProcess:
+        settings = self.settings.model_copy(
+            update={"device": self.devices[index % len(self.devices)]}
+        )
         process = self._context.Process(
             target=_worker_main,
             name=f"inferprune-worker-{index}",
-            args=(self.settings.model_dump_json(), self.threads_per_worker, os.getpid()),
+            args=(settings.model_dump_json(), self.threads_per_worker, os.getpid()),
             daemon=False,
         )
         process.start()

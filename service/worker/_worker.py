@@ -16,6 +16,7 @@ import optuna
 import torch
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.device import describe_device, resolve_device
 from models.errors import ModelsError
 from search import JobSpec, SearchError, requeue_trial
 from service.logs import log_context
@@ -64,6 +65,8 @@ class Worker:
     def __init__(self, settings: Settings, *, worker_id: str | None = None) -> None:
         self.settings = settings
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # a device that is not there stops the worker here, not the jobs it would claim
+        self.device = resolve_device(settings.device, flag="worker device")
         self.engine = make_engine(settings.database_url)
         self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
         self.blobs = BlobStore(settings.artifact_root)
@@ -86,7 +89,9 @@ class Worker:
     def cache(self) -> ProblemCache:
         """The jobs this worker has loaded."""
         if self._cache is None:
-            self._cache = ProblemCache(self.storage, self.id, sessions=self.sessions)
+            self._cache = ProblemCache(
+                self.storage, self.id, sessions=self.sessions, device=self.device
+            )
         return self._cache
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -301,6 +306,7 @@ def run_worker(settings: Settings, *, threads: int | None = None) -> int:
     """
     torch.set_num_threads(threads or settings.torch_threads or max(1, os.cpu_count() or 1))
     worker = Worker(settings)
+    logger.info("worker %s trains on %s", worker.id, describe_device(worker.device))
     signals = {"count": 0}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
