@@ -6,6 +6,8 @@ where that folder sits on this machine.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +59,10 @@ def _scan(folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     return classes, samples
 
 
+DECODE_THREADS = min(8, os.cpu_count() or 1)
+"""Threads that decode an image folder's files (PIL releases the GIL while decoding)."""
+
+
 def _read(path: Path, folder: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
     """Return one image converted to ``mode`` and resized to ``size`` (W, H), as uint8."""
     try:
@@ -90,7 +96,10 @@ def load_imagefolder(arg: str, root: Path, input_shape: InputShape) -> RawData:
     classes, samples = _scan(folder)
     channels, height, width = input_shape
     mode = "L" if channels == 1 else "RGB"
-    pixels = np.stack([_read(path, folder, mode, (width, height)) for path, _ in samples])
+    # decoding releases the GIL: threads keep every core busy (the first error is raised)
+    with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+        decoded = pool.map(lambda pair: _read(pair[0], folder, mode, (width, height)), samples)
+        pixels = np.stack(list(decoded))
     images = pixels[:, None] if mode == "L" else pixels.transpose(0, 3, 1, 2)
     labels = np.array([label for _, label in samples], dtype=np.int64)
     train = LabelledImages(np.ascontiguousarray(images), labels)
