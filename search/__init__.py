@@ -3,6 +3,7 @@
 A :class:`~search.spec.JobSpec` describes the job. :func:`load_problem` loads its model
 and data once per process; :func:`open_study` creates or resumes the Optuna study;
 :func:`run_search` (or :func:`run_one_trial`, for workers) evaluates candidates;
+:func:`prune_module` does all of it for a user's own ``nn.Module`` and data loaders;
 :func:`conclude_search` ends a job once its search is over (select the best trial,
 finalize it, measure the baseline, build the report and the artifacts), for the CLI and
 the workers alike; :func:`write_conclusion` saves it to a folder. :func:`apply_once`
@@ -32,6 +33,7 @@ __all__ = [
     "Measured",
     "NoFeasibleTrialError",
     "ParetoPoint",
+    "PrunedModule",
     "PruningProblem",
     "PruningSettings",
     "ResolvedBudget",
@@ -57,6 +59,7 @@ __all__ = [
     "hypervolume",
     "job_sensitivity",
     "load_problem",
+    "prune_module",
     "make_pruner",
     "make_sampler",
     "measure_baseline",
@@ -131,6 +134,8 @@ _EXPORTS = {
     "warm_start_plans": "search.warm_start",
     "SensitivityCache": "search.warm_start",
     "load_problem": "search.problem",
+    "prune_module": "search.user_model",
+    "PrunedModule": "search.user_model",
     "make_pruner": "search.study",
     "make_sampler": "search.study",
     "measure_baseline": "search.final",
@@ -208,6 +213,7 @@ if TYPE_CHECKING:  # the static view of the same names
     )
     from search.storage import optuna_storage
     from search.study import count_finished, make_pruner, make_sampler, open_study
+    from search.user_model import PrunedModule, prune_module
     from search.warm_start import (
         SensitivityCache,
         global_magnitude_plan,

@@ -47,6 +47,7 @@ __all__ = [
     "build_candidate",
     "latency_device",
     "load_problem",
+    "problem_from_model",
     "spec_latency",
 ]
 
@@ -217,6 +218,12 @@ def load_problem(
     """
     started = time.perf_counter()
     target = device if isinstance(device, torch.device) else resolve_device(device)
+    if spec.arch is None:
+        raise SpecError(
+            "arch: name a zoo architecture (a model of your own goes through "
+            "search.prune_module, or an ONNX upload)",
+            fields=("arch",),
+        )
     stored = _stored_info(weights)
     if stored is not None and len(stored.plan):
         raise SpecError("these weights are already pruned; submit the unpruned model")
@@ -233,6 +240,40 @@ def load_problem(
     model, info = load_model(
         spec.arch, weights, num_classes=classes or data.num_classes, input_shape=shape
     )
+    problem = problem_from_model(
+        spec, model, info, data, pretrained=weights is not None, device=target
+    )
+    logger.info(
+        "loaded %s on %s: %d groups, %d MACs, val accuracy %.4f (%.1f s; training on %s)",
+        spec.arch,
+        data.name,
+        len(problem.graph.groups),
+        problem.baseline.cost.macs,
+        problem.baseline.val_accuracy,
+        time.perf_counter() - started,
+        describe_device(target),
+    )
+    return problem
+
+
+def problem_from_model(
+    spec: JobSpec,
+    model: nn.Module,
+    info: CheckpointInfo,
+    data: DataSplits,
+    *,
+    pretrained: bool,
+    device: torch.device,
+) -> PruningProblem:
+    """Return the problem of pruning ``model`` (on the CPU, in eval mode, never changed)
+    on ``data`` under ``spec``: its groups, channel scores, baseline and search space.
+    ``spec.arch`` is not read: the model is given (the zoo, an ONNX import, or a user's
+    own module).
+
+    Raises:
+        BudgetUnreachableError: no plan can meet the budget.
+        ModelsError: the model cannot be traced into groups or measured.
+    """
     graph = build_pruning_graph(
         model,
         info.input_shape,
@@ -253,25 +294,15 @@ def load_problem(
         graph=graph,
         seed=spec.search.seed,
     )
-    on_device = model if target.type == "cpu" else copy.deepcopy(model).to(target)
+    on_device = model if device.type == "cpu" else copy.deepcopy(model).to(device)
     val_accuracy = evaluate(on_device, data.val).top1
     latency = None
     if spec.measures_latency:
-        latency = spec_latency(model, spec, info.input_shape, target)
+        latency = spec_latency(model, spec, info.input_shape, device)
     baseline = Baseline(measure_cost(model, info.input_shape), val_accuracy, latency)
     budget = resolve_budget(spec.budget, baseline.cost, val_accuracy)
     space = SearchSpace(graph, cost, budget)
     space.check_reachable()
-    logger.info(
-        "loaded %s on %s: %d groups, %d MACs, val accuracy %.4f (%.1f s; training on %s)",
-        spec.arch,
-        data.name,
-        len(graph.groups),
-        baseline.cost.macs,
-        val_accuracy,
-        time.perf_counter() - started,
-        describe_device(target),
-    )
     problem = PruningProblem(
         spec=spec,
         model=model,
@@ -284,8 +315,8 @@ def load_problem(
         budget=budget,
         space=space,
         calibration=calibration,
-        pretrained=weights is not None,
-        device=target,
+        pretrained=pretrained,
+        device=device,
     )
     if on_device is not model:
         problem.__dict__["teacher"] = on_device  # the copy made above: keep, not copy again

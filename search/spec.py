@@ -266,12 +266,13 @@ class JobSpec(_Strict):
         },
     )
 
-    arch: str = Field(
-        ...,
+    arch: str | None = Field(
+        None,
         min_length=1,
         max_length=MAX_NAME_CHARS,
         examples=["resnet20_cifar"],
-        description="Zoo architecture name.",
+        description="Zoo architecture name. Required unless the model itself is given "
+        "(an uploaded ONNX model, or `search.prune_module` from Python).",
     )
     num_classes: int | None = Field(
         None,
@@ -309,10 +310,12 @@ class JobSpec(_Strict):
 
     @field_validator("arch")
     @classmethod
-    def _known_arch(cls, value: str) -> str:
+    def _known_arch(cls, value: str | None) -> str | None:
         from models.errors import UnknownArchitectureError
         from models.zoo import get_architecture
 
+        if value is None:
+            return None
         try:
             get_architecture(value)
         except UnknownArchitectureError as exc:
@@ -361,7 +364,7 @@ class JobSpec(_Strict):
 
     def study_name(self) -> str:
         """Return the default Optuna study name for this spec."""
-        return f"inferprune-{self.arch}-{self.fingerprint()}"
+        return f"inferprune-{self.arch or 'model'}-{self.fingerprint()}"
 
     def to_json_dict(self) -> dict[str, Any]:
         """Return the spec as plain JSON data (``search.trials`` left out when

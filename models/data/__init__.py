@@ -15,6 +15,7 @@ name, not by where it lies on this machine.
 
 from __future__ import annotations
 
+from models.data._batches_in_memory import InputSplit, collect_batches
 from models.data._npz import MAX_NPZ_BYTES, check_npz
 from models.data._registry import DATASETS, describe_datasets, inspect_dataset, load_dataset
 from models.data._root import DATA_ROOT_ENV, resolve_data_root
@@ -28,9 +29,11 @@ __all__ = [
     "BatchSource",
     "DataSplits",
     "DatasetInfo",
+    "InputSplit",
     "Normalization",
     "TensorSplit",
     "check_npz",
+    "collect_batches",
     "describe_datasets",
     "inspect_dataset",
     "load_dataset",

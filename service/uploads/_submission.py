@@ -20,6 +20,7 @@ from service.uploads._errors import UploadError, echo
 from service.uploads._incoming import ReceivedFile
 from service.uploads._model_size import check_model_size
 from service.uploads._spec import validate_spec_json
+from service.uploads._weights import zoo_arch
 
 __all__ = ["Submission", "SubmissionLimits", "validate_submission"]
 
@@ -93,9 +94,10 @@ def validate_submission(
             f"{limits.max_trials} per job (INFERPRUNE_MAX_TRIALS_PER_JOB)",
         )
     _check_dataset_choice(spec, dataset, limits)
+    arch = zoo_arch(spec)
     # the model's size before anything builds it (the data set's class count is not
     # known yet: the spec's, or the architecture's, bounds what the check builds)
-    check_model_size(spec.arch, spec.num_classes, spec.input_shape, limits.max_model_bytes)
+    check_model_size(arch, spec.num_classes, spec.input_shape, limits.max_model_bytes)
     checked = None
     filename = None
     if dataset is not None:

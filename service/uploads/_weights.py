@@ -144,16 +144,24 @@ def open_model(
     model, classes, shape = _build(
         spec, classes, wanted_shape, state=state, max_bytes=max_model_bytes
     )
-    _load(model, state, spec.arch)
+    _load(model, state, zoo_arch(spec))
     check = WeightsCheck(
         format=weights_format(weights),
-        arch=spec.arch,
+        arch=zoo_arch(spec),
         num_classes=classes,
         input_shape=shape,
         num_tensors=len(state),
         from_checkpoint=stored is not None,
     )
     return OpenedModel(model, classes, shape, check)
+
+
+def zoo_arch(spec: JobSpec) -> str:
+    """Return the spec's zoo architecture, or refuse a spec without one (a job needs the
+    architecture named, or its model given: see ``search.prune_module``)."""
+    if spec.arch is None:
+        raise UploadError("invalid_spec", "arch: name a zoo architecture, such as resnet20_cifar")
+    return spec.arch
 
 
 def _checkpoint_info(data: bytes) -> CheckpointInfo | None:
@@ -203,16 +211,17 @@ def _build(
     from models.errors import ModelsError
     from models.zoo import build_model, get_architecture
 
+    name = zoo_arch(spec)
     try:
-        arch = get_architecture(spec.arch)
+        arch = get_architecture(name)
         shape = input_shape or arch.default_input_shape
-        check_model_size(spec.arch, num_classes, shape, max_bytes)
-        model = build_model(spec.arch, num_classes, shape)
+        check_model_size(name, num_classes, shape, max_bytes)
+        model = build_model(name, num_classes, shape)
         if num_classes is None and state is not None:
             stored = _output_classes(model, shape, state)
             if stored is not None and stored != arch.default_num_classes:
-                check_model_size(spec.arch, stored, shape, max_bytes)
-                model = build_model(spec.arch, stored, shape)
+                check_model_size(name, stored, shape, max_bytes)
+                model = build_model(name, stored, shape)
                 num_classes = stored
     except ModelsError as exc:
         raise UploadError("invalid_spec", str(exc)) from None
