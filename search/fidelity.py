@@ -55,6 +55,9 @@ MIN_FIRST_RUNG = 0.5
 """Shortest first rung, in epochs, while the compute allows :data:`TOP_ENTRANTS` at the
 top at all; below that the first rung shrinks rather than the top rung going uncontested."""
 
+REFERENCE_KINDS = ("uniform", "global", "sensitivity")
+"""The warm starts of a budgeted job (``search.warm_start.WARM_STARTS``)."""
+
 FINAL_SHARE = 0.75
 """Share of ``compute_epochs`` that is the delivered model's whole training (its search
 rungs included). Measured (``search_quality.py --final-share``, resnet20 on a 6,000-image
@@ -74,6 +77,8 @@ class FidelityPlan:
             (strictly increasing).
         final_epochs: epochs the delivered model trains in total, its rungs included.
         eta: the reduction factor.
+        references: warm starts (the one-shot baselines' plans) that go on through every
+            rung by right; the plan pays for them beside the best third.
     """
 
     compute_epochs: float
@@ -81,6 +86,7 @@ class FidelityPlan:
     rungs: tuple[float, ...]
     final_epochs: float
     eta: int = ETA
+    references: int = 0
 
     @property
     def search_epochs(self) -> float:
@@ -97,7 +103,7 @@ class FidelityPlan:
         candidates plus one continuation per promotion (for progress bars; warm starts
         going on by right, or paused candidates promoted late, may add a few)."""
         return self.trials + sum(
-            max(1, self.trials // self.eta**k) for k in range(1, len(self.rungs))
+            _entrants(self.trials, k, self.eta, self.references) for k in range(1, len(self.rungs))
         )
 
     def planned_epochs(self) -> float:
@@ -105,7 +111,7 @@ class FidelityPlan:
         spent = 0.0
         previous = 0.0
         for k, length in enumerate(self.rungs):
-            spent += max(1, self.trials // self.eta**k) * (length - previous)
+            spent += _entrants(self.trials, k, self.eta, self.references) * (length - previous)
             previous = length
         return spent
 
@@ -128,30 +134,44 @@ class FidelityPlan:
             "rungs": list(self.rungs),
             "final_epochs": self.final_epochs,
             "eta": self.eta,
+            "references": self.references,
         }
 
 
-def _entrants(trials: int, rung: int, eta: int = ETA) -> int:
-    """Return the candidates a rung holds when each rung promotes a third (at least one)."""
-    return max(1, trials // eta**rung)
+def _entrants(trials: int, rung: int, eta: int = ETA, references: int = 0) -> int:
+    """Return the candidates rung ``rung`` holds when each rung promotes a third (at least
+    one) and ``references`` go on by right (at most every candidate)."""
+    if rung == 0:
+        return trials
+    return min(trials, max(1, trials // eta**rung) + references)
 
 
-def _losers_cost(trials: int, rungs: int, eta: int = ETA) -> float:
+def _losers_cost(trials: int, rungs: int, references: int, eta: int = ETA) -> float:
     """Return the epochs the losing candidates spend, in units of ``rungs[0]``: every rung
     ``k`` trains its entrants ``rungs[k] - rungs[k-1]`` more, less the winner's own rungs
     (which are part of the delivered model's training)."""
     spent = float(trials)
     for k in range(1, rungs):
-        spent += _entrants(trials, k, eta) * (eta**k - eta ** (k - 1))
+        spent += _entrants(trials, k, eta, references) * (eta**k - eta ** (k - 1))
     return spent - eta ** (rungs - 1)
 
 
-def _most_candidates(budget: float, first: float, rungs: int) -> int:
-    """Return the most candidates whose losers fit ``budget`` with rungs from ``first``."""
-    trials = 1
-    while _losers_cost(trials + 1, rungs) * first <= budget + 1e-9:
+def _most_candidates(budget: float, first: float, rungs: int, references: int) -> int:
+    """Return the most candidates whose losers fit ``budget`` with rungs from ``first``
+    (at least one more than the references)."""
+    trials = references + 1
+    while _losers_cost(trials + 1, rungs, references) * first <= budget + 1e-9:
         trials += 1
     return trials
+
+
+def references(spec: JobSpec) -> int:
+    """Return the warm starts a job's study begins with (``search.warm_start``): the
+    uniform, global-magnitude and sensitivity plans with a MACs or parameter budget, the
+    half-width uniform plan without (at most: equal plans are tried once)."""
+    budget = spec.budget
+    limited = budget.flops is not None or budget.macs is not None or budget.params is not None
+    return len(REFERENCE_KINDS) if limited else 1
 
 
 def plan_fidelity(spec: JobSpec) -> FidelityPlan | None:
@@ -170,22 +190,28 @@ def plan_fidelity(spec: JobSpec) -> FidelityPlan | None:
         return None
     final = FINAL_SHARE * compute
     losers = compute - final
+    refs = references(spec)
     if "trials" not in spec.search.model_fields_set:
         for count in range(MAX_RUNGS, 1, -1):
-            trials = _most_candidates(losers, MIN_FIRST_RUNG, count)
-            if _entrants(trials, count - 1) >= TOP_ENTRANTS:
+            trials = _most_candidates(losers, MIN_FIRST_RUNG, count, refs)
+            if _losers_cost(trials, count, refs) * MIN_FIRST_RUNG > losers + 1e-9:
+                continue  # not even the references and one more fit at this length
+            if _entrants(trials, count - 1, ETA, refs) >= TOP_ENTRANTS:
                 break
         else:
-            count, trials = 2, TOP_ENTRANTS * ETA
-        first = min(losers / _losers_cost(trials, count), final / ETA ** (count - 1))
-        return FidelityPlan(compute, trials, tuple(first * ETA**k for k in range(count)), final)
+            count, trials = 2, refs + 1
+        first = min(losers / _losers_cost(trials, count, refs), final / ETA ** (count - 1))
+        rungs = tuple(first * ETA**k for k in range(count))
+        return FidelityPlan(compute, trials, rungs, final, references=refs)
     trials = spec.search.trials
+    refs = min(refs, trials)
     for count in range(MAX_RUNGS, 0, -1):
-        unit = _losers_cost(trials, count)
+        unit = _losers_cost(trials, count, refs)
         first = losers / unit if unit > 0 else final / ETA ** (count - 1)
         if first * ETA ** (count - 1) <= final or count == 1:
             first = min(first, final / ETA ** (count - 1))
-            return FidelityPlan(compute, trials, tuple(first * ETA**k for k in range(count)), final)
+            rungs = tuple(first * ETA**k for k in range(count))
+            return FidelityPlan(compute, trials, rungs, final, references=refs)
     raise AssertionError("unreachable: one rung always fits")
 
 

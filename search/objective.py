@@ -25,7 +25,7 @@ from models.prune import Plan
 from models.train import evaluate, fine_tune, recalibrate_batchnorm
 from search.checkpoints import CheckpointStore, Lineage, MemoryCheckpoints, restore_candidate
 from search.problem import PruningProblem, build_candidate
-from search.promotion import is_promotable, rung_entries
+from search.promotion import is_promotable, is_reference, rung_entries
 from search.rungs import train_rungs
 from search.spec import directions
 
@@ -388,6 +388,8 @@ def _promoter(
             scores = list(trial.user_attrs.get("rung_score") or [])[:rung] + [value]
             trial.set_user_attr("rung_score", scores)
             trial.report(value, step=fidelity.report_step(rung))
+        if is_reference(fidelity, bool(trial.user_attrs.get("warm_start")), rung):
+            return True
         entries = rung_entries(trial.study.get_trials(deepcopy=False), rung)
         return candidate in entries and is_promotable(spec, fidelity, entries, candidate)
 

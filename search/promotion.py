@@ -11,8 +11,10 @@ judge it against. Optuna's pruners cannot do this: they decide at once and canno
 resume a pruned trial (their own comment says so), so single-objective jobs rank by the
 objective value here, and several objectives by non-dominated rank.
 
-The one-shot baselines' own plans (warm starts) are tried first and then compete like
-any candidate: carrying them up by right spent the compute that the top rung needed.
+The one-shot baselines' own plans (warm starts) are references: they go on through
+every rung by right, so the winner is chosen between them and the best of the sampled
+candidates at the top rung, never by a first rung's noise (the fidelity plan pays for
+them: :attr:`search.fidelity.FidelityPlan.references`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "fresh_started",
     "continuation_attrs",
     "is_promotable",
+    "is_reference",
     "promote_paused",
     "rung_entries",
     "search_finished",
@@ -140,6 +143,12 @@ def affordable(trials: Sequence[FrozenTrial], fidelity: FidelityPlan, epochs: fl
     return epochs <= room + 1e-9
 
 
+def is_reference(fidelity: FidelityPlan, warm_start: bool, rung: int) -> bool:
+    """Return whether a candidate that finished ``rung`` goes on by right: a warm start
+    below the top rung, while the plan has references."""
+    return warm_start and fidelity.references > 0 and rung + 1 < len(fidelity.rungs)
+
+
 def promote_paused(spec: JobSpec, fidelity: FidelityPlan, study: optuna.Study) -> int:
     """Queue a continuation for every paused candidate that is now promotable and
     affordable, highest rung first; return how many were queued."""
@@ -158,7 +167,8 @@ def promote_paused(spec: JobSpec, fidelity: FidelityPlan, study: optuna.Study) -
             paused = t.state == TrialState.PRUNED and t.user_attrs.get("skipped") == "paused"
             if not paused or t.user_attrs.get("rung") != rung or candidate in moving:
                 continue
-            if not is_promotable(spec, fidelity, entries, candidate):
+            reference = is_reference(fidelity, bool(t.user_attrs.get("warm_start")), rung)
+            if not (reference or is_promotable(spec, fidelity, entries, candidate)):
                 continue
             cost = fidelity.rungs[rung + 1] - fidelity.rungs[rung]
             if not affordable(study.get_trials(deepcopy=False), fidelity, cost):

@@ -39,7 +39,7 @@ from search.promotion import fresh_started
 from search.rungs import envelope_lr, rung_steps
 from tests.search.conftest import tiny_spec
 
-COMPUTE = 6.0
+COMPUTE = 20.0
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -106,8 +106,10 @@ def test_the_plan_spends_at_most_the_compute_and_contests_the_top_rung() -> None
         assert fidelity.final_epochs == pytest.approx(0.5 * compute)
         rungs = fidelity.rungs
         assert [r / rungs[0] for r in rungs] == pytest.approx([ETA**k for k in range(len(rungs))])
-        # the top rung decides between candidates; the winner's rungs are its training
-        assert fidelity.trials // ETA ** (len(rungs) - 1) >= TOP_ENTRANTS
+        # the top rung decides between candidates (the best third of each rung and the
+        # baselines' plans, carried by right); the winner's rungs are its training
+        top = fidelity.trials // ETA ** (len(rungs) - 1) + fidelity.references
+        assert fidelity.references == 3 and min(fidelity.trials, top) >= TOP_ENTRANTS
         assert rungs[-1] <= fidelity.final_epochs
         spent = fidelity.planned_epochs() + fidelity.final_epochs - rungs[-1]
         assert spent == pytest.approx(compute)
@@ -177,11 +179,11 @@ def test_compute_spent_never_exceeds_compute_epochs(
         t.user_attrs.get("candidate", t.number) for t in trials if t.user_attrs.get("rung") == top
     }
     assert len(at_top) >= 2
-    # some candidates paused for good, some went on, some later than others: they halved
+    # some candidates paused for good, some went on: they halved (late promotions:
+    # test_a_paused_candidate_goes_on_once_later_entrants_rank_it_best)
     paused = [t for t in trials if t.user_attrs.get("skipped") == "paused"]
     promoted = [t for t in trials if (t.user_attrs.get("rung") or 0) >= 1]
-    continued = [t for t in trials if "candidate" in t.user_attrs]
-    assert paused and promoted and continued
+    assert paused and promoted
 
 
 def test_a_promoted_candidate_continues_its_own_weights_and_steps(
@@ -374,7 +376,9 @@ def test_rungs_distill_the_unpruned_model_when_asked(trained_weights: bytes) -> 
     assert any(not torch.equal(results[0][k], results[1][k]) for k in results[0])
 
 
-def test_a_warm_start_competes_like_any_candidate(compute_problem: PruningProblem) -> None:
+def test_a_warm_start_goes_on_where_a_candidate_as_poor_pauses(
+    compute_problem: PruningProblem,
+) -> None:
     from search.objective import _promoter
 
     study = optuna.create_study(direction="maximize")
@@ -384,23 +388,57 @@ def test_a_warm_start_competes_like_any_candidate(compute_problem: PruningProble
         rival.set_user_attr("rung_accuracy", [accuracy])
     poor = study.ask()
     poor.set_user_attr("macs", 100)
-    poor.set_user_attr("warm_start", True)  # a baseline's own plan, as poor as it gets
     poor.set_user_attr("rung_accuracy", [0.1])
     assert not _promoter(compute_problem, poor, 100, None)(0, 0.1)  # pauses
-    best = study.ask()
-    best.set_user_attr("macs", 100)
-    best.set_user_attr("warm_start", True)
-    best.set_user_attr("rung_accuracy", [0.95])
-    assert _promoter(compute_problem, best, 100, None)(0, 0.95)  # the best third goes on
+    reference = study.ask()
+    reference.set_user_attr("macs", 100)
+    reference.set_user_attr("warm_start", True)  # a baseline's own plan
+    reference.set_user_attr("rung_accuracy", [0.1])
+    assert _promoter(compute_problem, reference, 100, None)(0, 0.1)  # goes on by right
+
+
+def test_a_paused_candidate_goes_on_once_later_entrants_rank_it_best(
+    compute_problem: PruningProblem,
+) -> None:
+    from search.promotion import promote_paused
+
+    fidelity = compute_problem.fidelity
+    assert fidelity is not None
+    study = optuna.create_study(direction="maximize")
+    for accuracy in (0.9, 0.5, 0.4):  # the first paused alone; the later two rank it
+        trial = study.ask()
+        compute_problem.space.suggest(trial)
+        for key, value in {
+            "macs": 100,
+            "rung": 0,
+            "rung_accuracy": [accuracy],
+            "skipped": "paused",
+            "epochs_trained": fidelity.rungs[0],
+        }.items():
+            trial.set_user_attr(key, value)
+        study.tell(trial, state=TrialState.PRUNED)
+    assert promote_paused(compute_problem.spec, fidelity, study) == 1
+    queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert [t.user_attrs["resume_of"] for t in queued] == [0]
+    assert queued[0].user_attrs["candidate"] == 0
+    assert queued[0].system_attrs["fixed_params"] == study.trials[0].params  # the same plan
+    assert promote_paused(compute_problem.spec, fidelity, study) == 0  # queued once
 
 
 def test_without_a_top_rung_candidate_the_best_paused_one_is_delivered(
     trained_weights: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import search.fidelity
+    import search.promotion
+    import search.rungs
 
-    # most of the compute to the delivered model: the warm starts' rungs use up the rest
-    monkeypatch.setattr(search.fidelity, "FINAL_SHARE", 0.9)
+    real = search.promotion.affordable
+
+    def first_rungs_only(trials: Any, fidelity: FidelityPlan, epochs: float) -> bool:
+        # a compute budget that pays for first rungs only (as tiny budgets did once)
+        return epochs <= fidelity.rungs[0] + 1e-9 and real(trials, fidelity, epochs)
+
+    monkeypatch.setattr(search.rungs, "affordable", first_rungs_only)
+    monkeypatch.setattr(search.promotion, "affordable", first_rungs_only)
     spec = _without_trials(tiny_spec(search={"compute_epochs": 3.0}))
     problem = load_problem(spec, weights=trained_weights)
     study = open_study(problem, optuna.storages.InMemoryStorage())
