@@ -117,6 +117,7 @@ class Settings:
     arch: str = ARCH
     compute_epochs: float | None = None
     distill: bool = False
+    device: str = "cpu"
 
     def spec(self, budget: float, seed: int, sampler: str, final_epochs: float) -> JobSpec:
         """Return the job spec of one run (with ``compute_epochs`` the search decides its
@@ -164,6 +165,7 @@ def ensure_baseline(
     dataset: str = DATASET,
     input_shape: tuple[int, int, int] = INPUT_SHAPE,
     data_root: str | None = None,
+    device: str = "cpu",
 ) -> tuple[Path, dict[str, Any]]:
     """Return the trained baseline of ``seed`` and the CLI's report, training it if needed.
 
@@ -196,6 +198,8 @@ def ensure_baseline(
         str(seed),
         "-o",
         str(weights),
+        "--device",
+        device,
         "--json",
     ]
     if data_root is not None:
@@ -441,7 +445,9 @@ def run_cell(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run every method at one budget and seed; return the runs and the baseline numbers."""
     base_spec = settings.spec(budget, seed, "tpe", settings.final_epochs)
-    problem = load_problem(base_spec, weights=weights, data_root=settings.data_root)
+    problem = load_problem(
+        base_spec, weights=weights, data_root=settings.data_root, device=settings.device
+    )
     baseline = measure_baseline(problem).to_dict() | {
         "val_images": len(problem.data.val),
         "test_images": len(problem.data.test),
@@ -894,6 +900,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--out-dir", type=Path, help="default: benchmarks/results (a temp folder with --quick)"
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where every method trains: cpu (default), cuda, cuda:N (inferprune's --device)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the (seed, budget) cells in N processes at once, then combine them into "
+        "NAME (each trains on --device; on a GPU several small models share it well)",
+    )
+    parser.add_argument(
+        "--baselines-only", action="store_true", help="train (and cache) the baselines, then stop"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (~2 minutes)")
     args = parser.parse_args(argv)
     unknown = set(args.methods) - set(METHODS)
@@ -953,6 +975,56 @@ def write_report(payload: dict[str, Any], out_dir: Path, name: str) -> Path:
     return page
 
 
+def _without(argv: list[str], *flags: str) -> list[str]:
+    """Return ``argv`` without ``flags`` and the values that follow each."""
+    out: list[str] = []
+    skipping = False
+    for item in argv:
+        if item in flags:
+            skipping = True
+            continue
+        if skipping and not item.startswith("--"):
+            continue
+        skipping = False
+        out.append(item)
+    return out
+
+
+def run_in_parallel(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run every (seed, budget) cell as its own process, ``args.jobs`` at a time, then
+    combine their reports into ``args.name`` (each cell's report stays in a temporary
+    folder). Baselines are trained first, one process per seed, so that no two cells
+    train the same one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = _without(argv, "--jobs", "--seeds", "--budgets", "--name", "--out-dir")
+    cells_dir = Path(tempfile.mkdtemp(prefix=f"{args.name}-cells-"))
+    script = [sys.executable, str(Path(__file__).resolve())]
+
+    def cell(seed: int, budget: float | None) -> Path | None:
+        name = f"s{seed}" + (f"-b{budget}" if budget is not None else "-baseline")
+        command = [*script, *base, "--seeds", str(seed), "--name", name]
+        command += ["--out-dir", str(cells_dir)]
+        if budget is None:
+            command += ["--baselines-only"]
+        else:
+            command += ["--budgets", str(budget)]
+        log = (cells_dir / f"{name}.log").open("w")
+        logger.info("started %s (log %s)", name, log.name)
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
+        return cells_dir / f"{name}.json" if budget is not None else None
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(lambda seed: cell(seed, None), args.seeds))
+        cells = [(seed, budget) for seed in args.seeds for budget in args.budgets]
+        reports = list(pool.map(lambda pair: cell(*pair), cells))
+    merged = combine([json.loads(path.read_text()) for path in reports if path is not None])
+    logger.info("wrote %s", write_report(merged, args.out_dir, args.name))
+    if merged["settings"].get("compute_epochs") is not None:
+        update_summary(args.out_dir / "search_quality_summary.json", merged)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the comparison and write the JSON and markdown reports."""
     args = parse_args(argv)
@@ -965,6 +1037,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if merged["settings"].get("compute_epochs") is not None:
             update_summary(args.out_dir / "search_quality_summary.json", merged)
         return 0
+    if args.jobs > 1:
+        return run_in_parallel(args, list(argv if argv is not None else sys.argv[1:]))
     torch.set_num_threads(1)
     if args.final_share is not None:
         search.fidelity.FINAL_SHARE = args.final_share
@@ -998,6 +1072,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         arch=args.arch,
         compute_epochs=args.compute_epochs,
         distill=args.distill,
+        device=args.device,
     )
     methods = list(args.methods)
     if args.equal_compute and args.compute_epochs is None:
@@ -1013,12 +1088,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             dataset=dataset,
             input_shape=args.input_shape,
             data_root=args.data_root,
+            device=args.device,
         )
         logger.info("baseline seed %d: test accuracy %.4f", seed, trained["test_accuracy"])
+        if args.baselines_only:
+            continue
         for budget in args.budgets:
             cell, measured = run_cell(budget, seed, methods, settings, weights)
             runs += cell
             baselines.setdefault(seed, {"train": trained, "measured": measured})
+    if args.baselines_only:
+        return 0
     sizes = next(iter(baselines.values()))["measured"]
     split_sizes = {"val": sizes["val_images"], "test": sizes["test_images"]}
     payload = {
