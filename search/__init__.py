@@ -58,6 +58,7 @@ __all__ = [
     "global_magnitude_plan",
     "hypervolume",
     "job_sensitivity",
+    "load_onnx_problem",
     "load_problem",
     "prune_module",
     "make_pruner",
@@ -134,6 +135,7 @@ _EXPORTS = {
     "warm_start_plans": "search.warm_start",
     "SensitivityCache": "search.warm_start",
     "load_problem": "search.problem",
+    "load_onnx_problem": "search.problem",
     "prune_module": "search.user_model",
     "PrunedModule": "search.user_model",
     "make_pruner": "search.study",
@@ -195,7 +197,13 @@ if TYPE_CHECKING:  # the static view of the same names
         select_best,
         trial_points,
     )
-    from search.problem import Baseline, PruningProblem, build_candidate, load_problem
+    from search.problem import (
+        Baseline,
+        PruningProblem,
+        build_candidate,
+        load_onnx_problem,
+        load_problem,
+    )
     from search.report import build_report, trial_summaries
     from search.runner import dominance_screen, requeue_trial, run_one_trial, run_search
     from search.sensitivity import Sensitivity, allocate_by_sensitivity, scan_sensitivity

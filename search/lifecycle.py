@@ -198,8 +198,12 @@ def accuracy_warnings(problem: PruningProblem, report: Mapping[str, Any]) -> tup
         for name in ("flops", "macs", "params", "latency_ms")
         if (value := getattr(spec.budget, name)) is not None
     ]
-    epochs = spec.finetune.final_epochs
-    advice = f"give the final fine-tune more epochs (finetune.final_epochs, now {epochs:g})"
+    if spec.search.compute_epochs is not None:
+        compute = spec.search.compute_epochs
+        advice = f"give the job more training (search.compute_epochs, now {compute:g})"
+    else:
+        epochs = spec.finetune.final_epochs
+        advice = f"give the final fine-tune more epochs (finetune.final_epochs, now {epochs:g})"
     if loosen:
         advice += " or loosen the budget: " + ", ".join(loosen)
     which = "the allowed" if allowed is not None else "a large"

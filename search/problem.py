@@ -24,7 +24,13 @@ from models.cost import (
 from models.data import DataSplits, load_dataset
 from models.device import describe_device, resolve_device
 from models.errors import WeightsError
-from models.io import CheckpointInfo, load_model, read_checkpoint_info
+from models.io import (
+    CheckpointInfo,
+    check_against_onnxruntime,
+    import_onnx,
+    load_model,
+    read_checkpoint_info,
+)
 from models.prune import (
     CALIBRATION_BATCHES,
     Plan,
@@ -46,6 +52,7 @@ __all__ = [
     "PruningProblem",
     "build_candidate",
     "latency_device",
+    "load_onnx_problem",
     "load_problem",
     "problem_from_model",
     "spec_latency",
@@ -54,6 +61,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CALIBRATION_BATCH_SIZE = 32
+
+ONNX_ARCH = "onnx"
+"""The ``arch`` a checkpoint of an imported ONNX model records (it is no zoo name: the
+delivered ONNX file, not the checkpoint, is what rebuilds it)."""
 
 
 @dataclass(frozen=True)
@@ -252,6 +263,61 @@ def load_problem(
         problem.baseline.val_accuracy,
         time.perf_counter() - started,
         describe_device(target),
+    )
+    return problem
+
+
+def load_onnx_problem(
+    spec: JobSpec,
+    onnx: bytes,
+    *,
+    dataset: str | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+    device: torch.device | str | None = None,
+) -> PruningProblem:
+    """Load an ONNX model (rebuilt as a torch module, never executed as code: see
+    :func:`models.io.import_onnx`) and the spec's data, and measure the baseline.
+
+    The model's input shape and classes are its own; the spec may leave them out.
+
+    Raises:
+        WeightsError: the file is not an ONNX model the importer can rebuild faithfully.
+        SpecError: the spec's input shape or classes disagree with the model.
+        ModelsError, BudgetUnreachableError: as :func:`load_problem`.
+    """
+    started = time.perf_counter()
+    target = device if isinstance(device, torch.device) else resolve_device(device)
+    imported = import_onnx(onnx)
+    check_against_onnxruntime(onnx, imported)
+    shape, classes = imported.input_shape, imported.num_classes
+    if spec.input_shape is not None and tuple(spec.input_shape) != shape:
+        raise SpecError(
+            f"input_shape: the model takes {list(shape)}, not {list(spec.input_shape)}",
+            fields=("input_shape",),
+        )
+    if spec.num_classes is not None and spec.num_classes != classes:
+        raise SpecError(
+            f"num_classes: the model gives {classes}, not {spec.num_classes}",
+            fields=("num_classes",),
+        )
+    data = load_dataset(
+        dataset or spec.dataset,
+        input_shape=shape,
+        num_classes=classes,
+        root=data_root,
+        seed=spec.search.seed,
+    )
+    ops = {"onnx_ops": ",".join(imported.ops)}
+    info = CheckpointInfo(ONNX_ARCH, classes, shape, Plan(), extra=ops)
+    problem = problem_from_model(spec, imported.model, info, data, pretrained=True, device=target)
+    logger.info(
+        "loaded an ONNX model (%s) on %s: %d groups, %d MACs, val accuracy %.4f (%.1f s)",
+        imported.graph_name,
+        data.name,
+        len(problem.graph.groups),
+        problem.baseline.cost.macs,
+        problem.baseline.val_accuracy,
+        time.perf_counter() - started,
     )
     return problem
 

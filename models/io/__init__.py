@@ -29,6 +29,13 @@ from models.io._export import (
     onnx_model_bytes,
 )
 from models.io._model import load_model
+from models.io._onnx_import import (
+    SUPPORTED_OPS,
+    OnnxImport,
+    OnnxNet,
+    check_against_onnxruntime,
+    import_onnx,
+)
 from models.io._weights import (
     StateDict,
     WeightsSource,
@@ -44,8 +51,12 @@ __all__ = [
     "CHECKPOINT_VERSION",
     "EXPORT_FORMATS",
     "CheckpointInfo",
+    "OnnxImport",
+    "OnnxNet",
+    "SUPPORTED_OPS",
     "StateDict",
     "WeightsSource",
+    "check_against_onnxruntime",
     "check_finite",
     "checkpoint_bytes",
     "export_model",
@@ -53,6 +64,7 @@ __all__ = [
     "export_pt2",
     "export_torchscript",
     "fit_state_dict",
+    "import_onnx",
     "load_model",
     "load_pruned",
     "load_weights",

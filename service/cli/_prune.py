@@ -50,6 +50,14 @@ def register(commands: Any) -> None:
         help="the trained model (a checkpoint from `train` also sets --arch); "
         "without it the model starts from random weights",
     )
+    prune.add_argument(
+        "--onnx",
+        type=Path,
+        metavar="FILE",
+        help="prune your own ONNX model (graph and weights in one file) instead of --arch "
+        "and --weights; its input shape and classes come from the file, and "
+        "OUT/model.onnx is the pruned model",
+    )
     add_data_arguments(prune, required=True)
     budget = prune.add_argument_group("budget (at least one for the constrained objective)")
     budget.add_argument(
@@ -186,7 +194,7 @@ def register(commands: Any) -> None:
     prune.set_defaults(handler=run_prune)
 
 
-def _spec(args: argparse.Namespace, arch: str) -> Any:
+def _spec(args: argparse.Namespace, arch: str | None) -> Any:
     from search.errors import SpecError
     from service.cli._flags import spec_from
 
@@ -240,11 +248,13 @@ def _spec(args: argparse.Namespace, arch: str) -> Any:
 
 def run_prune(args: argparse.Namespace) -> int:
     """Search, then conclude the job (the library's one lifecycle) into ``--out``."""
+    from models.errors import WeightsError
     from search import (
         FolderCheckpoints,
         conclude_search,
         count_finished,
         job_sensitivity,
+        load_onnx_problem,
         load_problem,
         open_study,
         planned_trials,
@@ -252,17 +262,27 @@ def run_prune(args: argparse.Namespace) -> int:
         select_best,
         write_conclusion,
     )
-    from search.errors import NoFeasibleTrialError
+    from search.errors import NoFeasibleTrialError, SpecError
     from service.cli._flags import arch_from, cli_text
 
-    spec = _spec(args, arch_from(args))
+    if args.onnx is not None and (args.arch or args.weights):
+        raise SpecError("--onnx is the whole model: leave out --arch and --weights")
+    spec = _spec(args, None if args.onnx is not None else arch_from(args))
     out: Path = args.out
-    if not args.weights and not args.json:
+    if not args.weights and args.onnx is None and not args.json:
         console.print("[yellow]no --weights: pruning a randomly initialised model[/]")
     with console.status("loading the model and data, measuring the baseline...", spinner="dots"):
-        problem = load_problem(
-            spec, weights=args.weights, data_root=args.data_root, device=args.device
-        )
+        if args.onnx is not None:
+            try:
+                problem = load_onnx_problem(
+                    spec, _read_onnx(args.onnx), data_root=args.data_root, device=args.device
+                )
+            except WeightsError as exc:
+                raise SpecError(f"--onnx {args.onnx.name}: {exc}") from None
+        else:
+            problem = load_problem(
+                spec, weights=args.weights, data_root=args.data_root, device=args.device
+            )
     created = not out.exists()
     storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     out.mkdir(parents=True, exist_ok=True)
@@ -416,3 +436,12 @@ def _print_summary(report: dict[str, Any], written: dict[str, Path]) -> None:
 def percent(value: float) -> str:
     """Return an accuracy (a fraction) as the CLI shows it."""
     return f"{value:.2%}"
+
+
+def _read_onnx(path: Path) -> bytes:
+    from search.errors import SpecError
+
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"cannot read --onnx {path}: {exc.strerror}") from None

@@ -86,6 +86,13 @@ def register(commands: Any) -> None:
         "job prunes a randomly initialised model",
     )
     model.add_argument(
+        "--onnx",
+        type=Path,
+        metavar="FILE",
+        help="prune your own ONNX model (graph and weights in one file) instead of --arch; "
+        "its input shape and classes come from the file",
+    )
+    model.add_argument(
         "--dataset",
         metavar="D",
         help="data set the workers load: " + dataset_names_help("the workers' data root"),
@@ -179,8 +186,11 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         if args.dataset not in (None, "upload"):
             raise ServiceError("give --dataset or --dataset-file, not both")
         spec["dataset"] = "upload"
-    if "arch" not in spec:
-        raise ServiceError("say what to prune: --arch A, or --spec FILE with an arch")
+    if getattr(args, "onnx", None) is not None:
+        if "arch" in spec or args.weights is not None:
+            raise ServiceError("--onnx is the whole model: leave out --arch and --weights")
+    elif "arch" not in spec:
+        raise ServiceError("say what to prune: --arch A, --onnx FILE, or --spec FILE with an arch")
     return spec
 
 
@@ -193,6 +203,7 @@ def run_submit(args: argparse.Namespace) -> int:
             weights=args.weights,
             dataset=args.dataset_file,
             idempotency_key=args.idempotency_key,
+            model=args.onnx,
         )
         if args.watch:
             if not args.json:
@@ -202,7 +213,7 @@ def run_submit(args: argparse.Namespace) -> int:
         print_json(job)
         return 0
     console.print(f"submitted job [bold]{job['id']}[/] ({styled(job['status'])})")
-    if not job.get("pretrained", True):
+    if not job.get("pretrained", True) and args.onnx is None:
         console.print("[yellow]no --weights: the job prunes a randomly initialised model[/]")
     console.print(f"follow it with: inferprune status {job['id']} --watch")
     return 0

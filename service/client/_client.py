@@ -132,6 +132,7 @@ class Client:
         weights: _Upload | None = None,
         dataset: _Upload | None = None,
         idempotency_key: str | None = None,
+        model: _Upload | None = None,
     ) -> dict[str, Any]:
         """Submit a pruning job; return it as queued (``JobPublic``).
 
@@ -144,6 +145,8 @@ class Client:
                 should then be ``"upload"``.
             idempotency_key: Any unique string; submitting again with the same key returns
                 the job created the first time instead of a second job.
+            model: An ONNX model (path or bytes) to prune instead of the spec's ``arch``
+                (leave ``arch`` out of the spec; ``weights`` do not apply).
 
         Returns:
             The job, with its ``id``.
@@ -161,6 +164,7 @@ class Client:
             for field, upload, default_name in (
                 ("weights", weights, "weights.safetensors"),
                 ("dataset", dataset, "dataset.npz"),
+                ("model", model, "model.onnx"),
             ):
                 if upload is None:
                     continue

@@ -19,6 +19,7 @@ from service.uploads._dataset import DatasetCheck, check_public_dataset, validat
 from service.uploads._errors import UploadError, echo
 from service.uploads._incoming import ReceivedFile
 from service.uploads._model_size import check_model_size
+from service.uploads._onnx import open_onnx, spec_for_onnx
 from service.uploads._spec import validate_spec_json
 from service.uploads._weights import zoo_arch
 
@@ -65,6 +66,7 @@ def validate_submission(
     weights: ReceivedFile | None,
     dataset: ReceivedFile | None,
     limits: SubmissionLimits,
+    model: ReceivedFile | None = None,
 ) -> Submission:
     """Check a submission (spec, limits, data set, model size, weights, budget).
 
@@ -77,6 +79,8 @@ def validate_submission(
         dataset: the data set upload, on disk, or None (an archive is extracted next
             to it for the check).
         limits: this server's limits.
+        model: an ONNX model upload, on disk, instead of ``arch`` and ``weights`` (it is
+            then stored as the job's weights; a job without ``arch`` reads them as ONNX).
 
     Returns:
         The :class:`Submission`.
@@ -94,10 +98,19 @@ def validate_submission(
             f"{limits.max_trials} per job (INFERPRUNE_MAX_TRIALS_PER_JOB)",
         )
     _check_dataset_choice(spec, dataset, limits)
-    arch = zoo_arch(spec)
-    # the model's size before anything builds it (the data set's class count is not
-    # known yet: the spec's, or the architecture's, bounds what the check builds)
-    check_model_size(arch, spec.num_classes, spec.input_shape, limits.max_model_bytes)
+    if model is not None:
+        if weights is not None:
+            raise UploadError(
+                "invalid_spec",
+                "send either a `model` (ONNX, weights inside) or `weights` for `arch`, not both",
+            )
+        spec = spec_for_onnx(spec, open_onnx(model.path.read_bytes()))
+        weights = model
+    else:
+        arch = zoo_arch(spec)
+        # the model's size before anything builds it (the data set's class count is not
+        # known yet: the spec's, or the architecture's, bounds what the check builds)
+        check_model_size(arch, spec.num_classes, spec.input_shape, limits.max_model_bytes)
     checked = None
     filename = None
     if dataset is not None:

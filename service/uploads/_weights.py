@@ -113,7 +113,8 @@ def open_model(
 
     Args:
         spec: the job's spec.
-        weights: the uploaded weights, or None.
+        weights: the uploaded weights, or None; with no ``arch`` in the spec, the
+            uploaded ONNX model (see :func:`service.uploads._onnx.open_onnx`).
         num_classes: classes to assume when neither the spec nor the weights say.
         max_model_bytes: the most memory the model may need.
 
@@ -126,6 +127,11 @@ def open_model(
     from models.errors import UnsafeFileError, WeightsError
     from models.io import read_state_dict, weights_format
 
+    if spec.arch is None and weights is not None:  # an uploaded ONNX model
+        from service.uploads._onnx import open_onnx
+
+        imported = open_onnx(weights)
+        return OpenedModel(imported.model, imported.num_classes, imported.input_shape, None)
     if weights is None:
         classes = spec.num_classes or num_classes
         model, classes, shape = _build(spec, classes, spec.input_shape, max_bytes=max_model_bytes)

@@ -21,6 +21,7 @@ from search import (
     PruningProblem,
     Sensitivity,
     job_sensitivity,
+    load_onnx_problem,
     load_problem,
     make_sampler,
     open_study,
@@ -160,9 +161,15 @@ class ProblemCache:
             self._items.move_to_end(claim.job_id)
             return self._items[claim.job_id]
         try:
-            problem = load_problem(
-                spec, weights=weights, dataset=dataset, data_root=data_root, device=self.device
-            )
+            if spec.arch is None:  # the job's weights are its uploaded ONNX model
+                assert weights is not None, "the API accepts no job without arch or model"
+                problem = load_onnx_problem(
+                    spec, weights, dataset=dataset, data_root=data_root, device=self.device
+                )
+            else:
+                problem = load_problem(
+                    spec, weights=weights, dataset=dataset, data_root=data_root, device=self.device
+                )
         except (ModelsError, SearchError, OSError) as exc:
             raise hide_upload_paths(exc, self.uploads) from None
         mixed = spec.model_copy(

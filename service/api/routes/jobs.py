@@ -95,11 +95,11 @@ SPEC_SCHEMA = _inlined(JobSpec.model_json_schema())
 """The spec form field's content: the JobSpec JSON schema, every limit included."""
 
 
-def _request_hash(spec: Any, weights: ReceivedFile | None, dataset: ReceivedFile | None) -> str:
+def _request_hash(spec: Any, *files: ReceivedFile | None) -> str:
     """Return what identifies a request for Idempotency-Key replays: the parsed spec and
     the SHA-256 of each file (computed while it was received)."""
     digest = hashlib.sha256(json.dumps({"spec": spec}, sort_keys=True).encode())
-    for part in (weights, dataset):
+    for part in files:
         digest.update(b"|" + (part.sha256.encode() if part is not None and part.size else b"-"))
     return digest.hexdigest()
 
@@ -120,9 +120,10 @@ def _validate(
     spec_text: str,
     weights: ReceivedFile | None,
     dataset: ReceivedFile | None,
+    model: ReceivedFile | None,
 ) -> Submission:
     """Check everything about a submission under this server's limits (blocks: torch)."""
-    return validate_submission(spec_text, weights, dataset, _limits(state))
+    return validate_submission(spec_text, weights, dataset, _limits(state), model=model)
 
 
 async def _receive(state: AppState, upload: UploadFile | None) -> ReceivedFile | None:
@@ -197,6 +198,16 @@ async def submit_job(
             "1 GiB by default) or a .zip/.tar of class folders of images."
         ),
     ] = None,
+    model: Annotated[
+        UploadFile | None,
+        File(
+            description="An ONNX model (graph and weights in one file) to prune instead of a "
+            "zoo `arch` (leave `arch` out; `weights` do not apply). It is rebuilt as a torch "
+            "module from a fixed table of CNN operators, never run as code; an operator "
+            "outside the table is refused by name, and the rebuilt model must match "
+            "onnxruntime's outputs. The delivered `model.onnx` is the pruned model."
+        ),
+    ] = None,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -215,8 +226,9 @@ async def submit_job(
     try:
         weights_file = await _receive(state, weights)
         dataset_file = await _receive(state, dataset)
-        received = [f for f in (weights_file, dataset_file) if f is not None]
-        request_hash = _request_hash(raw_spec, weights_file, dataset_file)
+        model_file = await _receive(state, model)
+        received = [f for f in (weights_file, dataset_file, model_file) if f is not None]
+        request_hash = _request_hash(raw_spec, weights_file, dataset_file, model_file)
         if idempotency_key:
             existing = await run_in_threadpool(
                 _replay, state, tenant, idempotency_key, request_hash
@@ -235,14 +247,20 @@ async def submit_job(
                 status=429,
             )
         accepted = await anyio.to_thread.run_sync(
-            _validate, state, spec, weights_file, dataset_file, limiter=_VALIDATION_SLOTS
+            _validate,
+            state,
+            spec,
+            weights_file,
+            dataset_file,
+            model_file,
+            limiter=_VALIDATION_SLOTS,
         )
         job = await run_in_threadpool(
             _store,
             state,
             tenant,
             accepted,
-            weights_file,
+            model_file or weights_file,  # an ONNX model is stored as the job's weights
             dataset_file,
             idempotency_key,
             request_hash,

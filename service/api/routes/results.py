@@ -293,8 +293,16 @@ def _convert(weights: bytes, fmt: str) -> bytes:
         ModelsError: the checkpoint does not load, or the export fails its checks
             (:class:`~models.errors.ExportError`).
     """
-    from models.io import export_model, load_pruned
+    from models.errors import ExportError
+    from models.io import export_model, load_pruned, read_checkpoint_info
+    from search.problem import ONNX_ARCH
 
+    if read_checkpoint_info(weights).arch == ONNX_ARCH:
+        raise ExportError(
+            "this job pruned an uploaded ONNX model: its chosen model downloads as "
+            "?format=onnx; other formats, and the Pareto trials' weights, need a zoo "
+            "architecture to rebuild the structure"
+        )
     model, info = load_pruned(weights)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"model{SUFFIXES[fmt]}"
