@@ -43,7 +43,8 @@ def _spec(**overrides: Any) -> dict[str, Any]:
 
 
 def _post(api: TestClient, spec: dict[str, Any], **files: bytes) -> Any:
-    parts = {name: (f"{name}.bin", data, "application/octet-stream") for name, data in files.items()}
+    kind = "application/octet-stream"
+    parts = {name: (f"{name}.bin", data, kind) for name, data in files.items()}
     return api.post("/v1/jobs", data={"spec": json.dumps(spec)}, files=parts or None)
 
 
@@ -83,9 +84,7 @@ def _bad_graph(op: str) -> bytes:
     return model.SerializeToString()
 
 
-def test_bad_onnx_uploads_are_refused_with_what_is_wrong(
-    api: TestClient, user_onnx: bytes
-) -> None:
+def test_bad_onnx_uploads_are_refused_with_what_is_wrong(api: TestClient, user_onnx: bytes) -> None:
     cases = [
         (_spec(), {"model": _bad_graph("Erf")}, "invalid_model", "unsupported ONNX operators: Erf"),
         (_spec(), {"model": b"\x00garbage"}, "invalid_model", "not a valid ONNX model"),
