@@ -4,6 +4,8 @@ depthwise convolution) searched from Python with torch DataLoaders."""
 from __future__ import annotations
 
 import io
+import re
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -114,3 +116,17 @@ def test_bad_calls_are_refused_with_what_to_do(
         prune_module(model, example, train=train, val=val, trials=2, max_data_bytes=1000)
     with pytest.raises(SpecError, match="settings may not hold 'budget'"):
         prune_module(model, example, train=train, val=val, trials=2, settings={"budget": {}})
+
+
+def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    example = next(block for block in blocks if "prune_module(" in block)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102
+    session = ort.InferenceSession(
+        (tmp_path / "net-pruned.onnx").read_bytes(), providers=["CPUExecutionProvider"]
+    )
+    got = session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, 16, 16), np.float32)})
+    assert got[0].shape == (1, 4)
+    assert (tmp_path / "net-pruned.pt").stat().st_size > 0
