@@ -27,6 +27,10 @@ SHAPE = (3, 16, 16)
 
 @pytest.fixture(scope="module")
 def user_onnx() -> bytes:
+    return user_model_onnx()
+
+
+def user_model_onnx() -> bytes:
     """The user's own CNN (not in the zoo), trained briefly, exported to ONNX."""
     torch.manual_seed(0)
     data = load_dataset("synthetic", input_shape=SHAPE)

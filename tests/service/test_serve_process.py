@@ -106,3 +106,23 @@ def test_two_workers_a_killed_one_and_the_job_still_completes(
 
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 0
+
+
+def test_a_users_onnx_model_through_a_running_server(
+    server: tuple[Client, Path, subprocess.Popen[bytes]],
+) -> None:
+    from models.cost import measure_cost
+    from models.io import import_onnx
+    from tests.service.test_onnx_upload import SHAPE, _spec, user_model_onnx
+
+    client, tmp_path, _ = server
+    job = client.submit(_spec(), model=user_model_onnx())
+    finished = client.wait(job["id"], poll_s=0.5, timeout_s=300)
+    assert finished["status"] == "succeeded", finished
+    onnx = client.download(job["id"], tmp_path / "pruned.onnx", format="onnx")
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    x = np.zeros((2, *SHAPE), dtype=np.float32)
+    assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (2, 10)
+    # the downloaded file has the MACs the job planned and reports
+    macs = measure_cost(import_onnx(onnx.read_bytes()).model, SHAPE).macs
+    assert macs == finished["best"]["macs"] <= 0.5 * finished["baseline"]["macs"]
