@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ONE_SHOT = ("uniform", "global", "fastnas")
+ONE_SHOT = ("uniform", "global", "sensitivity", "fastnas")
 """Methods that choose widths once and spend the whole compute fine-tuning them."""
 
 

@@ -61,6 +61,7 @@ from search import (
     JobSpec,
     MemoryCheckpoints,
     PruningProblem,
+    allocate_by_sensitivity,
     finalize,
     global_magnitude_plan,
     job_sensitivity,
@@ -79,7 +80,7 @@ ARCH = "resnet20_cifar"
 DATASET = "digits"
 INPUT_SHAPE = (3, 32, 32)
 SEARCH_METHODS = ("tpe", "gp", "random")
-ONE_SHOT_METHODS = ("uniform", "global", "fastnas")
+ONE_SHOT_METHODS = ("uniform", "global", "sensitivity", "fastnas")
 METHODS = SEARCH_METHODS + ONE_SHOT_METHODS
 DEFAULT_METHODS = ("tpe", "gp", "random", "uniform", "global")
 """``fastnas`` needs the ``bench`` extra (NVIDIA ModelOpt): ask for it by name."""
@@ -311,6 +312,7 @@ def search_choice(problem: PruningProblem) -> Choice:
                 "rung": attrs.get("rung"),
                 "rung_accuracy": attrs.get("rung_accuracy"),
                 "epochs_trained": attrs.get("epochs_trained"),
+                "warm_start_kind": attrs.get("warm_start_kind"),
             }
         )
     finished = [r["val_accuracy"] for r in records if r["val_accuracy"] is not None]
@@ -372,6 +374,17 @@ def global_choice(problem: PruningProblem) -> Choice:
     return Choice(plan=plan, trial=0, seconds=time.perf_counter() - started)
 
 
+def sensitivity_choice(problem: PruningProblem) -> Choice:
+    """Return the budget allocated by the per-group sensitivity scan (AIMET's greedy
+    selection; the product's third warm start) as a one-shot method."""
+    started = time.perf_counter()
+    scan = job_sensitivity(problem)
+    if scan is None:
+        raise ValueError("the sensitivity plan needs compute_epochs and trained weights")
+    plan = allocate_by_sensitivity(scan, problem.space)
+    return Choice(plan=plan, trial=0, seconds=time.perf_counter() - started)
+
+
 def fastnas_choice(problem: PruningProblem) -> Choice:
     """Return the widths NVIDIA ModelOpt's FastNAS chooses at the budget (its own search
     on BN-recalibrated validation accuracy; see ``benchmarks/_fastnas.py``)."""
@@ -391,6 +404,7 @@ CHOOSERS: dict[str, Callable[[PruningProblem], Choice]] = {
     "random": search_choice,
     "uniform": uniform_choice,
     "global": global_choice,
+    "sensitivity": sensitivity_choice,
     "fastnas": fastnas_choice,
 }
 
@@ -569,6 +583,51 @@ def summarize(runs: Sequence[dict[str, Any]], methods: Sequence[str]) -> list[di
     return rows
 
 
+def top_rung_vs_final(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Return, per budget, whether the search's top rung ranks the baselines' plans as
+    full training does (the short-horizon bias of a rung search).
+
+    For every seed with a ``tpe`` search and the one-shot runs of the same plans
+    (``uniform``, ``global``, ``sensitivity``, each trained with the whole compute):
+    the plans' validation accuracy at the top rung of the search (they are references,
+    so every one reaches it) against their test accuracy after full training. Reports
+    the seeds where both pick the same plan, and Spearman over the pooled within-seed
+    ranks.
+    """
+    kinds = ("uniform", "global", "sensitivity")
+    out: dict[str, dict[str, Any]] = {}
+    for budget in sorted({r["budget"] for r in runs}, reverse=True):
+        agree = seeds = 0
+        rank_pairs: list[tuple[float, float]] = []
+        for seed in sorted({r["seed"] for r in runs if r["budget"] == budget}):
+            cell = {
+                r["method"]: r
+                for r in runs
+                if r["budget"] == budget and r["seed"] == seed and r.get("reachable")
+            }
+            search = cell.get("tpe")
+            if search is None or not all(kind in cell for kind in kinds):
+                continue
+            rung: dict[str, float] = {}
+            for trial in search["trials"]:
+                kind, accuracies = trial.get("warm_start_kind"), trial.get("rung_accuracy")
+                if kind in kinds and accuracies:
+                    rung[kind] = max(rung.get(kind, 0.0), accuracies[-1])
+            if set(rung) != set(kinds):
+                continue
+            final = {kind: cell[kind]["test_accuracy"] for kind in kinds}
+            seeds += 1
+            agree += max(rung, key=rung.__getitem__) == max(final, key=final.__getitem__)
+            by_rung = sorted(kinds, key=rung.__getitem__)
+            by_final = sorted(kinds, key=final.__getitem__)
+            rank_pairs += [(by_rung.index(k), by_final.index(k)) for k in kinds]
+        rho = None
+        if len(rank_pairs) > 2:
+            rho = float(spearmanr(*zip(*rank_pairs, strict=True)).statistic)
+        out[str(budget)] = {"seeds": seeds, "same_pick": agree, "spearman_ranks": rho}
+    return out
+
+
 def proxy_correlations(
     runs: Sequence[dict[str, Any]], val_images: int
 ) -> dict[str, dict[str, Any]]:
@@ -691,8 +750,9 @@ def _compute_paragraph(payload: dict[str, Any]) -> str:
     s = payload["settings"]
     return (
         f"**Equal compute: every method trains {s['compute_epochs']:g} epochs of the "
-        "training split in all.** The one-shot methods (`uniform`, `global`, `fastnas`) "
-        "choose their widths without training and spend all of it fine-tuning them "
+        "training split in all.** The one-shot methods (`uniform`, `global`, "
+        "`sensitivity`, `fastnas`) choose their widths without training and spend all "
+        "of it fine-tuning them "
         "(`search.final.finalize`: BatchNorm recalibration, then one cosine schedule). "
         f"The searches run `search.compute_epochs` {s['compute_epochs']:g} as the product "
         f"does (`FINAL_SHARE` {s.get('final_share', 0.5):g} of it is the delivered model's "
@@ -812,6 +872,25 @@ def markdown(payload: dict[str, Any]) -> str:
             f"| {c.get('promoted_trials', '—')} | {rung_rho} |"
         )
     lines.append("")
+    versus = top_rung_vs_final(payload["runs"])
+    if any(row["seeds"] for row in versus.values()):
+        lines += [
+            "Top rung against full training: the baselines' plans (uniform, global, "
+            "sensitivity) are references in the search, so each reaches its top rung; "
+            "each is also trained with the whole compute as a one-shot method. *Same pick*: "
+            "seeds where the plan best at the top rung (val) is the plan best after full "
+            "training (test); *Spearman*: of the plans' ranks, pooled over seeds.",
+            "",
+            "| MACs budget | seeds | same pick | Spearman of ranks |",
+            "|---:|---:|---:|---:|",
+        ]
+        for budget, row in versus.items():
+            if row["seeds"]:
+                lines.append(
+                    f"| {float(budget):g} | {row['seeds']} | {row['same_pick']}/{row['seeds']} "
+                    f"| {number(row['spearman_ranks'])} |"
+                )
+        lines.append("")
     return "\n".join(lines)
 
 
