@@ -57,6 +57,7 @@ def summary_rows(payload: dict[str, Any]) -> list[dict[str, Any]]:
                     statistics.fmean(baselines[best].values()) if best else None
                 ),
                 "compute_epochs": compute,
+                "distill": bool(payload["settings"].get("distill")),
                 "paired_vs_best_baseline_mean": None,
                 "wins": None,
                 "losses": None,
@@ -75,11 +76,19 @@ def summary_rows(payload: dict[str, Any]) -> list[dict[str, Any]]:
 
 def update_summary(path: Path, payload: dict[str, Any]) -> Path:
     """Merge one report's rows into the summary file at ``path`` (a row of the same data
-    set, model, budget and method is replaced); return the path."""
+    set, model, budget, method and training recipe (``distill``) is replaced); return
+    the path."""
     rows = json.loads(path.read_text()) if path.exists() else []
     new = summary_rows(payload)
-    keys = {(r["dataset"], r["arch"], r["budget"], r["method"]) for r in new}
-    kept = [r for r in rows if (r["dataset"], r["arch"], r["budget"], r["method"]) not in keys]
-    merged = sorted(kept + new, key=lambda r: (r["dataset"], r["arch"], -r["budget"], r["method"]))
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["dataset"], r["arch"], r["budget"], r["method"], r.get("distill", False))
+
+    keys = {key(r) for r in new}
+    kept = [r | {"distill": r.get("distill", False)} for r in rows if key(r) not in keys]
+    merged = sorted(
+        kept + new,
+        key=lambda r: (r["dataset"], r["arch"], r["distill"], -r["budget"], r["method"]),
+    )
     path.write_text(json.dumps(merged, indent=1) + "\n")
     return path
