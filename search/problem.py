@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 
 import torch
@@ -177,7 +177,7 @@ def spec_latency(
     where = latency_device(device)
     backend = settings.backend
     if where != "cpu" and backend == "onnxruntime" and not has_onnxruntime_cuda():
-        logger.warning("onnxruntime has no CUDA provider here: timing GPU latency with torch")
+        _warn_once_no_onnxruntime_cuda()
         backend = "torch"
     return measure_latency(
         model,
@@ -190,6 +190,11 @@ def spec_latency(
         device=where,
         onnx_bytes=onnx_bytes if backend == "onnxruntime" else None,
     )
+
+
+@cache
+def _warn_once_no_onnxruntime_cuda() -> None:
+    logger.warning("onnxruntime has no CUDA provider here: timing GPU latency with torch")
 
 
 def _stored_info(weights: str | os.PathLike[str] | bytes | None) -> CheckpointInfo | None:
@@ -251,20 +256,9 @@ def load_problem(
     model, info = load_model(
         spec.arch, weights, num_classes=classes or data.num_classes, input_shape=shape
     )
-    problem = problem_from_model(
-        spec, model, info, data, pretrained=weights is not None, device=target
-    )
-    logger.info(
-        "loaded %s on %s: %d groups, %d MACs, val accuracy %.4f (%.1f s; training on %s)",
-        spec.arch,
-        data.name,
-        len(problem.graph.groups),
-        problem.baseline.cost.macs,
-        problem.baseline.val_accuracy,
-        time.perf_counter() - started,
-        describe_device(target),
-    )
-    return problem
+    logger.info("loaded %s and %s in %.1f s", spec.arch, data.name, time.perf_counter() - started)
+    pretrained = weights is not None
+    return problem_from_model(spec, model, info, data, pretrained=pretrained, device=target)
 
 
 def load_onnx_problem(
@@ -309,17 +303,14 @@ def load_onnx_problem(
     )
     ops = {"onnx_ops": ",".join(imported.ops)}
     info = CheckpointInfo(ONNX_ARCH, classes, shape, Plan(), extra=ops)
-    problem = problem_from_model(spec, imported.model, info, data, pretrained=True, device=target)
     logger.info(
-        "loaded an ONNX model (%s) on %s: %d groups, %d MACs, val accuracy %.4f (%.1f s)",
+        "imported the ONNX model %s (%s) and loaded %s in %.1f s",
         imported.graph_name,
+        ", ".join(imported.ops),
         data.name,
-        len(problem.graph.groups),
-        problem.baseline.cost.macs,
-        problem.baseline.val_accuracy,
         time.perf_counter() - started,
     )
-    return problem
+    return problem_from_model(spec, imported.model, info, data, pretrained=True, device=target)
 
 
 def problem_from_model(
@@ -386,6 +377,15 @@ def problem_from_model(
     )
     if on_device is not model:
         problem.__dict__["teacher"] = on_device  # the copy made above: keep, not copy again
+    logger.info(
+        "%s on %s: %d groups, %d MACs, val accuracy %.4f; training on %s",
+        info.arch,
+        data.name,
+        len(graph.groups),
+        baseline.cost.macs,
+        val_accuracy,
+        describe_device(device),
+    )
     return problem
 
 
