@@ -30,6 +30,7 @@ from models.io import (
     import_onnx,
     load_model,
     read_checkpoint_info,
+    unfold_batchnorm,
 )
 from models.prune import (
     CALIBRATION_BATCHES,
@@ -272,7 +273,10 @@ def load_onnx_problem(
     """Load an ONNX model (rebuilt as a torch module, never executed as code: see
     :func:`models.io.import_onnx`) and the spec's data, and measure the baseline.
 
-    The model's input shape and classes are its own; the spec may leave them out.
+    The model's input shape and classes are its own; the spec may leave them out. Its
+    convolutions get back the BatchNorms an export folds into them, as identities at the
+    training data's statistics (:func:`models.io.unfold_batchnorm`), so that pruned
+    candidates can be recalibrated.
 
     Raises:
         WeightsError: the file is not an ONNX model the importer can rebuild faithfully.
@@ -301,12 +305,17 @@ def load_onnx_problem(
         root=data_root,
         seed=spec.search.seed,
     )
-    ops = {"onnx_ops": ",".join(imported.ops)}
+    calibration = data.train.batches(
+        CALIBRATION_BATCH_SIZE, shuffle=True, seed=spec.search.seed, limit=CALIBRATION_BATCHES
+    )
+    unfolded = unfold_batchnorm(imported.model, calibration)
+    ops = {"onnx_ops": ",".join(imported.ops), "unfolded_batchnorms": str(unfolded)}
     info = CheckpointInfo(ONNX_ARCH, classes, shape, Plan(), extra=ops)
     logger.info(
-        "imported the ONNX model %s (%s) and loaded %s in %.1f s",
+        "imported the ONNX model %s (%s; %d BatchNorms unfolded) and loaded %s in %.1f s",
         imported.graph_name,
         ", ".join(imported.ops),
+        unfolded,
         data.name,
         time.perf_counter() - started,
     )

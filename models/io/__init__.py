@@ -35,6 +35,7 @@ from models.io._onnx_import import (
     OnnxNet,
     check_against_onnxruntime,
     import_onnx,
+    unfold_batchnorm,
 )
 from models.io._weights import (
     StateDict,
@@ -66,6 +67,7 @@ __all__ = [
     "fit_state_dict",
     "import_onnx",
     "load_model",
+    "unfold_batchnorm",
     "load_pruned",
     "load_weights",
     "onnx_model_bytes",

@@ -96,3 +96,33 @@ def test_malformed_huge_and_external_models_are_refused() -> None:
     nodes = [helper.make_node("Relu", ["x"], ["y"])]
     with pytest.raises(WeightsError, match="nodes; at most 0"):
         import_onnx(_graph(nodes, []), max_nodes=0)
+
+
+def test_folded_batchnorms_come_back_as_identities_that_recalibrate() -> None:
+    from models.data import load_dataset
+    from models.io import unfold_batchnorm
+    from models.train import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    shape = (3, 16, 16)
+    model = TwoBranchNet(10).eval()
+    imported = import_onnx(onnx_model_bytes(model, shape))  # the export folded its BNs
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in imported.model.modules())
+    data = load_dataset("synthetic", input_shape=shape)
+    x = next(data.val.batches(16))[0]
+    with torch.no_grad():
+        before = imported.model(x)
+    added = unfold_batchnorm(imported.model, data.train.batches(32, limit=4))
+    assert added == 5  # every convolution: stem, residual, depthwise and both branches
+    with torch.no_grad():
+        torch.testing.assert_close(imported.model(x), before, rtol=1e-4, atol=1e-4)
+    assert unfold_batchnorm(imported.model, data.train.batches(32, limit=1)) == 0  # once
+    # a pruned candidate's BatchNorms re-estimate their statistics
+    graph = build_pruning_graph(imported.model, shape, round_to=4)
+    plan = uniform_plan(graph, 0.5)
+    pruned = apply_plan(imported.model, plan, "l1", input_shape=shape, graph=graph)
+    norms = [m for m in pruned.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 5
+    stale = norms[0].running_mean.clone()
+    recalibrate_batchnorm(pruned, data.train, batches=2)
+    assert not torch.equal(stale, norms[0].running_mean)
