@@ -221,12 +221,17 @@ def import_onnx(data: bytes, *, max_nodes: int = MAX_ONNX_NODES) -> OnnxImport:
     """
     try:
         proto = onnx.load_from_string(data)
-        onnx.checker.check_model(proto)
-    except Exception as exc:  # onnx raises protobuf DecodeError, ValidationError, ...
+    except Exception as exc:  # protobuf's DecodeError and others
         raise WeightsError(f"not a valid ONNX model: {_first_line(exc)}") from None
     graph = proto.graph
+    # the limits first: the checker walks every node and initializer
     if len(graph.node) > max_nodes:
         raise WeightsError(f"the graph has {len(graph.node):,} nodes; at most {max_nodes:,}")
+    _check_sizes(graph)
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # onnx's ValidationError and others
+        raise WeightsError(f"not a valid ONNX model: {_first_line(exc)}") from None
     unknown = sorted(
         {
             n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
@@ -247,7 +252,14 @@ def import_onnx(data: bytes, *, max_nodes: int = MAX_ONNX_NODES) -> OnnxImport:
             "classifier with one image input and one logits output is needed"
         )
     shape = _input_shape(inputs[0])
-    nodes, layers, constants = _rebuild(graph, initializers)
+    try:
+        nodes, layers, constants = _rebuild(graph, initializers)
+    except WeightsError:
+        raise
+    except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as exc:
+        # an attribute or input a well-formed node of that operator would have
+        reason = _first_line(exc)
+        raise WeightsError(f"the ONNX graph cannot be rebuilt: {reason}") from None
     model = OnnxNet(nodes, layers, constants, inputs[0].name, graph.output[0].name).eval()
     with torch.no_grad():
         try:
@@ -269,9 +281,10 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def _initializers(graph: onnx.GraphProto) -> dict[str, torch.Tensor]:
+def _check_sizes(graph: onnx.GraphProto) -> None:
+    """Refuse weights stored outside the file, and initializers over the limits (read
+    from their dims, before any data is)."""
     total = 0
-    out: dict[str, torch.Tensor] = {}
     for tensor in graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             raise WeightsError(
@@ -287,7 +300,17 @@ def _initializers(graph: onnx.GraphProto) -> dict[str, torch.Tensor]:
         total += values
         if total > MAX_ONNX_PARAMETERS:
             raise WeightsError(f"the initializers hold more than {MAX_ONNX_PARAMETERS:,} values")
-        array = numpy_helper.to_array(tensor)
+
+
+def _initializers(graph: onnx.GraphProto) -> dict[str, torch.Tensor]:
+    _check_sizes(graph)
+    out: dict[str, torch.Tensor] = {}
+    for tensor in graph.initializer:
+        try:
+            array = numpy_helper.to_array(tensor)
+        except (ValueError, TypeError) as exc:  # data that does not match its dims or type
+            reason = _first_line(exc)
+            raise WeightsError(f"initializer {tensor.name!r} is damaged: {reason}") from None
         out[tensor.name] = torch.from_numpy(np.array(array, copy=True))
     return out
 

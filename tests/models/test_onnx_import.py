@@ -126,3 +126,16 @@ def test_folded_batchnorms_come_back_as_identities_that_recalibrate() -> None:
     stale = norms[0].running_mean.clone()
     recalibrate_batchnorm(pruned, data.train, batches=2)
     assert not torch.equal(stale, norms[0].running_mean)
+
+
+def test_nodes_missing_what_their_operator_needs_are_refused_not_crashed() -> None:
+    # a MaxPool without its kernel_shape, and an initializer whose data do not fit its dims
+    nodes = [helper.make_node("MaxPool", ["x"], ["y"])]
+    with pytest.raises(WeightsError, match="not a valid ONNX model|cannot be rebuilt"):
+        import_onnx(_graph(nodes, []))
+    damaged = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4, 3, 3, 3])
+    damaged.raw_data = b"\x00" * 7
+    from models.io._onnx_import import _initializers
+
+    with pytest.raises(WeightsError, match="initializer 'w' is damaged"):
+        _initializers(helper.make_graph([], "g", [], [], [damaged]))

@@ -78,8 +78,8 @@ def test_an_uploaded_onnx_model_is_pruned_and_delivered_as_onnx(
     assert pt2.status_code == 422 and "?format=onnx" in pt2.json()["error"]["message"]
 
 
-def _bad_graph(op: str) -> bytes:
-    weight = numpy_helper.from_array(np.zeros((4, 3, 3, 3), np.float32), "w")
+def _bad_graph(op: str, weight: TensorProto | None = None) -> bytes:
+    weight = weight or numpy_helper.from_array(np.zeros((4, 3, 3, 3), np.float32), "w")
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node(op, ["c"], ["y"])],
         "bad",
@@ -92,9 +92,12 @@ def _bad_graph(op: str) -> bytes:
 
 
 def test_bad_onnx_uploads_are_refused_with_what_is_wrong(api: TestClient, user_onnx: bytes) -> None:
+    # a weight declared with 60 M values (its data never read: the dims say it all)
+    huge = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4, 3, 5_000_000, 1])
     cases = [
         (_spec(), {"model": _bad_graph("Erf")}, "invalid_model", "unsupported ONNX operators: Erf"),
         (_spec(), {"model": b"\x00garbage"}, "invalid_model", "not a valid ONNX model"),
+        (_spec(), {"model": _bad_graph("Relu", huge)}, "invalid_model", "60,000,000 values"),
         (job_spec(), {"model": user_onnx}, "invalid_spec", "arch: leave it out"),
         (_spec(), {"model": user_onnx, "weights": b"x"}, "invalid_spec", "not both"),
         (_spec() | {"input_shape": [3, 32, 32]}, {"model": user_onnx}, "invalid_spec", "takes"),
