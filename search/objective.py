@@ -27,6 +27,7 @@ from search.checkpoints import CheckpointStore, Lineage, MemoryCheckpoints, rest
 from search.problem import PruningProblem, build_candidate
 from search.promotion import is_promotable, is_reference, rung_entries
 from search.rungs import train_rungs
+from search.space import study_floors
 from search.spec import directions
 
 __all__ = [
@@ -209,14 +210,15 @@ def run_trial(
         seconds[stage] = round(seconds.get(stage, 0.0) + now - clock, 6)
         clock = now
 
-    sampled = problem.space.suggest(trial)
+    floors = study_floors(trial.study) if fidelity is not None else None
+    sampled = problem.space.suggest(trial, floors)
     lap("sample")
     resumed = _resumed(problem, trial, store) if fidelity is not None else None
     if resumed is not None:
         model, plan, lineage = resumed
         lap("restore")
     else:
-        plan = problem.space.project(sampled)
+        plan = problem.space.project(sampled, floors)
         lineage = Lineage(trial.number)
     predicted = problem.space.predict(plan)
     lap("project")

@@ -34,6 +34,7 @@ __all__ = [
     "Sensitivity",
     "SensitivityPoint",
     "allocate_by_sensitivity",
+    "prior_floors",
     "scan_sensitivity",
     "scan_widths",
 ]
@@ -396,3 +397,28 @@ def allocate_by_sensitivity(sensitivity: Sensitivity, space: SearchSpace) -> Pla
             return Plan(widths())
         _, _, name, current = best
         index[name] += 1
+
+
+def prior_floors(
+    sensitivity: Sensitivity, space: SearchSpace, plans: Sequence[Mapping[str, int]]
+) -> dict[str, int]:
+    """Return, per group, the narrowest width the search should sample: a prior that
+    narrows the space to where the scan says accuracy survives.
+
+    The sensitivity plan (:func:`allocate_by_sensitivity`) accepts, in its most cut
+    group, some accuracy drop ``D``; a group's floor is its narrowest allowed width
+    whose own drop is at most ``D`` (narrowing any group further costs more than the
+    budget forced on the worst group of that plan), lowered to the narrowest width any
+    of ``plans`` (the warm starts) gives it, so that every warm start lies inside the
+    narrowed space and the all-floors plan fits the budget whenever they do.
+    """
+    allocated = allocate_by_sensitivity(sensitivity, space)
+    limit = max(sensitivity.drop(g.name, allocated.width(g)) for g in space.groups)
+    floors: dict[str, int] = {}
+    for g in space.groups:
+        allowed = g.allowed_widths()  # ascending
+        floor = next((w for w in allowed if sensitivity.drop(g.name, w) <= limit), g.channels)
+        for plan in plans:
+            floor = min(floor, int(plan.get(g.name, g.channels)))
+        floors[g.name] = floor
+    return floors

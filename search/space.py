@@ -22,7 +22,11 @@ from models.prune import ChannelGroup, Plan, PruningGraph
 from search.budget import ResolvedBudget
 from search.errors import BudgetUnreachableError
 
-__all__ = ["SearchSpace"]
+__all__ = ["FLOORS_ATTR", "SearchSpace", "study_floors"]
+
+FLOORS_ATTR = "space_floors"
+"""Study user attribute holding the sensitivity prior's per-group floors (set once when
+the study is created; every worker samples within them)."""
 
 _BISECTION_STEPS = 24
 # ways to round a kept fraction to whole steps of a group
@@ -46,18 +50,22 @@ class SearchSpace:
         self.groups: tuple[ChannelGroup, ...] = tuple(g for g in graph.groups if g.prunable)
 
     # -- parameters ---------------------------------------------------------------------
-    def distributions(self) -> dict[str, BaseDistribution]:
+    def distributions(self, floors: Mapping[str, int] | None = None) -> dict[str, BaseDistribution]:
         """Return the Optuna distribution of every searched group, by group name.
 
         A group whose width is not ``min + k * step`` (an odd channel count) is searched
         over the index of its allowed widths instead, under the name ``<group>#index``.
+        ``floors`` (a prior: see :func:`search.sensitivity.prior_floors`) raises a
+        group's lowest width to the narrowest allowed width at or above its floor.
         """
         out: dict[str, BaseDistribution] = {}
         for g in self.groups:
+            allowed = g.allowed_widths()
+            low = _lowest(allowed, (floors or {}).get(g.name))
             if (g.channels - g.min_channels) % g.step == 0:
-                out[g.name] = IntDistribution(g.min_channels, g.channels, step=g.step)
+                out[g.name] = IntDistribution(allowed[low], g.channels, step=g.step)
             else:
-                out[f"{g.name}#index"] = IntDistribution(0, len(g.allowed_widths()) - 1)
+                out[f"{g.name}#index"] = IntDistribution(low, len(allowed) - 1)
         return out
 
     def widths_from_params(self, params: Mapping[str, int]) -> dict[str, int]:
@@ -83,10 +91,13 @@ class SearchSpace:
                 params[f"{g.name}#index"] = g.allowed_widths().index(width)
         return params
 
-    def suggest(self, trial: optuna.Trial) -> dict[str, int]:
-        """Ask ``trial`` for one width per group and return them (before projection)."""
+    def suggest(
+        self, trial: optuna.Trial, floors: Mapping[str, int] | None = None
+    ) -> dict[str, int]:
+        """Ask ``trial`` for one width per group, none below its floor, and return them
+        (before projection)."""
         params: dict[str, int] = {}
-        for name, dist in self.distributions().items():
+        for name, dist in self.distributions(floors).items():
             assert isinstance(dist, IntDistribution)
             params[name] = trial.suggest_int(name, dist.low, dist.high, step=dist.step)
         return self.widths_from_params(params)
@@ -126,22 +137,26 @@ class SearchSpace:
             fields=("budget.flops", "budget.macs", "budget.params", "pruning.round_to"),
         )
 
-    def _shrunk(self, widths: Mapping[str, int], alpha: float) -> dict[str, int]:
+    def _shrunk(
+        self, widths: Mapping[str, int], alpha: float, floors: Mapping[str, int]
+    ) -> dict[str, int]:
         out = {}
         for g in self.groups:
             w = widths.get(g.name, g.channels)
             if w == g.channels and (g.channels - g.min_channels) % g.step:
                 w = g.min_channels + ((g.channels - g.min_channels) // g.step) * g.step
-            slack_steps = (w - g.min_channels) // g.step
-            out[g.name] = g.min_channels + int(slack_steps * alpha) * g.step
+            base = min(w, max(g.min_channels, floors.get(g.name, g.min_channels)))
+            slack_steps = (w - base) // g.step
+            out[g.name] = base + int(slack_steps * alpha) * g.step
         return out
 
-    def project(self, widths: Mapping[str, int]) -> Plan:
+    def project(self, widths: Mapping[str, int], floors: Mapping[str, int] | None = None) -> Plan:
         """Return ``widths`` if it fits the budget, else the nearest fitting plan below it.
 
-        Every group shrinks toward its minimum by the same fraction of its slack (the
-        largest that fits), then groups get single steps back, widest deficit first,
-        while the budget allows. Never returns a plan wider than ``widths`` in any group.
+        Every group shrinks toward its minimum (or its floor, when ``floors`` give one
+        and the floors themselves fit) by the same fraction of its slack (the largest
+        that fits), then groups get single steps back, widest deficit first, while the
+        budget allows. Never returns a plan wider than ``widths`` in any group.
 
         Raises:
             BudgetUnreachableError: no plan fits (see :meth:`check_reachable`).
@@ -150,14 +165,17 @@ class SearchSpace:
         if self.fits(full):
             return Plan(full)
         self.check_reachable()
+        toward = dict(floors or {})
+        if toward and not self.fits(self._shrunk(full, 0.0, toward)):
+            toward = {}  # the floors alone break the budget: shrink toward the minimum
         low, high = 0.0, 1.0  # fits at low, not at high
         for _ in range(_BISECTION_STEPS):
             mid = (low + high) / 2
-            if self.fits(self._shrunk(full, mid)):
+            if self.fits(self._shrunk(full, mid, toward)):
                 low = mid
             else:
                 high = mid
-        plan = self._shrunk(full, low)
+        plan = self._shrunk(full, low, toward)
         by_deficit = sorted(self.groups, key=lambda g: plan[g.name] - full[g.name])
         for g in by_deficit:
             while plan[g.name] + g.step <= full[g.name]:
@@ -205,3 +223,21 @@ class SearchSpace:
     def predict(self, plan: Mapping[str, int]) -> Cost:
         """Return the analytic cost of ``plan``."""
         return self.cost.predict(plan)
+
+
+def _lowest(allowed: list[int], floor: int | None) -> int:
+    """Return the index of the narrowest allowed width at or above ``floor`` (0 without
+    one; the widest if the floor is above every width)."""
+    if floor is None:
+        return 0
+    for index, width in enumerate(allowed):
+        if width >= floor:
+            return index
+    return len(allowed) - 1
+
+
+def study_floors(study: optuna.Study) -> dict[str, int] | None:
+    """Return the floors ``study`` samples above, or None (no prior: a study without a
+    sensitivity scan, or one created before the prior existed)."""
+    floors = study.user_attrs.get(FLOORS_ATTR)
+    return {str(k): int(v) for k, v in floors.items()} if isinstance(floors, dict) else None

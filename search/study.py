@@ -14,7 +14,8 @@ from optuna.trial import TrialState
 
 from search.fidelity import plan_fidelity, planned_trials
 from search.problem import PruningProblem
-from search.sensitivity import Sensitivity
+from search.sensitivity import Sensitivity, prior_floors
+from search.space import FLOORS_ATTR
 from search.spec import JobSpec, directions, objective_names
 from search.storage import optuna_storage
 from search.warm_start import warm_start_plans
@@ -94,8 +95,10 @@ def open_study(
 ) -> optuna.Study:
     """Create the job's study in ``storage``, or load it if it exists (resume).
 
-    A new study gets the warm-start plans enqueued (:func:`search.warm_start_plans`)
-    and a ``inferprune`` user attribute describing the job. A URL is opened with
+    A new study gets the warm-start plans enqueued (:func:`search.warm_start_plans`),
+    with a sensitivity scan the scan's prior on the space (``space_floors``: see
+    :func:`search.sensitivity.prior_floors`), and a ``inferprune`` user attribute
+    describing the job. A URL is opened with
     :func:`search.storage.optuna_storage`.
 
     Args:
@@ -122,7 +125,11 @@ def open_study(
         study.set_user_attr(STUDY_ATTR, describe_job(problem))
         if not study.get_trials(deepcopy=False):
             scan = sensitivity() if sensitivity is not None else None
-            for kind, plan in warm_start_plans(problem, scan):
+            warm = warm_start_plans(problem, scan)
+            if scan is not None:  # the scan's prior narrows where the sampler looks
+                floors = prior_floors(scan, problem.space, [plan.to_dict() for _, plan in warm])
+                study.set_user_attr(FLOORS_ATTR, floors)
+            for kind, plan in warm:
                 study.enqueue_trial(
                     problem.space.params_from_widths(plan),
                     user_attrs={"warm_start": True, "warm_start_kind": kind},

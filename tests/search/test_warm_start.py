@@ -58,3 +58,44 @@ def test_a_compute_search_starts_with_uniform_global_and_sensitivity(
     # a classic search keeps its single uniform warm start
     classic = load_problem(tiny_spec(budget={"flops": 0.3}), weights=trained_weights)
     assert [kind for kind, _ in warm_start_plans(classic)] == ["uniform"]
+
+
+def test_the_sensitivity_prior_narrows_what_the_sampler_may_pick(
+    trained_weights: bytes,
+) -> None:
+    from search import job_sensitivity
+    from search.runner import run_one_trial
+    from search.space import FLOORS_ATTR, study_floors
+
+    data = tiny_spec(search={"compute_epochs": 2.0}, budget={"flops": 0.3}).to_json_dict()
+    data["search"].pop("trials")
+    problem = load_problem(JobSpec.model_validate(data), weights=trained_weights)
+    scan = job_sensitivity(problem)
+    study = open_study(problem, optuna.storages.InMemoryStorage(), sensitivity=lambda: scan)
+    floors = study_floors(study)
+    assert floors is not None and set(floors) == {g.name for g in problem.space.groups}
+    # every warm start lies inside the narrowed space, and the floors narrow something
+    for _, plan in warm_start_plans(problem, scan):
+        assert all(plan.to_dict()[name] >= floor for name, floor in floors.items())
+    assert any(floors[g.name] > g.min_channels for g in problem.space.groups)
+    assert problem.space.fits(floors)  # the all-floors plan is within the budget
+    # sampled candidates never go below a floor, before or after projection
+    for _ in range(6):
+        result = run_one_trial(problem, study)
+        assert result is not None
+        sampled = study.trials[result.number].user_attrs["sampled"]
+        assert all(sampled[name] >= floor for name, floor in floors.items())
+        assert all(result.plan.to_dict()[name] >= floor for name, floor in floors.items())
+    # the prior is what keeps samples above the floors: unconstrained, some fall below
+    free = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    narrowed = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    below = 0
+    for _ in range(20):
+        unconstrained = problem.space.suggest(free.ask())
+        below += any(unconstrained[name] < floor for name, floor in floors.items())
+        widths = problem.space.suggest(narrowed.ask(), floors)
+        assert all(widths[name] >= floor for name, floor in floors.items())
+    assert below > 0
+    # a study without the attribute (made before the prior existed) samples as before
+    old = optuna.create_study(direction="maximize")
+    assert FLOORS_ATTR not in old.user_attrs and study_floors(old) is None
