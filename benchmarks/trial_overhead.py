@@ -346,7 +346,8 @@ def markdown(payload: dict[str, Any]) -> str:
         "(onnxruntime, "
         f"batch 1, 1 thread, {payload['latency_runs']} runs) within `budget.flops` 0.5, TPE, "
         "Optuna storage on a SQLite file opened by `search.optuna_storage` (WAL), "
-        f"{' or '.join(map(str, lengths))} fine-tune steps of batch 64 per trial, random "
+        f"{' or '.join(str(n) for n in lengths if n > 0)} fine-tune steps of batch 64 per "
+        f"trial{' (or rungs)' if 0 in lengths else ''}, random "
         "initial weights. Medians over the trials that were fine-tuned; shares are of the "
         "median trial's wall time. *ask* and *unattributed* are measured around "
         "`run_one_trial` (see the script's docstring); the other stages are the trial's "
@@ -368,7 +369,7 @@ def markdown(payload: dict[str, Any]) -> str:
     ]
     for r in results:
         lines.append(
-            f"| {r['arch']} | {r['steps_per_trial']} | {r['groups']} | "
+            f"| {r['arch']} | {r['steps_per_trial'] or 'rungs'} | {r['groups']} | "
             f"{r['macs'] / 1e6:.1f} M | {r['params'] / 1e6:.2f} M | "
             f"{r['train_samples']} / {r['val_samples']} | "
             f"{len(r['trials'])} ({r['fine_tuned_trials']}) | {r['setup_s']:.1f} | "
