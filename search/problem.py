@@ -247,13 +247,7 @@ def load_problem(
     shape = spec.input_shape or (stored.input_shape if stored else None)
     shape = shape or get_architecture(spec.arch).default_input_shape
     classes = spec.num_classes or (stored.num_classes if stored else None)
-    data = load_dataset(
-        dataset or spec.dataset,
-        input_shape=shape,
-        num_classes=classes,
-        root=data_root,
-        seed=spec.search.seed,
-    )
+    data = _job_data(spec, dataset, data_root, shape, classes)
     model, info = load_model(
         spec.arch, weights, num_classes=classes or data.num_classes, input_shape=shape
     )
@@ -298,13 +292,7 @@ def load_onnx_problem(
             f"num_classes: the model gives {classes}, not {spec.num_classes}",
             fields=("num_classes",),
         )
-    data = load_dataset(
-        dataset or spec.dataset,
-        input_shape=shape,
-        num_classes=classes,
-        root=data_root,
-        seed=spec.search.seed,
-    )
+    data = _job_data(spec, dataset, data_root, shape, classes)
     calibration = data.train.batches(
         CALIBRATION_BATCH_SIZE, shuffle=True, seed=spec.search.seed, limit=CALIBRATION_BATCHES
     )
@@ -320,6 +308,23 @@ def load_onnx_problem(
         time.perf_counter() - started,
     )
     return problem_from_model(spec, imported.model, info, data, pretrained=True, device=target)
+
+
+def _job_data(
+    spec: JobSpec,
+    dataset: str | None,
+    data_root: str | os.PathLike[str] | None,
+    shape: tuple[int, int, int],
+    classes: int | None,
+) -> DataSplits:
+    """Return the job's data (``dataset`` overriding the spec's), split by its seed."""
+    return load_dataset(
+        dataset or spec.dataset,
+        input_shape=shape,
+        num_classes=classes,
+        root=data_root,
+        seed=spec.search.seed,
+    )
 
 
 def problem_from_model(
