@@ -124,6 +124,34 @@ def test_submit_without_a_model_is_a_one_line_error(
     assert server.requests == []
 
 
+def test_submit_onnx_uploads_the_model_without_an_arch(
+    server: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "mine.onnx"
+    model.write_bytes(b"onnx bytes")
+    status, _, _ = run(
+        capsys,
+        "submit",
+        "--onnx",
+        str(model),
+        "--dataset",
+        "digits",
+        "--flops",
+        "0.5",
+        "--compute-epochs",
+        "4",
+    )
+    assert status == 0
+    parts = form_parts(server.requests[-1])
+    assert parts["model"] == ("mine.onnx", b"onnx bytes")
+    sent = json.loads(parts["spec"][1])
+    assert "arch" not in sent and sent["dataset"] == "digits"
+    # the file is the whole model: an arch or weights beside it is a one-line error
+    status, out, err = run(capsys, "submit", "--onnx", str(model), "--arch", "resnet20_cifar")
+    assert status == 1 and out == "" and "--onnx is the whole model" in err
+    assert len(server.requests) == 1
+
+
 def test_submit_watch_follows_the_job_to_its_end(
     server: FakeServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -160,3 +160,32 @@ def test_compute_epochs_bounds_the_whole_job_and_names_the_flags(
     error = capsys.readouterr().err
     assert "--trials" in error and "--compute-epochs" in error
     assert not (tmp_path / "none").exists()
+
+
+def test_prune_onnx_prunes_a_model_file_and_writes_onnx(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import onnxruntime as ort
+
+    from models.io import import_onnx
+    from tests.service.test_onnx_upload import SHAPE, user_model_onnx
+
+    model = tmp_path / "mine.onnx"
+    model.write_bytes(user_model_onnx())
+    out = tmp_path / "run"
+    argv = ["prune", "--onnx", str(model), "--dataset", "synthetic", "--flops", "0.5"]
+    argv += ["--compute-epochs", "1", "--round-to", "4", "--out", str(out), "--json"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["best"]["macs"] <= 0.5 * summary["baseline"]["macs"]
+    assert json.loads((out / "report.json").read_text())["arch"] == "onnx"
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[1:] == list(SHAPE)
+    assert import_onnx((out / "model.onnx").read_bytes()).num_classes == 10
+    # a file that is not ONNX is named by its flag
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    argv = ["prune", "--onnx", str(bad), "--dataset", "synthetic", "--flops", "0.5"]
+    assert main([*argv, "--compute-epochs", "1", "--out", str(tmp_path / "bad")]) == 1
+    error = " ".join(capsys.readouterr().err.split())
+    assert "--onnx bad.onnx: not a valid ONNX model" in error
