@@ -8,13 +8,14 @@ on, from its weights, to ``final_epochs`` in total and delivered. Nothing traine
 winner is thrown away, and the whole job spends at most ``compute_epochs``.
 
 The split: :data:`FINAL_SHARE` of the compute is the delivered model's whole training
-(its rungs included); the rest pays for the candidates that lose. The rungs are sized so
-that the top rung always has at least :data:`TOP_ENTRANTS` candidates to choose between
-(a rung with one entrant decides nothing), and the first rung is at least
-:data:`MIN_FIRST_RUNG` epochs long (shorter fine-tunes rank plans by noise): more compute
-buys more candidates, and more rungs once the top rung can still be contested. This
-module is torch-free: the API process uses :func:`plan_fidelity` to know a job's trial
-count.
+(its rungs included); the rest pays for the candidates that lose. The one-shot
+baselines' plans (the warm starts) are *references*: they go on through every rung by
+right, and the plan pays for them there beside each rung's best third, so the top rung
+always holds at least :data:`TOP_ENTRANTS` candidates (a rung with one entrant decides
+nothing). The first rung is at least :data:`MIN_FIRST_RUNG` epochs long while the
+compute allows (shorter fine-tunes rank plans by noise); more compute buys more
+candidates, then a third rung. This module is torch-free: the API process uses
+:func:`plan_fidelity` to know a job's trial count.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ __all__ = [
     "FINAL_SHARE",
     "MAX_RUNGS",
     "MIN_FIRST_RUNG",
+    "REFERENCE_KINDS",
     "TOP_ENTRANTS",
     "FidelityPlan",
     "compute_spent",
     "plan_fidelity",
     "planned_trials",
     "promotable_by_rank",
+    "references",
 ]
 
 ETA = 3
