@@ -9,7 +9,13 @@ from torch import nn
 
 from models.errors import DataError
 
-__all__ = ["check_labels", "module_device", "on_device"]
+__all__ = [
+    "check_label_range",
+    "check_labels",
+    "check_logits_shape",
+    "module_device",
+    "on_device",
+]
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -51,18 +57,35 @@ def on_device(
 def check_labels(logits: torch.Tensor, labels: torch.Tensor) -> None:
     """Raise unless ``logits`` are (B, classes) and every label is a valid class index.
 
+    Reading the labels' range synchronises with an accelerator; a training loop checks
+    later batches on the CPU with :func:`check_label_range` instead.
+
     Raises:
         DataError: the model does not output one row of class scores per sample, or a
             label is negative or not below the number of classes the model outputs.
     """
+    check_logits_shape(logits, labels)
+    if labels.numel():
+        check_label_range(labels, logits.shape[1])
+
+
+def check_logits_shape(logits: torch.Tensor, labels: torch.Tensor) -> None:
+    """Raise unless ``logits`` hold one row of class scores per label (shapes only: no
+    synchronisation with an accelerator)."""
     if logits.dim() != 2 or logits.shape[0] != labels.shape[0]:
         raise DataError(
             f"the model gave outputs of shape {tuple(logits.shape)} for a batch of "
             f"{labels.shape[0]} samples; expected ({labels.shape[0]}, num_classes)"
         )
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
+
+
+def check_label_range(labels: torch.Tensor, classes: int) -> None:
+    """Raise unless every label is a class index below ``classes``."""
+    if not labels.numel():
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= classes:
         raise DataError(
-            f"labels range from {int(labels.min())} to {int(labels.max())} but the model "
-            f"outputs {logits.shape[1]} classes; build the model with the data set's "
-            "number of classes"
+            f"labels range from {low} to {high} but the model outputs {classes} classes; "
+            "build the model with the data set's number of classes"
         )

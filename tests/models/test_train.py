@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -342,3 +343,19 @@ def test_recalibration_that_fails_leaves_statistics_as_they_were(trained: nn.Mod
         recalibrate_batchnorm(model, wrong_shape)
     assert same_weights(model, trained)
     assert model[1].momentum == 0.1
+
+
+def test_a_bad_label_in_a_later_batch_is_caught_before_it_reaches_the_device() -> None:
+    class TwoBatches:
+        """A split whose second batch has a label the model cannot output."""
+
+        def __len__(self) -> int:
+            return 8
+
+        def batches(self, batch_size: int, **_: object) -> Any:
+            x = torch.zeros(4, 1, 8, 8)
+            yield x, torch.zeros(4, dtype=torch.long)
+            yield x, torch.tensor([0, 1, NUM_CLASSES + 1, 0])
+
+    with pytest.raises(DataError, match=f"labels range from 0 to {NUM_CLASSES + 1}"):
+        fine_tune(tiny_cnn(), TwoBatches(), steps=2, batch_size=4)
