@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -181,7 +182,9 @@ def ensure_baseline(
         stem = f"{ARCH}-{DATASET}-e{epochs}-s{seed}"  # the name earlier runs cached under
     weights, report = cache_dir / f"{stem}.safetensors", cache_dir / f"{stem}.json"
     if weights.exists() and report.exists():
-        return weights, json.loads(report.read_text())
+        cached: dict[str, Any] = json.loads(report.read_text())
+        cached.setdefault("weights_sha256", hashlib.sha256(weights.read_bytes()).hexdigest())
+        return weights, cached
     cache_dir.mkdir(parents=True, exist_ok=True)
     logger.info("training the baseline on %s: seed %d, %d epochs", dataset, seed, epochs)
     command = [
@@ -209,6 +212,7 @@ def ensure_baseline(
     done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     data: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     data["command"] = " ".join(command)
+    data["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
     report.write_text(json.dumps(data, indent=1))
     return weights, data
 
@@ -1009,13 +1013,45 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _same_baseline(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Return whether two reports' baselines of a seed are the same weights: their
+    SHA-256 when both recorded it, and the accuracies their training reported (equal
+    weights give equal ones)."""
+    ta, tb = a.get("train", {}), b.get("train", {})
+    if ta.get("weights_sha256") and tb.get("weights_sha256"):
+        if ta["weights_sha256"] != tb["weights_sha256"]:
+            return False
+    keys = ("val_accuracy", "test_accuracy")
+    return all(ta.get(k) == tb.get(k) for k in keys)
+
+
+def _check_same_baselines(reports: Sequence[dict[str, Any]]) -> None:
+    seen: dict[str, dict[str, Any]] = {}
+    for report in reports:
+        for seed, baseline in report["baselines"].items():
+            first = seen.setdefault(seed, baseline)
+            if not _same_baseline(first, baseline):
+                accuracies = [b.get("train", {}).get("test_accuracy") for b in (first, baseline)]
+                raise ValueError(
+                    f"the reports started seed {seed} from different baselines (test "
+                    f"accuracy {accuracies[0]} vs {accuracies[1]}): retrained weights "
+                    "(another machine, another torch) cannot be paired with the first "
+                    "ones; rerun every method on one set"
+                )
+
+
 def combine(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Return one report holding the runs and baselines of ``reports`` (same settings).
 
     A run of the same method, budget and seed in a later report replaces the earlier one
     (rerunning a method after a change to it keeps the others' runs). Settings, split
     sizes, machine and pruner come from the last report.
+
+    Raises:
+        ValueError: two reports started a seed from different baseline weights (a
+            baseline retrained on another machine differs): their runs cannot be paired.
     """
+    _check_same_baselines(reports)
     last = reports[-1]
     by_key = {
         (run["method"], run["budget"], run["seed"]): run
