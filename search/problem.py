@@ -56,6 +56,7 @@ __all__ = [
     "load_onnx_problem",
     "load_problem",
     "problem_from_model",
+    "spec_for_model",
     "spec_latency",
 ]
 
@@ -256,6 +257,27 @@ def load_problem(
     return problem_from_model(spec, model, info, data, pretrained=pretrained, device=target)
 
 
+def spec_for_model(spec: JobSpec, input_shape: tuple[int, int, int], classes: int) -> JobSpec:
+    """Return ``spec`` with a given model's input shape and classes, which the spec may
+    leave out or must give as the model has them.
+
+    Raises:
+        SpecError: the spec's ``input_shape`` or ``num_classes`` disagree with the model.
+    """
+    if spec.input_shape is not None and tuple(spec.input_shape) != input_shape:
+        raise SpecError(
+            f"input_shape: the model takes {list(input_shape)}, not {list(spec.input_shape)}",
+            fields=("input_shape",),
+        )
+    if spec.num_classes is not None and spec.num_classes != classes:
+        raise SpecError(
+            f"num_classes: the model gives {classes}, not {spec.num_classes}",
+            fields=("num_classes",),
+        )
+    data = spec.to_json_dict() | {"input_shape": list(input_shape), "num_classes": classes}
+    return JobSpec.model_validate(data)
+
+
 def load_onnx_problem(
     spec: JobSpec,
     onnx: bytes,
@@ -282,16 +304,7 @@ def load_onnx_problem(
     imported = import_onnx(onnx)
     check_against_onnxruntime(onnx, imported)
     shape, classes = imported.input_shape, imported.num_classes
-    if spec.input_shape is not None and tuple(spec.input_shape) != shape:
-        raise SpecError(
-            f"input_shape: the model takes {list(shape)}, not {list(spec.input_shape)}",
-            fields=("input_shape",),
-        )
-    if spec.num_classes is not None and spec.num_classes != classes:
-        raise SpecError(
-            f"num_classes: the model gives {classes}, not {spec.num_classes}",
-            fields=("num_classes",),
-        )
+    spec = spec_for_model(spec, shape, classes)
     data = _job_data(spec, dataset, data_root, shape, classes)
     calibration = data.train.batches(
         CALIBRATION_BATCH_SIZE, shuffle=True, seed=spec.search.seed, limit=CALIBRATION_BATCHES

@@ -47,18 +47,10 @@ def spec_for_onnx(spec: JobSpec, imported: OnnxImport) -> JobSpec:
             f"arch: leave it out when uploading a `model`: the ONNX file is the "
             f"architecture (or send the zoo's {spec.arch} without the file)",
         )
-    if spec.input_shape is not None and tuple(spec.input_shape) != imported.input_shape:
-        raise UploadError(
-            "invalid_spec",
-            f"input_shape: the model takes {list(imported.input_shape)}, not "
-            f"{list(spec.input_shape)}",
-        )
-    if spec.num_classes is not None and spec.num_classes != imported.num_classes:
-        raise UploadError(
-            "invalid_spec",
-            f"num_classes: the model gives {imported.num_classes}, not {spec.num_classes}",
-        )
-    data = spec.to_json_dict()
-    data["input_shape"] = list(imported.input_shape)
-    data["num_classes"] = imported.num_classes
-    return JobSpec.model_validate(data)
+    from search.errors import SpecError
+    from search.problem import spec_for_model
+
+    try:
+        return spec_for_model(spec, imported.input_shape, imported.num_classes)
+    except SpecError as exc:
+        raise UploadError("invalid_spec", str(exc)) from None
