@@ -29,7 +29,9 @@ __all__ = [
     "MemoryCheckpoints",
     "FinetuneSettings",
     "JobSpec",
+    "LatencyMeter",
     "LatencySettings",
+    "LocalMeter",
     "Measured",
     "NoFeasibleTrialError",
     "ParetoPoint",
@@ -105,7 +107,9 @@ _EXPORTS = {
     "requeue_trial": "search.runner",
     "FinetuneSettings": "search.spec",
     "JobSpec": "search.spec",
+    "LatencyMeter": "search.latency",
     "LatencySettings": "search.spec",
+    "LocalMeter": "search.latency",
     "Measured": "search.final",
     "NoFeasibleTrialError": "search.errors",
     "ParetoPoint": "search.pareto",
@@ -185,6 +189,7 @@ if TYPE_CHECKING:  # the static view of the same names
     from search.errors import BudgetUnreachableError, NoFeasibleTrialError, SearchError, SpecError
     from search.fidelity import FidelityPlan, plan_fidelity, planned_trials
     from search.final import FinalModel, Measured, finalize, measure_baseline
+    from search.latency import LatencyMeter, LocalMeter
     from search.lifecycle import Conclusion, conclude_search, select_delivered, write_conclusion
     from search.objective import TrialResult, run_trial
     from search.oneshot import apply_once

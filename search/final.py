@@ -43,6 +43,7 @@ class Measured:
             "size_bytes": self.cost.size_bytes,
             "latency_ms": self.latency.median_ms,
             "latency_p90_ms": self.latency.p90_ms,
+            "latency_device": self.latency.device,
             "val_accuracy": self.val_accuracy,
             "test_accuracy": self.test_accuracy,
         }

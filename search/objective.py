@@ -233,6 +233,9 @@ def run_trial(
     trial.set_user_attr("sampled", sampled)
     trial.set_user_attr("macs", cost.macs)  # rung rivals compare costs while this one runs
     trial.set_user_attr("latency_ms", latency_ms)
+    if latency is not None:
+        trial.set_user_attr("latency_device", latency.device)
+        trial.set_user_attr("latency_source", "measured")
 
     def finish(
         skipped: str | None,

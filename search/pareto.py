@@ -38,6 +38,8 @@ class ParetoPoint:
     feasible: bool
     plan: dict[str, int]
     score: float | None = None
+    latency_device: str | None = None
+    latency_source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the point as API/report JSON."""
@@ -47,6 +49,8 @@ class ParetoPoint:
             "macs": self.macs,
             "params": self.params,
             "latency_ms": self.latency_ms,
+            "latency_device": self.latency_device,
+            "latency_source": self.latency_source,
             "feasible": self.feasible,
             "plan": self.plan,
         }
@@ -69,6 +73,8 @@ def trial_points(trials: Sequence[FrozenTrial]) -> list[ParetoPoint]:
                 feasible=all(v <= 0 for v in t.constraints.values()),
                 plan=dict(attrs.get("plan", {})),
                 score=t.values[0] if t.values else None,
+                latency_device=attrs.get("latency_device"),
+                latency_source=attrs.get("latency_source"),
             )
         )
     return points

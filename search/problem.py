@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from functools import cache, cached_property
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -17,9 +17,7 @@ from models.cost import (
     AnalyticCost,
     Cost,
     Latency,
-    has_onnxruntime_cuda,
     measure_cost,
-    measure_latency,
 )
 from models.data import DataSplits, load_dataset
 from models.device import describe_device, resolve_device
@@ -45,19 +43,18 @@ from models.zoo import get_architecture
 from search.budget import ResolvedBudget, resolve_budget
 from search.errors import SpecError
 from search.fidelity import FidelityPlan, plan_fidelity
+from search.latency import LatencyMeter, LocalMeter, MeterFactory
 from search.space import SearchSpace
-from search.spec import JobSpec
+from search.spec import JobSpec, LatencySettings
 
 __all__ = [
     "Baseline",
     "PruningProblem",
     "build_candidate",
-    "latency_device",
     "load_onnx_problem",
     "load_problem",
     "problem_from_model",
     "spec_for_model",
-    "spec_latency",
 ]
 
 logger = logging.getLogger(__name__)
@@ -86,6 +83,7 @@ class Baseline:
             "val_accuracy": self.val_accuracy,
             "latency_ms": self.latency.median_ms if self.latency else None,
             "latency_p90_ms": self.latency.p90_ms if self.latency else None,
+            "latency_device": self.latency.device if self.latency else None,
         }
 
 
@@ -106,6 +104,8 @@ class PruningProblem:
         space: the search space with budget projection.
         calibration: the batches data-driven criteria looked at.
         pretrained: whether weights were given (else the model is random).
+        latency_meter: measures candidates' latency where ``spec.latency.target`` says
+            (see :mod:`search.latency`).
         device: where candidates are recalibrated, trained and evaluated (the worker's,
             not the job's: see :mod:`models.device`). Surgery and cost counting stay on
             the CPU, where ``model`` lives.
@@ -123,6 +123,7 @@ class PruningProblem:
     space: SearchSpace
     calibration: list[tuple[torch.Tensor, torch.Tensor]]
     pretrained: bool
+    latency_meter: LatencyMeter
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @cached_property
@@ -153,50 +154,9 @@ class PruningProblem:
         return self.info.input_shape
 
     def measure_latency(self, model: nn.Module, onnx_bytes: bytes | None = None) -> Latency:
-        """Return the latency of ``model`` (on the CPU) under the spec's latency settings
-        (see :func:`spec_latency`)."""
-        return spec_latency(model, self.spec, self.input_shape, self.device, onnx_bytes)
-
-
-def latency_device(device: torch.device) -> str:
-    """Return where latency is measured for a process training on ``device``: its own
-    GPU on a CUDA worker (the job's target is then that GPU), else the CPU."""
-    return str(device) if device.type == "cuda" else "cpu"
-
-
-def spec_latency(
-    model: nn.Module,
-    spec: JobSpec,
-    input_shape: tuple[int, int, int],
-    device: torch.device,
-    onnx_bytes: bytes | None = None,
-) -> Latency:
-    """Return ``model``'s latency under ``spec.latency``, measured where
-    :func:`latency_device` says. On a GPU, onnxruntime needs its CUDA execution provider
-    (``onnxruntime-gpu``); without it torch times the model with CUDA events instead, and
-    the result says so (``backend``)."""
-    settings = spec.latency
-    where = latency_device(device)
-    backend = settings.backend
-    if where != "cpu" and backend == "onnxruntime" and not has_onnxruntime_cuda():
-        _warn_once_no_onnxruntime_cuda()
-        backend = "torch"
-    return measure_latency(
-        model,
-        input_shape,
-        backend=backend,
-        threads=settings.threads,
-        batch_size=settings.batch_size,
-        warmup=settings.warmup,
-        repeats=settings.repeats,
-        device=where,
-        onnx_bytes=onnx_bytes if backend == "onnxruntime" else None,
-    )
-
-
-@cache
-def _warn_once_no_onnxruntime_cuda() -> None:
-    logger.warning("onnxruntime has no CUDA provider here: timing GPU latency with torch")
+        """Return the latency of ``model`` measured end to end by :attr:`latency_meter`
+        (``onnx_bytes``: its ONNX export, if made already)."""
+        return self.latency_meter.measure(model, onnx_bytes)
 
 
 def _stored_info(weights: str | os.PathLike[str] | bytes | None) -> CheckpointInfo | None:
@@ -215,6 +175,7 @@ def load_problem(
     dataset: str | None = None,
     data_root: str | os.PathLike[str] | None = None,
     device: torch.device | str | None = None,
+    meter_factory: MeterFactory | None = None,
 ) -> PruningProblem:
     """Load the model and data of ``spec`` and measure the baseline.
 
@@ -225,6 +186,7 @@ def load_problem(
         data_root: where public data sets live.
         device: where to train and evaluate (``auto``, ``cpu``, ``cuda:N``, ``mps``; None
             reads ``INFERPRUNE_DEVICE``, default ``auto``).
+        meter_factory: makes the latency meter (see :func:`problem_from_model`).
 
     Returns:
         The :class:`PruningProblem`.
@@ -254,7 +216,9 @@ def load_problem(
     )
     logger.info("loaded %s and %s in %.1f s", spec.arch, data.name, time.perf_counter() - started)
     pretrained = weights is not None
-    return problem_from_model(spec, model, info, data, pretrained=pretrained, device=target)
+    return problem_from_model(
+        spec, model, info, data, pretrained=pretrained, device=target, meter_factory=meter_factory
+    )
 
 
 def spec_for_model(spec: JobSpec, input_shape: tuple[int, int, int], classes: int) -> JobSpec:
@@ -285,6 +249,7 @@ def load_onnx_problem(
     dataset: str | None = None,
     data_root: str | os.PathLike[str] | None = None,
     device: torch.device | str | None = None,
+    meter_factory: MeterFactory | None = None,
 ) -> PruningProblem:
     """Load an ONNX model (rebuilt as a torch module, never executed as code: see
     :func:`models.io.import_onnx`) and the spec's data, and measure the baseline.
@@ -320,7 +285,15 @@ def load_onnx_problem(
         data.name,
         time.perf_counter() - started,
     )
-    return problem_from_model(spec, imported.model, info, data, pretrained=True, device=target)
+    return problem_from_model(
+        spec,
+        imported.model,
+        info,
+        data,
+        pretrained=True,
+        device=target,
+        meter_factory=meter_factory,
+    )
 
 
 def _job_data(
@@ -348,13 +321,17 @@ def problem_from_model(
     *,
     pretrained: bool,
     device: torch.device,
+    meter_factory: MeterFactory | None = None,
 ) -> PruningProblem:
     """Return the problem of pruning ``model`` (on the CPU, in eval mode, never changed)
     on ``data`` under ``spec``: its groups, channel scores, baseline and search space.
     ``spec.arch`` is not read: the model is given (the zoo, an ONNX import, or a user's
-    own module).
+    own module). ``meter_factory`` makes the latency meter (default:
+    :class:`LocalMeter`); a job whose ``latency.target`` names a device needs one that
+    reaches it (the service's).
 
     Raises:
+        SpecError: ``latency.target`` names a device and no meter that reaches it is given.
         BudgetUnreachableError: no plan can meet the budget.
         ModelsError: the model cannot be traced into groups or measured.
     """
@@ -380,9 +357,8 @@ def problem_from_model(
     )
     on_device = model if device.type == "cpu" else copy.deepcopy(model).to(device)
     val_accuracy = evaluate(on_device, data.val).top1
-    latency = None
-    if spec.measures_latency:
-        latency = spec_latency(model, spec, info.input_shape, device)
+    meter = (meter_factory or _local_meter)(spec.latency, info.input_shape, device)
+    latency = meter.measure(model) if spec.measures_latency else None
     baseline = Baseline(measure_cost(model, info.input_shape), val_accuracy, latency)
     budget = resolve_budget(spec.budget, baseline.cost, val_accuracy)
     space = SearchSpace(graph, cost, budget)
@@ -400,6 +376,7 @@ def problem_from_model(
         space=space,
         calibration=calibration,
         pretrained=pretrained,
+        latency_meter=meter,
         device=device,
     )
     if on_device is not model:
@@ -414,6 +391,20 @@ def problem_from_model(
         describe_device(device),
     )
     return problem
+
+
+def _local_meter(
+    settings: LatencySettings, input_shape: tuple[int, int, int], device: torch.device
+) -> LatencyMeter:
+    if settings.target is not None:
+        raise SpecError(
+            f"latency.target: device {settings.target!r} is reached through a server's "
+            "device agents: submit the job to the server (`inferprune submit "
+            "--latency-target NAME`), or run `inferprune prune` with --latency-target and "
+            "the server's --data-dir or --db",
+            fields=("latency.target",),
+        )
+    return LocalMeter(settings, input_shape, device)
 
 
 def build_candidate(problem: PruningProblem, plan: Plan) -> nn.Module:

@@ -34,6 +34,8 @@ def trial_summaries(trials: Sequence[FrozenTrial]) -> list[dict[str, Any]]:
                 "params": a.get("params"),
                 "latency_ms": a.get("latency_ms"),
                 "latency_p90_ms": a.get("latency_p90_ms"),
+                "latency_device": a.get("latency_device"),
+                "latency_source": a.get("latency_source"),
                 "feasible": a.get("feasible"),
                 "skipped": a.get("skipped"),
                 "warm_start": bool(a.get("warm_start")),

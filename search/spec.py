@@ -29,6 +29,7 @@ __all__ = [
     "objective_names",
     "SAMPLERS",
     "Budget",
+    "DEVICE_NAME_PATTERN",
     "FinetuneSettings",
     "JobSpec",
     "LatencySettings",
@@ -109,7 +110,8 @@ class Budget(_Strict):
         le=MAX_LATENCY_MS,
         examples=[2.5],
         description="Median latency limit in milliseconds (at most one hour), measured "
-        "where the worker runs with the `latency` settings.",
+        "with the `latency` settings on `latency.target` (a registered device; null: the "
+        "worker's own machine).",
     )
     max_accuracy_drop: float | None = Field(
         None,
@@ -230,14 +232,50 @@ class PruningSettings(_Strict):
     )
 
 
+DEVICE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+"""A registered target device's name: 1 to 64 letters, digits, ``.``, ``_`` or ``-``."""
+
+LatencyPredictor = Literal["measure", "table"]
+
+
 class LatencySettings(_Strict):
-    """How latency is measured on the worker's machine."""
+    """How and where latency is measured."""
 
     backend: Literal["onnxruntime", "torch"] = Field("onnxruntime", description="Runtime to time.")
     threads: int = Field(1, ge=1, le=256, description="Intra-op threads.")
     batch_size: int = Field(1, ge=1, le=1024, description="Inputs per forward pass.")
     warmup: int = Field(5, ge=0, le=1000, description="Untimed runs first.")
     repeats: int = Field(30, ge=3, le=10_000, description="Timed runs (median and p10/p90).")
+    target: str | None = Field(
+        None,
+        pattern=DEVICE_NAME_PATTERN,
+        examples=["pi4"],
+        description="Where latency is measured: the name of a device of your tenant that "
+        "runs `inferprune agent --device NAME` (see `GET /v1/devices`); null: the "
+        "worker's own machine. A device agent runs onnxruntime only.",
+    )
+    predictor: LatencyPredictor = Field(
+        "measure",
+        description="measure: time every candidate end to end. table: predict candidates "
+        "from a per-device table of layer latencies (measured once per model and device, "
+        "calibrated by a few end-to-end runs), project sampled plans onto the latency "
+        "budget with it, and measure end to end only the Pareto front and the delivered "
+        "model.",
+    )
+
+    @model_validator(mode="after")
+    def _agents_run_onnxruntime(self) -> LatencySettings:
+        if self.target is not None and self.backend != "onnxruntime":
+            raise ValueError(
+                "latency.target: a device agent times models with onnxruntime; set "
+                "latency.backend to onnxruntime"
+            )
+        if self.predictor == "table" and self.backend != "onnxruntime":
+            raise ValueError(
+                "latency.predictor: the layer table is built with onnxruntime; set "
+                "latency.backend to onnxruntime"
+            )
+        return self
 
 
 Channels = Annotated[int, Field(ge=1, le=MAX_INPUT_CHANNELS)]

@@ -83,6 +83,32 @@ class Settings(BaseSettings):
         10, ge=1, description="A job fails when this many of its trials failed for good."
     )
     poll_seconds: float = Field(1.0, gt=0, description="Idle workers look for work this often.")
+    device_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="A job whose latency.target device gives no answer for this long (no "
+        "live agent, or agents that never finish) fails with an error saying so.",
+    )
+    agent_wait_seconds: float = Field(
+        20.0,
+        gt=0,
+        le=120,
+        description="How long an agent's request for work waits for one (a long poll).",
+    )
+    agent_live_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="An agent that has not asked for work for this long is not live.",
+    )
+    agent_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="An agent that has not renewed its hold on a measurement for this "
+        "long is presumed gone; another agent of the device takes the measurement.",
+    )
+    max_measurement_attempts: int = Field(
+        3, ge=1, description="Agents a measurement may be handed to before it fails."
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines as text or as one JSON object each."
     )

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
-from service.api.routes import events, health, jobs, results
+from service.api.routes import agents, devices, events, health, jobs, results
 from service.api.state import AppState
 from service.settings import Settings, get_settings
 from service.store import BlobStore, check_schema, make_engine, make_session_factory
@@ -89,6 +89,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     install_error_handlers(app)
     install_docs(app)
-    for module in (jobs, results, events, health):
+    for module in (jobs, results, events, devices, agents, health):
         app.include_router(module.router)
     return app

@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 
 from service.api.state import AppState
 from service.errors import ServiceError
-from service.store import authenticate
+from service.store import FULL_SCOPE, Credential, authenticate
 
-__all__ = ["SessionDep", "StateDep", "TenantDep", "still_authenticated"]
+__all__ = ["AgentTenantDep", "SessionDep", "StateDep", "TenantDep", "still_authenticated"]
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -60,6 +60,27 @@ class Unauthorized(ServiceError):
     status = 401
 
 
+class AgentOnlyToken(ServiceError):
+    """A device agent's token used for anything but the agent's own routes."""
+
+    code = "forbidden"
+    status = 403
+
+
+async def _credential(
+    state: AppState, credentials: HTTPAuthorizationCredentials | None
+) -> Credential:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized(
+            "send `Authorization: Bearer <token>`; create a token with "
+            "`inferprune token create --tenant NAME`"
+        )
+    credential = await run_in_threadpool(_authenticate, state, credentials.credentials)
+    if credential is None:
+        raise Unauthorized("unknown or revoked token")
+    return credential
+
+
 async def get_tenant(
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -68,16 +89,28 @@ async def get_tenant(
 
     Raises:
         Unauthorized: no token, or one that is unknown or revoked.
+        AgentOnlyToken: a device agent's token (it reads nothing but its queue).
     """
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized(
-            "send `Authorization: Bearer <token>`; create a token with "
-            "`inferprune token create --tenant NAME`"
+    credential = await _credential(state, credentials)
+    if credential.scope != FULL_SCOPE:
+        raise AgentOnlyToken(
+            "this token belongs to a device agent and can only run `inferprune agent`; "
+            "use a token from `inferprune token create --tenant NAME`"
         )
-    tenant = await run_in_threadpool(_authenticate, state, credentials.credentials)
-    if tenant is None:
-        raise Unauthorized("unknown or revoked token")
-    return tenant
+    return credential.tenant
+
+
+async def get_agent_tenant(
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """Return the tenant an agent acts for: that of its token (an agent token, or a full
+    one).
+
+    Raises:
+        Unauthorized: no token, or one that is unknown or revoked.
+    """
+    return (await _credential(state, credentials)).tenant
 
 
 async def still_authenticated(state: AppState, request: Request) -> bool:
@@ -92,7 +125,7 @@ async def still_authenticated(state: AppState, request: Request) -> bool:
     return await run_in_threadpool(_authenticate, state, credentials.credentials) is not None
 
 
-def _authenticate(state: AppState, token: str) -> str | None:
+def _authenticate(state: AppState, token: str) -> Credential | None:
     # Every request asks the database (no cache): a revoked token, or a deleted
     # tenant's, is refused from the next request on, by every API process. One cached
     # Core statement on a pooled connection: ~0.1 ms on SQLite, ~0.3 ms on PostgreSQL.
@@ -101,3 +134,4 @@ def _authenticate(state: AppState, token: str) -> str | None:
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]
+AgentTenantDep = Annotated[str, Depends(get_agent_tenant)]

@@ -129,14 +129,22 @@ class JobPublic(BaseModel):
     baseline: dict[str, Any] | None = Field(
         None,
         description="The unpruned model: macs, params, size_bytes, latency_ms, "
-        "latency_p90_ms, val_accuracy (and test_accuracy once finished).",
+        "latency_p90_ms, latency_device (where it was measured), val_accuracy (and "
+        "test_accuracy once finished).",
     )
     best: dict[str, Any] | None = Field(
         None,
         description="The chosen pruned model once finished: trial, plan, macs, params, "
-        "size_bytes, latency_ms, latency_p90_ms, val_accuracy, test_accuracy.",
+        "size_bytes, latency_ms, latency_p90_ms, latency_device, val_accuracy, "
+        "test_accuracy.",
     )
     error: ErrorDetail | None = Field(None, description="Why the job failed.")
+    detail: str | None = Field(
+        None,
+        examples=["waiting for device 'pi4': no agent of it is live; ..."],
+        description="What the job waits for while it waits (its latency.target device "
+        "without a live agent); null otherwise.",
+    )
     pretrained: bool = Field(..., description="False when no weights were uploaded.")
     cancel_requested: bool = Field(False, description="Cancel asked; running trials finish.")
     created_at: datetime = Field(
@@ -179,6 +187,18 @@ class TrialPublic(BaseModel):
     params: int | None = Field(None, examples=[87500], description="Parameters.")
     latency_ms: float | None = Field(None, examples=[0.63], description="Median latency.")
     latency_p90_ms: float | None = Field(None, examples=[0.71], description="p90 latency.")
+    latency_device: str | None = Field(
+        None,
+        examples=["local"],
+        description="Where the latency was measured: a registered device's name, or "
+        "`local` (the worker's machine).",
+    )
+    latency_source: str | None = Field(
+        None,
+        examples=["measured"],
+        description="measured (end to end) or table (predicted from the device's layer "
+        "latency table: `latency.predictor` table).",
+    )
     feasible: bool | None = Field(
         None, examples=[True], description="Meets every limit of the budget."
     )
@@ -211,6 +231,12 @@ class ParetoPointPublic(BaseModel):
     macs: int = Field(..., examples=[20451056], description="MACs at batch 1.")
     params: int = Field(..., examples=[87500], description="Parameters.")
     latency_ms: float | None = Field(None, examples=[0.63], description="Median latency.")
+    latency_device: str | None = Field(
+        None, examples=["local"], description="Where it was measured (device name or `local`)."
+    )
+    latency_source: str | None = Field(
+        None, examples=["measured"], description="measured (end to end) or table (predicted)."
+    )
     plan: dict[str, int] = Field(
         ..., examples=[{"conv1": 16, "layer1.0.conv1": 8}], description="Channels kept per group."
     )

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from rich.markup import escape
 
 from service.cli import (
+    _agent,
     _apply,
     _client_commands,
     _demo,
@@ -45,6 +46,7 @@ _COMMAND_MODULES = (
     _tokens,
     _submit,
     _client_commands,
+    _agent,
 )
 
 

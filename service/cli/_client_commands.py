@@ -104,6 +104,17 @@ def register(commands: Any) -> None:
     )
     jobs.set_defaults(handler=run_jobs)
 
+    devices = _command(
+        commands,
+        "devices",
+        job_id=False,
+        help="list your target devices (registered by `inferprune agent`)",
+        description="List the devices whose agents registered with the server under your "
+        "tenant: what they run, when an agent last asked for work, and their measurement "
+        "queue. A job measures latency on one with --latency-target NAME.",
+    )
+    devices.set_defaults(handler=run_devices)
+
 
 def _command(commands: Any, name: str, *, job_id: bool = True, **texts: str) -> Any:
     parser = commands.add_parser(name, **texts)
@@ -278,3 +289,35 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
     return value
+
+
+def run_devices(args: argparse.Namespace) -> int:
+    """List the tenant's target devices."""
+    with _connect(args) as client:
+        listing = client.devices()
+    if args.json:
+        print_json(listing)
+        return 0
+    items = listing.get("items", [])
+    if not items:
+        console.print(
+            "no devices yet: run `inferprune agent --server URL --token T --device NAME` on "
+            "one (a token for it: `inferprune token create --tenant NAME --agent`)"
+        )
+        return 0
+    table = Table(title="target devices")
+    for column in ("name", "live", "last seen", "cpu", "cores", "onnxruntime", "queue"):
+        table.add_column(column)
+    for d in items:
+        spec = d.get("spec") or {}
+        table.add_row(
+            escape(d["name"]),
+            f"[green]{d['agents_live']} agent(s)[/]" if d["live"] else "[red]no[/]",
+            timestamp(d["last_seen_at"]),
+            escape(str(spec.get("cpu", "?"))),
+            str(spec.get("cores", "?")),
+            escape(str(spec.get("onnxruntime", "?"))),
+            f"{d['queued']} waiting, {d['measuring']} measuring, {d['measured']} done",
+        )
+    console.print(table)
+    return 0

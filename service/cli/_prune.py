@@ -29,6 +29,7 @@ from service.cli._console import (
     print_json,
     progress_bar,
 )
+from service.cli._device_meter import add_target_arguments
 
 
 def register(commands: Any) -> None:
@@ -188,6 +189,13 @@ def register(commands: Any) -> None:
         metavar="T",
         help="threads for latency measurement (default: 1)",
     )
+    pruning.add_argument(
+        "--latency-predictor",
+        choices=("measure", "table"),
+        help="measure every candidate end to end (default), or predict it from a layer "
+        "latency table of the device and measure only the front and the delivered model",
+    )
+    add_target_arguments(prune)
     prune.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     add_device_argument(prune, what="candidates are recalibrated, trained and evaluated")
     add_json_argument(prune)
@@ -203,6 +211,10 @@ def _spec(args: argparse.Namespace, arch: str | None) -> Any:
         latency["backend"] = args.latency_backend
     if args.latency_threads:
         latency["threads"] = args.latency_threads
+    if args.latency_target:
+        latency["target"] = args.latency_target
+    if args.latency_predictor:
+        latency["predictor"] = args.latency_predictor
     data: dict[str, Any] = {
         "arch": arch,
         "num_classes": args.num_classes,
@@ -271,17 +283,30 @@ def run_prune(args: argparse.Namespace) -> int:
     out: Path = args.out
     if not args.weights and args.onnx is None and not args.json:
         console.print("[yellow]no --weights: pruning a randomly initialised model[/]")
+    meters = None
+    if spec.latency.target is not None:
+        from service.cli._device_meter import device_meter_factory
+
+        meters = device_meter_factory(args, spec.latency.target)
     with console.status("loading the model and data, measuring the baseline...", spinner="dots"):
         if args.onnx is not None:
             try:
                 problem = load_onnx_problem(
-                    spec, _read_onnx(args.onnx), data_root=args.data_root, device=args.device
+                    spec,
+                    _read_onnx(args.onnx),
+                    data_root=args.data_root,
+                    device=args.device,
+                    meter_factory=meters,
                 )
             except WeightsError as exc:
                 raise SpecError(f"--onnx {args.onnx.name}: {exc}") from None
         else:
             problem = load_problem(
-                spec, weights=args.weights, data_root=args.data_root, device=args.device
+                spec,
+                weights=args.weights,
+                data_root=args.data_root,
+                device=args.device,
+                meter_factory=meters,
             )
     created = not out.exists()
     storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"

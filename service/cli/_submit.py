@@ -56,6 +56,8 @@ _SPEC_FIELDS: dict[str, tuple[str, ...]] = {
     "round_to": ("pruning", "round_to"),
     "latency_backend": ("latency", "backend"),
     "latency_threads": ("latency", "threads"),
+    "latency_target": ("latency", "target"),
+    "latency_predictor": ("latency", "predictor"),
 }
 
 
@@ -114,7 +116,8 @@ def register(commands: Any) -> None:
         "--latency-ms",
         type=positive_float,
         metavar="L",
-        help="median latency limit, measured on the workers' machine",
+        help="median latency limit in ms, measured on --latency-target (default: the "
+        "workers' machine)",
     )
     budget.add_argument(
         "--max-accuracy-drop", type=float, metavar="X", help="allowed val accuracy drop (0.01)"
@@ -152,6 +155,18 @@ def register(commands: Any) -> None:
         "--latency-backend", choices=("onnxruntime", "torch"), help="default: onnxruntime"
     )
     search.add_argument("--latency-threads", type=positive_int, metavar="T", help="default: 1")
+    search.add_argument(
+        "--latency-target",
+        metavar="NAME",
+        help="measure latency on this registered device (`inferprune devices`), where an "
+        "`inferprune agent --device NAME` runs; default: the workers' machine",
+    )
+    search.add_argument(
+        "--latency-predictor",
+        choices=("measure", "table"),
+        help="measure every candidate (default), or predict from the device's layer "
+        "latency table and measure only the front and the delivered model",
+    )
     submit.add_argument(
         "--idempotency-key",
         metavar="KEY",

@@ -31,6 +31,12 @@ def register(commands: Any) -> None:
         description="Create a bearer token for TENANT; a tenant sees only its own jobs.",
     )
     create.add_argument("--tenant", required=True, metavar="NAME")
+    create.add_argument(
+        "--agent",
+        action="store_true",
+        help="a token for `inferprune agent` on a target device: it can register the "
+        "tenant's devices and measure their queue, and read nothing else (no jobs)",
+    )
     _store_arguments(create)
     create.set_defaults(handler=run_token_create)
 
@@ -85,14 +91,16 @@ def _session(args: argparse.Namespace) -> Iterator[Any]:
 def run_token_create(args: argparse.Namespace) -> int:
     """Create a token and print it last."""
     from service.errors import ServiceError
-    from service.store import create_token
+    from service.store import AGENT_SCOPE, FULL_SCOPE, create_token
 
+    scope = AGENT_SCOPE if args.agent else FULL_SCOPE
     with _session(args) as session:
         try:
-            token = create_token(session, args.tenant)
+            token = create_token(session, args.tenant, scope)
         except ValueError as exc:  # the tenant's name
             raise ServiceError(str(exc), code="invalid_input") from exc
-    console.print(f"token for tenant [bold]{escape(args.tenant)}[/] (shown once; keep it secret):")
+    kind = "device agent token" if args.agent else "token"
+    console.print(f"{kind} for tenant [bold]{escape(args.tenant)}[/] (shown once; keep it secret):")
     sys.stdout.write(token + "\n")
     return 0
 
@@ -110,12 +118,13 @@ def run_token_list(args: argparse.Namespace) -> int:
         console.print("no tokens yet; create one with `inferprune token create --tenant NAME`")
         return 0
     table = Table()
-    for name in ("tenant", "id", "created (UTC)", "revoked (UTC)"):
+    for name in ("tenant", "id", "scope", "created (UTC)", "revoked (UTC)"):
         table.add_column(name, no_wrap=name == "id")
     for info in tokens:
         table.add_row(
             escape(info.tenant),
             info.id,
+            info.scope,
             _when(info.created_at),
             _when(info.revoked_at) if info.revoked_at else "[green]live[/]",
         )
@@ -157,6 +166,7 @@ def _token_json(info: Any) -> dict[str, Any]:
     return {
         "id": info.id,
         "tenant": info.tenant,
+        "scope": info.scope,
         "created_at": _when(info.created_at, iso=True),
         "revoked_at": _when(info.revoked_at, iso=True) if info.revoked_at else None,
     }

@@ -214,6 +214,15 @@ class Client:
         """
         return self._json("POST", f"/v1/jobs/{job_id}/cancel")
 
+    def devices(self) -> dict[str, Any]:
+        """Return the tenant's target devices (``DeviceList``): name, spec, last seen,
+        live agents and measurement queue of each.
+
+        Raises:
+            ClientError: The server refused or is unreachable.
+        """
+        return self._json("GET", "/v1/devices")
+
     def trials(self, job_id: str) -> dict[str, Any]:
         """Return every trial of a job so far (``TrialList``).
 

@@ -1,5 +1,5 @@
-"""The SQL store: jobs, uploads, artifacts, tokens, leases, sensitivity scans (SQLAlchemy
-+ Alembic).
+"""The SQL store: jobs, uploads, artifacts, tokens, leases, sensitivity scans, target
+devices and their measurement queue (SQLAlchemy + Alembic).
 
 One database holds our tables (all ``inferprune_*``, migrated by ``inferprune db
 upgrade`` with their own version table) and the Optuna studies. SQLite in WAL mode is
@@ -9,6 +9,16 @@ the embedded default; the same code runs on PostgreSQL for several machines.
 from service.store._artifacts import drop_trial_artifacts_except, get_artifact, put_artifact
 from service.store._blobs import BlobStore, file_sha256
 from service.store._claims import Claim, claim_work, has_open_work, set_lease_trial
+from service.store._devices import (
+    AgentNotFound,
+    DeviceInfo,
+    device_registered,
+    list_devices,
+    live_agents,
+    register_agent,
+    stop_agent,
+    touch_agent,
+)
 from service.store._engine import engine_options, is_sqlite, make_engine, make_session_factory
 from service.store._jobs import (
     JobNotFound,
@@ -20,6 +30,7 @@ from service.store._jobs import (
     list_jobs,
     recent_trials,
     request_cancel,
+    set_job_detail,
     trial_seconds,
 )
 from service.store._leases import (
@@ -31,6 +42,17 @@ from service.store._leases import (
     reap_expired,
     release_finalize,
     set_best_so_far,
+)
+from service.store._measurements import (
+    MeasurementClaim,
+    MeasurementState,
+    MeasurementStatus,
+    claim_measurement,
+    finish_measurement,
+    measurement_payload,
+    measurement_state,
+    renew_measurement,
+    request_measurement,
 )
 from service.store._migrations import (
     SchemaOutdatedError,
@@ -49,12 +71,14 @@ from service.store._states import (
     TrialOutcome,
 )
 from service.store._tables import (
+    AgentRow,
     Artifact,
     Base,
     Blob,
     BlobChunk,
     Job,
     Lease,
+    Measurement,
     SensitivityScan,
     Token,
     TrialLog,
@@ -63,6 +87,9 @@ from service.store._tables import (
 )
 from service.store._tenants import DeletedTenant, delete_tenant
 from service.store._tokens import (
+    AGENT_SCOPE,
+    FULL_SCOPE,
+    Credential,
     TenantNotFound,
     TokenInfo,
     TokenNotFound,
@@ -78,8 +105,12 @@ from service.store._workers import heartbeat, register_worker, stop_worker
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "AGENT_SCOPE",
     "FINISHED_STATUSES",
+    "FULL_SCOPE",
     "SEARCHING_STATUSES",
+    "AgentNotFound",
+    "AgentRow",
     "Artifact",
     "Base",
     "Blob",
@@ -87,11 +118,17 @@ __all__ = [
     "BlobStore",
     "Claim",
     "ClaimKind",
+    "Credential",
     "DeletedTenant",
+    "DeviceInfo",
     "Job",
     "JobNotFound",
     "JobStatus",
     "Lease",
+    "Measurement",
+    "MeasurementClaim",
+    "MeasurementState",
+    "MeasurementStatus",
     "NewJob",
     "ReapedLease",
     "SchemaOutdatedError",
@@ -106,20 +143,23 @@ __all__ = [
     "WorkerRow",
     "authenticate",
     "check_schema",
+    "claim_measurement",
     "claim_work",
     "count_active_jobs",
     "create_job",
     "create_token",
     "current_revision",
     "delete_tenant",
+    "device_registered",
     "drop_trial_artifacts_except",
     "engine_options",
     "fail_job",
     "file_sha256",
     "find_by_idempotency_key",
-    "get_artifact",
     "finish_finalize",
+    "finish_measurement",
     "finish_trial",
+    "get_artifact",
     "get_job",
     "get_sensitivity",
     "hand_back_finalize",
@@ -128,23 +168,33 @@ __all__ = [
     "head_revision",
     "heartbeat",
     "is_sqlite",
+    "list_devices",
     "list_jobs",
     "list_tokens",
+    "live_agents",
     "make_engine",
     "make_session_factory",
+    "measurement_payload",
+    "measurement_state",
     "put_artifact",
     "put_sensitivity",
     "reap_expired",
     "recent_trials",
+    "register_agent",
     "register_worker",
-    "require_tenant",
     "release_finalize",
+    "renew_measurement",
     "request_cancel",
+    "request_measurement",
+    "require_tenant",
     "revoke_tenant",
     "revoke_token",
     "set_best_so_far",
+    "set_job_detail",
     "set_lease_trial",
+    "stop_agent",
     "stop_worker",
+    "touch_agent",
     "trial_seconds",
     "upgrade_schema",
     "utcnow",

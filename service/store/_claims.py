@@ -38,10 +38,12 @@ class Claim:
     weights_blob_id: str | None
     dataset_blob_id: str | None
     dataset_filename: str | None
+    tenant: str
 
 
 _CLAIM_COLUMNS = (
     Job.id,
+    Job.tenant,
     Job.spec,
     Job.study_name,
     Job.weights_blob_id,
@@ -72,6 +74,7 @@ def _lease(
         row.weights_blob_id,
         row.dataset_blob_id,
         row.dataset_filename,
+        row.tenant,
     )
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "list_jobs",
     "recent_trials",
     "request_cancel",
+    "set_job_detail",
     "trial_seconds",
 ]
 
@@ -174,3 +175,13 @@ def trial_seconds(session: Session, job_id: str) -> tuple[float | None, int]:
         ).where(TrialLog.job_id == job_id)
     ).one()
     return (float(mean) if mean is not None else None), int(workers or 0)
+
+
+def set_job_detail(session: Session, job_id: str, detail: str | None) -> None:
+    """Say what the job is waiting for (a device's agent, ...), or clear it with None."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.detail.is_distinct_from(detail))
+        .values(detail=detail)
+        .execution_options(synchronize_session=False)
+    )

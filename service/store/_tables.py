@@ -21,12 +21,14 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "AgentRow",
     "Artifact",
     "Base",
     "Blob",
     "BlobChunk",
     "Job",
     "Lease",
+    "Measurement",
     "SensitivityScan",
     "Token",
     "TrialLog",
@@ -54,6 +56,7 @@ class Token(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(128), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(16), default="full", server_default="full")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
@@ -116,6 +119,7 @@ class Job(Base):
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -229,3 +233,51 @@ class SensitivityScan(Base):
     fractions: Mapped[str] = mapped_column(String(128))
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AgentRow(Base):
+    """An ``inferprune agent`` process on a target device. Agents of one tenant that give
+    the same device name are that device: they share its measurement queue."""
+
+    __tablename__ = "inferprune_agents"
+    __table_args__ = (Index("ix_inferprune_agents_device", "tenant", "device"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128))
+    device: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Measurement(Base):
+    """A request to time ONNX models on a tenant's device, and once done its result.
+
+    The row is also the cache: one per (tenant, device, key), the key hashing the models
+    and the latency settings. An agent claims a pending row (or one whose lease expired:
+    its agent vanished) and renews the lease while it measures.
+    """
+
+    __tablename__ = "inferprune_measurements"
+    __table_args__ = (
+        UniqueConstraint("tenant", "device", "key", name="uq_inferprune_measurements_key"),
+        Index("ix_inferprune_measurements_queue", "tenant", "device", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128))
+    device: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    models: Mapped[int] = mapped_column(Integer)
+    blob_id: Mapped[str] = mapped_column(ForeignKey("inferprune_blobs.id"))
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    agent_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

@@ -20,11 +20,14 @@ from service.errors import ServiceError
 from service.store._tables import Token, utcnow
 
 __all__ = [
+    "AGENT_SCOPE",
+    "FULL_SCOPE",
     "TOKEN_ID_LENGTH",
     "TOKEN_PREFIX",
     "TenantNotFound",
     "TokenInfo",
     "TokenNotFound",
+    "Credential",
     "authenticate",
     "create_token",
     "hash_token",
@@ -35,6 +38,13 @@ __all__ = [
 ]
 
 TOKEN_PREFIX = "ipt_"
+FULL_SCOPE = "full"
+"""A token that may do everything its tenant may."""
+AGENT_SCOPE = "agent"
+"""A token for ``inferprune agent`` on a target device: it may register devices of its
+tenant and measure their queue, and read nothing else (no jobs, no models but the ones
+sent to it)."""
+SCOPES = (FULL_SCOPE, AGENT_SCOPE)
 TOKEN_ID_LENGTH = 12
 """How many characters of a token's row id ``token list`` shows and ``revoke`` needs at
 least (the id is random, not derived from the secret)."""
@@ -62,6 +72,7 @@ class TokenInfo:
     tenant: str
     created_at: datetime
     revoked_at: datetime | None
+    scope: str = FULL_SCOPE
 
     @property
     def revoked(self) -> bool:
@@ -74,34 +85,51 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(session: Session, tenant: str) -> str:
+def create_token(session: Session, tenant: str, scope: str = FULL_SCOPE) -> str:
     """Create a token for ``tenant`` and return it; only its hash is kept.
 
+    Args:
+        session: the store.
+        tenant: the tenant's name.
+        scope: :data:`FULL_SCOPE`, or :data:`AGENT_SCOPE` for a device agent's token.
+
     Raises:
-        ValueError: empty or over-long tenant name.
+        ValueError: empty or over-long tenant name, unknown scope.
     """
     tenant = tenant.strip()
     if not tenant or len(tenant) > 128:
         raise ValueError("a tenant name is 1 to 128 characters")
+    if scope not in SCOPES:
+        raise ValueError(f"a token's scope is one of {', '.join(SCOPES)}, not {scope!r}")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(Token(id=uuid.uuid4().hex, tenant=tenant, token_hash=hash_token(token)))
+    session.add(
+        Token(id=uuid.uuid4().hex, tenant=tenant, token_hash=hash_token(token), scope=scope)
+    )
     session.flush()
     return token
 
 
-_AUTHENTICATE = select(Token.tenant).where(
+@dataclass(frozen=True)
+class Credential:
+    """Who a live token speaks for, and what it may do (:data:`SCOPES`)."""
+
+    tenant: str
+    scope: str
+
+
+_AUTHENTICATE = select(Token.tenant, Token.scope).where(
     Token.token_hash == bindparam("token_hash"), Token.revoked_at.is_(None)
 )
 
 
-def authenticate(connection: Connection | Session, token: str) -> str | None:
-    """Return the tenant of ``token``, or None if it is unknown or revoked.
+def authenticate(connection: Connection | Session, token: str) -> Credential | None:
+    """Return the tenant and scope of ``token``, or None if it is unknown or revoked.
 
     One indexed lookup through a cached statement: the API runs it on every request, so
     a revocation holds from the next request on, in every process.
     """
-    tenant = connection.scalar(_AUTHENTICATE, {"token_hash": hash_token(token)})
-    return str(tenant) if tenant is not None else None
+    row = connection.execute(_AUTHENTICATE, {"token_hash": hash_token(token)}).first()
+    return Credential(str(row.tenant), str(row.scope)) if row is not None else None
 
 
 def require_tenant(session: Session, tenant: str) -> None:
@@ -138,6 +166,7 @@ def list_tokens(session: Session, tenant: str | None = None) -> list[TokenInfo]:
             tenant=row.tenant,
             created_at=row.created_at,
             revoked_at=row.revoked_at,
+            scope=row.scope,
         )
         for row in session.scalars(query)
     ]
@@ -171,7 +200,9 @@ def revoke_token(session: Session, token_or_id: str) -> TokenInfo:
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         session.flush()
-    return TokenInfo(row.id[:TOKEN_ID_LENGTH], row.tenant, row.created_at, row.revoked_at)
+    return TokenInfo(
+        row.id[:TOKEN_ID_LENGTH], row.tenant, row.created_at, row.revoked_at, row.scope
+    )
 
 
 def revoke_tenant(session: Session, tenant: str) -> list[TokenInfo]:
@@ -185,7 +216,7 @@ def revoke_tenant(session: Session, tenant: str) -> list[TokenInfo]:
         update(Token)
         .where(Token.tenant == tenant, Token.revoked_at.is_(None))
         .values(revoked_at=now)
-        .returning(Token.id, Token.created_at)
+        .returning(Token.id, Token.created_at, Token.scope)
         .execution_options(synchronize_session=False)
     ).all()
     if not revoked:
@@ -193,7 +224,10 @@ def revoke_tenant(session: Session, tenant: str) -> list[TokenInfo]:
             f"tenant {tenant!r} has no live token (deleted already, or never created); "
             "see `inferprune token list`"
         )
-    return [TokenInfo(row.id[:TOKEN_ID_LENGTH], tenant, row.created_at, now) for row in revoked]
+    return [
+        TokenInfo(row.id[:TOKEN_ID_LENGTH], tenant, row.created_at, now, row.scope)
+        for row in revoked
+    ]
 
 
 def _shown(token_or_id: str) -> str:

@@ -29,6 +29,7 @@ from search import (
 from search.errors import SearchError
 from service.store import Blob, BlobStore, Claim, engine_options
 from service.uploads import safe_filename
+from service.worker._remote_meter import DeviceMeters
 from service.worker._sensitivity_cache import StoreSensitivityCache
 
 __all__ = ["JobInputs", "LoadedJob", "ProblemCache", "hide_upload_paths", "optuna_storage"]
@@ -138,8 +139,10 @@ class ProblemCache:
         uploads: Path | None = None,
         sessions: sessionmaker[Session] | None = None,
         device: torch.device | None = None,
+        meters: DeviceMeters | None = None,
     ) -> None:
         self.storage = storage
+        self.meters = meters
         self.device = device if device is not None else torch.device("cpu")
         self.worker_id = worker_id
         self.size = size
@@ -160,15 +163,30 @@ class ProblemCache:
         if claim.job_id in self._items:
             self._items.move_to_end(claim.job_id)
             return self._items[claim.job_id]
+        meter_factory = None
+        if spec.latency.target is not None:
+            if self.meters is None:
+                raise SearchError("latency.target: this worker cannot reach device agents")
+            meter_factory = self.meters.factory(claim.tenant, claim.job_id)
         try:
             if spec.arch is None:  # the job's weights are its uploaded ONNX model
                 assert weights is not None, "the API accepts no job without arch or model"
                 problem = load_onnx_problem(
-                    spec, weights, dataset=dataset, data_root=data_root, device=self.device
+                    spec,
+                    weights,
+                    dataset=dataset,
+                    data_root=data_root,
+                    device=self.device,
+                    meter_factory=meter_factory,
                 )
             else:
                 problem = load_problem(
-                    spec, weights=weights, dataset=dataset, data_root=data_root, device=self.device
+                    spec,
+                    weights=weights,
+                    dataset=dataset,
+                    data_root=data_root,
+                    device=self.device,
+                    meter_factory=meter_factory,
                 )
         except (ModelsError, SearchError, OSError) as exc:
             raise hide_upload_paths(exc, self.uploads) from None

@@ -150,7 +150,7 @@ def run_trial_unit(
             drop_trial_artifacts_except(session, claim.job_id, keep)
 
     promoted: list[int] = []
-    state, error, storage_failure = TrialOutcome.complete, None, False
+    state, error, job_failure, failure_code = TrialOutcome.complete, None, False, ""
     try:
         result = run_one_trial(
             problem,
@@ -170,9 +170,11 @@ def run_trial_unit(
             requeue_trial(study, study.trials[number[0]], max_attempts=ctx.max_trial_attempts)
         raise
     except ServiceError as exc:
-        # artifacts could not be written (disk full, read-only root): retrying cannot help
+        # artifacts could not be written (disk full, read-only root), or the job's target
+        # device does not answer: retrying the trial cannot help, the job fails
         state, error = TrialOutcome.fail, exc.message
-        storage_failure = exc.code == "storage_error"
+        job_failure, failure_code = exc.code in JOB_FATAL_CODES, exc.code
+        _fail_in_optuna(study, number)
         logger.error("trial of job %s failed: %s", claim.job_id, exc.message)
     except Exception as exc:
         state, error = TrialOutcome.fail, f"{type(exc).__name__}: {exc}"
@@ -193,8 +195,8 @@ def run_trial_unit(
                     max_failed_trials=ctx.max_failed_trials,
                     more_trials=sum(promoted),
                 )
-                if state == TrialOutcome.fail and storage_failure:
-                    fail_job(session, claim.job_id, "storage_error", error or "storage error")
+                if state == TrialOutcome.fail and job_failure:
+                    fail_job(session, claim.job_id, failure_code, error or failure_code)
 
         retry_database(release, what="release the trial's lease")
     return state
@@ -216,6 +218,10 @@ def _last_error(study: optuna.Study, number: list[int]) -> str | None:
         return None
     return study.trials[number[0]].user_attrs.get("error")
 
+
+JOB_FATAL_CODES = frozenset({"storage_error", "device_unavailable"})
+"""Service errors that fail the job at the first trial that meets them: artifacts that
+cannot be written, a target device that does not answer."""
 
 FINAL_ARTIFACTS = {
     "model.safetensors": ("final", "safetensors"),

@@ -43,6 +43,7 @@ from service.store import (
     stop_worker,
 )
 from service.worker._inputs import JobInputs, ProblemCache, optuna_storage
+from service.worker._remote_meter import DeviceMeters, DeviceUnavailable
 from service.worker._retry import DATABASE_ERRORS, retry_database
 from service.worker._units import UnitContext, run_finalize_unit, run_trial_unit
 
@@ -89,8 +90,14 @@ class Worker:
     def cache(self) -> ProblemCache:
         """The jobs this worker has loaded."""
         if self._cache is None:
+            meters = DeviceMeters(
+                self.sessions,
+                self.blobs,
+                timeout_s=self.settings.device_timeout_s,
+                live_seconds=self.settings.agent_live_seconds,
+            )
             self._cache = ProblemCache(
-                self.storage, self.id, sessions=self.sessions, device=self.device
+                self.storage, self.id, sessions=self.sessions, device=self.device, meters=meters
             )
         return self._cache
 
@@ -210,6 +217,10 @@ class Worker:
             )
         except DATABASE_ERRORS:
             raise
+        except DeviceUnavailable as exc:
+            logger.error("job %s cannot start: %s", claim.job_id, exc.message, extra=extra)
+            self._give_up(claim, exc.code, exc.message)
+            return
         except (ModelsError, SearchError, ValueError, OSError, MemoryError, RuntimeError) as exc:
             # the job's inputs cannot work (RuntimeError: torch refusing an allocation);
             # no retry will fix that, and it must never take the worker down with it

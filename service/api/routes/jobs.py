@@ -21,6 +21,7 @@ from service.store import (
     NewJob,
     count_active_jobs,
     create_job,
+    device_registered,
     find_by_idempotency_key,
     get_job,
     list_jobs,
@@ -255,6 +256,7 @@ async def submit_job(
             model_file,
             limiter=_VALIDATION_SLOTS,
         )
+        await run_in_threadpool(_check_target, state, tenant, accepted.spec)
         job = await run_in_threadpool(
             _store,
             state,
@@ -280,6 +282,24 @@ def _discard(files: list[ReceivedFile]) -> None:
 def _count_active(state: AppState, tenant: str) -> int:
     with state.sessions() as session:
         return count_active_jobs(session, tenant)
+
+
+def _check_target(state: AppState, tenant: str, spec: JobSpec) -> None:
+    """Refuse a ``latency.target`` that no agent of the tenant ever registered (a device
+    registered but offline is fine: the job waits for it)."""
+    target = spec.latency.target
+    if target is None:
+        return
+    with state.sessions() as session:
+        if device_registered(session, tenant, target):
+            return
+    raise ServiceError(
+        f"latency.target: no device named {target!r} is registered for your tenant; run "
+        f"`inferprune agent --server URL --token T --device {target}` on it first "
+        "(`inferprune devices` lists yours)",
+        code="unknown_device",
+        status=422,
+    )
 
 
 def _replay(state: AppState, tenant: str, key: str, request_hash: str) -> JobPublic | None:

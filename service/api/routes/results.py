@@ -121,6 +121,8 @@ def pareto(job_id: str, session: SessionDep, state: StateDep, tenant: TenantDep)
                 macs=p.macs,
                 params=p.params,
                 latency_ms=p.latency_ms,
+                latency_device=p.latency_device,
+                latency_source=p.latency_source,
                 plan=p.plan,
             )
             for p in front
