@@ -37,7 +37,7 @@ from service.store import (
 )
 from service.worker._retry import retry_database
 
-__all__ = ["DeviceMeters", "DeviceUnavailable", "RemoteMeter", "measurement_key"]
+__all__ = ["DeviceMeters", "DeviceUnavailable", "RemoteMeter", "measurement_key", "zip_models"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def measurement_key(models: Sequence[bytes], settings: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def _zip(models: Sequence[bytes]) -> bytes:
+def zip_models(models: Sequence[bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         for i, model in enumerate(models):
@@ -139,7 +139,7 @@ class RemoteMeter:
                     device=self.where,
                     key=key,
                     settings=self._wire_settings,
-                    payload=_zip(models),
+                    payload=zip_models(models),
                     models=len(models),
                     job_id=self.job_id,
                 )

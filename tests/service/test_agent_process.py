@@ -1,0 +1,218 @@
+"""Device agents as real processes next to a real ``inferprune serve`` on loopback: an
+agent measures a job's candidates, a killed agent's measurement goes to a second one,
+and neither ``inferprune agent`` nor the downloaded ``agent.py`` loads torch (the latter
+runs in a virtualenv that has only onnxruntime, numpy and httpx)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from models.io import onnx_model_bytes
+from service.client import Client, ClientError, wait_for_local_server
+from service.settings import Settings
+from service.store import BlobStore, make_engine, make_session_factory, request_measurement
+from service.worker import measurement_key, zip_models
+from tests.service._processes import wait_until
+from tests.service.conftest import job_spec
+
+pytestmark = pytest.mark.slow
+
+FAST = {
+    "INFERPRUNE_LEASE_SECONDS": "4",
+    "INFERPRUNE_HEARTBEAT_SECONDS": "0.5",
+    "INFERPRUNE_POLL_SECONDS": "0.2",
+    "INFERPRUNE_TORCH_THREADS": "1",
+    "INFERPRUNE_AGENT_WAIT_SECONDS": "1",
+    "INFERPRUNE_AGENT_LEASE_SECONDS": "2",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+class Server:
+    """``inferprune serve`` with one worker in a temporary data folder."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.data = tmp_path / "data"
+        self.tmp = tmp_path
+        self._log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--port", "0", "--workers", "1"]
+            + ["--data-dir", str(self.data)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **FAST},
+        )
+        try:
+            self.client: Client = wait_for_local_server(self.data, self.process, timeout=90)
+        except ClientError as exc:
+            pytest.fail(f"{exc.message}: {(tmp_path / 'server.log').read_text()[-3000:]}")
+        self.url = str(self.client.server)
+        self.db = self.data / "inferprune.db"
+        self.agent_token = self._cli("token", "create", "--tenant", "default", "--agent")
+
+    def _cli(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "service.cli", *args, "--data-dir", str(self.data)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return done.stdout.strip().splitlines()[-1]
+
+    def agent(self, name: str, python: str = sys.executable, script: str | None = None) -> Any:
+        """Start an agent of device ``name`` (``inferprune agent``, or ``script`` run by
+        ``python``)."""
+        command = [python, script] if script else [python, "-m", "service.cli", "agent"]
+        log = open(self.tmp / f"agent-{name}-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
+        return subprocess.Popen(
+            [*command, "--server", self.url, "--token", self.agent_token, "--device", name],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def close(self) -> None:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            self.process.wait(timeout=60)
+        self._log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = Server(tmp_path)
+    yield running
+    running.close()
+
+
+def _stop(agent: Any) -> int:
+    if agent.poll() is None:
+        agent.send_signal(signal.SIGTERM)
+    return int(agent.wait(timeout=30))
+
+
+def _loads_torch(pid: int) -> bool:
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return "libtorch" in maps or "torch/_C" in maps
+
+
+def _live_devices(client: Client) -> list[str]:
+    return [d["name"] for d in client.devices()["items"] if d["live"]]
+
+
+def test_an_agent_measures_a_jobs_candidates(server: Server, tiny_weights: bytes) -> None:
+    agent = server.agent("box")
+    try:
+        wait_until(lambda: _live_devices(server.client) == ["box"], 60, "the agent to register")
+        assert not _loads_torch(agent.pid)  # `inferprune agent` never imports torch
+        spec = job_spec(
+            budget={"flops": None, "latency_ms": 1000.0},
+            latency={"target": "box", "repeats": 5},
+            search={"trials": 3},
+        )
+        job = server.client.submit(spec, weights=tiny_weights)
+        done = server.client.wait(job["id"], poll_s=0.3, timeout_s=300)
+        assert done["status"] == "succeeded", done
+        assert done["baseline"]["latency_device"] == "box"
+        assert done["best"]["latency_device"] == "box"
+        trials = server.client.trials(job["id"])["items"]
+        measured = [t for t in trials if t["latency_ms"] is not None]
+        assert measured and {t["latency_device"] for t in measured} == {"box"}
+        device = server.client.devices()["items"][0]
+        assert device["measured"] >= 2 and device["spec"]["cores"] == os.cpu_count()
+        assert not _loads_torch(agent.pid)
+    finally:
+        assert _stop(agent) == 0  # SIGTERM: a clean exit
+
+
+def _slow_model() -> bytes:
+    torch.manual_seed(0)
+    return onnx_model_bytes(nn.Sequential(nn.Conv2d(32, 32, 3, padding=1)), (32, 48, 48))
+
+
+def _queue_slow_measurement(server: Server) -> str:
+    """Queue one measurement that takes seconds (many repeats of a real conv)."""
+    settings = Settings(data_dir=server.data)
+    wire = {"threads": 1, "batch_size": 1, "warmup": 1, "repeats": 3000}
+    models = [_slow_model()]
+    engine = make_engine(settings.database_url)
+    with make_session_factory(engine).begin() as session:
+        state = request_measurement(
+            session,
+            BlobStore(None),
+            tenant="default",
+            device="box",
+            key=measurement_key(models, wire),
+            settings=wire,
+            payload=zip_models(models),
+            models=1,
+        )
+    engine.dispose()
+    return state.id
+
+
+def _holder(db: Path, measurement: str) -> tuple[str, str | None]:
+    with sqlite3.connect(db, timeout=30) as conn:
+        status, agent = conn.execute(
+            "SELECT status, agent_id FROM inferprune_measurements WHERE id = ?", (measurement,)
+        ).fetchone()
+    return str(status), agent
+
+
+def test_a_killed_agents_measurement_goes_to_a_second_agent(server: Server) -> None:
+    first = server.agent("box")
+    wait_until(lambda: _live_devices(server.client) == ["box"], 60, "the first agent")
+    measurement = _queue_slow_measurement(server)
+    wait_until(lambda: _holder(server.db, measurement)[0] == "leased", 30, "the first to claim")
+    held_by = _holder(server.db, measurement)[1]
+    first.kill()  # mid-measurement, no goodbye
+    first.wait(timeout=30)
+    second = server.agent("box")
+    try:
+        wait_until(lambda: _holder(server.db, measurement)[0] == "done", 120, "the second")
+        status, finished_by = _holder(server.db, measurement)
+        assert finished_by is not None and finished_by != held_by
+    finally:
+        assert _stop(second) == 0
+
+
+def test_the_downloaded_agent_runs_without_torch(server: Server, tmp_path: Path) -> None:
+    script = tmp_path / "agent.py"
+    answer = server.client._request("GET", "/v1/agent.py")
+    script.write_bytes(answer.content)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    installed = subprocess.run(
+        [python, "-m", "pip", "install", "-q", "onnxruntime", "numpy", "httpx"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if installed.returncode != 0:
+        pytest.skip(f"pip cannot install onnxruntime, numpy, httpx here: {installed.stderr[-500:]}")
+    modules = subprocess.run(
+        [python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True
+    ).stdout.lower()
+    assert "torch" not in modules and "inferprune" not in modules
+    agent = server.agent("box", python=python, script=str(script))
+    try:
+        wait_until(lambda: _live_devices(server.client) == ["box"], 60, "the agent to register")
+        measurement = _queue_slow_measurement(server)
+        wait_until(lambda: _holder(server.db, measurement)[0] == "done", 120, "a measurement")
+    finally:
+        assert _stop(agent) == 0
