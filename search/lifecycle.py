@@ -24,7 +24,15 @@ from models.train import TrainProgress
 from search.checkpoints import CheckpointStore, checkpoint_info
 from search.fidelity import compute_spent
 from search.final import FinalModel, finalize, measure_baseline
-from search.pareto import ParetoPoint, plot_pareto, select_best, trial_points
+from search.latency_table import confirm_delivered, confirm_front
+from search.pareto import (
+    ParetoPoint,
+    feasible_trials,
+    pareto_front,
+    plot_pareto,
+    select_best,
+    trial_points,
+)
 from search.problem import PruningProblem
 from search.promotion import select_paused
 from search.report import build_report
@@ -111,7 +119,7 @@ def conclude_search(
         The :class:`Conclusion`; its report is complete whatever the status.
     """
     times = dict(timing or {})
-    best = select_delivered(problem, trials) if status is None else None
+    best, latency_check = _confirmed_delivery(problem, trials) if status is None else (None, None)
     if best is None:
         ended: ConclusionStatus = status or "no_feasible_trial"
         report = _report(problem, trials, storage, study_name, ended, times)
@@ -147,7 +155,15 @@ def conclude_search(
         status="succeeded",
         timing=times,
     )
-    warnings = accuracy_warnings(problem, report)
+    if latency_check is not None:
+        front = pareto_front([p for p in trial_points(trials) if p.feasible], with_latency=True)
+        measured = confirm_front(problem, front)
+        latency_check["front"] = [
+            {"trial": p.trial, "predicted_ms": p.latency_ms, "measured_ms": measured[p.trial]}
+            for p in front
+        ]
+        report["latency_check"] = latency_check
+    warnings = accuracy_warnings(problem, report) + latency_warnings(problem, report)
     report["warnings"] = list(warnings)
     info = checkpoint_info(
         problem,
@@ -173,6 +189,24 @@ def select_delivered(problem: PruningProblem, trials: Sequence[FrozenTrial]) -> 
     if best is None and problem.fidelity is not None:
         best = select_paused(problem.spec, trials)
     return best
+
+
+def _confirmed_delivery(
+    problem: PruningProblem, trials: Sequence[FrozenTrial]
+) -> tuple[ParetoPoint | None, dict[str, Any] | None]:
+    """Return the trial to deliver and, with ``latency.predictor: table`` and a latency
+    budget, what confirming it end to end found (the table's pick may measure over the
+    budget: the next best are measured until one meets it)."""
+    best = select_delivered(problem, trials)
+    if best is None or problem.latency_table is None or problem.budget.max_latency_ms is None:
+        return best, None
+    ranked = [best] + [
+        p
+        for p in sorted(feasible_trials(trials), key=lambda p: -p.val_accuracy)
+        if p.trial != best.trial
+    ]
+    confirmed, checks = confirm_delivered(problem, ranked)
+    return confirmed, {"device": problem.latency_meter.where, "delivered": checks}
 
 
 def accuracy_warnings(problem: PruningProblem, report: Mapping[str, Any]) -> tuple[str, ...]:
@@ -210,6 +244,22 @@ def accuracy_warnings(problem: PruningProblem, report: Mapping[str, Any]) -> tup
     return (
         f"test accuracy fell from {before:.2%} to {after:.2%} ({drop * 100:.1f} points), "
         f"more than {which} {limit * 100:.1f} points; {advice}",
+    )
+
+
+def latency_warnings(problem: PruningProblem, report: Mapping[str, Any]) -> tuple[str, ...]:
+    """Return a warning when the delivered model's end-to-end latency is over the
+    budget (possible with ``latency.predictor: table`` when no candidate the table
+    allowed measured within it)."""
+    limit = problem.budget.max_latency_ms
+    measured = (report.get("best") or {}).get("latency_ms")
+    if limit is None or measured is None or measured <= limit:
+        return ()
+    where = (report.get("best") or {}).get("latency_device") or "local"
+    return (
+        f"the delivered model measures {measured:.3f} ms on {where}, over budget.latency_ms "
+        f"({limit:g} ms): the layer table underestimated it; set latency.predictor to "
+        "measure, or lower budget.latency_ms",
     )
 
 

@@ -8,7 +8,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -44,8 +44,12 @@ from search.budget import ResolvedBudget, resolve_budget
 from search.errors import SpecError
 from search.fidelity import FidelityPlan, plan_fidelity
 from search.latency import LatencyMeter, LocalMeter, MeterFactory
+from search.latency_table import build_latency_table
 from search.space import SearchSpace
 from search.spec import JobSpec, LatencySettings
+
+if TYPE_CHECKING:
+    from models.cost import LatencyTable
 
 __all__ = [
     "Baseline",
@@ -106,6 +110,8 @@ class PruningProblem:
         pretrained: whether weights were given (else the model is random).
         latency_meter: measures candidates' latency where ``spec.latency.target`` says
             (see :mod:`search.latency`).
+        latency_table: with ``latency.predictor: table``, the device's calibrated layer
+            latency table: trials and the space's projection use its predictions.
         device: where candidates are recalibrated, trained and evaluated (the worker's,
             not the job's: see :mod:`models.device`). Surgery and cost counting stay on
             the CPU, where ``model`` lives.
@@ -125,6 +131,7 @@ class PruningProblem:
     pretrained: bool
     latency_meter: LatencyMeter
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    latency_table: LatencyTable | None = None
 
     @cached_property
     def teacher(self) -> nn.Module:
@@ -361,7 +368,10 @@ def problem_from_model(
     latency = meter.measure(model) if spec.measures_latency else None
     baseline = Baseline(measure_cost(model, info.input_shape), val_accuracy, latency)
     budget = resolve_budget(spec.budget, baseline.cost, val_accuracy)
-    space = SearchSpace(graph, cost, budget)
+    table = None
+    if spec.latency.predictor == "table" and spec.measures_latency:
+        table = build_latency_table(model, graph, meter, spec.latency, seed=spec.search.seed)
+    space = SearchSpace(graph, cost, budget, latency=table.predict if table else None)
     space.check_reachable()
     problem = PruningProblem(
         spec=spec,
@@ -378,6 +388,7 @@ def problem_from_model(
         pretrained=pretrained,
         latency_meter=meter,
         device=device,
+        latency_table=table,
     )
     if on_device is not model:
         problem.__dict__["teacher"] = on_device  # the copy made above: keep, not copy again

@@ -4,8 +4,9 @@ Each prunable group contributes one integer parameter, the channels it keeps, fr
 minimum to its full width in steps of ``round_to``. A sampled width vector that breaks
 the MACs/parameter budget is *projected*: every group is shrunk toward its minimum by
 the same fraction of its slack, the largest fraction that fits (binary search on the
-analytic cost model), then single steps are handed back greedily while the budget
-allows. The objective is thus a deterministic function of the sampled vector, the
+analytic cost model, and the device's layer latency table for a latency budget with
+``latency.predictor: table``), then single steps are handed back greedily while the
+budget allows. The objective is thus a deterministic function of the sampled vector, the
 sampler learns on its own coordinates, and nearly every trial is feasible.
 """
 
@@ -43,10 +44,24 @@ class SearchSpace:
     Immutable after construction; safe to share between threads.
     """
 
-    def __init__(self, graph: PruningGraph, cost: AnalyticCost, budget: ResolvedBudget) -> None:
+    def __init__(
+        self,
+        graph: PruningGraph,
+        cost: AnalyticCost,
+        budget: ResolvedBudget,
+        latency: Callable[[Mapping[str, int]], float] | None = None,
+    ) -> None:
+        """Args:
+        graph: the model's groups.
+        cost: predicts MACs and parameters of a plan.
+        budget: the limits samples are projected onto.
+        latency: predicts a plan's median latency in ms (the device's layer table);
+            with it, samples are projected onto ``budget.max_latency_ms`` too.
+        """
         self.graph = graph
         self.cost = cost
         self.budget = budget
+        self.latency = latency if budget.max_latency_ms is not None else None
         self.groups: tuple[ChannelGroup, ...] = tuple(g for g in graph.groups if g.prunable)
 
     # -- parameters ---------------------------------------------------------------------
@@ -104,8 +119,12 @@ class SearchSpace:
 
     # -- budget -------------------------------------------------------------------------
     def fits(self, widths: Mapping[str, int]) -> bool:
-        """Return whether ``widths`` meets the MACs and parameter limits (analytically)."""
-        return self.budget.admits_cost(self.cost.predict(widths))
+        """Return whether ``widths`` meets the MACs and parameter limits (analytically),
+        and the latency limit as predicted, when the space has a latency predictor."""
+        if not self.budget.admits_cost(self.cost.predict(widths)):
+            return False
+        limit = self.budget.max_latency_ms
+        return self.latency is None or limit is None or self.latency(widths) <= limit
 
     def smallest(self) -> Plan:
         """Return the plan keeping every group at its minimum: the cheapest reachable."""
@@ -114,10 +133,18 @@ class SearchSpace:
     def check_reachable(self) -> None:
         """Raise :class:`BudgetUnreachableError` if even :meth:`smallest` breaks the budget."""
         floor = self.cost.predict(self.smallest())
-        if self.budget.admits_cost(floor):
+        if self.fits(self.smallest()):
             return
         base = self.cost.baseline
         parts = []
+        if self.latency is not None and self.budget.max_latency_ms is not None:
+            fastest = self.latency(self.smallest())
+            if fastest > self.budget.max_latency_ms:
+                parts.append(
+                    f"the smallest plan is predicted to take {fastest:.3f} ms, over the "
+                    f"limit of {self.budget.max_latency_ms:g} ms; set budget.latency_ms to "
+                    f"at least {fastest:.3f}"
+                )
         if self.budget.max_macs is not None and floor.macs > self.budget.max_macs:
             parts.append(
                 f"the smallest plan still needs {floor.macs:,} MACs "
@@ -134,7 +161,13 @@ class SearchSpace:
             )
         raise BudgetUnreachableError(
             "; ".join(parts) + " (a smaller pruning.round_to allows narrower layers)",
-            fields=("budget.flops", "budget.macs", "budget.params", "pruning.round_to"),
+            fields=(
+                "budget.flops",
+                "budget.macs",
+                "budget.params",
+                "budget.latency_ms",
+                "pruning.round_to",
+            ),
         )
 
     def _shrunk(

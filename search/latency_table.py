@@ -1,0 +1,136 @@
+"""Latency predicted from the target device's layer table (``latency.predictor: table``).
+
+Measuring every candidate end to end costs a device round trip each. With the table,
+the device times each distinct layer configuration the width grid can produce once (one
+request), plus a few whole pruned models to calibrate the sum (see
+:class:`models.cost.LatencyTable`); from then on a plan's latency is a lookup. The
+search projects sampled plans onto the latency budget with it, as it does for MACs, and
+trials record the prediction (``latency_source: table``). What a user gets is measured
+end to end: the candidate delivered (the best whose *measured* latency meets the
+budget) and the Pareto front (:func:`confirm_front`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from models.io import onnx_model_bytes
+from models.prune import Plan, PruningGraph, apply_plan
+from search.latency import LatencyMeter
+from search.spec import LatencySettings
+
+if TYPE_CHECKING:
+    from models.cost import LatencyTable
+    from search.pareto import ParetoPoint
+    from search.problem import PruningProblem
+
+__all__ = [
+    "CALIBRATION_PLANS",
+    "MAX_CONFIRMATIONS",
+    "build_latency_table",
+    "confirm_delivered",
+    "confirm_front",
+]
+
+logger = logging.getLogger(__name__)
+
+CALIBRATION_PLANS = 6
+"""Whole pruned models (the unpruned one among them) measured end to end to fit the
+table's per-network correction."""
+
+MAX_CONFIRMATIONS = 8
+"""Candidates measured end to end, in order of preference, to find one whose measured
+latency meets the budget before the job gives up on the table's picks."""
+
+
+def build_latency_table(
+    model: nn.Module,
+    graph: PruningGraph,
+    meter: LatencyMeter,
+    settings: LatencySettings,
+    *,
+    seed: int,
+) -> LatencyTable:
+    """Return the calibrated layer latency table of ``model`` on ``meter``'s device.
+
+    Two requests to the meter: every distinct layer configuration (one-layer ONNX models),
+    then :data:`CALIBRATION_PLANS` whole pruned models for the fit. On a device agent
+    both are cached per device, so a second job on the same model measures nothing.
+    """
+    from models.cost import LatencyTable, calibration_plans
+
+    started = time.perf_counter()
+
+    def timer(models: Sequence[bytes]) -> list[float]:
+        return [latency.median_ms for latency in meter.measure_onnx(list(models))]
+
+    table = LatencyTable.build(model, graph, timer, batch_size=settings.batch_size)
+    plans = calibration_plans(graph, CALIBRATION_PLANS, seed)
+    exported = [
+        onnx_model_bytes(
+            apply_plan(model, Plan(plan), "l1", input_shape=graph.input_shape, graph=graph),
+            graph.input_shape,
+        )
+        for plan in plans
+    ]
+    measured = timer(exported)
+    fitted = table.fit(list(zip(plans, measured, strict=True)))
+    logger.info(
+        "latency table for %s built in %.1f s (%d calibration models)",
+        meter.where,
+        time.perf_counter() - started,
+        len(plans),
+    )
+    return fitted
+
+
+def _measure_plan(problem: PruningProblem, plan: Mapping[str, int]) -> float:
+    """Return the end-to-end median latency of ``plan``'s structure (weights do not
+    change latency, so the candidate is pruned afresh, not trained)."""
+    from search.problem import build_candidate
+
+    return problem.measure_latency(build_candidate(problem, Plan(dict(plan)))).median_ms
+
+
+def confirm_delivered(
+    problem: PruningProblem, ranked: Sequence[ParetoPoint]
+) -> tuple[ParetoPoint | None, list[dict[str, Any]]]:
+    """Return the first of ``ranked`` (best first) whose end-to-end latency meets the
+    budget, with its measured latency, and every confirmation made.
+
+    At most :data:`MAX_CONFIRMATIONS` are measured; if none meets the budget, the one
+    measured fastest is returned (its report then says it is over).
+    """
+    limit = problem.budget.max_latency_ms
+    confirmations: list[dict[str, Any]] = []
+    fastest: ParetoPoint | None = None
+    for point in ranked[:MAX_CONFIRMATIONS]:
+        measured = _measure_plan(problem, point.plan)
+        confirmations.append(
+            {"trial": point.trial, "predicted_ms": point.latency_ms, "measured_ms": measured}
+        )
+        confirmed = replace(point, latency_ms=measured, latency_source="measured")
+        if limit is None or measured <= limit:
+            return confirmed, confirmations
+        if fastest is None or measured < (fastest.latency_ms or float("inf")):
+            fastest = confirmed
+        logger.info(
+            "trial %d: predicted %.3f ms, measured %.3f ms on %s, over the %.3f ms budget",
+            point.trial,
+            point.latency_ms or float("nan"),
+            measured,
+            problem.latency_meter.where,
+            limit,
+        )
+    return fastest, confirmations
+
+
+def confirm_front(problem: PruningProblem, front: Sequence[ParetoPoint]) -> dict[int, float]:
+    """Return the end-to-end median latency of every front point, by trial number."""
+    return {point.trial: _measure_plan(problem, point.plan) for point in front}
