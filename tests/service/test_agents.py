@@ -5,9 +5,11 @@ Runs on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -222,3 +224,46 @@ def test_a_job_whose_device_has_no_live_agent_waits_then_fails_clearly(
     assert failed["error"]["code"] == "device_unavailable"
     assert "pi4" in failed["error"]["message"] and "inferprune agent" in failed["error"]["message"]
     assert failed["detail"] is None
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_prune_on_the_command_line_measures_on_a_registered_device(
+    settings: Settings, tmp_path: Path, tiny_weights: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.agent import Agent
+    from service.api.app import create_app
+    from service.cli import main
+
+    token = make_token(settings, "acme")
+    quick = settings.model_copy(update={"agent_wait_seconds": 0.3})
+    with TestClient(create_app(quick)) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        agent = Agent("http://testserver", token, "pi4", threads=1, client=client)
+        serving = threading.Thread(target=agent.run, daemon=True)
+        serving.start()
+        wait = time.monotonic() + 30
+        while not client.get("/v1/devices").json()["items"] and time.monotonic() < wait:
+            time.sleep(0.05)
+        weights = tmp_path / "base.safetensors"
+        weights.write_bytes(tiny_weights)
+        out = tmp_path / "out"
+        argv = ["prune", "--arch", "tiny_cnn", "--weights", str(weights), "--input-shape"]
+        argv += ["3,16,16", "--dataset", "synthetic", "--latency-ms", "1000", "--trials", "2"]
+        argv += ["--steps-per-trial", "2", "--final-epochs", "0.2", "--round-to", "4"]
+        argv += ["--db", settings.database_url, "--token", token]
+        try:
+            target = ["--latency-target", "pi4", "--out", str(out), "--json"]
+            assert main([*argv, *target]) == 0
+        finally:
+            agent.stop()
+            serving.join(timeout=30)
+    report = json.loads((out / "report.json").read_text())
+    assert report["baseline"]["latency_device"] == "pi4"
+    assert report["best"]["latency_device"] == "pi4"
+    assert agent.measured >= 2
+    # an unknown device is refused before anything loads, naming the flag
+    capsys.readouterr()
+    assert main([*argv, "--latency-target", "pi9", "--out", str(tmp_path / "x")]) == 1
+    said = capsys.readouterr()
+    assert "--latency-target: no device named 'pi9'" in said.err + said.out
+    assert not (tmp_path / "x").exists()
