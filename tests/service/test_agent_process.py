@@ -46,10 +46,16 @@ class Server:
     def __init__(self, tmp_path: Path) -> None:
         self.data = tmp_path / "data"
         self.tmp = tmp_path
-        self._log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
+        self.db = self.data / "inferprune.db"
+        self.start(port=0)
+        self.agent_token = self._cli("token", "create", "--tenant", "default", "--agent")
+
+    def start(self, port: int) -> None:
+        """Start the server (``port`` 0: any free port) and wait until it answers."""
+        self._log = open(self.tmp / "server.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--port", "0", "--workers", "1"]
-            + ["--data-dir", str(self.data)],
+            [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers"]
+            + ["1", "--data-dir", str(self.data)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **FAST},
@@ -57,10 +63,8 @@ class Server:
         try:
             self.client: Client = wait_for_local_server(self.data, self.process, timeout=90)
         except ClientError as exc:
-            pytest.fail(f"{exc.message}: {(tmp_path / 'server.log').read_text()[-3000:]}")
+            pytest.fail(f"{exc.message}: {(self.tmp / 'server.log').read_text()[-3000:]}")
         self.url = str(self.client.server)
-        self.db = self.data / "inferprune.db"
-        self.agent_token = self._cli("token", "create", "--tenant", "default", "--agent")
 
     def _cli(self, *args: str) -> str:
         done = subprocess.run(
@@ -90,6 +94,13 @@ class Server:
             self.process.send_signal(signal.SIGINT)
             self.process.wait(timeout=60)
         self._log.close()
+
+    def restart(self) -> None:
+        """Stop the server and start it again on the same port."""
+        port = int(self.url.rsplit(":", 1)[1].strip("/"))
+        self.close()
+        (self.data / "client.json").unlink()
+        self.start(port)
 
 
 @pytest.fixture
@@ -144,10 +155,10 @@ def _slow_model() -> bytes:
     return onnx_model_bytes(nn.Sequential(nn.Conv2d(32, 32, 3, padding=1)), (32, 48, 48))
 
 
-def _queue_slow_measurement(server: Server) -> str:
+def _queue_slow_measurement(server: Server, repeats: int = 3000) -> str:
     """Queue one measurement that takes seconds (many repeats of a real conv)."""
     settings = Settings(data_dir=server.data)
-    wire = {"threads": 1, "batch_size": 1, "warmup": 1, "repeats": 3000}
+    wire = {"threads": 1, "batch_size": 1, "warmup": 1, "repeats": repeats}
     models = [_slow_model()]
     engine = make_engine(settings.database_url)
     with make_session_factory(engine).begin() as session:
@@ -214,5 +225,17 @@ def test_the_downloaded_agent_runs_without_torch(server: Server, tmp_path: Path)
         wait_until(lambda: _live_devices(server.client) == ["box"], 60, "the agent to register")
         measurement = _queue_slow_measurement(server)
         wait_until(lambda: _holder(server.db, measurement)[0] == "done", 120, "a measurement")
+    finally:
+        assert _stop(agent) == 0
+
+
+def test_an_agent_survives_the_server_restarting(server: Server) -> None:
+    agent = server.agent("box")
+    try:
+        wait_until(lambda: _live_devices(server.client) == ["box"], 60, "the agent to register")
+        server.restart()  # the agent's long poll breaks; it backs off and comes back
+        measurement = _queue_slow_measurement(server, repeats=50)
+        wait_until(lambda: _holder(server.db, measurement)[0] == "done", 120, "a measurement")
+        assert _live_devices(server.client) == ["box"]
     finally:
         assert _stop(agent) == 0
