@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from models.cost import Latency, has_onnxruntime_cuda, measure_latency
+from models.cost import Latency, has_onnxruntime_cuda, measure_latency, measure_onnx_latency
 from search.spec import LatencySettings
 
 __all__ = ["LOCAL", "LatencyMeter", "LocalMeter", "MeterFactory"]
@@ -97,8 +97,6 @@ class LocalMeter:
 
     def measure_onnx(self, models: Sequence[bytes]) -> list[Latency]:
         """Return each ONNX model's latency on this machine's CPU with onnxruntime."""
-        from models.cost import measure_onnx_latency  # type: ignore[attr-defined]
-
         settings = self.settings
         return [
             self._here(

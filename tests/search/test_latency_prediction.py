@@ -1,0 +1,141 @@
+"""Latency where the job says: the meter seam, and ``latency.predictor: table``: the
+search projects onto a latency budget with the device's layer table, trials record the
+prediction, and what is delivered is confirmed end to end."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import optuna
+import pytest
+import torch
+from torch import nn
+
+import search.latency_table
+from models.cost import Latency, measure_latency, measure_onnx_latency
+from models.io import onnx_model_bytes
+from search import (
+    LatencyMeter,
+    LatencySettings,
+    LocalMeter,
+    ParetoPoint,
+    PruningProblem,
+    conclude_search,
+    load_problem,
+    open_study,
+    run_search,
+)
+from search.errors import SpecError
+from search.latency_table import confirm_delivered
+from tests.search.conftest import tiny_spec
+
+
+def _latency(ms: float, where: str) -> Latency:
+    return Latency(ms, ms, ms, ms, ms, "onnxruntime", 1, 1, 5, 1, where)
+
+
+@dataclass
+class CountingMeter:
+    """A local meter that counts its calls and names itself ``bench``."""
+
+    inner: LocalMeter
+    where: str = "bench"
+    models_measured: int = 0
+    requests: int = 0
+
+    def measure(self, model: nn.Module, onnx_bytes: bytes | None = None) -> Latency:
+        self.requests += 1
+        self.models_measured += 1
+        return replace(self.inner.measure(model, onnx_bytes), device=self.where)
+
+    def measure_onnx(self, models: Sequence[bytes]) -> list[Latency]:
+        self.requests += 1
+        self.models_measured += len(models)
+        return [replace(m, device=self.where) for m in self.inner.measure_onnx(models)]
+
+
+def test_the_local_meter_measures_here_and_says_so() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()).eval()
+    meter = LocalMeter(LatencySettings(repeats=5, warmup=1), (3, 16, 16), torch.device("cpu"))
+    assert isinstance(meter, LatencyMeter)
+    latency = meter.measure(model)
+    assert latency.device == "local" and latency.median_ms > 0
+    onnx = onnx_model_bytes(model, (3, 16, 16))
+    (again,) = meter.measure_onnx([onnx])
+    assert again.device == "local" and again.repeats == 5
+    direct = measure_latency(model, (3, 16, 16), repeats=5, warmup=1)
+    assert direct.device == "cpu"  # the models layer says what hardware; the meter where
+    assert measure_onnx_latency(onnx, repeats=5, warmup=1).median_ms > 0
+
+
+def test_a_device_target_needs_a_meter_that_reaches_it(trained_weights: bytes) -> None:
+    spec = tiny_spec(budget={"flops": None, "latency_ms": 5.0}, latency={"target": "pi4"})
+    with pytest.raises(SpecError, match="latency.target: device 'pi4' is reached"):
+        load_problem(spec, weights=trained_weights)
+    with pytest.raises(ValueError, match="a device agent times models with onnxruntime"):
+        tiny_spec(latency={"target": "pi4", "backend": "torch"})
+
+
+def _point(trial: int, ms: float, accuracy: float) -> ParetoPoint:
+    return ParetoPoint(trial, accuracy, 100, 10, ms, True, {"g": trial}, latency_source="table")
+
+
+def test_the_delivered_candidate_is_the_best_that_measures_within_budget(
+    monkeypatch: pytest.MonkeyPatch, problem: PruningProblem
+) -> None:
+    measured = {1: 1.3, 2: 0.9, 3: 0.5}  # the table said every one fits a 1.0 ms budget
+    monkeypatch.setattr(search.latency_table, "_measure_plan", lambda p, plan: measured[plan["g"]])
+    budget = replace(problem.budget, max_latency_ms=1.0)
+    job = replace(problem, budget=budget)
+    ranked = [_point(1, 0.8, 0.9), _point(2, 0.7, 0.85), _point(3, 0.4, 0.8)]
+    chosen, checks = confirm_delivered(job, ranked)
+    assert chosen is not None and chosen.trial == 2  # 1 measured over the budget
+    assert chosen.latency_ms == 0.9 and chosen.latency_source == "measured"
+    assert [c["trial"] for c in checks] == [1, 2]
+    # none within: the fastest measured is delivered (and the report warns)
+    measured.update({2: 1.2, 3: 1.1})
+    chosen, checks = confirm_delivered(job, ranked)
+    assert chosen is not None and chosen.trial == 3 and len(checks) == 3
+
+
+@pytest.mark.slow
+def test_a_table_search_projects_onto_the_latency_budget_and_confirms_the_delivery(
+    trained_weights: bytes,
+) -> None:
+    probe = load_problem(tiny_spec(), weights=trained_weights)
+    unpruned = probe.measure_latency(probe.model).median_ms
+    spec = tiny_spec(
+        budget={"flops": None, "latency_ms": 0.8 * unpruned},
+        latency={"predictor": "table", "repeats": 20, "warmup": 3},
+        search={"trials": 4, "seed": 0},
+    )
+    meters: list[CountingMeter] = []
+
+    def make(settings: LatencySettings, shape: Any, device: torch.device) -> LatencyMeter:
+        meters.append(CountingMeter(LocalMeter(settings, shape, device)))
+        return meters[-1]
+
+    problem = load_problem(spec, weights=trained_weights, meter_factory=make)
+    (meter,) = meters
+    assert problem.latency_table is not None
+    # baseline, the layer shapes, the calibration models: three requests so far
+    assert meter.requests == 3 and meter.models_measured > 3
+    smallest = problem.space.smallest()
+    assert problem.space.fits(smallest)  # the projection target is reachable
+    study = open_study(problem, optuna.storages.InMemoryStorage())
+    run_search(problem, study, trials=4)
+    trials = study.get_trials(deepcopy=False)
+    measured_before = meter.requests
+    predicted = [t for t in trials if t.user_attrs.get("latency_source") == "table"]
+    assert predicted and all(t.user_attrs["latency_device"] == "bench" for t in predicted)
+    assert meter.requests == measured_before  # trials measured nothing
+    conclusion = conclude_search(problem, trials, storage="memory", study_name="s")
+    assert conclusion.status == "succeeded"
+    check = conclusion.report["latency_check"]
+    assert check["device"] == "bench" and check["delivered"] and check["front"]
+    best = conclusion.report["best"]
+    assert best["latency_device"] == "bench"
+    within = best["latency_ms"] <= spec.budget.latency_ms  # type: ignore[operator]
+    assert within or any("over budget.latency_ms" in w for w in conclusion.warnings)
