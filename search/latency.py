@@ -42,6 +42,12 @@ class LatencyMeter(Protocol):
 
     where: str
 
+    @property
+    def channel_block(self) -> int | None:
+        """onnxruntime's NCHWc channel block on the machine (16 with AVX-512, 8 with
+        AVX2, 1 without blocked kernels), for the layer table; None: this machine's."""
+        ...
+
     def measure(self, model: nn.Module, onnx_bytes: bytes | None = None) -> Latency:
         """Return the latency of ``model`` (exported to ONNX first unless ``onnx_bytes``
         is its export)."""
@@ -74,6 +80,11 @@ class LocalMeter:
         self.input_shape = input_shape
         self._device = str(device) if device.type == "cuda" else "cpu"
         self.where = LOCAL if self._device == "cpu" else f"{LOCAL} {self._device}"
+
+    @property
+    def channel_block(self) -> int | None:
+        """None: the layer table probes this machine's onnxruntime itself."""
+        return None
 
     def measure(self, model: nn.Module, onnx_bytes: bytes | None = None) -> Latency:
         """Return ``model``'s latency under the settings (see :func:`measure_latency`)."""

@@ -70,7 +70,9 @@ def build_latency_table(
     def timer(models: Sequence[bytes]) -> list[float]:
         return [latency.median_ms for latency in meter.measure_onnx(list(models))]
 
-    table = LatencyTable.build(model, graph, timer, batch_size=settings.batch_size)
+    table = LatencyTable.build(
+        model, graph, timer, batch_size=settings.batch_size, channel_block=meter.channel_block
+    )
     plans = calibration_plans(graph, CALIBRATION_PLANS, seed)
     exported = [
         onnx_model_bytes(

@@ -72,8 +72,11 @@ def _onnxruntime() -> Any:
 def device_spec(threads: int, providers: Sequence[str]) -> dict[str, Any]:
     """Return what the server records about this device."""
     ort = _onnxruntime()
+    flags = _cpu_flags()
     return {
         "cpu": _cpu_name(),
+        "nchwc_block": nchwc_block(flags, platform.machine()),
+        "cpu_flags": sorted(f for f in flags if f.startswith(("avx", "fma", "sse4", "asimd"))),
         "cores": os.cpu_count(),
         "os": platform.platform(),
         "machine": platform.machine(),
@@ -85,6 +88,31 @@ def device_spec(threads: int, providers: Sequence[str]) -> dict[str, Any]:
         "max_threads": threads,
         "protocol": PROTOCOL,
     }
+
+
+def _cpu_flags() -> set[str]:
+    """Return the CPU's feature flags (``flags`` on x86, ``Features`` on ARM), if known."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.lower().startswith(("flags", "features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def nchwc_block(flags: set[str], machine: str) -> int | None:
+    """Return the channel block of onnxruntime's NCHWc convolution kernels on this CPU:
+    16 with AVX-512F, 8 with AVX2 and FMA (its x86 kernels), None where unknown. The
+    server's layer table pads channel counts to it, as onnxruntime does."""
+    if machine.lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return None
+    if "avx512f" in flags:
+        return 16
+    if {"avx2", "fma"} <= flags:
+        return 8
+    return 1
 
 
 def _cpu_name() -> str:

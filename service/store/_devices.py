@@ -22,6 +22,7 @@ __all__ = [
     "AgentNotFound",
     "DeviceInfo",
     "device_registered",
+    "latest_device_spec",
     "list_devices",
     "live_agents",
     "register_agent",
@@ -146,6 +147,16 @@ def device_registered(session: Session, tenant: str, device: str) -> bool:
         select(AgentRow.id).where(AgentRow.tenant == tenant, AgentRow.device == device).limit(1)
     )
     return found is not None
+
+
+def latest_device_spec(session: Session, tenant: str, device: str) -> dict[str, Any] | None:
+    """Return the spec the device's most recently seen agent reported, or None."""
+    return session.scalars(
+        select(AgentRow.spec)
+        .where(AgentRow.tenant == tenant, AgentRow.device == device)
+        .order_by(AgentRow.last_seen_at.desc())
+        .limit(1)
+    ).first()
 
 
 def list_devices(session: Session, tenant: str, live_seconds: float) -> list[DeviceInfo]:

@@ -30,6 +30,7 @@ from service.errors import ServiceError
 from service.store import (
     BlobStore,
     MeasurementStatus,
+    latest_device_spec,
     live_agents,
     measurement_state,
     request_measurement,
@@ -114,6 +115,15 @@ class RemoteMeter:
             "warmup": settings.warmup,
             "repeats": settings.repeats,
         }
+
+    @property
+    def channel_block(self) -> int | None:
+        """The NCHWc block the device's agent reported (1 when it could not tell: its
+        layer table then assumes plain NCHW kernels)."""
+        with self.sessions() as session:
+            spec = latest_device_spec(session, self.tenant, self.where) or {}
+        block = spec.get("nchwc_block")
+        return int(block) if isinstance(block, int) and block >= 1 else 1
 
     def measure(self, model: nn.Module, onnx_bytes: bytes | None = None) -> Latency:
         """Return ``model``'s latency on the device (exported to ONNX unless given)."""

@@ -42,6 +42,7 @@ class CountingMeter:
 
     inner: LocalMeter
     where: str = "bench"
+    channel_block: int | None = None
     models_measured: int = 0
     requests: int = 0
 

@@ -267,3 +267,11 @@ def test_prune_on_the_command_line_measures_on_a_registered_device(
     said = capsys.readouterr()
     assert "--latency-target: no device named 'pi9'" in said.err + said.out
     assert not (tmp_path / "x").exists()
+
+
+def test_the_agent_reports_the_nchwc_block_onnxruntime_uses_here() -> None:
+    from models.cost import onnxruntime_channel_block
+    from service.agent import device_spec
+
+    spec = device_spec(1, ["CPUExecutionProvider"])
+    assert spec["nchwc_block"] == onnxruntime_channel_block()  # the layer table pads to it
