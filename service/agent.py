@@ -49,7 +49,7 @@ PROTOCOL = 1
 """The agent API version this file speaks (sent on registration)."""
 MAX_MODELS_BYTES = 1 << 30
 """Largest request payload the agent unpacks."""
-_RETRY_STATUSES = {502, 503, 504}
+_RETRY_STATUSES = {429, 500, 502, 503, 504}
 _BACKOFF_MAX_S = 30.0
 
 
@@ -338,18 +338,24 @@ class Agent:
         finally:
             renewing.set()
             keeper.join(timeout=5.0)
+        if body is None:
+            logger.warning("measurement %s was handed to another agent meanwhile", measurement)
+            return
         response = self._post(f"/v1/agent/measurements/{measurement}/result", body)
         if response.status_code == 409:
             logger.warning("measurement %s was handed to another agent meanwhile", measurement)
         self.measured += 1
 
-    def _measure(self, task: dict[str, Any]) -> dict[str, Any]:
+    def _measure(self, task: dict[str, Any]) -> dict[str, Any] | None:
+        """Return the answer to post for ``task`` (None: it is no longer this agent's)."""
         settings = task["settings"]
         threads = min(int(settings.get("threads", 1)), self.threads)
         response = self._client.get(
             f"/v1/agent/measurements/{task['id']}/models", params={"agent_id": self.agent_id}
         )
         self._check(response)
+        if response.status_code == 409:
+            return None
         started = time.perf_counter()
         try:
             models = _models_in(response.content, int(task["models"]))
