@@ -306,18 +306,22 @@ def run_devices(args: argparse.Namespace) -> int:
         )
         return 0
     table = Table(title="target devices")
-    for column in ("name", "live", "last seen", "cpu", "cores", "onnxruntime", "queue"):
+    for column in ("name", "live agents", "last seen", "cpu", "cores", "onnxruntime"):
         table.add_column(column)
+    for column in ("waiting", "measuring", "done"):
+        table.add_column(column, justify="right")
     for d in items:
         spec = d.get("spec") or {}
         table.add_row(
             escape(d["name"]),
-            f"[green]{d['agents_live']} agent(s)[/]" if d["live"] else "[red]no[/]",
+            f"[green]{d['agents_live']}[/]" if d["live"] else "[red]no[/]",
             timestamp(d["last_seen_at"]),
             escape(str(spec.get("cpu", "?"))),
             str(spec.get("cores", "?")),
             escape(str(spec.get("onnxruntime", "?"))),
-            f"{d['queued']} waiting, {d['measuring']} measuring, {d['measured']} done",
+            str(d["queued"]),
+            str(d["measuring"]),
+            str(d["measured"]),
         )
     console.print(table)
     return 0

@@ -307,3 +307,30 @@ def test_an_unreachable_server_is_a_one_line_error(
     )
     assert status == 1 and out == ""
     assert "cannot reach the inferprune server" in err and "inferprune serve" in err
+
+
+def test_devices_lists_the_tenants_target_devices(
+    server: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run(capsys, "devices")
+    assert status == 0 and "no devices yet" in err and "inferprune agent" in err
+    server.devices.append(
+        {
+            "name": "pi4",
+            "spec": {"cpu": "Cortex-A72", "cores": 4, "onnxruntime": "1.20.0"},
+            "last_seen_at": "2026-12-04T10:00:00",
+            "live": True,
+            "agents_live": 2,
+            "queued": 3,
+            "measuring": 1,
+            "measured": 40,
+        }
+    )
+    status, out, err = run(capsys, "devices")
+    assert status == 0
+    row = next(line for line in err.splitlines() if "pi4" in line)
+    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    assert cells[0] == "pi4" and cells[1] == "2" and cells[-3:] == ["3", "1", "40"]
+    assert "Cortex" in err
+    status, out, _ = run(capsys, "devices", "--json")
+    assert status == 0 and json.loads(out)["items"][0]["name"] == "pi4"

@@ -124,6 +124,7 @@ class FakeServer:
         self.lookups: list[tuple[Any, ...]] = []  # Client.from_environment's arguments (CLI)
         self.jobs: dict[str, dict[str, Any]] = {JOB_ID: job_public()}
         self.script: list[dict[str, Any]] = []
+        self.devices: list[dict[str, Any]] = []
         self.checkpoint = b"safetensors bytes" * 1000
         self.events = (
             b": connected\n\n"
@@ -145,6 +146,8 @@ class FakeServer:
             return httpx.Response(200, json={"status": "ok", "version": "0.1.0"})
         if request.headers.get("authorization") != "Bearer tok-123":
             return error(401, "unauthorized", "missing or unknown token")
+        if parts == ["v1", "devices"]:
+            return httpx.Response(200, json={"items": self.devices})
         if parts == ["v1", "jobs"] and method == "POST":
             spec = json.loads(form_parts(request)["spec"][1])
             job = job_public(job_id="a" * 32, spec=spec)
