@@ -116,6 +116,9 @@ def test_an_agent_registers_serves_its_device_and_the_tenant_sees_it(
     assert done.status_code == 204
     device = api.get("/v1/devices").json()["items"][0]
     assert (device["queued"], device["measuring"], device["measured"]) == (0, 0, 1)
+    metrics = api.get("/metrics").text
+    assert 'inferprune_measurements{status="done"} 1.0' in metrics
+    assert "inferprune_agents_live 1.0" in metrics
 
 
 def test_an_agent_token_reads_nothing_but_its_queue(api: TestClient, settings: Settings) -> None:

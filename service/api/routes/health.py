@@ -17,9 +17,12 @@ from service.api.deps import StateDep
 from service.api.state import AppState
 from service.store import (
     SEARCHING_STATUSES,
+    AgentRow,
     Job,
     JobStatus,
     Lease,
+    Measurement,
+    MeasurementStatus,
     TrialLog,
     TrialOutcome,
     WorkerRow,
@@ -89,6 +92,19 @@ class StoreCollector(Collector):
                     WorkerRow.heartbeat_at > now - timedelta(seconds=settings.lease_seconds),
                 )
             )
+            measurements = dict(
+                session.execute(
+                    select(Measurement.status, func.count()).group_by(Measurement.status)
+                ).all()
+            )
+            agents = session.scalar(
+                select(func.count())
+                .select_from(AgentRow)
+                .where(
+                    AgentRow.stopped_at.is_(None),
+                    AgentRow.last_seen_at > now - timedelta(seconds=settings.agent_live_seconds),
+                )
+            )
         jobs = GaugeMetricFamily("inferprune_jobs", "Jobs by status.", labels=["status"])
         for status in JobStatus:
             jobs.add_metric([status], float(by_status.get(status, 0)))
@@ -129,6 +145,19 @@ class StoreCollector(Collector):
             "Workers whose heartbeat is within the lease time.",
             value=float(alive or 0),
         )
+        queue = GaugeMetricFamily(
+            "inferprune_measurements",
+            "Latency measurements for target devices by status (done ones are the cache).",
+            labels=["status"],
+        )
+        for status in MeasurementStatus:
+            queue.add_metric([status], float(measurements.get(status, 0)))
+        yield queue
+        yield GaugeMetricFamily(
+            "inferprune_agents_live",
+            "Device agents that asked for work within the live window.",
+            value=float(agents or 0),
+        )
 
 
 @router.get(
@@ -138,7 +167,8 @@ class StoreCollector(Collector):
     responses={200: {"content": {"text/plain": {}}}},
 )
 def metrics(state: StateDep) -> Response:
-    """Jobs by status, trials by state, trial seconds, queue depth, active workers."""
+    """Jobs by status, trials by state, trial seconds, queue depth, active workers,
+    device measurements by status and live agents."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(state))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
