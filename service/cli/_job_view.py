@@ -81,7 +81,7 @@ def follow_job(
 
             def print_change(job: dict[str, Any]) -> None:
                 progress = job.get("progress") or {}
-                key = (job.get("status"), progress.get("trials_done"))
+                key = (job.get("status"), progress.get("trials_done"), job.get("detail"))
                 if not seen or seen[-1] != key:
                     seen.append(key)
                     done, total = progress.get("trials_done", 0), progress.get("trials_total")
@@ -107,6 +107,8 @@ def watch_line(job: dict[str, Any]) -> str:
     eta = progress.get("eta_s")
     if eta is not None and job.get("status") not in ("succeeded", "failed", "cancelled"):
         parts.append(f"ETA {duration(eta)}")
+    if job.get("detail"):
+        parts.append(f"[yellow]{escape(str(job['detail']))}[/]")
     return "  ".join(parts)
 
 
@@ -137,6 +139,8 @@ def print_job(job: dict[str, Any]) -> None:
     if job.get("baseline"):
         table.add_row("unpruned", escape(model_text(job["baseline"])))
     table.add_row("best", escape(best_text(job)))
+    if job.get("detail"):
+        table.add_row("waiting", f"[yellow]{escape(str(job['detail']))}[/]")
     error = job.get("error")
     if error:
         table.add_row(
@@ -259,7 +263,8 @@ def model_text(
     if model.get("params") is not None:
         parts.append(f"{human_count(model['params'])} params")
     if model.get("latency_ms") is not None:
-        parts.append(f"{model['latency_ms']:.2f} ms")
+        where = model.get("latency_device")
+        parts.append(f"{model['latency_ms']:.2f} ms" + (f" on {where}" if where else ""))
     if parts:
         groups.append(", ".join(parts))
     return "; ".join(groups) or "—"

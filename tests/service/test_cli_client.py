@@ -175,6 +175,15 @@ def test_status_prints_the_job(server: FakeServer, capsys: pytest.CaptureFixture
     assert status == 0 and out == ""
     assert "running" in err and "1/4" in err and "resnet20_cifar" in err
 
+    waiting = "waiting for device 'pi4': no agent of it is live"
+    best = {"trial": 2, "macs": 1000, "val_accuracy": 0.9, "latency_ms": 2.5}
+    server.jobs[JOB_ID] = job_public(status="running", trials_done=1, best=best) | {
+        "detail": waiting
+    }
+    server.jobs[JOB_ID]["best"]["latency_device"] = "pi4"
+    status, out, err = run(capsys, "status", JOB_ID)
+    assert status == 0 and waiting in " ".join(err.split()) and "2.50 ms on pi4" in err
+
 
 def test_status_watch_exits_0_on_success(
     server: FakeServer, capsys: pytest.CaptureFixture[str]
