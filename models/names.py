@@ -1,8 +1,9 @@
-"""The names users pick from: pruning criteria and built-in data sets (no torch).
+"""The names users pick from: criteria, schedules and built-in data sets (no torch).
 
-This module is the one list of each. :mod:`models.criteria` and :mod:`models.data` build
-their registries from it, and :mod:`search.spec` (so the API process, which must start
-without torch) validates job specs against it. Importing it imports nothing heavy.
+This module is the one list of each. :mod:`models.criteria`, :mod:`models.schedules` and
+:mod:`models.data` build their registries from it, and :mod:`search.spec` (so the API
+process, which must start without torch) validates job specs against it. Importing it
+imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ __all__ = [
     "DATA_CRITERIA",
     "CriterionName",
     "DatasetName",
+    "SCHEDULE_NAMES",
+    "ScheduleName",
 ]
 
 CriterionName = Literal[
@@ -42,3 +45,17 @@ come on top of these."""
 
 DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
 """Every built-in data set name, in the order of :data:`DatasetName`."""
+
+ScheduleName = Literal[
+    "one_shot",
+    "iterative",
+    "dropnet",
+    "agp",
+    "one_cycle",
+    "while_training",
+    "adaptive",
+]
+"""A pruning schedule of :mod:`models.schedules`: how pruning happens over a fine-tune."""
+
+SCHEDULE_NAMES: tuple[str, ...] = get_args(ScheduleName)
+"""Every schedule name, in the order of :data:`ScheduleName` (``one_shot`` first)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -22,6 +22,7 @@ from models.train import (
 from search.checkpoints import Lineage, restore_candidate
 from search.problem import PruningProblem, build_candidate
 from search.rungs import envelope_lr, rung_steps, train_segment
+from search.scheduled import train_scheduled
 
 __all__ = ["FinalModel", "Measured", "finalize", "measure_baseline"]
 
@@ -56,6 +57,8 @@ class FinalModel:
     Attributes:
         lineage: its whole training since pruning, the search's rungs included.
         continued: it continued a search candidate's weights (else it was pruned afresh).
+        schedule: how the final fine-tune reached the plan: ``{"name": "one_shot"}``, or
+            a schedule's record (:meth:`models.schedules.ScheduledModel.to_dict`).
     """
 
     model: nn.Module
@@ -66,6 +69,7 @@ class FinalModel:
     seconds: float
     lineage: Lineage
     continued: bool = False
+    schedule: dict[str, Any] = field(default_factory=lambda: {"name": "one_shot"})
 
     @property
     def final_epochs(self) -> float:
@@ -102,8 +106,10 @@ def finalize(
     learning-rate envelope, for all the compute the search left
     (``compute_epochs - spent_epochs``: the fidelity plan's ``final_epochs`` in total
     when the search spent what it planned, more when it spent less). Otherwise ``plan``
-    is pruned afresh and fine-tuned ``finetune.final_epochs``. The test split is used
-    here for the first time: the search chose on validation accuracy only. With
+    is pruned afresh and fine-tuned ``finetune.final_epochs``: at once, or along
+    ``pruning.schedule`` over the fine-tune (ending at the plan's widths exactly). The
+    test split is used here for the first time: the search chose on validation accuracy
+    only. With
     ``finetune.distill`` the unpruned model teaches the pruned one.
 
     Args:
@@ -121,6 +127,7 @@ def finalize(
     seed = spec.search.seed * 100_003 + trial
     fidelity = problem.fidelity
     per_epoch = steps_per_epoch(len(problem.data.train), spec.finetune.batch_size)
+    schedule: dict[str, Any] = {"name": "one_shot"}
     if fidelity is not None and checkpoint is not None:
         model, plan, lineage = restore_candidate(problem, checkpoint)
         problem.place(model)
@@ -129,15 +136,22 @@ def finalize(
         steps = max(0, math.floor((fidelity.compute_epochs - spent_epochs) * per_epoch + 1e-6))
         lr = envelope_lr(spec.finetune.lr, lineage.steps, horizon)
     else:
-        model = problem.place(build_candidate(problem, plan))
-        recalibrate_batchnorm(model, problem.data.train, seed=seed)
         lineage = Lineage(trial)
         epochs = spec.finetune.final_epochs
         steps = total_steps(epochs, None, per_epoch) if epochs > 0 else 0
         lr = spec.finetune.lr
-    train_segment(
-        problem, model, lineage, steps, lr, seed, on_step=on_step, should_stop=should_stop
-    )
+        if spec.pruning.schedule != "one_shot":
+            scheduled = train_scheduled(
+                problem, plan, lineage, steps, lr, seed, on_step=on_step, should_stop=should_stop
+            )
+            model, schedule = scheduled.model, scheduled.to_dict()
+        else:
+            model = problem.place(build_candidate(problem, plan))
+            recalibrate_batchnorm(model, problem.data.train, seed=seed)
+    if schedule["name"] == "one_shot":
+        train_segment(
+            problem, model, lineage, steps, lr, seed, on_step=on_step, should_stop=should_stop
+        )
     lineage = lineage.extended(
         trial=trial, stage="final", steps=steps, epochs=steps / per_epoch, lr=lr, rung=lineage.rung
     )
@@ -159,4 +173,5 @@ def finalize(
         seconds=time.perf_counter() - started,
         lineage=lineage,
         continued=fidelity is not None and checkpoint is not None,
+        schedule=schedule,
     )

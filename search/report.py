@@ -75,6 +75,7 @@ def build_report(
             **final.measured.to_dict(),
             "search_val_accuracy": final.search_val_accuracy,
             "training_history": list(final.lineage.history),
+            "schedule": final.schedule,
         }
     return {
         "version": REPORT_VERSION,

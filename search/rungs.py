@@ -84,13 +84,20 @@ def train_segment(
     *,
     on_step: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    window: tuple[int, int] | None = None,
 ) -> None:
     """Train ``model`` ``steps`` more steps from where ``lineage`` left it (the data
     order continuing at its step), the learning rate decaying from ``lr`` to zero,
-    distilling the unpruned model when the spec says so. Nothing happens for 0 steps."""
+    distilling the unpruned model when the spec says so. Nothing happens for 0 steps.
+
+    ``window`` ``(offset, total)``: these steps are steps ``offset`` to ``offset +
+    steps`` of a segment of ``total`` steps trained in pieces (a pruning schedule's):
+    the data continue ``offset`` steps after ``lineage``'s, and the learning rate
+    follows one decay over the whole segment."""
     finetune = problem.spec.finetune
     if steps <= 0:
         return
+    offset = window[0] if window is not None else 0
     fine_tune(
         model,
         problem.data.train,
@@ -98,7 +105,8 @@ def train_segment(
         lr=lr,
         batch_size=finetune.batch_size,
         seed=seed,
-        start_step=lineage.steps,
+        start_step=lineage.steps + offset,
+        lr_window=window,
         teacher=problem.teacher if finetune.distill else None,
         amp=finetune.amp,
         on_step=on_step,

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.names import CRITERION_NAMES, DATASET_NAMES, CriterionName
+from models.names import CRITERION_NAMES, DATASET_NAMES, CriterionName, ScheduleName
 
 __all__ = [
     "CRITERION_NAMES",
@@ -66,6 +66,7 @@ MAX_NAME_CHARS = 100
 MAX_DATASET_CHARS = 1024
 MAX_IGNORED_LAYERS = 1024
 MAX_LAYER_NAME_CHARS = 256
+MAX_SCHEDULE_STEPS = 1000
 
 _CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -230,6 +231,51 @@ class PruningSettings(_Strict):
         description="Module paths whose output channels are never pruned (at most "
         f"{MAX_IGNORED_LAYERS:,}).",
     )
+    schedule: ScheduleName = Field(
+        "one_shot",
+        description="How the chosen plan is reached over the final fine-tune (the search's "
+        "trials always prune at once): one_shot (prune, then fine-tune), iterative (prune "
+        "a share, fine-tune, repeat; `criteria` may switch between rounds), dropnet "
+        "(iterative, lowest mean post-activation first), agp (Zhu & Gupta's cubic "
+        "schedule), one_cycle (one-cycle pruning from the first step to the last), "
+        "while_training (cuts during training, none retrained apart), adaptive (the rate "
+        "follows validation accuracy within budget.max_accuracy_drop). Every schedule ends "
+        "at the plan's widths exactly.",
+    )
+    schedule_steps: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_SCHEDULE_STEPS,
+        description="Pruning steps of the schedule (null: its default: iterative 3, "
+        "dropnet 5, the others 10); not for one_shot.",
+    )
+    criteria: tuple[Criterion, ...] = Field(
+        (),
+        max_length=MAX_SCHEDULE_STEPS,
+        examples=[["taylor", "fpgm"]],
+        description="The iterative schedule's criteria, its rounds split between them in "
+        "order (taylor then fpgm: saliency first, then similarity); empty: `criterion` "
+        "throughout. The search's trials use `criterion`.",
+    )
+
+    @model_validator(mode="after")
+    def _schedule_settings(self) -> PruningSettings:
+        if self.schedule == "one_shot" and self.schedule_steps is not None:
+            raise ValueError(
+                "pruning.schedule_steps: one_shot prunes once; pick a schedule that prunes "
+                "several times (e.g. iterative) or leave the steps out"
+            )
+        if self.criteria and self.schedule != "iterative":
+            raise ValueError(
+                "pruning.criteria: one criterion per round belongs to the iterative schedule; "
+                f"{self.schedule} uses pruning.criterion"
+            )
+        if self.schedule_steps is not None and len(self.criteria) > self.schedule_steps:
+            raise ValueError(
+                f"pruning.schedule_steps: {len(self.criteria)} criteria need at least "
+                f"{len(self.criteria)} steps"
+            )
+        return self
 
 
 DEVICE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -375,6 +421,29 @@ class JobSpec(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _schedule_needs(self) -> JobSpec:
+        schedule = self.pruning.schedule
+        if schedule == "one_shot":
+            return self
+        if self.search.compute_epochs is not None:
+            raise ValueError(
+                f"pruning.schedule {schedule}: with search.compute_epochs the delivered model "
+                "trains on from a candidate that is already pruned; use one_shot, or leave "
+                "search.compute_epochs out"
+            )
+        if self.finetune.final_epochs == 0:
+            raise ValueError(
+                f"pruning.schedule {schedule} prunes over the final fine-tune: set "
+                "finetune.final_epochs above 0"
+            )
+        if schedule == "adaptive" and self.budget.max_accuracy_drop is None:
+            raise ValueError(
+                "pruning.schedule adaptive keeps validation accuracy within "
+                "budget.max_accuracy_drop of the unpruned model's: set it (e.g. 0.01)"
+            )
+        return self
+
     @property
     def measures_latency(self) -> bool:
         """True if trials must measure latency (a latency limit, or latency set explicitly
@@ -392,6 +461,8 @@ class JobSpec(_Strict):
         data["search"].pop("trials")
         data["search"].pop("timeout_s")
         data["finetune"].pop("final_epochs")
+        for key in ("schedule", "schedule_steps", "criteria"):
+            data["pruning"].pop(key)  # the final fine-tune's, not the search's
         if not data["finetune"]["amp"]:
             data["finetune"].pop("amp")  # studies named before it existed resume
         if data["search"]["compute_epochs"] is None:

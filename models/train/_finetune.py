@@ -163,6 +163,7 @@ def fine_tune(
     on_step: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     amp: bool = False,
+    lr_window: tuple[int, int] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data``; return what the fine-tune did.
 
@@ -206,6 +207,10 @@ def fine_tune(
         amp: mixed precision on a CUDA model: bfloat16 autocast where the GPU supports
             it, else float16 with loss scaling. Ignored on other devices (the CPU trains
             in float32), so a job's setting is safe on any worker.
+        lr_window: ``(offset, total)``: this call's steps are steps ``offset`` to
+            ``offset + steps`` of one cosine from ``lr`` to zero over ``total`` steps
+            (a run trained in pieces, such as a pruning schedule's segments, follows a
+            single decay). None: the decay covers this call's steps only.
 
     Returns:
         The :class:`TrainResult`.
@@ -215,8 +220,8 @@ def fine_tune(
             message names the step. The model's weights are then unusable.
         DataError: ``data`` is empty, or its labels do not fit the model's outputs.
         ValueError: an argument is out of range, neither or both of ``epochs`` and
-            ``steps`` are given, ``teacher`` is ``model``, or the model has no
-            trainable parameter.
+            ``steps`` are given, ``lr_window`` does not hold the steps, ``teacher`` is
+            ``model``, or the model has no trainable parameter.
     """
     _check_hyperparameters(lr, momentum, weight_decay, batch_size, distill_weight, temperature)
     if start_step < 0:
@@ -228,6 +233,11 @@ def fine_tune(
         raise DataError("there are no samples to fine-tune on; the training split is empty")
     per_epoch = steps_per_epoch(samples, batch_size)
     total = total_steps(epochs, steps, per_epoch)
+    lr_offset, lr_total = lr_window if lr_window is not None else (0, total)
+    if lr_offset < 0 or lr_total < lr_offset + total:
+        raise ValueError(
+            f"lr_window {lr_window} does not hold this call's {total} steps after its offset"
+        )
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameter (all have requires_grad=False)")
@@ -268,7 +278,7 @@ def fine_tune(
                 if should_stop is not None and should_stop():
                     stopped = True
                     break
-                step_lr = cosine_lr(lr, step, total)
+                step_lr = cosine_lr(lr, lr_offset + step, lr_total)
                 for group in optimizer.param_groups:
                     group["lr"] = step_lr
                 with _autocast(device, precision):

@@ -359,3 +359,26 @@ def test_a_bad_label_in_a_later_batch_is_caught_before_it_reaches_the_device() -
 
     with pytest.raises(DataError, match=f"labels range from 0 to {NUM_CLASSES + 1}"):
         fine_tune(tiny_cnn(), TwoBatches(), steps=2, batch_size=4)
+
+
+def test_a_fine_tune_in_pieces_follows_one_cosine_with_lr_window(
+    train_split: TensorSplit,
+) -> None:
+    whole: list[TrainProgress] = []
+    fine_tune(tiny_cnn(), train_split, steps=12, lr=0.1, batch_size=8, on_step=whole.append)
+    pieces: list[TrainProgress] = []
+    model = tiny_cnn()
+    for start, steps in ((0, 5), (5, 7)):
+        fine_tune(
+            model,
+            train_split,
+            steps=steps,
+            lr=0.1,
+            batch_size=8,
+            start_step=start,
+            lr_window=(start, 12),
+            on_step=pieces.append,
+        )
+    assert [p.lr for p in pieces] == pytest.approx([p.lr for p in whole])
+    with pytest.raises(ValueError, match="lr_window"):
+        fine_tune(tiny_cnn(), train_split, steps=5, lr_window=(10, 12))

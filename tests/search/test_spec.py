@@ -70,6 +70,47 @@ def test_spec_lists_exactly_the_criteria_models_have() -> None:
     assert sorted(CRITERION_NAMES) == sorted(CRITERIA)
 
 
+def test_schedules_are_the_models_list_and_default_to_one_shot() -> None:
+    from models.schedules import SCHEDULES
+
+    spec = JobSpec.model_validate({"arch": "tiny_cnn", "budget": {"flops": 0.5}})
+    assert spec.pruning.schedule == "one_shot"
+    for name in SCHEDULES:
+        data = {"schedule": name}
+        budget = {"flops": 0.5, "max_accuracy_drop": 0.02}
+        spec = JobSpec.model_validate({"arch": "tiny_cnn", "budget": budget, "pruning": data})
+        assert spec.pruning.schedule == name
+    assert "Input should be 'one_shot'" in _message(pruning={"schedule": "gradual"})
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        ({"pruning": {"schedule_steps": 3}}, "one_shot prunes once"),
+        ({"pruning": {"schedule": "agp", "criteria": ["taylor"]}}, "belongs to the iterative"),
+        (
+            {"pruning": {"schedule": "iterative", "schedule_steps": 1, "criteria": ["l1", "fpgm"]}},
+            "2 criteria need at least 2 steps",
+        ),
+        ({"pruning": {"schedule": "iterative", "criteria": ["l9"]}}, "Input should be 'l1'"),
+        ({"pruning": {"schedule": "adaptive"}}, "budget.max_accuracy_drop"),
+        ({"pruning": {"schedule": "agp"}, "finetune": {"final_epochs": 0}}, "final_epochs"),
+        (
+            {"pruning": {"schedule": "agp"}, "search": {"compute_epochs": 5}},
+            "already pruned",
+        ),
+    ],
+)
+def test_schedule_settings_that_cannot_run_are_refused(data: dict[str, Any], says: str) -> None:
+    assert says in _message(**data)
+
+
+def test_the_schedule_does_not_rename_the_study() -> None:
+    """The schedule changes the final fine-tune only: a rerun resumes the same trials."""
+    iterative = {"schedule": "iterative", "schedule_steps": 4, "criteria": ["taylor", "fpgm"]}
+    assert tiny_spec(pruning=iterative).study_name() == tiny_spec().study_name()
+
+
 # --- limits: every number is bounded to what the code below it accepts --------------------
 
 

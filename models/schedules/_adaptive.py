@@ -1,0 +1,136 @@
+"""``adaptive``: the error-tolerance controller of adaptive filter pruning.
+
+The user says how much validation accuracy the model may lose (``max_accuracy_drop``).
+The fine-tune is cut into ``steps`` segments; before each, the controller looks at the
+validation accuracy the last segment left and sets the pruning rate: while accuracy is
+within the tolerance of the unpruned model's, it cuts the current rate's share of the
+plan and raises the rate (by :data:`GROW`); when it is not, it cuts nothing this time,
+lets the segment recover, and lowers the rate (by :data:`SHRINK`). The last segment
+always starts at the plan's widths, whatever the controller would have chosen, so the
+schedule ends where every other does; its record says when that forced a cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from models.errors import ModelsError
+from models.schedules._base import Feedback, Move, boundaries
+
+__all__ = ["GROW", "SHRINK", "Adaptive", "AdaptiveController", "Decision"]
+
+GROW = 1.5
+"""The rate is multiplied by this after a cut made within the tolerance."""
+
+SHRINK = 0.5
+"""The rate is multiplied by this when accuracy is outside the tolerance."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One choice of the controller, for reports and tests.
+
+    Attributes:
+        step: steps trained when it chose.
+        val_accuracy: the accuracy it looked at.
+        within: that accuracy was within the tolerance.
+        rate: the share of the plan's cut it made now (0 when it backed off).
+        progress: the progress it cut to.
+        forced: the last segment's cut to the plan, made whatever the accuracy.
+    """
+
+    step: int
+    val_accuracy: float
+    within: bool
+    rate: float
+    progress: float
+    forced: bool
+
+
+class AdaptiveController:
+    """The :class:`MoveSource` of one adaptive run; :attr:`decisions` records it."""
+
+    def __init__(self, total_steps: int, steps: int, tolerance: float, criterion: str) -> None:
+        self._ends = boundaries(0, total_steps, steps)
+        self._tolerance = tolerance
+        self._criterion = criterion
+        self._index = 0
+        self._rate = 1.0 / steps
+        self._progress = 0.0
+        self.decisions: list[Decision] = []
+
+    def next_move(self, feedback: Feedback) -> Move | None:
+        """Return the next segment's cut from the accuracy the last one left.
+
+        Raises:
+            ModelsError: the feedback carries no accuracy (the runner must measure it).
+        """
+        segments = len(self._ends) - 1
+        if self._index >= segments:
+            return None
+        if feedback.val_accuracy is None or feedback.reference_accuracy is None:
+            raise ModelsError("internal error: the adaptive schedule needs validation accuracy")
+        within = feedback.val_accuracy >= feedback.reference_accuracy - self._tolerance
+        last = self._index == segments - 1
+        before = self._progress
+        chosen = min(1.0, before + self._rate) if within else before
+        self._rate *= GROW if within else SHRINK
+        self._progress = 1.0 if last else chosen
+        self.decisions.append(
+            Decision(
+                step=feedback.step,
+                val_accuracy=feedback.val_accuracy,
+                within=within,
+                rate=self._progress - before,
+                progress=self._progress,
+                forced=self._progress > chosen,
+            )
+        )
+        length = self._ends[self._index + 1] - self._ends[self._index]
+        self._index += 1
+        return Move(self._progress, self._criterion, length)
+
+    def explain(self) -> tuple[dict[str, Any], ...]:
+        """Return :attr:`decisions` as JSON records."""
+        return tuple(asdict(d) for d in self.decisions)
+
+
+class Adaptive:
+    """Adaptive filter pruning within ``max_accuracy_drop`` over ``steps`` segments.
+
+    Args:
+        max_accuracy_drop: the tolerance, a fraction of accuracy (0.01 is one point).
+        steps: segments, each one chance for the controller to cut.
+
+    Raises:
+        ModelsError: no tolerance, one outside [0, 1), or fewer than two steps.
+    """
+
+    name = "adaptive"
+    watches_accuracy = True
+    default_steps = 10
+
+    def __init__(self, max_accuracy_drop: float | None, steps: int = default_steps) -> None:
+        if max_accuracy_drop is None:
+            raise ModelsError(
+                "the adaptive schedule keeps validation accuracy within "
+                "budget.max_accuracy_drop of the unpruned model's: set it (e.g. 0.01)",
+                fields=("budget.max_accuracy_drop",),
+            )
+        if not 0.0 <= max_accuracy_drop < 1.0:
+            raise ModelsError(
+                f"budget.max_accuracy_drop must be in [0, 1), got {max_accuracy_drop}",
+                fields=("budget.max_accuracy_drop",),
+            )
+        if steps < 2:
+            raise ModelsError(
+                f"pruning.schedule_steps: adaptive needs at least 2 steps, got {steps}",
+                fields=("pruning.schedule_steps",),
+            )
+        self.max_accuracy_drop = max_accuracy_drop
+        self.steps = steps
+
+    def moves(self, total_steps: int, criterion: str) -> AdaptiveController:
+        """Return a fresh controller for a fine-tune of ``total_steps`` steps."""
+        return AdaptiveController(total_steps, self.steps, self.max_accuracy_drop, criterion)

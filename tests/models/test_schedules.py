@@ -1,0 +1,308 @@
+"""Pruning schedules: every one ends at the plan, physically smaller on the way."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from models.data import DataSplits, load_dataset
+from models.errors import ModelsError
+from models.io import CheckpointInfo, export_onnx, load_pruned, save_pruned
+from models.names import SCHEDULE_NAMES
+from models.prune import Plan, PruningGraph, apply_plan, build_pruning_graph, output_channels
+from models.schedules import (
+    AGP_PRUNING_SHARE,
+    SCHEDULES,
+    Adaptive,
+    Feedback,
+    ScheduleConfig,
+    ScheduleContext,
+    ScheduledModel,
+    agp_progress,
+    make_schedule,
+    one_cycle_progress,
+    train_with_schedule,
+    widths_at,
+)
+from models.train import evaluate, fine_tune
+from models.zoo import build_model
+
+SHAPE = (3, 16, 16)
+CLASSES = 4
+
+
+@dataclass(frozen=True)
+class Task:
+    model: nn.Module
+    data: DataSplits
+    graph: PruningGraph
+    plan: Plan
+    calib: list[tuple[torch.Tensor, torch.Tensor]]
+
+    def context(self, graph: PruningGraph | None = None) -> ScheduleContext:
+        return ScheduleContext(
+            graph=graph or self.graph,
+            train=self.data.train,
+            calibration=self.calib,
+            val=self.data.val,
+            recalibration_batches=2,
+        )
+
+
+@pytest.fixture(scope="module")
+def task() -> Task:
+    """The zoo's tiny CNN, briefly trained on a 4-class synthetic task."""
+    torch.manual_seed(0)
+    model = build_model("tiny_cnn", CLASSES, SHAPE)
+    data = load_dataset(
+        f"synthetic:classes={CLASSES},samples=256,size=16",
+        input_shape=SHAPE,
+        num_classes=CLASSES,
+    )
+    fine_tune(model, data.train, epochs=3, lr=0.05, batch_size=32)
+    graph = build_pruning_graph(model, SHAPE, round_to=8)
+    plan = Plan({"stem.0": 8, "conv_a": 8, "down.0": 16})
+    calib = list(data.train.batches(32, shuffle=True, limit=2))
+    return Task(model, data, graph, plan, calib)
+
+
+def run(
+    task: Task,
+    config: ScheduleConfig,
+    total_steps: int = 6,
+    *,
+    criterion: str = "l1",
+    train: bool = True,
+    graph: PruningGraph | None = None,
+    plan: Plan | None = None,
+) -> ScheduledModel:
+    def trainer(model: nn.Module, start: int, steps: int) -> None:
+        if train:
+            fine_tune(
+                model,
+                task.data.train,
+                steps=steps,
+                lr=0.02,
+                batch_size=32,
+                start_step=start,
+                lr_window=(start, total_steps),
+            )
+
+    return train_with_schedule(
+        task.model,
+        plan or task.plan,
+        make_schedule(config),
+        total_steps=total_steps,
+        criterion=criterion,
+        context=task.context(graph),
+        trainer=trainer,
+    )
+
+
+def widths_of(model: nn.Module, graph: PruningGraph) -> dict[str, int]:
+    modules = dict(model.named_modules())
+    return {g.name: output_channels(modules[g.name]) for g in graph.groups}
+
+
+def config_for(name: str) -> ScheduleConfig:
+    steps = None if name == "one_shot" else 3
+    return ScheduleConfig(name, steps=steps, max_accuracy_drop=0.5)
+
+
+@pytest.mark.parametrize("name", SCHEDULE_NAMES)
+def test_every_schedule_ends_at_the_plan_and_shrinks_the_model_on_the_way(
+    task: Task, name: str
+) -> None:
+    before = copy.deepcopy(task.model.state_dict())
+    result = run(task, config_for(name))
+
+    assert widths_of(result.model, task.graph) == dict(task.plan)
+    assert result.history[-1]["progress"] == 1.0
+    assert sum(r["train_steps"] for r in result.history) == 6
+    full = sum(g.channels for g in task.graph.groups)
+    final = sum(task.plan.values())
+    channels = [r["channels"] for r in result.history]
+    assert channels == sorted(channels, reverse=True)
+    assert channels[-1] == final
+    if name != "one_shot":  # the model really was narrower than full, wider than the plan
+        assert any(final < c < full for c in channels)
+    assert not result.model.training
+    x = torch.randn(2, *SHAPE)
+    assert torch.isfinite(result.model(x)).all()
+    # the unpruned model is untouched
+    assert widths_of(task.model, task.graph) == {g.name: g.channels for g in task.graph.groups}
+    assert all(torch.equal(before[k], v) for k, v in task.model.state_dict().items())
+
+
+def test_a_scheduled_model_round_trips_its_checkpoint_and_onnx(task: Task, tmp_path: Path) -> None:
+    model = run(task, ScheduleConfig("agp", steps=3)).model
+    info = CheckpointInfo("tiny_cnn", CLASSES, SHAPE, task.plan, round_to=8)
+    loaded, read = load_pruned(save_pruned(model, tmp_path / "m.safetensors", info))
+    x = torch.randn(3, *SHAPE)
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.allclose(loaded(x), expected, atol=1e-6)
+    assert read.plan == task.plan
+
+    session = ort.InferenceSession(export_onnx(model, SHAPE), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
+
+
+def test_iterative_switches_from_saliency_to_similarity(task: Task) -> None:
+    result = run(
+        task, ScheduleConfig("iterative", steps=2, criteria=("taylor", "fpgm")), train=False
+    )
+    assert [r["criterion"] for r in result.history] == ["taylor", "fpgm"]
+
+    # the same two cuts by hand: half way by taylor, then the rest by fpgm
+    half = apply_plan(
+        task.model, widths_at(task.graph, task.plan, 0.5), "taylor", task.calib, input_shape=SHAPE
+    )
+    by_hand = apply_plan(half, task.plan, "fpgm", task.calib, input_shape=SHAPE)
+    taylor_only = apply_plan(half, task.plan, "taylor", task.calib, input_shape=SHAPE)
+    got = result.model.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in by_hand.state_dict().items() if "conv" in k)
+    assert not all(
+        torch.equal(got[k], v) for k, v in taylor_only.state_dict().items() if "conv" in k
+    )
+
+
+def test_agp_widths_follow_the_cubic_curve(task: Task) -> None:
+    graph = build_pruning_graph(task.model, SHAPE, round_to=1)
+    plan = Plan({"stem.0": 4, "conv_a": 6, "down.0": 8})
+    steps, total = 4, 16
+    result = run(
+        task, ScheduleConfig("agp", steps=steps), total, train=False, graph=graph, plan=plan
+    )
+
+    span = round(total * AGP_PRUNING_SHARE)
+    cuts = result.history[1:]
+    assert [r["step"] for r in cuts] == [round(k * span / steps) for k in range(1, steps + 1)]
+    for k, record in enumerate(cuts, start=1):
+        assert record["progress"] == pytest.approx(1 - (1 - k / steps) ** 3)
+        expected = 0
+        for g in graph.groups:
+            ideal = g.channels - (1 - (1 - k / steps) ** 3) * (g.channels - plan[g.name])
+            assert abs(widths_at(graph, plan, record["progress"])[g.name] - ideal) <= 0.5
+            expected += widths_at(graph, plan, record["progress"])[g.name]
+        assert record["channels"] == expected
+    assert result.history[-1]["train_steps"] == total - span  # recovers at the plan
+    assert agp_progress(0.5) == pytest.approx(0.875)  # fast first: 7/8 of the cut by half time
+
+
+def test_one_cycle_starts_slow_ends_settled_and_spans_the_whole_fine_tune(task: Task) -> None:
+    assert one_cycle_progress(0.0) == 0.0 and one_cycle_progress(1.0) == 1.0
+    assert one_cycle_progress(0.2) < 0.1 < 0.9 < one_cycle_progress(0.7)
+    result = run(task, ScheduleConfig("one_cycle", steps=4), 8, train=False)
+    assert [r["step"] for r in result.history] == [0, 2, 4, 6]
+
+
+def test_while_training_cuts_last_after_the_final_step(task: Task) -> None:
+    result = run(task, ScheduleConfig("while_training", steps=3), 6, train=False)
+    assert result.history[-1]["step"] == 6 and result.history[-1]["train_steps"] == 0
+
+
+def test_dropnet_takes_the_same_share_of_what_is_left_by_post_activation(task: Task) -> None:
+    graph = build_pruning_graph(task.model, SHAPE, round_to=1)
+    plan = Plan({"stem.0": 4, "conv_a": 6, "down.0": 8})
+    result = run(task, ScheduleConfig("dropnet", steps=2), 4, train=False, graph=graph, plan=plan)
+    assert {r["criterion"] for r in result.history} == {"activation_mean"}
+    half = widths_at(graph, plan, 0.5, "geometric")
+    assert dict(half) == {"stem.0": 8, "conv_a": 12, "down.0": 16}  # √(P/C) of each left
+
+
+def test_widths_run_from_full_to_the_plan_never_growing(task: Task) -> None:
+    graph, plan = task.graph, task.plan
+    assert dict(widths_at(graph, plan, 0.0)) == {g.name: g.channels for g in graph.groups}
+    assert widths_at(graph, plan, 1.0) == plan
+    previous = widths_at(graph, plan, 0.0)
+    for p in np.linspace(0, 1, 11):
+        now = widths_at(graph, plan, float(p))
+        assert all(now[n] <= previous[n] and graph.group(n).is_allowed(now[n]) for n in now)
+        previous = now
+
+
+# the adaptive controller -------------------------------------------------------------
+
+
+def test_adaptive_rate_rises_within_tolerance_and_backs_off_outside() -> None:
+    controller = Adaptive(max_accuracy_drop=0.02, steps=6).moves(60, "l1")
+    seen = []
+    for accuracy in (0.90, 0.89, 0.85, 0.86, 0.895, 0.80):
+        move = controller.next_move(Feedback(len(seen) * 10, 0.0, accuracy, 0.90))
+        assert move is not None
+        seen.append(move.progress)
+    assert controller.next_move(Feedback(60, 1.0, 0.9, 0.9)) is None
+    d = controller.decisions
+    assert [x.within for x in d] == [True, True, False, False, True, False]
+    assert d[1].rate > d[0].rate > 0  # rises while within
+    assert d[2].rate == d[3].rate == 0  # backs off: no cut while outside
+    assert 0 < d[4].rate < d[1].rate  # resumes at a lower rate
+    assert seen[-1] == 1.0 and d[-1].forced  # the last segment starts at the plan anyway
+    assert seen == sorted(seen)
+
+
+def test_adaptive_stays_within_its_tolerance_on_a_learnable_task(task: Task) -> None:
+    tolerance = 0.1
+    reference = evaluate(task.model, task.data.val).top1
+    result = run(task, ScheduleConfig("adaptive", steps=4, max_accuracy_drop=tolerance), 24)
+    assert widths_of(result.model, task.graph) == dict(task.plan)
+    assert evaluate(result.model, task.data.val).top1 >= reference - tolerance
+    for decision in result.decisions:
+        if decision["rate"] > 0 and not decision["forced"]:
+            assert decision["within"]
+    assert all("val_accuracy" in r for r in result.history)
+
+
+def test_adaptive_needs_a_tolerance_and_a_validation_split(task: Task) -> None:
+    with pytest.raises(ModelsError, match="budget.max_accuracy_drop") as err:
+        make_schedule(ScheduleConfig("adaptive"))
+    assert err.value.fields == ("budget.max_accuracy_drop",)
+    context = ScheduleContext(graph=task.graph, train=task.data.train)
+    with pytest.raises(ModelsError, match="validation"):
+        train_with_schedule(
+            task.model,
+            task.plan,
+            make_schedule(ScheduleConfig("adaptive", max_accuracy_drop=0.01)),
+            total_steps=4,
+            criterion="l1",
+            context=context,
+            trainer=lambda model, start, steps: None,
+        )
+
+
+# names and settings -------------------------------------------------------------------
+
+
+def test_the_registry_has_every_schedule_name_once() -> None:
+    assert tuple(SCHEDULES) == SCHEDULE_NAMES
+    for name in SCHEDULE_NAMES:
+        assert make_schedule(config_for(name)).name == name
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        (ScheduleConfig("gradual"), "pruning.schedule"),
+        (ScheduleConfig("one_shot", steps=3), "pruning.schedule_steps"),
+        (ScheduleConfig("agp", criteria=("taylor",)), "pruning.criteria"),
+        (
+            ScheduleConfig("iterative", steps=1, criteria=("taylor", "fpgm")),
+            "pruning.schedule_steps",
+        ),
+        (ScheduleConfig("one_cycle", steps=1), "pruning.schedule_steps"),
+        (ScheduleConfig("agp", steps=0), "pruning.schedule_steps"),
+    ],
+)
+def test_bad_settings_name_their_field(config: ScheduleConfig, field: str) -> None:
+    with pytest.raises(ModelsError, match=field.replace(".", r"\.")) as err:
+        make_schedule(config)
+    assert field in err.value.fields
