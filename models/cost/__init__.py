@@ -3,7 +3,10 @@
 Counts are measured on the real model (:func:`measure_cost`, fvcore for MACs) or
 predicted for a plan without building it (:class:`AnalyticCost`). Latency is measured
 with warm-up and fixed threads, reported as median and p10/p90
-(:func:`measure_latency`).
+(:func:`measure_latency`, :func:`measure_onnx_latency` for a serialized ONNX model), or
+predicted for a plan from per-kernel measurements on the device
+(:class:`LatencyTable`, built from :class:`LayerShape` s timed by an
+:data:`OnnxTimer`).
 """
 
 from __future__ import annotations
@@ -23,19 +26,33 @@ from models.cost._latency import (
     Latency,
     has_onnxruntime_cuda,
     measure_latency,
+    measure_onnx_latency,
 )
+from models.cost._latency_calibration import Calibration, calibration_plans, fit_calibration
+from models.cost._latency_table import LatencyTable, OnnxTimer, onnxruntime_timer
+from models.cost._layer_shapes import LAYER_OPS, LayerShape, onnxruntime_channel_block
 
 __all__ = [
     "LATENCY_BACKENDS",
+    "LAYER_OPS",
     "ONNX_OPTIMIZATIONS",
     "AnalyticCost",
+    "Calibration",
     "Cost",
     "Latency",
+    "LatencyTable",
+    "LayerShape",
+    "OnnxTimer",
+    "calibration_plans",
     "count_macs",
     "count_params",
+    "fit_calibration",
     "macs_by_layer",
     "measure_cost",
     "has_onnxruntime_cuda",
     "measure_latency",
+    "measure_onnx_latency",
+    "onnxruntime_channel_block",
+    "onnxruntime_timer",
     "size_bytes",
 ]

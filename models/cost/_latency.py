@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import copy
 import gc
-import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
 import torch
 from torch import nn
 
+from models.cost._latency_record import Latency, latency_of_runs
 from models.errors import ModelsError
 
 __all__ = [
@@ -23,9 +22,8 @@ __all__ = [
     "Latency",
     "has_onnxruntime_cuda",
     "measure_latency",
+    "measure_onnx_latency",
 ]
-
-logger = logging.getLogger(__name__)
 
 LATENCY_BACKENDS: tuple[str, ...] = ("onnxruntime", "torch")
 """Backends :func:`measure_latency` can time a model with."""
@@ -40,52 +38,6 @@ ONNX_OPTIMIZATIONS: dict[str, ort.GraphOptimizationLevel] = {
 adds layout changes such as NCHWc to ``extended``'s fusions."""
 
 _SEED = 0
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Wall-clock time of one forward pass, over repeated timed runs.
-
-    Attributes:
-        median_ms: median over the timed runs, in milliseconds.
-        p10_ms: 10th percentile (numpy's linear interpolation), in milliseconds.
-        p90_ms: 90th percentile, in milliseconds.
-        mean_ms: mean over the timed runs, in milliseconds.
-        min_ms: fastest timed run, in milliseconds.
-        backend: ``"torch"`` or ``"onnxruntime"``.
-        threads: intra-op threads the backend was limited to.
-        batch_size: inputs per forward pass.
-        repeats: timed runs.
-        warmup: untimed runs before the timed ones.
-        device: where it was measured: ``cpu``, or ``cuda:N (GPU name)``.
-    """
-
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
-    mean_ms: float
-    min_ms: float
-    backend: str
-    threads: int
-    batch_size: int
-    repeats: int
-    warmup: int
-    device: str = "cpu"
-
-    def to_dict(self) -> dict[str, float]:
-        """Return the statistics in milliseconds, keyed as ``latency_ms`` in reports.
-
-        Returns:
-            ``{"median", "p10", "p90", "mean", "min"}`` in milliseconds; the settings
-            (backend, threads, ...) stay attributes.
-        """
-        return {
-            "median": self.median_ms,
-            "p10": self.p10_ms,
-            "p90": self.p90_ms,
-            "mean": self.mean_ms,
-            "min": self.min_ms,
-        }
 
 
 @contextmanager
@@ -202,20 +154,11 @@ def _cuda_device(device: str) -> torch.device:
     return torch.device("cuda", index)
 
 
-def _onnxruntime_runner(
-    model: nn.Module,
-    input_shape: tuple[int, int, int],
-    x: torch.Tensor,
-    threads: int,
-    onnx_bytes: bytes | None,
-    optimization: str,
-    cuda_index: int | None = None,
-) -> Callable[[], object]:
-    if onnx_bytes is None:
-        # Imported here so that importing models.cost does not depend on models.io.
-        from models.io import onnx_model_bytes
-
-        onnx_bytes = onnx_model_bytes(model, input_shape)
+def _onnxruntime_session(
+    onnx_bytes: bytes, threads: int, optimization: str, cuda_index: int | None = None
+) -> ort.InferenceSession:
+    """Return a session as latency is measured in: ``threads`` intra-op threads, one
+    inter-op thread, sequential execution, graph optimizations ``optimization``."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -231,13 +174,21 @@ def _onnxruntime_runner(
             )
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": cuda_index}))
     try:
-        session = ort.InferenceSession(onnx_bytes, options, providers=providers)
+        return ort.InferenceSession(onnx_bytes, options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own, unexported exception types
         raise ModelsError(f"onnxruntime cannot load the model: {exc}") from exc
+
+
+def _single_input(session: ort.InferenceSession) -> ort.NodeArg:
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise ModelsError(f"the ONNX model has {len(inputs)} inputs; latency needs exactly one")
-    feed = {inputs[0].name: x.numpy()}
+    return inputs[0]
+
+
+def _onnxruntime_runner(session: ort.InferenceSession, x: np.ndarray) -> Callable[[], object]:
+    """Return a call that runs ``session`` once on ``x``, after one trial run."""
+    feed = {_single_input(session).name: x}
 
     def run() -> object:
         return session.run(None, feed)
@@ -249,6 +200,80 @@ def _onnxruntime_runner(
             f"onnxruntime cannot run the model on input of shape {tuple(x.shape)}: {exc}"
         ) from exc
     return run
+
+
+def _onnx_input(session: ort.InferenceSession, batch_size: int) -> np.ndarray:
+    """Return a seeded float32 input for the session's single input, batch ``batch_size``
+    where its first dimension is symbolic."""
+    arg = _single_input(session)
+    if arg.type != "tensor(float)":
+        raise ModelsError(f"the ONNX model's input is {arg.type}; latency needs float32")
+    shape = [
+        batch_size if i == 0 and not isinstance(d, int) else d for i, d in enumerate(arg.shape)
+    ]
+    if not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ModelsError(f"the ONNX model's input shape {arg.shape} is not fixed past the batch")
+    return np.random.default_rng(_SEED).standard_normal(shape, dtype=np.float32)
+
+
+def _check_settings(
+    threads: int, batch_size: int, warmup: int, repeats: int, optimization: str
+) -> None:
+    if optimization not in ONNX_OPTIMIZATIONS:
+        raise ModelsError(
+            f"unknown onnxruntime optimization level {optimization!r}; "
+            f"choose one of {', '.join(ONNX_OPTIMIZATIONS)}"
+        )
+    for name, value, least in (
+        ("threads", threads, 1),
+        ("batch_size", batch_size, 1),
+        ("repeats", repeats, 1),
+        ("warmup", warmup, 0),
+    ):
+        if value < least:
+            raise ModelsError(f"latency {name} must be at least {least}, got {value}")
+
+
+def measure_onnx_latency(
+    onnx_bytes: bytes,
+    *,
+    threads: int = 1,
+    batch_size: int = 1,
+    warmup: int = 10,
+    repeats: int = 50,
+    optimization: str = "all",
+) -> Latency:
+    """Return the measured latency of one run of a serialized ONNX model on the CPU.
+
+    Timed as :func:`measure_latency` times an ``onnxruntime`` model: one fresh session
+    (CPU provider, ``threads`` intra-op threads, one inter-op thread, sequential
+    execution, graph optimizations ``optimization``), ``warmup`` untimed runs, then
+    ``repeats`` runs each timed alone with the garbage collector paused. The input is a
+    seeded float32 tensor of the model's single input's shape; a symbolic first dimension
+    is the batch and gets ``batch_size``.
+
+    Args:
+        onnx_bytes: the serialized model, with exactly one float32 input.
+        threads: intra-op threads onnxruntime may use.
+        batch_size: the batch, where the input's first dimension is symbolic.
+        warmup: untimed runs before timing.
+        repeats: timed runs.
+        optimization: a key of :data:`ONNX_OPTIMIZATIONS`.
+
+    Returns:
+        The latency statistics and the settings they were measured with.
+
+    Raises:
+        ModelsError: an unknown optimization level, a non-positive setting, or a model
+            onnxruntime cannot load or run, that has several inputs, a non-float input,
+            or symbolic dimensions past the first.
+    """
+    _check_settings(threads, batch_size, warmup, repeats, optimization)
+    session = _onnxruntime_session(onnx_bytes, threads, optimization)
+    x = _onnx_input(session, batch_size)
+    durations = _time_runs(_onnxruntime_runner(session, x), warmup, repeats)
+    batch = int(x.shape[0]) if x.ndim else batch_size
+    return latency_of_runs(durations, "onnxruntime", threads, batch, warmup, "cpu")
 
 
 def measure_latency(
@@ -304,26 +329,12 @@ def measure_latency(
         raise ModelsError(
             f"unknown latency backend {backend!r}; choose one of {', '.join(LATENCY_BACKENDS)}"
         )
-    if onnx_optimization not in ONNX_OPTIMIZATIONS:
-        raise ModelsError(
-            f"unknown onnxruntime optimization level {onnx_optimization!r}; "
-            f"choose one of {', '.join(ONNX_OPTIMIZATIONS)}"
-        )
+    _check_settings(threads, batch_size, warmup, repeats, onnx_optimization)
     gpu = None if device == "cpu" else _cuda_device(device)
-    for name, value, least in (
-        ("threads", threads, 1),
-        ("batch_size", batch_size, 1),
-        ("repeats", repeats, 1),
-        ("warmup", warmup, 0),
-    ):
-        if value < least:
-            raise ModelsError(f"latency {name} must be at least {least}, got {value}")
-
     x = _seeded_input(input_shape, batch_size)
-    where = "cpu"
+    where = "cpu" if gpu is None else f"{gpu} ({torch.cuda.get_device_name(gpu)})"
     with _eval_mode(model):
         if backend == "torch" and gpu is not None:
-            where = f"{gpu} ({torch.cuda.get_device_name(gpu)})"
             on_gpu = copy.deepcopy(model).to(gpu)
             with torch.cuda.device(gpu), torch.inference_mode():
                 durations = _time_cuda_runs(_torch_runner(on_gpu, x.to(gpu)), warmup, repeats)
@@ -331,33 +342,12 @@ def measure_latency(
             with _torch_threads(threads), torch.inference_mode():
                 durations = _time_runs(_torch_runner(model, x), warmup, repeats)
         else:
-            index = gpu.index if gpu is not None else None
-            runner = _onnxruntime_runner(
-                model, input_shape, x, threads, onnx_bytes, onnx_optimization, index
-            )
-            durations = _time_runs(runner, warmup, repeats)
-            if gpu is not None:
-                where = f"{gpu} ({torch.cuda.get_device_name(gpu)})"
+            if onnx_bytes is None:
+                # Imported here so that importing models.cost does not depend on models.io.
+                from models.io import onnx_model_bytes
 
-    p10, median, p90 = np.percentile(durations, [10, 50, 90])
-    latency = Latency(
-        median_ms=float(median),
-        p10_ms=float(p10),
-        p90_ms=float(p90),
-        mean_ms=float(durations.mean()),
-        min_ms=float(durations.min()),
-        backend=backend,
-        threads=threads,
-        batch_size=batch_size,
-        repeats=repeats,
-        warmup=warmup,
-        device=where,
-    )
-    logger.debug(
-        "latency %s: median %.3f ms (p10 %.3f, p90 %.3f)",
-        backend,
-        latency.median_ms,
-        latency.p10_ms,
-        latency.p90_ms,
-    )
-    return latency
+                onnx_bytes = onnx_model_bytes(model, input_shape)
+            index = gpu.index if gpu is not None else None
+            session = _onnxruntime_session(onnx_bytes, threads, onnx_optimization, index)
+            durations = _time_runs(_onnxruntime_runner(session, x.numpy()), warmup, repeats)
+    return latency_of_runs(durations, backend, threads, batch_size, warmup, where)

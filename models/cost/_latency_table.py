@@ -1,0 +1,382 @@
+"""Per-device latency table: a plan's onnxruntime latency from measured kernels, without
+building the pruned model (the lookup tables of HALP and Once-for-All)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from models.cost._kernel_plan import KernelPlanner, instantiate
+from models.cost._latency import measure_onnx_latency
+from models.cost._latency_calibration import Calibration, fit_calibration
+from models.cost._latency_grid import Grid, grid_axis, reachable_channels
+from models.cost._layer_shapes import LayerShape, onnxruntime_channel_block
+from models.cost._network import Network
+from models.cost._onnx_network import read_network
+from models.errors import ModelsError
+from models.prune import PruningGraph
+
+__all__ = ["LatencyTable", "OnnxTimer", "onnxruntime_timer"]
+
+OnnxTimer = Callable[[Sequence[bytes]], Sequence[float]]
+"""Given serialized ONNX models, returns the median latency in ms of each, in order.
+
+Where and how they run is the caller's choice: here with :func:`onnxruntime_timer`, or
+on a remote device agent in one batch."""
+
+GRID_POINTS = {1: 5, 2: 4}
+"""Grid values measured per axis: 5 for kernels of one channel count (depthwise
+convolutions, elementwise ops, poolings, reorders), 4 per axis for dense convolutions
+and linear layers (16 points; bilinear interpolation on padded channels stays within
+about 2 % of a measured convolution at the 90th percentile)."""
+
+_OVERHEAD = LayerShape("unary", 1, 1, function="Relu")  # one run of a trivial model
+_FORMAT = 1
+
+
+def onnxruntime_timer(
+    *,
+    threads: int = 1,
+    warmup: int = 5,
+    repeats: int = 25,
+    rounds: int = 1,
+    optimization: str = "all",
+) -> OnnxTimer:
+    """Return an :data:`OnnxTimer` that times models here with :func:`measure_onnx_latency`.
+
+    Args:
+        threads: intra-op threads onnxruntime may use.
+        warmup: untimed runs per model and round.
+        repeats: timed runs per model and round.
+        rounds: passes over all the models; each model reports its lowest median, since
+            other processes only ever add time.
+        optimization: onnxruntime's graph optimization level (see ``ONNX_OPTIMIZATIONS``).
+
+    Returns:
+        The timer.
+    """
+
+    def timer(models: Sequence[bytes]) -> list[float]:
+        best = [float("inf")] * len(models)
+        for _ in range(max(rounds, 1)):
+            for i, model in enumerate(models):
+                latency = measure_onnx_latency(
+                    model,
+                    threads=threads,
+                    warmup=warmup,
+                    repeats=repeats,
+                    optimization=optimization,
+                )
+                best[i] = min(best[i], latency.median_ms)
+        return best
+
+    return timer
+
+
+def _prepare(
+    model: nn.Module, graph: PruningGraph, channel_block: int | None
+) -> tuple[Network, int, dict[LayerShape, tuple[tuple[int, ...], ...]]]:
+    """Return the network, the NCHWc block and every kernel template's grid axes."""
+    from models.io import onnx_model_bytes  # importing models.cost must not need models.io
+
+    network = read_network(model, graph, onnx_model_bytes(model, graph.input_shape))
+    block = channel_block or onnxruntime_channel_block()
+    widths = {g.name: (g.channels, g.allowed_widths()) for g in graph.groups}
+    values = [reachable_channels(t.channels, t.by_group, widths) for t in network.tensors]
+    variants = KernelPlanner(network, block).variants(values)
+    axes = {
+        template: tuple(grid_axis(v, GRID_POINTS[len(sets)], block) for v in sets)
+        for template, sets in variants.items()
+    }
+    return network, block, axes
+
+
+def _shapes(axes: Mapping[LayerShape, tuple[tuple[int, ...], ...]]) -> list[LayerShape]:
+    """Return the empty-session shape, then every template at every point of its grid."""
+    return [_OVERHEAD] + [
+        instantiate(template, point)
+        for template, axis in axes.items()
+        for point in Grid(axis, ()).points()
+    ]
+
+
+class LatencyTable:
+    """Predicts the median onnxruntime CPU latency (ms) of any plan of one model, in well
+    under a millisecond, without building the plan's model.
+
+    Built once per model and device: :meth:`build` reads the model's ONNX export, works
+    out every kernel onnxruntime can run for it over all plans (convolutions with their
+    fused activation and residual add, elementwise ops, poolings, linear layers, and the
+    reorders into and out of the blocked NCHWc layout; see ``_kernel_plan``), and times
+    each kernel alone at a few channel counts through an :data:`OnnxTimer`. A plan's
+    raw prediction (:meth:`predict_raw`) replays onnxruntime's layout choices at the
+    plan's channel counts and sums its kernels' latencies, interpolated between the
+    measured channel counts, less the cost of running an empty session. A kernel timed
+    alone finds its weights in cache, where inside a network it streams them from
+    memory, and the executor does some work per run, so :meth:`fit` calibrates a copy on
+    a few plans measured end to end (:func:`calibration_plans`; see
+    :class:`Calibration`); :meth:`predict` returns the calibrated latency.
+
+    Ops the table does not time (listed in :attr:`untimed`) end up in the calibration's
+    offset, as if their cost did not change with the plan.
+
+    Instances are immutable and safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        groups: Sequence[tuple[str, int]],
+        block: int,
+        batch_size: int,
+        grids: Mapping[LayerShape, Grid],
+        overhead_ms: float,
+        calibration: Calibration | None = None,
+    ) -> None:
+        self.network = network
+        self.groups = tuple(groups)
+        self.block = block
+        self.batch_size = batch_size
+        self.overhead_ms = overhead_ms
+        self.calibration = calibration or Calibration()
+        self._grids = dict(grids)
+        self._entries: dict[int, tuple[Grid, float]] = {}
+        self._planner = KernelPlanner(network, block)
+        position = {name: i for i, (name, _) in enumerate(self.groups)}
+        self._full = np.array([c for _, c in self.groups], dtype=np.float64)
+        self._base = np.array([t.channels for t in network.tensors], dtype=np.float64)
+        self._coef = np.zeros((len(network.tensors), len(self.groups)))
+        for i, t in enumerate(network.tensors):
+            for group, n in t.by_group:
+                self._base[i] -= n
+                self._coef[i, position[group]] += n / self._full[position[group]]
+
+    @staticmethod
+    def shapes_to_measure(
+        model: nn.Module,
+        graph: PruningGraph,
+        *,
+        batch_size: int = 1,
+        channel_block: int | None = None,
+    ) -> list[LayerShape]:
+        """Return the distinct layer shapes :meth:`build` times for this model.
+
+        Shapes are deduplicated across layers; each kernel template is measured on a
+        grid of at most :data:`GRID_POINTS` channel counts per axis (padded to the
+        block where onnxruntime pads), and other counts are interpolated. The first
+        shape times an empty session (subtracted from every kernel).
+
+        Args:
+            model: the unpruned network (exported to ONNX and run once; not modified).
+            graph: its :class:`~models.prune.PruningGraph`.
+            batch_size: the batch the table predicts for (given to ``to_onnx``).
+            channel_block: onnxruntime's NCHWc block on the device that will run the
+                shapes; this machine's (:func:`onnxruntime_channel_block`) if None.
+
+        Returns:
+            The shapes, the same on every call.
+
+        Raises:
+            ModelsError: the model cannot be exported, or its export not read.
+        """
+        del batch_size  # the shapes do not depend on it; their models do (``to_onnx``)
+        return _shapes(_prepare(model, graph, channel_block)[2])
+
+    @classmethod
+    def build(
+        cls,
+        model: nn.Module,
+        graph: PruningGraph,
+        timer: OnnxTimer,
+        *,
+        batch_size: int = 1,
+        channel_block: int | None = None,
+    ) -> LatencyTable:
+        """Time every shape of :meth:`shapes_to_measure` with one call of ``timer``.
+
+        Args:
+            model: the unpruned network (not modified).
+            graph: its :class:`~models.prune.PruningGraph`.
+            timer: times the one-layer models, in one batch.
+            batch_size: the batch the table predicts for.
+            channel_block: the device's NCHWc block; this machine's if None.
+
+        Returns:
+            The uncalibrated table.
+
+        Raises:
+            ModelsError: the model cannot be exported or read, or the timer returned
+                the wrong number of latencies.
+        """
+        network, block, axes = _prepare(model, graph, channel_block)
+        models = [shape.to_onnx(batch_size) for shape in _shapes(axes)]
+        times = [float(t) for t in timer(models)]
+        if len(times) != len(models):
+            raise ModelsError(f"the timer returned {len(times)} latencies for {len(models)} models")
+        grids, at = {}, 1
+        for template, axis in axes.items():
+            size = int(np.prod([len(a) for a in axis]))
+            grids[template] = Grid(axis, tuple(times[at : at + size]))
+            at += size
+        groups = [(g.name, g.channels) for g in graph.groups]
+        return cls(network, groups, block, batch_size, grids, times[0])
+
+    @property
+    def untimed(self) -> dict[str, int]:
+        """ONNX op types in the network the table does not time, with their counts."""
+        return self.network.untimed
+
+    @property
+    def shape_count(self) -> int:
+        """How many layer shapes were measured (the empty session included)."""
+        return 1 + sum(len(g.values) for g in self._grids.values())
+
+    def _channels(self, plan: Mapping[str, int]) -> list[int]:
+        widths = np.array([plan.get(name, c) for name, c in self.groups], dtype=np.float64)
+        channels = np.rint(self._base + self._coef @ widths) if len(widths) else self._base
+        return [max(1, int(c)) for c in channels]
+
+    def breakdown(self, plan: Mapping[str, int]) -> list[tuple[LayerShape, float]]:
+        """Return every kernel ``plan`` runs, in order, with its share of the raw sum (ms).
+
+        Raises:
+            ModelsError: a kernel the table has no measurements for.
+        """
+        result = []
+        for template, coords in self._planner.kernels(self._channels(plan)):
+            grid, _ = self._entry(template)
+            ms = max(grid.at(coords) - self.overhead_ms, 0.0)
+            result.append((instantiate(template, coords), ms))
+        return result
+
+    def _entry(self, template: LayerShape) -> tuple[Grid, float]:
+        """Return a kernel template's grid and weights per coordinate unit.
+
+        Cached by the template's identity (the planner makes each one once), which is
+        much faster than hashing it; the cache only ever gains equal values.
+        """
+        entry = self._entries.get(id(template))
+        if entry is None:
+            grid = self._grids.get(template)
+            if grid is None:
+                raise ModelsError(
+                    f"the table has no measurements for kernel {template.key}; "
+                    "was it built for another model or onnxruntime?"
+                )
+            entry = self._entries[id(template)] = (grid, _weights_per_coord(template))
+        return entry
+
+    def _terms(self, plan: Mapping[str, int]) -> tuple[float, float]:
+        """Return ``plan``'s kernel sum (ms) and its convolution and linear weights (MiB)."""
+        total = weights = 0.0
+        overhead, entries = self.overhead_ms, self._entries
+        for template, coords in self._planner.kernels(self._channels(plan)):
+            grid, factor = entries.get(id(template)) or self._entry(template)
+            ms = grid.at(coords) - overhead
+            if ms > 0.0:
+                total += ms
+            if factor:
+                weights += factor * (coords[0] * coords[-1] if len(coords) == 2 else coords[0])
+        return total, weights * 4 / 2**20
+
+    def predict_raw(self, plan: Mapping[str, int]) -> float:
+        """Return the uncalibrated latency of ``plan`` in ms: the sum of its kernels.
+
+        ``plan`` maps group names to channels kept; groups it does not name keep all
+        of theirs. It is not validated (this runs in the search's inner loop).
+
+        Raises:
+            ModelsError: a kernel the table has no measurements for.
+        """
+        return self._terms(plan)[0]
+
+    def predict(self, plan: Mapping[str, int]) -> float:
+        """Return the calibrated latency of ``plan`` in ms (see :class:`Calibration`).
+
+        Raises:
+            ModelsError: a kernel the table has no measurements for.
+        """
+        return self.calibration.apply(*self._terms(plan))
+
+    def fit(self, samples: Sequence[tuple[Mapping[str, int], float]]) -> LatencyTable:
+        """Return a copy calibrated on plans measured end to end (see :func:`fit_calibration`).
+
+        Args:
+            samples: ``(plan, measured median ms)`` pairs, e.g. of
+                :func:`calibration_plans`; include the unpruned model.
+
+        Returns:
+            The calibrated copy; this table is unchanged.
+
+        Raises:
+            ModelsError: no samples, or a non-positive measurement.
+        """
+        terms = [self._terms(plan) for plan, _ in samples]
+        calibration = fit_calibration(
+            [k for k, _ in terms], [w for _, w in terms], [float(ms) for _, ms in samples]
+        )
+        return LatencyTable(
+            self.network,
+            self.groups,
+            self.block,
+            self.batch_size,
+            self._grids,
+            self.overhead_ms,
+            calibration,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the table as JSON-able values (for a cache or a database row)."""
+        return {
+            "format": _FORMAT,
+            "block": self.block,
+            "batch_size": self.batch_size,
+            "overhead_ms": self.overhead_ms,
+            "calibration": asdict(self.calibration),
+            "groups": [list(g) for g in self.groups],
+            "network": self.network.to_dict(),
+            "kernels": [
+                {"shape": t.to_dict(), "axes": [list(a) for a in g.axes], "ms": list(g.values)}
+                for t, g in self._grids.items()
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LatencyTable:
+        """Rebuild a table written by :meth:`to_dict`.
+
+        Raises:
+            ModelsError: the data is not a table of this format.
+        """
+        if not isinstance(data, Mapping) or data.get("format") != _FORMAT:
+            raise ModelsError(f"not a latency table of format {_FORMAT}")
+        grids = {
+            LayerShape.from_dict(k["shape"]): Grid(
+                tuple(tuple(int(v) for v in a) for a in k["axes"]), tuple(k["ms"])
+            )
+            for k in data["kernels"]
+        }
+        return cls(
+            Network.from_dict(data["network"]),
+            [(str(name), int(c)) for name, c in data["groups"]],
+            int(data["block"]),
+            int(data["batch_size"]),
+            grids,
+            float(data["overhead_ms"]),
+            Calibration(**data["calibration"]),
+        )
+
+
+def _weights_per_coord(template: LayerShape) -> float:
+    """Return the weights per unit of a kernel's coordinates (product of in and out for
+    a dense kernel, channels for a depthwise one), or 0 for a kernel without weights."""
+    if template.op == "linear":
+        return 1.0
+    if template.op != "conv":
+        return 0.0
+    area = template.kernel[0] * template.kernel[1]
+    return float(area) if template.groups == 0 else area / template.groups
