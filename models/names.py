@@ -16,6 +16,10 @@ __all__ = [
     "DATA_CRITERIA",
     "CriterionName",
     "DatasetName",
+    "GRANULARITIES",
+    "Granularity",
+    "KERNEL_CRITERION_NAMES",
+    "KernelCriterionName",
     "SCHEDULE_NAMES",
     "ScheduleName",
 ]
@@ -38,6 +42,19 @@ CRITERION_NAMES: tuple[str, ...] = get_args(CriterionName)
 
 DATA_CRITERIA: frozenset[str] = frozenset({"taylor", "activation_mean", "activation_l2", "apoz"})
 """Criteria that need calibration batches."""
+
+Granularity = Literal["channel", "kernel"]
+"""What one pruning step removes: whole channels, or single k×k kernels of filters."""
+
+GRANULARITIES: tuple[str, ...] = get_args(Granularity)
+"""Every granularity, in the order of :data:`Granularity`."""
+
+KernelCriterionName = Literal["l1", "l2", "fpgm", "random"]
+"""A criterion that scores single kernels: their norm, their similarity to the other
+kernels of the same filter (fpgm), or a seeded random baseline."""
+
+KERNEL_CRITERION_NAMES: tuple[str, ...] = get_args(KernelCriterionName)
+"""Every kernel criterion name, in the order of :data:`KernelCriterionName`."""
 
 DatasetName = Literal["digits", "synthetic", "cifar10", "cifar100", "mnist", "fashion_mnist"]
 """A built-in data set of :mod:`models.data`; ``imagefolder:<dir>`` and ``.npz`` files

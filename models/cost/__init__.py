@@ -6,7 +6,8 @@ with warm-up and fixed threads, reported as median and p10/p90
 (:func:`measure_latency`, :func:`measure_onnx_latency` for a serialized ONNX model), or
 predicted for a plan from per-kernel measurements on the device
 (:class:`LatencyTable`, built from :class:`LayerShape` s timed by an
-:data:`OnnxTimer`).
+:data:`OnnxTimer`). A kernel-pruned model's zero kernels are counted beside the
+dense cost (:func:`measure_sparse_cost`: non-zero parameters, effective MACs).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from models.cost._latency import (
 from models.cost._latency_calibration import Calibration, calibration_plans, fit_calibration
 from models.cost._latency_table import LatencyTable, OnnxTimer, onnxruntime_timer
 from models.cost._layer_shapes import LAYER_OPS, LayerShape, onnxruntime_channel_block
+from models.cost._sparsity import SparseCost, kept_kernel_shares, measure_sparse_cost
 
 __all__ = [
     "LATENCY_BACKENDS",
@@ -43,15 +45,18 @@ __all__ = [
     "LatencyTable",
     "LayerShape",
     "OnnxTimer",
+    "SparseCost",
     "calibration_plans",
     "count_macs",
     "count_params",
     "fit_calibration",
+    "kept_kernel_shares",
     "macs_by_layer",
     "measure_cost",
     "has_onnxruntime_cuda",
     "measure_latency",
     "measure_onnx_latency",
+    "measure_sparse_cost",
     "onnxruntime_channel_block",
     "onnxruntime_timer",
     "size_bytes",

@@ -3,6 +3,8 @@
 Beside the recipe (arch, classes, input shape, plan) the metadata keeps the state_dict's
 per-module versions (``_metadata``), which safetensors would otherwise drop and which
 some modules' loading code requires (torchvision's MNASNet refuses to load without).
+A kernel-pruned model also keeps its kernel masks there, and its masked layers store only
+the kept kernels (see :mod:`models.io._kernel_masks`); such checkpoints are version 2.
 """
 
 from __future__ import annotations
@@ -19,9 +21,16 @@ from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
 from models.errors import ModelsError, WeightsError
+from models.io._kernel_masks import (
+    KERNEL_MASKS_KEY,
+    decode_kernel_masks,
+    encode_kernel_masks,
+    pack_kernel_weights,
+    unpack_kernel_weights,
+)
 from models.io._module_metadata import METADATA_KEY, encode_module_metadata, module_metadata_of
 from models.io._weights import load_checked, read_weights, safetensors_metadata
-from models.prune import Plan, apply_plan, build_pruning_graph
+from models.prune import KernelMasks, Plan, apply_plan, build_pruning_graph
 from models.zoo import build_model, normalize_shape
 
 __all__ = [
@@ -36,6 +45,8 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "inferprune.pruned"
 CHECKPOINT_VERSION = "1"
+SPARSE_CHECKPOINT_VERSION = "2"
+"""The version of checkpoints with kernel masks (readers of version 1 refuse them)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,7 @@ class CheckpointInfo:
         normalization: ``{"mean": [...], "std": [...]}`` the inputs must be normalized with,
             if the training data set had one.
         extra: any other string metadata (for example the job and trial that made it).
+        kernel_masks: the kernels removed after the plan (empty for a dense model).
     """
 
     arch: str
@@ -60,12 +72,13 @@ class CheckpointInfo:
     round_to: int = 8
     normalization: dict[str, list[float]] | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    kernel_masks: KernelMasks = field(default_factory=KernelMasks)
 
     def to_metadata(self) -> dict[str, str]:
         """Return the safetensors metadata (all values are strings)."""
         meta = {
             "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
+            "version": SPARSE_CHECKPOINT_VERSION if self.kernel_masks else CHECKPOINT_VERSION,
             "arch": self.arch,
             "num_classes": str(self.num_classes),
             "input_shape": json.dumps(list(self.input_shape)),
@@ -75,6 +88,8 @@ class CheckpointInfo:
         }
         if self.normalization is not None:
             meta["normalization"] = json.dumps(self.normalization)
+        if self.kernel_masks:
+            meta[KERNEL_MASKS_KEY] = encode_kernel_masks(self.kernel_masks)
         for key, value in self.extra.items():
             meta.setdefault(key, value)
         return meta
@@ -91,7 +106,7 @@ class CheckpointInfo:
                 "this safetensors file has no inferprune metadata (arch, plan); load it "
                 "with --weights and --arch instead of --pruned"
             )
-        if meta.get("version") != CHECKPOINT_VERSION:
+        if meta.get("version") not in (CHECKPOINT_VERSION, SPARSE_CHECKPOINT_VERSION):
             raise WeightsError(f"checkpoint version {meta.get('version')!r} is not supported")
         try:
             known = {
@@ -105,6 +120,7 @@ class CheckpointInfo:
                 "normalization",
                 "torch_version",
                 METADATA_KEY,
+                KERNEL_MASKS_KEY,
             }
             return cls(
                 arch=meta["arch"],
@@ -116,6 +132,9 @@ class CheckpointInfo:
                 if "normalization" in meta
                 else None,
                 extra={k: v for k, v in meta.items() if k not in known},
+                kernel_masks=decode_kernel_masks(meta[KERNEL_MASKS_KEY])
+                if KERNEL_MASKS_KEY in meta
+                else KernelMasks(),
             )
         except (KeyError, ValueError, ModelsError) as exc:
             raise WeightsError(f"malformed checkpoint metadata: {exc}") from None
@@ -125,13 +144,16 @@ def checkpoint_bytes(model: nn.Module, info: CheckpointInfo) -> bytes:
     """Return ``model``'s weights as safetensors bytes carrying ``info`` as metadata.
 
     The metadata also holds the state_dict's per-module versions, as JSON under
-    ``module_metadata``, for :func:`load_pruned` to hand back to each module.
+    ``module_metadata``, for :func:`load_pruned` to hand back to each module. Layers
+    with kernel masks in ``info`` store their kept kernels only.
 
     Raises:
-        WeightsError: the module metadata is over the size a checkpoint may carry.
+        WeightsError: the module metadata is over the size a checkpoint may carry, or a
+            kernel mask does not fit the model.
     """
     full = model.state_dict()
     state = {k: v.detach().contiguous().cpu() for k, v in full.items()}
+    state = pack_kernel_weights(state, info.kernel_masks)
     meta = info.to_metadata()
     versions = module_metadata_of(full)
     if versions is not None:
@@ -176,7 +198,8 @@ def load_pruned(source: str | os.PathLike[str] | bytes) -> tuple[nn.Module, Chec
     The architecture is built fresh, the stored plan is replayed (which channels were
     kept does not matter: the weights overwrite them), and the tensors are loaded
     strictly, each module given the version metadata it was saved with (a checkpoint
-    written before versions were stored gets those of the code now running).
+    written before versions were stored gets those of the code now running). Kept
+    kernels go back to their places in masked layers, zeros to the removed ones.
 
     Returns:
         ``(model, info)``: the model in eval mode and the checkpoint's metadata.
@@ -191,6 +214,7 @@ def load_pruned(source: str | os.PathLike[str] | bytes) -> tuple[nn.Module, Chec
     recipe = f"{info.arch} with the stored plan"
     model = _rebuild(info, recipe)
     state, versions = read_weights(source)
+    state = unpack_kernel_weights(state, info.kernel_masks)
     load_checked(model, state, versions, arch=recipe)
     return model.eval(), info
 

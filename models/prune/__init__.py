@@ -4,6 +4,11 @@ A :class:`PruningGraph` (from :func:`build_pruning_graph`) lists a model's pruna
 :class:`ChannelGroup` s, found with Torch-Pruning's DependencyGraph and named by the
 module path of their root layer. A :class:`Plan` maps group names to the channels
 kept; :func:`apply_plan` returns a physically smaller copy of the model.
+
+Kernel granularity: :func:`kernel_masks` picks single k×k kernels to remove
+(:class:`KernelMasks`), :func:`zero_kernels` / :func:`keep_kernels_masked` enforce them,
+and :func:`apply_sequence` runs a hybrid sequence of channel and kernel
+:class:`PruningStep` s, turning columns no filter reads into channel cuts.
 """
 
 from __future__ import annotations
@@ -19,24 +24,43 @@ from models.prune._graph import (
     find_output_layer,
     output_channels,
 )
+from models.prune._kernels import (
+    KernelMasks,
+    keep_kernels_masked,
+    kernel_layers,
+    kernel_masks,
+    score_kernels,
+    zero_kernels,
+)
 from models.prune._plan import Plan, uniform_plan, validate_plan
+from models.prune._sequence import PruningStep, SparsePruned, apply_sequence, cut_dead_channels
 
 __all__ = [
     "CALIBRATION_BATCHES",
     "ChannelGroup",
     "DimCoverage",
+    "KernelMasks",
     "LayerCoverage",
     "Plan",
     "PruningGraph",
+    "PruningStep",
+    "SparsePruned",
     "apply_plan",
+    "apply_sequence",
     "build_pruning_graph",
+    "cut_dead_channels",
     "find_groups",
     "find_output_layer",
     "global_magnitude_widths",
+    "keep_kernels_masked",
+    "kernel_layers",
+    "kernel_masks",
     "output_channels",
     "score_channels",
+    "score_kernels",
     "uniform_plan",
     "validate_plan",
+    "zero_kernels",
 ]
 
 
