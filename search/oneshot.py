@@ -1,13 +1,15 @@
 """One pruning with a given plan (or Torch-Pruning's uniform ratio), no search.
 
-``inferprune apply`` is this function plus argument parsing and a table.
+``inferprune apply`` is this function plus argument parsing and a table. With a
+fine-tune, the plan may be reached along a pruning schedule (:mod:`models.schedules`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,29 @@ from models.cost import Cost, measure_cost
 from models.data import load_dataset
 from models.device import resolve_device
 from models.io import CheckpointInfo, load_model
-from models.prune import CALIBRATION_BATCHES, Plan, apply_plan, build_pruning_graph, uniform_plan
-from models.train import TrainProgress, evaluate, fine_tune, recalibrate_batchnorm
+from models.prune import (
+    CALIBRATION_BATCHES,
+    Plan,
+    apply_plan,
+    build_pruning_graph,
+    uniform_plan,
+)
+from models.schedules import (
+    Schedule,
+    ScheduleConfig,
+    ScheduleContext,
+    ScheduledModel,
+    make_schedule,
+    train_with_schedule,
+)
+from models.train import (
+    TrainProgress,
+    evaluate,
+    fine_tune,
+    recalibrate_batchnorm,
+    steps_per_epoch,
+    total_steps,
+)
 from search.errors import SpecError
 
 __all__ = ["OneShotResult", "apply_once"]
@@ -37,6 +60,8 @@ class OneShotResult:
         after: the pruned model's cost.
         val_accuracy: validation accuracy after BN recalibration and the optional
             fine-tune; None without a data set.
+        schedule: how the plan was reached: ``{"name": "one_shot"}``, or a schedule's
+            record (:meth:`models.schedules.ScheduledModel.to_dict`).
     """
 
     model: nn.Module
@@ -44,6 +69,7 @@ class OneShotResult:
     before: Cost
     after: Cost
     val_accuracy: float | None
+    schedule: dict[str, Any] = field(default_factory=lambda: {"name": "one_shot"})
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as ``apply --json`` prints it (without the output path)."""
@@ -61,6 +87,7 @@ class OneShotResult:
             "macs_ratio": after.macs / before.macs,
             "params_ratio": after.params / before.params,
             "val_accuracy": self.val_accuracy,
+            "schedule": self.schedule,
         }
 
 
@@ -81,10 +108,12 @@ def apply_once(
     seed: int = 0,
     on_step: Callable[[TrainProgress], None] | None = None,
     device: torch.device | str | None = None,
+    schedule: ScheduleConfig | None = None,
 ) -> OneShotResult:
     """Prune a model once: every group keeps what ``plan`` says, or loses the fraction
     ``ratio`` of its channels; with a data set, recalibrate BatchNorm, optionally
-    fine-tune, and measure validation accuracy.
+    fine-tune (reaching the plan at once or along a ``schedule``), and measure
+    validation accuracy.
 
     Args:
         arch: zoo name; None when ``weights`` is a checkpoint that names it.
@@ -105,10 +134,12 @@ def apply_once(
         device: where recalibration, fine-tuning and validation run (see
             :func:`models.device.resolve_device`; None reads ``INFERPRUNE_DEVICE``).
             Pruning happens on the CPU, and the result is returned there.
+        schedule: how the plan is reached over the fine-tune (None: one_shot, prune
+            then fine-tune); any other schedule needs ``finetune_epochs``.
 
     Raises:
         SpecError: neither or both of plan and ratio; a fine-tune without a data set;
-            an already pruned checkpoint.
+            a schedule without a fine-tune; an already pruned checkpoint.
         ModelsError: the model, weights, plan or data cannot be used, or the device is
             not there.
     """
@@ -117,6 +148,13 @@ def apply_once(
         raise SpecError("give exactly one of a plan and a ratio")
     if finetune_epochs and not dataset:
         raise SpecError("fine-tuning needs a data set to train on")
+    config = schedule or ScheduleConfig()
+    scheduler = make_schedule(config)
+    if config.name != "one_shot" and not finetune_epochs:
+        raise SpecError(
+            f"the {config.name} schedule prunes over a fine-tune: give it fine-tuning epochs",
+            fields=("pruning.schedule",),
+        )
     model, info = load_model(arch, weights, num_classes=num_classes, input_shape=input_shape)
     if len(info.plan):
         raise SpecError("this checkpoint is already pruned; prune the unpruned model instead")
@@ -133,13 +171,34 @@ def apply_once(
         )
         calib = list(data.train.batches(32, shuffle=True, seed=seed, limit=CALIBRATION_BATCHES))
     before = measure_cost(model, shape)
-    pruned = apply_plan(model, plan, criterion, calib, input_shape=shape, graph=graph, seed=seed)
     val = None
-    if data is not None:
+    record: dict[str, Any] = {"name": "one_shot"}
+    if data is None:
+        pruned = apply_plan(model, plan, criterion, input_shape=shape, graph=graph, seed=seed)
+    elif config.name == "one_shot":
+        pruned = apply_plan(
+            model, plan, criterion, calib, input_shape=shape, graph=graph, seed=seed
+        )
         pruned.to(target)
         recalibrate_batchnorm(pruned, data.train, seed=seed)
         if finetune_epochs:
             fine_tune(pruned, data.train, epochs=finetune_epochs, lr=lr, seed=seed, on_step=on_step)
+    else:
+        assert finetune_epochs and calib is not None
+        scheduled = _train_scheduled(
+            model.to(target),
+            plan,
+            scheduler,
+            ScheduleContext(
+                graph=graph, train=data.train, calibration=calib, val=data.val, seed=seed
+            ),
+            criterion=criterion,
+            epochs=finetune_epochs,
+            lr=lr,
+            on_step=on_step,
+        )
+        pruned, record = scheduled.model, scheduled.to_dict()
+    if data is not None:
         val = evaluate(pruned, data.val).top1
         pruned.cpu()
     out = CheckpointInfo(
@@ -151,4 +210,46 @@ def apply_once(
         normalization=info.normalization,
         extra={"criterion": criterion},
     )
-    return OneShotResult(pruned, out, before, measure_cost(pruned, shape), val)
+    return OneShotResult(pruned, out, before, measure_cost(pruned, shape), val, record)
+
+
+def _train_scheduled(
+    model: nn.Module,
+    plan: Plan,
+    schedule: Schedule,
+    context: ScheduleContext,
+    *,
+    criterion: str,
+    epochs: float,
+    lr: float,
+    on_step: Callable[[TrainProgress], None] | None,
+) -> ScheduledModel:
+    """Prune ``model`` to ``plan`` along ``schedule`` while fine-tuning it ``epochs``
+    (batches of 64, as the one-shot fine-tune; one learning-rate decay throughout)."""
+    total = total_steps(epochs, None, steps_per_epoch(len(context.train), 64))
+
+    def trainer(pruned: nn.Module, start: int, steps: int) -> None:
+        def progress(p: TrainProgress) -> None:
+            assert on_step is not None
+            on_step(dataclasses.replace(p, step=start + p.step, total_steps=total))
+
+        fine_tune(
+            pruned,
+            context.train,
+            steps=steps,
+            lr=lr,
+            seed=context.seed,
+            start_step=start,
+            lr_window=(start, total),
+            on_step=progress if on_step is not None else None,
+        )
+
+    return train_with_schedule(
+        model,
+        plan,
+        schedule,
+        total_steps=total,
+        criterion=criterion,
+        context=context,
+        trainer=trainer,
+    )

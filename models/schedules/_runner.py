@@ -33,7 +33,7 @@ class SegmentTrainer(Protocol):
     every call.
     """
 
-    def __call__(self, model: nn.Module, start: int, steps: int) -> None: ...
+    def __call__(self, model: nn.Module, start: int, steps: int, /) -> None: ...
 
 
 @dataclass(frozen=True)

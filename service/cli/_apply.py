@@ -14,6 +14,7 @@ from service.cli._arguments import (
     add_device_argument,
     add_json_argument,
     add_model_arguments,
+    add_schedule_arguments,
     input_shape,
     positive_float,
     positive_int,
@@ -31,7 +32,7 @@ def register(commands: Any) -> None:
         "loses the fraction R of its channels (--ratio R, Torch-Pruning's uniform "
         "pruning_ratio). The lowest-scoring channels under --criterion go. With "
         "--dataset, data criteria get calibration batches and --finetune-epochs "
-        "recovers accuracy.",
+        "recovers accuracy, reached at once or along --schedule.",
     )
     add_model_arguments(apply, arch_required=False)
     apply.add_argument(
@@ -59,6 +60,13 @@ def register(commands: Any) -> None:
         type=positive_float,
         metavar="E",
         help="fine-tune the pruned model for E epochs (needs --dataset)",
+    )
+    add_schedule_arguments(apply)
+    apply.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="X",
+        help="--schedule adaptive: the validation accuracy the pruning may lose, a fraction (0.01)",
     )
     apply.add_argument(
         "--lr",
@@ -114,11 +122,20 @@ def run_apply(args: argparse.Namespace) -> int:
     """Prune once (the library's :func:`search.apply_once`), save, show the change."""
     from models.io import save_pruned
     from models.prune import Plan
+    from models.schedules import ScheduleConfig
     from search import apply_once
     from search.errors import SpecError
 
     if args.finetune_epochs and not args.dataset:
         raise SpecError("--finetune-epochs needs --dataset to train on")
+    if args.schedule != "one_shot" and not args.finetune_epochs:
+        raise SpecError(
+            f"--schedule {args.schedule} prunes over the fine-tune: give --finetune-epochs "
+            "(and --dataset)"
+        )
+    schedule = ScheduleConfig(
+        args.schedule, args.schedule_steps, args.criteria or (), args.max_accuracy_drop
+    )
     plan = None
     if args.plan is not None:
         try:
@@ -141,13 +158,15 @@ def run_apply(args: argparse.Namespace) -> int:
             round_to=args.round_to,
             seed=args.seed,
             device=args.device,
+            schedule=schedule,
         )
     path = save_pruned(result.model, args.output, result.info)
     if args.json:
         print_json({**result.to_dict(), "output": str(path)})
         return 0
     before, after = result.before, result.after
-    table = Table(title=f"pruned {result.info.arch} ({args.criterion})")
+    how = args.criterion if args.schedule == "one_shot" else f"{args.criterion}, {args.schedule}"
+    table = Table(title=f"pruned {result.info.arch} ({how})")
     table.add_column("")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")

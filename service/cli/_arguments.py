@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from models.names import CRITERION_NAMES, DATA_CRITERIA, DATASET_NAMES
+from models.names import CRITERION_NAMES, DATA_CRITERIA, DATASET_NAMES, SCHEDULE_NAMES
 
 
 def positive_int(text: str) -> int:
@@ -81,6 +81,46 @@ def add_criterion_argument(parser: Any, *, default: str | None = "l1") -> None:
         help=f"which channels go first: {', '.join(CRITERION_NAMES)}"
         + (f" (default: {default})" if default else "")
         + f"; {needs_data} score channels on calibration batches of the data set",
+    )
+
+
+def criteria_list(text: str) -> tuple[str, ...]:
+    """argparse type: criteria separated by commas, each a :mod:`models.names` criterion."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [n for n in names if n not in CRITERION_NAMES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown) or repr(text)}: expected criteria such as taylor,fpgm "
+            f"from {', '.join(CRITERION_NAMES)}"
+        )
+    return names
+
+
+def add_schedule_arguments(parser: Any, *, default: str | None = "one_shot") -> None:
+    """Add --schedule, --schedule-steps and --criteria (the schedules of
+    :mod:`models.schedules`, named in :mod:`models.names`)."""
+    parser.add_argument(
+        "--schedule",
+        default=default,
+        choices=SCHEDULE_NAMES,
+        metavar="NAME",
+        help="how the plan is reached over the fine-tune: "
+        + ", ".join(SCHEDULE_NAMES)
+        + (f" (default: {default})" if default else "")
+        + "; every schedule ends at the plan's widths",
+    )
+    parser.add_argument(
+        "--schedule-steps",
+        type=positive_int,
+        metavar="N",
+        help="pruning steps of the schedule (default: iterative 3, dropnet 5, others 10)",
+    )
+    parser.add_argument(
+        "--criteria",
+        type=criteria_list,
+        metavar="C1,C2",
+        help="iterative only: one criterion per phase of its steps, e.g. taylor,fpgm "
+        "(saliency first, then similarity)",
     )
 
 

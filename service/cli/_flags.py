@@ -56,6 +56,8 @@ SPEC_FLAGS: Mapping[str, str] = MappingProxyType(
         "pruning.criterion": "--criterion",
         "pruning.round_to": "--round-to",
         "pruning.schedule": "--schedule",
+        "pruning.schedule_steps": "--schedule-steps",
+        "pruning.criteria": "--criteria",
         "pruning.sequence": "--sequence",
         "latency.backend": "--latency-backend",
         "latency.threads": "--latency-threads",

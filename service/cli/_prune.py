@@ -16,6 +16,7 @@ from service.cli._arguments import (
     add_device_argument,
     add_json_argument,
     add_model_arguments,
+    add_schedule_arguments,
     fraction,
     input_shape,
     positive_float,
@@ -171,6 +172,7 @@ def register(commands: Any) -> None:
     )
     pruning = prune.add_argument_group("pruning and latency")
     add_criterion_argument(pruning)
+    add_schedule_arguments(pruning)
     pruning.add_argument(
         "--round-to",
         type=positive_int,
@@ -243,7 +245,13 @@ def _spec(args: argparse.Namespace, arch: str | None) -> Any:
             "batch_size": args.batch_size,
             "distill": args.distill,
         },
-        "pruning": {"criterion": args.criterion, "round_to": args.round_to},
+        "pruning": {
+            "criterion": args.criterion,
+            "round_to": args.round_to,
+            "schedule": args.schedule,
+            "schedule_steps": args.schedule_steps,
+            "criteria": list(args.criteria or ()),
+        },
     }
     if latency:
         data["latency"] = latency

@@ -13,6 +13,7 @@ from typing import Any
 
 from service.cli._arguments import (
     add_criterion_argument,
+    add_schedule_arguments,
     dataset_names_help,
     fraction,
     positive_float,
@@ -54,6 +55,9 @@ _SPEC_FIELDS: dict[str, tuple[str, ...]] = {
     "distill": ("finetune", "distill"),
     "criterion": ("pruning", "criterion"),
     "round_to": ("pruning", "round_to"),
+    "schedule": ("pruning", "schedule"),
+    "schedule_steps": ("pruning", "schedule_steps"),
+    "criteria": ("pruning", "criteria"),
     "latency_backend": ("latency", "backend"),
     "latency_threads": ("latency", "threads"),
     "latency_target": ("latency", "target"),
@@ -150,6 +154,7 @@ def register(commands: Any) -> None:
         "--distill", action="store_true", default=None, help="distill the unpruned model"
     )
     add_criterion_argument(search, default=None)
+    add_schedule_arguments(search, default=None)
     search.add_argument("--round-to", type=positive_int, metavar="R", help="default: 8")
     search.add_argument(
         "--latency-backend", choices=("onnxruntime", "torch"), help="default: onnxruntime"
