@@ -104,7 +104,7 @@ class KernelPlanner:
     def coords(self, template: LayerShape, cin: int, cout: int) -> tuple[int, ...]:
         """Return a kernel's channel coordinates for logical channels ``cin`` -> ``cout``."""
         block = self.block
-        if template.op in ("linear",) or (template.op == "conv" and template.groups != 0):
+        if template.op == "linear" or (template.op == "conv" and template.groups != 0):
             if template.layout == "nchwc":
                 return (cin if cin < block else _padded(cin, block), _padded(cout, block))
             return cin, cout

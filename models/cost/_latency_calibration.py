@@ -23,13 +23,14 @@ class Calibration:
 
     ``latency ≈ scale * kernels_ms + per_mb * weight_mb + offset_ms``: ``scale``
     absorbs how differently kernels run inside the network than alone, ``per_mb`` the
-    time to stream the weights, which stay cached when a kernel is timed alone but come
-    from a slower cache level (or memory) inside a network, and ``offset_ms`` the
-    per-run work no kernel accounts for (the executor, ops the table does not time).
+    time to stream spatial convolutions' weights, which stay cached when a kernel is
+    timed alone but come from a slower cache level (or memory) inside a network, and
+    ``offset_ms`` the per-run work no kernel accounts for (the executor, ops the table
+    does not time).
 
     Attributes:
         scale: multiplies the kernel sum.
-        per_mb: ms per MiB of convolution and linear weights (as onnxruntime pads them).
+        per_mb: ms per MiB of spatial convolutions' weights (as onnxruntime pads them).
         offset_ms: added once.
         samples: plans it was fitted on (0: not calibrated).
     """

@@ -35,6 +35,8 @@ and linear layers (16 points; bilinear interpolation on padded channels stays wi
 about 2 % of a measured convolution at the 90th percentile)."""
 
 _OVERHEAD = LayerShape("unary", 1, 1, function="Relu")  # one run of a trivial model
+_STREAM = LayerShape("linear", 8192, 8192)  # 256 MiB of weights: larger than any cache
+_MIB = 2**20 / 4  # float32 weights per MiB
 _FORMAT = 1
 
 
@@ -96,8 +98,8 @@ def _prepare(
 
 
 def _shapes(axes: Mapping[LayerShape, tuple[tuple[int, ...], ...]]) -> list[LayerShape]:
-    """Return the empty-session shape, then every template at every point of its grid."""
-    return [_OVERHEAD] + [
+    """Return the two reference shapes, then every template at every point of its grid."""
+    return [_OVERHEAD, _STREAM] + [
         instantiate(template, point)
         for template, axis in axes.items()
         for point in Grid(axis, ()).points()
@@ -117,9 +119,12 @@ class LatencyTable:
     plan's channel counts and sums its kernels' latencies, interpolated between the
     measured channel counts, less the cost of running an empty session. A kernel timed
     alone finds its weights in cache, where inside a network it streams them from
-    memory, and the executor does some work per run, so :meth:`fit` calibrates a copy on
-    a few plans measured end to end (:func:`calibration_plans`; see
-    :class:`Calibration`); :meth:`predict` returns the calibrated latency.
+    memory: a kernel with a 1x1 output (linear layer, squeeze-excite convolution) is
+    held to at least the time a 256 MiB linear layer takes per MiB of weights (measured
+    with the shapes), and what spatial convolutions lose to it, like the executor's work
+    per run, is left to :meth:`fit`, which calibrates a copy on a few plans measured end
+    to end (:func:`calibration_plans`; see :class:`Calibration`). :meth:`predict`
+    returns the calibrated latency.
 
     Ops the table does not time (listed in :attr:`untimed`) end up in the calibration's
     offset, as if their cost did not change with the plan.
@@ -135,6 +140,7 @@ class LatencyTable:
         batch_size: int,
         grids: Mapping[LayerShape, Grid],
         overhead_ms: float,
+        stream_ms_per_mib: float,
         calibration: Calibration | None = None,
     ) -> None:
         self.network = network
@@ -142,9 +148,10 @@ class LatencyTable:
         self.block = block
         self.batch_size = batch_size
         self.overhead_ms = overhead_ms
+        self.stream_ms_per_mib = stream_ms_per_mib
         self.calibration = calibration or Calibration()
         self._grids = dict(grids)
-        self._entries: dict[int, tuple[Grid, float]] = {}
+        self._entries: dict[int, tuple[Grid, float, bool]] = {}
         self._planner = KernelPlanner(network, block)
         position = {name: i for i, (name, _) in enumerate(self.groups)}
         self._full = np.array([c for _, c in self.groups], dtype=np.float64)
@@ -168,7 +175,8 @@ class LatencyTable:
         Shapes are deduplicated across layers; each kernel template is measured on a
         grid of at most :data:`GRID_POINTS` channel counts per axis (padded to the
         block where onnxruntime pads), and other counts are interpolated. The first
-        shape times an empty session (subtracted from every kernel).
+        shape times an empty session (subtracted from every kernel), the second a
+        linear layer with 256 MiB of weights (how fast weights stream from memory).
 
         Args:
             model: the unpruned network (exported to ONNX and run once; not modified).
@@ -217,13 +225,14 @@ class LatencyTable:
         times = [float(t) for t in timer(models)]
         if len(times) != len(models):
             raise ModelsError(f"the timer returned {len(times)} latencies for {len(models)} models")
-        grids, at = {}, 1
+        grids, at = {}, 2
         for template, axis in axes.items():
             size = int(np.prod([len(a) for a in axis]))
             grids[template] = Grid(axis, tuple(times[at : at + size]))
             at += size
         groups = [(g.name, g.channels) for g in graph.groups]
-        return cls(network, groups, block, batch_size, grids, times[0])
+        stream = max(times[1] - times[0], 0.0) * _MIB / (_STREAM.in_channels * _STREAM.out_channels)
+        return cls(network, groups, block, batch_size, grids, times[0], stream)
 
     @property
     def untimed(self) -> dict[str, int]:
@@ -232,8 +241,8 @@ class LatencyTable:
 
     @property
     def shape_count(self) -> int:
-        """How many layer shapes were measured (the empty session included)."""
-        return 1 + sum(len(g.values) for g in self._grids.values())
+        """How many layer shapes were measured (the two reference shapes included)."""
+        return 2 + sum(len(g.values) for g in self._grids.values())
 
     def _channels(self, plan: Mapping[str, int]) -> list[int]:
         widths = np.array([plan.get(name, c) for name, c in self.groups], dtype=np.float64)
@@ -246,42 +255,47 @@ class LatencyTable:
         Raises:
             ModelsError: a kernel the table has no measurements for.
         """
-        result = []
-        for template, coords in self._planner.kernels(self._channels(plan)):
-            grid, _ = self._entry(template)
-            ms = max(grid.at(coords) - self.overhead_ms, 0.0)
-            result.append((instantiate(template, coords), ms))
-        return result
+        return [
+            (instantiate(template, coords), self._kernel(template, coords)[0])
+            for template, coords in self._planner.kernels(self._channels(plan))
+        ]
 
-    def _entry(self, template: LayerShape) -> tuple[Grid, float]:
-        """Return a kernel template's grid and weights per coordinate unit.
+    def _kernel(self, template: LayerShape, coords: tuple[int, ...]) -> tuple[float, float]:
+        """Return a kernel's latency (ms) and the weights of a spatial convolution it
+        streams (float32 values; 0 for any other kernel).
 
-        Cached by the template's identity (the planner makes each one once), which is
-        much faster than hashing it; the cache only ever gains equal values.
+        A kernel with a 1x1 output (a linear layer, a squeeze-excite convolution) reads
+        each weight once: inside a network it streams them from memory, so it takes at
+        least as long as that (:attr:`stream_ms_per_mib`). A spatial convolution's
+        weights are left to the calibration (``per_mb``).
         """
         entry = self._entries.get(id(template))
-        if entry is None:
+        if entry is None:  # cached by identity: the planner makes each template once
             grid = self._grids.get(template)
             if grid is None:
                 raise ModelsError(
                     f"the table has no measurements for kernel {template.key}; "
                     "was it built for another model or onnxruntime?"
                 )
-            entry = self._entries[id(template)] = (grid, _weights_per_coord(template))
-        return entry
+            streams = template.op == "linear" or template.output_hw() == (1, 1)
+            entry = self._entries[id(template)] = (grid, _weights_per_coord(template), streams)
+        grid, factor, streams = entry
+        ms = max(grid.at(coords) - self.overhead_ms, 0.0)
+        if not factor:
+            return ms, 0.0
+        weights = factor * (coords[0] * coords[-1] if len(coords) == 2 else coords[0])
+        if streams:
+            return max(ms, weights / _MIB * self.stream_ms_per_mib), 0.0
+        return ms, weights
 
     def _terms(self, plan: Mapping[str, int]) -> tuple[float, float]:
-        """Return ``plan``'s kernel sum (ms) and its convolution and linear weights (MiB)."""
+        """Return ``plan``'s kernel sum (ms) and its spatial convolutions' weights (MiB)."""
         total = weights = 0.0
-        overhead, entries = self.overhead_ms, self._entries
         for template, coords in self._planner.kernels(self._channels(plan)):
-            grid, factor = entries.get(id(template)) or self._entry(template)
-            ms = grid.at(coords) - overhead
-            if ms > 0.0:
-                total += ms
-            if factor:
-                weights += factor * (coords[0] * coords[-1] if len(coords) == 2 else coords[0])
-        return total, weights * 4 / 2**20
+            ms, w = self._kernel(template, coords)
+            total += ms
+            weights += w
+        return total, weights / _MIB
 
     def predict_raw(self, plan: Mapping[str, int]) -> float:
         """Return the uncalibrated latency of ``plan`` in ms: the sum of its kernels.
@@ -326,6 +340,7 @@ class LatencyTable:
             self.batch_size,
             self._grids,
             self.overhead_ms,
+            self.stream_ms_per_mib,
             calibration,
         )
 
@@ -336,6 +351,7 @@ class LatencyTable:
             "block": self.block,
             "batch_size": self.batch_size,
             "overhead_ms": self.overhead_ms,
+            "stream_ms_per_mib": self.stream_ms_per_mib,
             "calibration": asdict(self.calibration),
             "groups": [list(g) for g in self.groups],
             "network": self.network.to_dict(),
@@ -367,6 +383,7 @@ class LatencyTable:
             int(data["batch_size"]),
             grids,
             float(data["overhead_ms"]),
+            float(data["stream_ms_per_mib"]),
             Calibration(**data["calibration"]),
         )
 

@@ -39,7 +39,8 @@ class OpNode:
             (same-shaped tensors), ``scale`` (a tensor times a per-channel vector),
             ``pool``, ``reshape`` (free, but reads the plain layout) or ``other``
             (an op the table does not time).
-        inputs: indices of the activation tensors it reads.
+        inputs: indices of the activation tensors it reads (for a ``scale``, the scaled
+            tensor first, then the per-channel vector).
         output: index of the tensor it writes.
         function: a convolution's fused activation; a unary op's function (``SiLU``
             for ``x * sigmoid(x)``); a pooling's or an untimed op's ONNX type.

@@ -208,6 +208,8 @@ def _add_op(
             )
         )
         return
+    if op == "scale":  # the scaled tensor first, the per-channel vector second
+        ins = tuple(sorted(ins, key=lambda i: -reader.tensors[i].height * reader.tensors[i].width))
     reader.ops.append(OpNode(op, ins if op in ("add", "mul", "scale") else (first,), out, function))
 
 

@@ -174,6 +174,18 @@ def test_build_times_every_shape_in_one_call_of_the_timer(
     assert timer.calls == [len(LatencyTable.shapes_to_measure(*resnet))]
     assert table.shape_count == timer.calls[0] and table.batch_size == 2
     assert table.untimed == {}
+    # the reference shapes: an empty session, and weights streamed from memory
+    assert table.overhead_ms == pytest.approx(
+        traffic_ms(LayerShape("unary", 1, 1, function="Relu").to_onnx(2))
+    )
+    assert table.stream_ms_per_mib > 0
+
+
+def test_a_linear_layer_streams_its_weights_inside_the_network(fake_table: LatencyTable) -> None:
+    (linear,) = [(s, ms) for s, ms in fake_table.breakdown({}) if s.op == "linear"]
+    shape, ms = linear
+    weights_mib = shape.in_channels * shape.out_channels * 4 / 2**20
+    assert ms >= weights_mib * fake_table.stream_ms_per_mib
 
 
 def test_build_refuses_a_timer_that_loses_models(resnet: tuple[nn.Module, PruningGraph]) -> None:
