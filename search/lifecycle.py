@@ -119,7 +119,8 @@ def conclude_search(
         The :class:`Conclusion`; its report is complete whatever the status.
     """
     times = dict(timing or {})
-    best, latency_check = _confirmed_delivery(problem, trials) if status is None else (None, None)
+    checks: list[dict[str, Any]] = []
+    best = select_delivered(problem, trials, latency_checks=checks) if status is None else None
     if best is None:
         ended: ConclusionStatus = status or "no_feasible_trial"
         report = _report(problem, trials, storage, study_name, ended, times)
@@ -155,14 +156,17 @@ def conclude_search(
         status="succeeded",
         timing=times,
     )
-    if latency_check is not None:
+    if problem.latency_table is not None and problem.spec.measures_latency:
         front = pareto_front([p for p in trial_points(trials) if p.feasible], with_latency=True)
         measured = confirm_front(problem, front)
-        latency_check["front"] = [
-            {"trial": p.trial, "predicted_ms": p.latency_ms, "measured_ms": measured[p.trial]}
-            for p in front
-        ]
-        report["latency_check"] = latency_check
+        report["latency_check"] = {
+            "device": problem.latency_meter.where,
+            "delivered": checks,
+            "front": [
+                {"trial": p.trial, "predicted_ms": p.latency_ms, "measured_ms": measured[p.trial]}
+                for p in front
+            ],
+        }
     warnings = accuracy_warnings(problem, report) + latency_warnings(problem, report)
     report["warnings"] = list(warnings)
     info = checkpoint_info(
@@ -181,32 +185,34 @@ def conclude_search(
     return Conclusion("succeeded", report, final, artifacts, warnings=warnings)
 
 
-def select_delivered(problem: PruningProblem, trials: Sequence[FrozenTrial]) -> ParetoPoint | None:
+def select_delivered(
+    problem: PruningProblem,
+    trials: Sequence[FrozenTrial],
+    *,
+    latency_checks: list[dict[str, Any]] | None = None,
+) -> ParetoPoint | None:
     """Return the trial a finished search delivers: :func:`search.select_best`'s pick, or
     in a rung search where no candidate reached the top rung, the best paused one of the
-    highest rung reached (:func:`search.promotion.select_paused`). None: nothing fits."""
+    highest rung reached (:func:`search.promotion.select_paused`). None: nothing fits.
+
+    With ``latency.predictor: table`` and a latency budget, the table's pick is measured
+    end to end first; if it is over the budget, the next most accurate feasible trials
+    are, until one meets it (:func:`search.latency_table.confirm_delivered`); the point
+    returned then carries its measured latency. Each measurement made is appended to
+    ``latency_checks`` when given.
+    """
     best = select_best(problem.spec, trials)
     if best is None and problem.fidelity is not None:
         best = select_paused(problem.spec, trials)
-    return best
-
-
-def _confirmed_delivery(
-    problem: PruningProblem, trials: Sequence[FrozenTrial]
-) -> tuple[ParetoPoint | None, dict[str, Any] | None]:
-    """Return the trial to deliver and, with ``latency.predictor: table`` and a latency
-    budget, what confirming it end to end found (the table's pick may measure over the
-    budget: the next best are measured until one meets it)."""
-    best = select_delivered(problem, trials)
     if best is None or problem.latency_table is None or problem.budget.max_latency_ms is None:
-        return best, None
-    ranked = [best] + [
-        p
-        for p in sorted(feasible_trials(trials), key=lambda p: -p.val_accuracy)
-        if p.trial != best.trial
-    ]
-    confirmed, checks = confirm_delivered(problem, ranked)
-    return confirmed, {"device": problem.latency_meter.where, "delivered": checks}
+        return best
+    others = sorted(feasible_trials(trials), key=lambda p: -p.val_accuracy)
+    confirmed, checks = confirm_delivered(
+        problem, [best] + [p for p in others if p.trial != best.trial]
+    )
+    if latency_checks is not None:
+        latency_checks.extend(checks)
+    return confirmed
 
 
 def accuracy_warnings(problem: PruningProblem, report: Mapping[str, Any]) -> tuple[str, ...]:
