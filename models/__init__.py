@@ -2,9 +2,10 @@
 
 Subpackages: :mod:`models.zoo` (architectures), :mod:`models.io` (weights in,
 checkpoints and exports out), :mod:`models.prune` (groups and plans),
-:mod:`models.criteria` (channel importance), :mod:`models.cost` (MACs, parameters,
-size, latency), :mod:`models.data` (data sets and splits), :mod:`models.train`
-(fine-tuning and evaluation).
+:mod:`models.criteria` (channel importance), :mod:`models.schedules` (how pruning
+happens over a fine-tune), :mod:`models.cost` (MACs, parameters, size, latency),
+:mod:`models.data` (data sets and splits), :mod:`models.train` (fine-tuning and
+evaluation).
 """
 
 from models.errors import (
