@@ -2,13 +2,16 @@
 
 ``inferprune apply`` is this function plus argument parsing and a table. With a
 fine-tune, the plan may be reached along a pruning schedule (:mod:`models.schedules`).
+A hybrid sequence of channel and kernel steps may replace or follow the plan
+(:func:`search.hybrid.prune_hybrid`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,15 +19,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.cost import Cost, measure_cost
+from models.cost import Cost, SparseCost, measure_cost, measure_sparse_cost
 from models.data import load_dataset
 from models.device import resolve_device
 from models.io import CheckpointInfo, load_model
 from models.prune import (
     CALIBRATION_BATCHES,
+    KernelMasks,
     Plan,
-    apply_plan,
+    PruningStep,
     build_pruning_graph,
+    keep_kernels_masked,
     uniform_plan,
 )
 from models.schedules import (
@@ -44,6 +49,7 @@ from models.train import (
     total_steps,
 )
 from search.errors import SpecError
+from search.hybrid import prune_hybrid
 
 __all__ = ["OneShotResult", "apply_once"]
 
@@ -83,7 +89,12 @@ class OneShotResult:
                 "params": before.params,
                 "size_bytes": before.size_bytes,
             },
-            "after": {"macs": after.macs, "params": after.params, "size_bytes": after.size_bytes},
+            "after": {
+                "macs": after.macs,
+                "params": after.params,
+                "size_bytes": after.size_bytes,
+                **_sparse_counts(after),
+            },
             "macs_ratio": after.macs / before.macs,
             "params_ratio": after.params / before.params,
             "val_accuracy": self.val_accuracy,
@@ -109,6 +120,7 @@ def apply_once(
     on_step: Callable[[TrainProgress], None] | None = None,
     device: torch.device | str | None = None,
     schedule: ScheduleConfig | None = None,
+    sequence: Sequence[PruningStep] | None = None,
 ) -> OneShotResult:
     """Prune a model once: every group keeps what ``plan`` says, or loses the fraction
     ``ratio`` of its channels; with a data set, recalibrate BatchNorm, optionally
@@ -136,6 +148,10 @@ def apply_once(
             Pruning happens on the CPU, and the result is returned there.
         schedule: how the plan is reached over the fine-tune (None: one_shot, prune
             then fine-tune); any other schedule needs ``finetune_epochs``.
+        sequence: hybrid pruning steps: alone, all of them run in order; beside a plan
+            or ratio (which stands for the channel steps), its kernel steps follow it.
+            Removed kernels stay zero through the fine-tune; the result's ``info``
+            records them. Not with a schedule other than one_shot.
 
     Raises:
         SpecError: neither or both of plan and ratio; a fine-tune without a data set;
@@ -144,8 +160,10 @@ def apply_once(
             not there.
     """
     target = device if isinstance(device, torch.device) else resolve_device(device)
-    if (plan is None) == (ratio is None):
-        raise SpecError("give exactly one of a plan and a ratio")
+    if (plan is not None and ratio is not None) or (
+        plan is None and ratio is None and not sequence
+    ):
+        raise SpecError("give exactly one of a plan and a ratio, or a sequence")
     if finetune_epochs and not dataset:
         raise SpecError("fine-tuning needs a data set to train on")
     config = schedule or ScheduleConfig()
@@ -155,13 +173,17 @@ def apply_once(
             f"the {config.name} schedule prunes over a fine-tune: give it fine-tuning epochs",
             fields=("pruning.schedule",),
         )
+    if sequence and config.name != "one_shot":
+        raise SpecError(
+            f"pruning.sequence prunes at once; it cannot follow the {config.name} schedule",
+            fields=("pruning.sequence",),
+        )
     model, info = load_model(arch, weights, num_classes=num_classes, input_shape=input_shape)
     if len(info.plan):
         raise SpecError("this checkpoint is already pruned; prune the unpruned model instead")
     shape = info.input_shape
     graph = build_pruning_graph(model, shape, round_to=round_to)
-    if plan is None:
-        assert ratio is not None
+    if plan is None and ratio is not None:
         plan = uniform_plan(graph, ratio)
     data = None
     calib = None
@@ -173,18 +195,21 @@ def apply_once(
     before = measure_cost(model, shape)
     val = None
     record: dict[str, Any] = {"name": "one_shot"}
-    if data is None:
-        pruned = apply_plan(model, plan, criterion, input_shape=shape, graph=graph, seed=seed)
-    elif config.name == "one_shot":
-        pruned = apply_plan(
-            model, plan, criterion, calib, input_shape=shape, graph=graph, seed=seed
-        )
-        pruned.to(target)
-        recalibrate_batchnorm(pruned, data.train, seed=seed)
-        if finetune_epochs:
-            fine_tune(pruned, data.train, epochs=finetune_epochs, lr=lr, seed=seed, on_step=on_step)
+    masks = KernelMasks()
+    if config.name == "one_shot":
+        hybrid = prune_hybrid(model, plan, sequence, criterion, calib, graph=graph, seed=seed)
+        pruned, plan, masks = hybrid.model, hybrid.plan, hybrid.masks
+        if data is not None:
+            pruned.to(target)
+            recalibrate_batchnorm(pruned, data.train, seed=seed)
+            if finetune_epochs:
+                with keep_kernels_masked(pruned, masks):
+                    fine_tune(
+                        pruned, data.train, epochs=finetune_epochs, lr=lr, seed=seed,
+                        on_step=on_step,
+                    )  # fmt: skip
     else:
-        assert finetune_epochs and calib is not None
+        assert finetune_epochs and data is not None and calib is not None and plan is not None
         scheduled = _train_scheduled(
             model.to(target),
             plan,
@@ -208,9 +233,24 @@ def apply_once(
         Plan({g.name: plan.width(g) for g in graph.groups}),
         round_to=round_to,
         normalization=info.normalization,
-        extra={"criterion": criterion},
+        extra=_extra(criterion, sequence),
+        kernel_masks=masks,
     )
-    return OneShotResult(pruned, out, before, measure_cost(pruned, shape), val, record)
+    return OneShotResult(pruned, out, before, measure_sparse_cost(pruned, shape), val, record)
+
+
+def _extra(criterion: str, sequence: Sequence[PruningStep] | None) -> dict[str, str]:
+    extra = {"criterion": criterion}
+    if sequence:
+        extra["sequence"] = json.dumps([s.to_dict() for s in sequence])
+    return extra
+
+
+def _sparse_counts(cost: Cost) -> dict[str, int]:
+    """Non-zero parameters and effective MACs of a kernel-pruned model (else nothing)."""
+    if not isinstance(cost, SparseCost):
+        return {}
+    return {"nonzero_params": cost.nonzero_params, "effective_macs": cost.effective_macs}
 
 
 def _train_scheduled(

@@ -32,7 +32,9 @@ def register(commands: Any) -> None:
         "loses the fraction R of its channels (--ratio R, Torch-Pruning's uniform "
         "pruning_ratio). The lowest-scoring channels under --criterion go. With "
         "--dataset, data criteria get calibration batches and --finetune-epochs "
-        "recovers accuracy, reached at once or along --schedule.",
+        "recovers accuracy, reached at once or along --schedule. --sequence FILE prunes "
+        "by a hybrid sequence of channel and kernel steps (alone: every step; beside "
+        "--plan or --ratio, which stand for its channel steps: its kernel steps).",
     )
     add_model_arguments(apply, arch_required=False)
     apply.add_argument(
@@ -40,7 +42,7 @@ def register(commands: Any) -> None:
         metavar="F",
         help="weights to prune (a checkpoint from `train` also sets --arch)",
     )
-    how = apply.add_mutually_exclusive_group(required=True)
+    how = apply.add_mutually_exclusive_group()
     how.add_argument(
         "--plan",
         type=Path,
@@ -52,6 +54,15 @@ def register(commands: Any) -> None:
         type=float,
         metavar="R",
         help="remove the fraction R of every group's channels, 0 <= R < 1",
+    )
+    apply.add_argument(
+        "--sequence",
+        type=Path,
+        metavar="SEQ.json",
+        help='hybrid steps, e.g. [{"granularity": "channel", "criterion": "l1", "amount": '
+        '0.3}, {"granularity": "kernel", "criterion": "fpgm", "amount": 0.5}]; kernel '
+        "steps zero k×k kernels (non-zero params and effective MACs are reported; dense "
+        "MACs and latency do not drop unless whole channels go)",
     )
     add_criterion_argument(apply)
     add_data_arguments(apply, required=False)
@@ -125,7 +136,11 @@ def run_apply(args: argparse.Namespace) -> int:
     from models.schedules import ScheduleConfig
     from search import apply_once
     from search.errors import SpecError
+    from search.steps import read_sequence, to_pruning_steps
 
+    if args.plan is None and args.ratio is None and args.sequence is None:
+        raise SpecError("give --plan, --ratio or --sequence")
+    sequence = None if args.sequence is None else to_pruning_steps(read_sequence(args.sequence))
     if args.finetune_epochs and not args.dataset:
         raise SpecError("--finetune-epochs needs --dataset to train on")
     if args.schedule != "one_shot" and not args.finetune_epochs:
@@ -159,6 +174,7 @@ def run_apply(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=args.device,
             schedule=schedule,
+            sequence=sequence,
         )
     path = save_pruned(result.model, args.output, result.info)
     if args.json:
@@ -177,6 +193,13 @@ def run_apply(args: argparse.Namespace) -> int:
         ("size", before.size_bytes, after.size_bytes, human_bytes),
     ):
         table.add_row(name, fmt(a), fmt(b), f"{b / a:.1%}")
+    sparse = result.to_dict()["after"]
+    if "nonzero_params" in sparse and result.info.kernel_masks:
+        for name, a, b in (
+            ("non-zero params", before.params, sparse["nonzero_params"]),
+            ("effective MACs", before.macs, sparse["effective_macs"]),
+        ):
+            table.add_row(name, human_count(a), human_count(b), f"{b / a:.1%}")
     if result.val_accuracy is not None:
         table.add_row("val accuracy", "", f"{result.val_accuracy:.2%}", "")
     console.print(table)

@@ -1,0 +1,101 @@
+"""``apply --sequence``: hybrid channel and kernel steps from a file; bad ones refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from models.io import export_onnx, load_pruned
+from service.cli import main
+
+APPLY = ["apply", "--arch", "tiny_cnn", "--input-shape", "3,16,16"]
+HYBRID = [
+    {"granularity": "channel", "criterion": "l1", "amount": 0.5},
+    {"granularity": "kernel", "criterion": "fpgm", "amount": 0.5},
+]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def _write(tmp_path: Path, data: object) -> str:
+    path = tmp_path / "seq.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_apply_sequence_prunes_channels_then_kernels_and_keeps_them_through_a_fine_tune(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "p.safetensors"
+    seq = _write(tmp_path, HYBRID)
+    data = ["--dataset", "synthetic", "--finetune-epochs", "1"]
+
+    status, stdout, err = run(capsys, *APPLY, "--sequence", seq, *data, "-o", str(out), "--json")
+
+    assert status == 0, err
+    result = json.loads(stdout)
+    model, info = load_pruned(out)
+    assert model.conv_a.out_channels == result["plan"]["conv_a"] == 8
+    mask = info.kernel_masks["conv_a"]
+    assert mask.shape == (8, 8) and int((~mask).sum()) == 32
+    assert bool((model.conv_a.weight[~mask] == 0).all())  # still zero after fine-tuning
+    after = result["after"]
+    assert after["nonzero_params"] < after["params"]
+    assert after["effective_macs"] < after["macs"]
+    assert json.loads(info.extra["sequence"]) == HYBRID
+    export_onnx(model, (3, 16, 16), tmp_path / "p.onnx")  # checked against torch
+
+
+def test_apply_ratio_with_a_sequence_runs_only_its_kernel_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "p.safetensors"
+    seq = _write(tmp_path, {"sequence": HYBRID})
+
+    status, _, err = run(capsys, *APPLY, "--ratio", "0.25", "--sequence", seq, "-o", str(out))
+
+    assert status == 0, err
+    model, info = load_pruned(out)
+    assert model.conv_a.out_channels == 16  # the ratio, not the sequence's 0.5
+    mask = info.kernel_masks["conv_a"]
+    assert mask.shape == model.conv_a.weight.shape[:2]
+    assert int((~mask).sum()) == mask.numel() // 2
+
+
+@pytest.mark.parametrize(
+    ("sequence", "says"),
+    [
+        ([{"granularity": "kernel", "criterion": "taylor", "amount": 0.5}], "step 1"),
+        (
+            [HYBRID[0], {"granularity": "kernel", "criterion": "l1", "amount": 1.5}],
+            "step 2 amount",
+        ),
+        ([{"granularity": "filter", "criterion": "l1", "amount": 0.5}], "granularity"),
+        ([], "non-empty list of steps"),
+        ({"steps": []}, "non-empty list of steps"),
+    ],
+)
+def test_bad_sequences_are_refused_naming_the_flag_and_the_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sequence: object, says: str
+) -> None:
+    seq = _write(tmp_path, sequence)
+
+    status, _, err = run(capsys, *APPLY, "--sequence", seq, "-o", str(tmp_path / "p.st"))
+
+    text = " ".join(err.split())  # the console wraps long lines
+    assert status == 1
+    assert f"--sequence {seq}" in text and says in text
+
+
+def test_apply_needs_a_plan_a_ratio_or_a_sequence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run(capsys, *APPLY, "-o", str(tmp_path / "p.st"))
+
+    assert status == 1 and "--plan, --ratio or --sequence" in err
