@@ -138,6 +138,8 @@ def finalize(
     else:
         lineage = Lineage(trial)
         epochs = spec.finetune.final_epochs
+        if fidelity is not None:  # pruned afresh in a compute budget: all that is left
+            epochs = max(fidelity.compute_epochs - spent_epochs, 0.0)
         steps = total_steps(epochs, None, per_epoch) if epochs > 0 else 0
         lr = spec.finetune.lr
         if spec.pruning.schedule != "one_shot":

@@ -131,12 +131,14 @@ def conclude_search(
             )
         return Conclusion(ended, report, artifacts=_plot_only(problem, trials), message=message)
     started = time.perf_counter()
+    # a pick narrowed to meet a measured latency budget no longer fits its trial's weights
+    resume = checkpoints is not None and best.plan == _trial_plan(trials, best.trial)
     final = finalize(
         problem,
         Plan(best.plan),
         best.trial,
         search_val_accuracy=best.val_accuracy,
-        checkpoint=checkpoints.load(best.trial) if checkpoints is not None else None,
+        checkpoint=checkpoints.load(best.trial) if resume and checkpoints else None,
         spent_epochs=compute_spent(trials),
         on_step=on_step,
         should_stop=should_stop,
@@ -251,6 +253,14 @@ def accuracy_warnings(problem: PruningProblem, report: Mapping[str, Any]) -> tup
         f"test accuracy fell from {before:.2%} to {after:.2%} ({drop * 100:.1f} points), "
         f"more than {which} {limit * 100:.1f} points; {advice}",
     )
+
+
+def _trial_plan(trials: Sequence[FrozenTrial], number: int) -> dict[str, int] | None:
+    for t in trials:
+        if t.number == number:
+            plan = t.user_attrs.get("plan")
+            return dict(plan) if isinstance(plan, dict) else None
+    return None
 
 
 def latency_warnings(problem: PruningProblem, report: Mapping[str, Any]) -> tuple[str, ...]:

@@ -44,7 +44,7 @@ from search.budget import ResolvedBudget, resolve_budget
 from search.errors import SpecError
 from search.fidelity import FidelityPlan, plan_fidelity
 from search.latency import LatencyMeter, LocalMeter, MeterFactory
-from search.latency_table import build_latency_table
+from search.latency_table import budget_predictor, build_latency_table
 from search.space import SearchSpace
 from search.spec import JobSpec, LatencySettings
 
@@ -371,7 +371,7 @@ def problem_from_model(
     table = None
     if spec.latency.predictor == "table" and spec.measures_latency:
         table = build_latency_table(model, graph, meter, spec.latency, seed=spec.search.seed)
-    space = SearchSpace(graph, cost, budget, latency=table.predict if table else None)
+    space = SearchSpace(graph, cost, budget, latency=budget_predictor(table) if table else None)
     space.check_reachable()
     problem = PruningProblem(
         spec=spec,

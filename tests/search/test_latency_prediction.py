@@ -45,11 +45,15 @@ class CountingMeter:
     channel_block: int | None = None
     models_measured: int = 0
     requests: int = 0
+    slow_from_params: int | None = None  # models this large measure twice as slow
 
     def measure(self, model: nn.Module, onnx_bytes: bytes | None = None) -> Latency:
         self.requests += 1
         self.models_measured += 1
-        return replace(self.inner.measure(model, onnx_bytes), device=self.where)
+        latency = self.inner.measure(model, onnx_bytes)
+        params = sum(p.numel() for p in model.parameters())
+        slow = self.slow_from_params is not None and params >= self.slow_from_params
+        return replace(latency, median_ms=latency.median_ms * (2 if slow else 1), device=self.where)
 
     def measure_onnx(self, models: Sequence[bytes]) -> list[Latency]:
         self.requests += 1
@@ -95,10 +99,22 @@ def test_the_delivered_candidate_is_the_best_that_measures_within_budget(
     assert chosen is not None and chosen.trial == 2  # 1 measured over the budget
     assert chosen.latency_ms == 0.9 and chosen.latency_source == "measured"
     assert [c["trial"] for c in checks] == [1, 2]
-    # none within: the fastest measured is delivered (and the report warns)
+    # none within: the best is narrowed until it measures within the budget...
     measured.update({2: 1.2, 3: 1.1})
+    narrowed = replace(ranked[0], plan={"g": 9}, latency_ms=0.95, latency_source="measured")
+    asked: list[int] = []
+
+    def narrow(p: Any, point: ParetoPoint, limit: float, checks: list[Any]) -> Any:
+        asked.append(point.trial)
+        return narrowed if limit == 1.0 else None
+
+    monkeypatch.setattr(search.latency_table, "_narrow", narrow)
     chosen, checks = confirm_delivered(job, ranked)
-    assert chosen is not None and chosen.trial == 3 and len(checks) == 3
+    assert chosen is narrowed and asked == [1] and len(checks) == 3
+    # ...and only if that fails, the fastest measured is delivered (the report warns)
+    job = replace(problem, budget=replace(problem.budget, max_latency_ms=1.05))
+    chosen, checks = confirm_delivered(job, ranked)
+    assert chosen is not None and chosen.trial == 3 and chosen.latency_ms == 1.1
 
 
 @pytest.mark.slow
@@ -140,3 +156,40 @@ def test_a_table_search_projects_onto_the_latency_budget_and_confirms_the_delive
     assert best["latency_device"] == "bench"
     within = best["latency_ms"] <= spec.budget.latency_ms  # type: ignore[operator]
     assert within or any("over budget.latency_ms" in w for w in conclusion.warnings)
+
+
+@pytest.mark.slow
+def test_a_delivery_the_table_underestimated_is_narrowed_until_it_measures_within(
+    trained_weights: bytes,
+) -> None:
+    probe = load_problem(tiny_spec(), weights=trained_weights)
+    unpruned = probe.measure_latency(probe.model).median_ms
+    limit = 0.8 * unpruned
+    spec = tiny_spec(
+        budget={"flops": None, "latency_ms": limit},
+        latency={"predictor": "table", "repeats": 20, "warmup": 3},
+        search={"trials": 3, "seed": 0},
+    )
+    meters: list[CountingMeter] = []
+
+    def make(settings: LatencySettings, shape: Any, device: torch.device) -> LatencyMeter:
+        meters.append(CountingMeter(LocalMeter(settings, shape, device)))
+        return meters[-1]
+
+    problem = load_problem(spec, weights=trained_weights, meter_factory=make)
+    study = open_study(problem, optuna.storages.InMemoryStorage())
+    run_search(problem, study, trials=3)
+    trials = study.get_trials(deepcopy=False)
+    # the device turns out twice as slow as its table says for every candidate searched
+    meters[0].slow_from_params = min(
+        t.user_attrs["params"] for t in trials if "params" in t.user_attrs
+    )
+    conclusion = conclude_search(problem, trials, storage="memory", study_name="s")
+    assert conclusion.status == "succeeded"
+    checks = conclusion.report["latency_check"]["delivered"]
+    assert any(c.get("reshaped") for c in checks)
+    best = conclusion.report["best"]
+    assert best["latency_ms"] <= limit
+    assert not any("over budget.latency_ms" in w for w in conclusion.warnings)
+    chosen = next(t for t in trials if t.number == best["trial"])
+    assert best["plan"] != chosen.user_attrs["plan"]  # narrower than the trial it came from
