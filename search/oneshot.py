@@ -265,10 +265,10 @@ def _train_scheduled(
     on_step: Callable[[TrainProgress], None] | None,
 ) -> ScheduledModel:
     """Prune ``model`` to ``plan`` along ``schedule`` while fine-tuning it ``epochs``
-    (batches of 64, as the one-shot fine-tune; one learning-rate decay throughout)."""
+    (batches of 64, as the one-shot fine-tune)."""
     total = total_steps(epochs, None, steps_per_epoch(len(context.train), 64))
 
-    def trainer(pruned: nn.Module, start: int, steps: int) -> None:
+    def trainer(pruned: nn.Module, start: int, steps: int, window: tuple[int, int]) -> None:
         def progress(p: TrainProgress) -> None:
             assert on_step is not None
             on_step(dataclasses.replace(p, step=start + p.step, total_steps=total))
@@ -280,7 +280,7 @@ def _train_scheduled(
             lr=lr,
             seed=context.seed,
             start_step=start,
-            lr_window=(start, total),
+            lr_window=window,
             on_step=progress if on_step is not None else None,
         )
 

@@ -84,20 +84,19 @@ def train_segment(
     *,
     on_step: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    window: tuple[int, int] | None = None,
+    offset: int = 0,
+    lr_window: tuple[int, int] | None = None,
 ) -> None:
     """Train ``model`` ``steps`` more steps from where ``lineage`` left it (the data
     order continuing at its step), the learning rate decaying from ``lr`` to zero,
     distilling the unpruned model when the spec says so. Nothing happens for 0 steps.
 
-    ``window`` ``(offset, total)``: these steps are steps ``offset`` to ``offset +
-    steps`` of a segment of ``total`` steps trained in pieces (a pruning schedule's):
-    the data continue ``offset`` steps after ``lineage``'s, and the learning rate
-    follows one decay over the whole segment."""
+    A segment trained in pieces (a pruning schedule's) gives each piece's ``offset``,
+    the steps of the segment before it (the data continue ``offset`` steps after
+    ``lineage``'s), and its ``lr_window`` (see :func:`models.train.fine_tune`)."""
     finetune = problem.spec.finetune
     if steps <= 0:
         return
-    offset = window[0] if window is not None else 0
     fine_tune(
         model,
         problem.data.train,
@@ -106,7 +105,7 @@ def train_segment(
         batch_size=finetune.batch_size,
         seed=seed,
         start_step=lineage.steps + offset,
-        lr_window=window,
+        lr_window=lr_window,
         teacher=problem.teacher if finetune.distill else None,
         amp=finetune.amp,
         on_step=on_step,

@@ -51,7 +51,8 @@ def train_scheduled(
     should_stop: Callable[[], bool] | None = None,
 ) -> ScheduledModel:
     """Prune the unpruned model to ``plan`` along the spec's schedule while fine-tuning it
-    ``total_steps`` steps (one learning-rate decay from ``lr`` over all of them).
+    ``total_steps`` steps (the learning rate decaying from ``lr`` over all of them, or
+    over each round of a schedule that restarts it).
 
     Args:
         problem: the job's fixed inputs (the unpruned model is not modified).
@@ -73,7 +74,7 @@ def train_scheduled(
     spec = problem.spec
     per_epoch = steps_per_epoch(len(problem.data.train), spec.finetune.batch_size)
 
-    def trainer(model: nn.Module, start: int, steps: int) -> None:
+    def trainer(model: nn.Module, start: int, steps: int, window: tuple[int, int]) -> None:
         def progress(p: TrainProgress) -> None:
             assert on_step is not None
             done = start + p.step
@@ -90,7 +91,8 @@ def train_scheduled(
             seed,
             on_step=progress if on_step is not None else None,
             should_stop=should_stop,
-            window=(start, total_steps),
+            offset=start,
+            lr_window=window,
         )
 
     context = ScheduleContext(

@@ -246,8 +246,9 @@ class PruningSettings(_Strict):
         None,
         ge=1,
         le=MAX_SCHEDULE_STEPS,
-        description="Pruning steps of the schedule (null: its default: iterative 3, "
-        "dropnet 5, the others 10); not for one_shot.",
+        description="Pruning steps of the schedule (null: its default: iterative 3 or one "
+        "per criterion, dropnet 5, the others 10; one_cycle and adaptive need at least 2); "
+        "not for one_shot.",
     )
     criteria: tuple[Criterion, ...] = Field(
         (),
@@ -269,6 +270,11 @@ class PruningSettings(_Strict):
             raise ValueError(
                 "pruning.criteria: one criterion per round belongs to the iterative schedule; "
                 f"{self.schedule} uses pruning.criterion"
+            )
+        if self.schedule in ("one_cycle", "adaptive") and self.schedule_steps == 1:
+            raise ValueError(
+                f"pruning.schedule_steps: {self.schedule} needs at least 2 steps (a start "
+                "and an end)"
             )
         if self.schedule_steps is not None and len(self.criteria) > self.schedule_steps:
             raise ValueError(

@@ -1,7 +1,8 @@
 """``adaptive``: the error-tolerance controller of adaptive filter pruning.
 
 The user says how much validation accuracy the model may lose (``max_accuracy_drop``).
-The fine-tune is cut into ``steps`` segments; before each, the controller looks at the
+The fine-tune is cut into ``steps`` segments, each a fine-tune of its own (so the
+accuracy after it is that of a settled model); before each, the controller looks at the
 validation accuracy the last segment left and sets the pruning rate: while accuracy is
 within the tolerance of the unpruned model's, it cuts the current rate's share of the
 plan and raises the rate (by :data:`GROW`); when it is not, it cuts nothing this time,
@@ -109,6 +110,7 @@ class Adaptive:
 
     name = "adaptive"
     watches_accuracy = True
+    restarts_lr = True  # each segment ends settled, so the accuracy it reads is fair
     default_steps = 10
 
     def __init__(self, max_accuracy_drop: float | None, steps: int = default_steps) -> None:

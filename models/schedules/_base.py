@@ -100,10 +100,15 @@ class Schedule(Protocol):
         name: the name in :data:`models.names.SCHEDULE_NAMES`.
         watches_accuracy: the runner measures validation accuracy after every move's
             training and passes it in :class:`Feedback` (an accuracy-driven controller).
+        restarts_lr: every move's training is a fine-tune of its own, the learning rate
+            decaying from its initial value to zero within it (prune, fine-tune,
+            repeat); otherwise one decay runs over the whole fine-tune and the cuts
+            happen along it (gradual pruning during training).
     """
 
     name: str
     watches_accuracy: bool
+    restarts_lr: bool
 
     def moves(self, total_steps: int, criterion: str) -> MoveSource:
         """Return the moves of a fine-tune of ``total_steps`` steps.

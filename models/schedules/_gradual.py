@@ -67,6 +67,7 @@ class Agp:
 
     name = "agp"
     watches_accuracy = False
+    restarts_lr = False
     default_steps = 10
 
     def __init__(self, steps: int = default_steps) -> None:
@@ -93,6 +94,7 @@ class OneCycle:
 
     name = "one_cycle"
     watches_accuracy = False
+    restarts_lr = False
     default_steps = 10
 
     def __init__(self, steps: int = default_steps) -> None:
@@ -122,6 +124,7 @@ class WhileTraining:
 
     name = "while_training"
     watches_accuracy = False
+    restarts_lr = False
     default_steps = 10
 
     def __init__(self, steps: int = default_steps) -> None:

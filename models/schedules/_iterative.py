@@ -46,6 +46,7 @@ class Iterative:
 
     name = "iterative"
     watches_accuracy = False
+    restarts_lr = True
     default_steps = 3
 
     def __init__(self, steps: int = default_steps, criteria: Sequence[str] = ()) -> None:
@@ -86,6 +87,7 @@ class DropNet:
 
     name = "dropnet"
     watches_accuracy = False
+    restarts_lr = True
     default_steps = 5
 
     def __init__(self, steps: int = default_steps) -> None:

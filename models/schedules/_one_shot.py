@@ -12,6 +12,7 @@ class OneShot:
 
     name = "one_shot"
     watches_accuracy = False
+    restarts_lr = False
 
     def moves(self, total_steps: int, criterion: str) -> MoveSource:
         """Return one move: the whole cut, then ``total_steps`` of training."""

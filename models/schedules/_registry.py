@@ -34,7 +34,9 @@ def _steps(config: ScheduleConfig, default: int) -> int:
 SCHEDULES: Mapping[str, Callable[[ScheduleConfig], Schedule]] = MappingProxyType(
     {
         "one_shot": _one_shot,
-        "iterative": lambda c: Iterative(_steps(c, Iterative.default_steps), c.criteria),
+        "iterative": lambda c: Iterative(
+            _steps(c, max(Iterative.default_steps, len(c.criteria))), c.criteria
+        ),
         "dropnet": lambda c: DropNet(_steps(c, DropNet.default_steps)),
         "agp": lambda c: Agp(_steps(c, Agp.default_steps)),
         "one_cycle": lambda c: OneCycle(_steps(c, OneCycle.default_steps)),

@@ -26,14 +26,18 @@ logger = logging.getLogger(__name__)
 class SegmentTrainer(Protocol):
     """Trains one segment of a scheduled fine-tune in place.
 
-    ``trainer(model, start, steps)`` trains ``model`` for ``steps`` optimizer steps that
-    are steps ``start`` to ``start + steps`` of the whole fine-tune (the data order and
-    the learning-rate decay continue across segments: see ``lr_window`` of
-    :func:`models.train.fine_tune`). The model may be a different, narrower object in
-    every call.
+    ``trainer(model, start, steps, lr_window)`` trains ``model`` for ``steps`` optimizer
+    steps that are steps ``start`` to ``start + steps`` of the whole fine-tune (the data
+    order continues across segments), the learning rate following ``lr_window`` as
+    :func:`models.train.fine_tune` takes it: ``(start, total)``, one decay over the
+    whole fine-tune, or ``(0, steps)``, a decay of this segment's own (for schedules
+    that :attr:`~models.schedules.Schedule.restarts_lr`). The model may be a different,
+    narrower object in every call.
     """
 
-    def __call__(self, model: nn.Module, start: int, steps: int, /) -> None: ...
+    def __call__(
+        self, model: nn.Module, start: int, steps: int, lr_window: tuple[int, int], /
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,8 @@ def train_with_schedule(
             widths = narrower
         progress = move.progress
         if move.train_steps:
-            trainer(current, step, move.train_steps)
+            window = (0, move.train_steps) if schedule.restarts_lr else (step, total_steps)
+            trainer(current, step, move.train_steps, window)
         accuracy = None
         if schedule.watches_accuracy:
             assert context.val is not None

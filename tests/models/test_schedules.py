@@ -82,8 +82,11 @@ def run(
     train: bool = True,
     graph: PruningGraph | None = None,
     plan: Plan | None = None,
+    windows: list[tuple[int, int]] | None = None,
 ) -> ScheduledModel:
-    def trainer(model: nn.Module, start: int, steps: int) -> None:
+    def trainer(model: nn.Module, start: int, steps: int, window: tuple[int, int]) -> None:
+        if windows is not None:
+            windows.append(window)
         if train:
             fine_tune(
                 model,
@@ -92,7 +95,7 @@ def run(
                 lr=0.02,
                 batch_size=32,
                 start_step=start,
-                lr_window=(start, total_steps),
+                lr_window=window,
             )
 
     return train_with_schedule(
@@ -205,6 +208,17 @@ def test_one_cycle_starts_slow_ends_settled_and_spans_the_whole_fine_tune(task: 
     assert [r["step"] for r in result.history] == [0, 2, 4, 6]
 
 
+def test_prune_fine_tune_repeat_restarts_the_lr_and_gradual_pruning_decays_it_once(
+    task: Task,
+) -> None:
+    rounds: list[tuple[int, int]] = []
+    run(task, ScheduleConfig("iterative", steps=3), 9, train=False, windows=rounds)
+    assert rounds == [(0, 3), (0, 3), (0, 3)]  # each round a fine-tune of its own
+    gradual: list[tuple[int, int]] = []
+    run(task, ScheduleConfig("one_cycle", steps=3), 9, train=False, windows=gradual)
+    assert gradual == [(0, 9), (3, 9), (6, 9)]  # one decay the cuts happen along
+
+
 def test_while_training_cuts_last_after_the_final_step(task: Task) -> None:
     result = run(task, ScheduleConfig("while_training", steps=3), 6, train=False)
     assert result.history[-1]["step"] == 6 and result.history[-1]["train_steps"] == 0
@@ -275,7 +289,7 @@ def test_adaptive_needs_a_tolerance_and_a_validation_split(task: Task) -> None:
             total_steps=4,
             criterion="l1",
             context=context,
-            trainer=lambda model, start, steps: None,
+            trainer=lambda model, start, steps, window: None,
         )
 
 
@@ -286,6 +300,12 @@ def test_the_registry_has_every_schedule_name_once() -> None:
     assert tuple(SCHEDULES) == SCHEDULE_NAMES
     for name in SCHEDULE_NAMES:
         assert make_schedule(config_for(name)).name == name
+
+
+def test_iterative_takes_a_round_per_criterion_when_its_steps_are_not_given(task: Task) -> None:
+    criteria = ("l1", "taylor", "fpgm", "l2")
+    result = run(task, ScheduleConfig("iterative", criteria=criteria), 8, train=False)
+    assert tuple(r["criterion"] for r in result.history) == criteria
 
 
 @pytest.mark.parametrize(

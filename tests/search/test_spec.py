@@ -93,6 +93,7 @@ def test_schedules_are_the_models_list_and_default_to_one_shot() -> None:
             "2 criteria need at least 2 steps",
         ),
         ({"pruning": {"schedule": "iterative", "criteria": ["l9"]}}, "Input should be 'l1'"),
+        ({"pruning": {"schedule": "one_cycle", "schedule_steps": 1}}, "at least 2 steps"),
         ({"pruning": {"schedule": "adaptive"}}, "budget.max_accuracy_drop"),
         ({"pruning": {"schedule": "agp"}, "finetune": {"final_epochs": 0}}, "final_epochs"),
         (
