@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.names import CRITERION_NAMES, DATASET_NAMES, CriterionName, ScheduleName
+from search.steps import MAX_SEQUENCE_STEPS, PruningStepSpec
 
 __all__ = [
     "CRITERION_NAMES",
@@ -258,6 +259,24 @@ class PruningSettings(_Strict):
         "order (taylor then fpgm: saliency first, then similarity); empty: `criterion` "
         "throughout. The search's trials use `criterion`.",
     )
+    sequence: tuple[PruningStepSpec, ...] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_SEQUENCE_STEPS,
+        examples=[
+            [
+                {"granularity": "channel", "criterion": "l1", "amount": 0.3},
+                {"granularity": "kernel", "criterion": "fpgm", "amount": 0.5},
+            ]
+        ],
+        description="Hybrid pruning: ordered steps, each removing a share (`amount`) of "
+        "what is left at one granularity (channel or kernel) by one criterion; given "
+        "widths (a plan) stand for the channel steps. Kernel pruning zeroes k×k kernels: reports "
+        "give non-zero parameters and effective MACs beside the dense ones, which (with "
+        "latency) stay as they are on dense runtimes unless a whole channel goes. Not "
+        f"with a schedule other than one_shot; at most {MAX_SEQUENCE_STEPS} steps. "
+        "Searches refuse it for now (`inferprune apply --sequence` runs one).",
+    )
 
     @model_validator(mode="after")
     def _schedule_settings(self) -> PruningSettings:
@@ -280,6 +299,22 @@ class PruningSettings(_Strict):
             raise ValueError(
                 f"pruning.schedule_steps: {len(self.criteria)} criteria need at least "
                 f"{len(self.criteria)} steps"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sequence_prunes_at_once(self) -> PruningSettings:
+        if self.sequence is not None and self.schedule != "one_shot":
+            raise ValueError(
+                f"pruning.sequence: a sequence prunes at once; it cannot follow the "
+                f"{self.schedule} schedule (use schedule one_shot, or no sequence)"
+            )
+        if self.sequence is not None:
+            # refused rather than ignored: trials, rung checkpoints and the delivered
+            # model do not carry kernel masks yet
+            raise ValueError(
+                "pruning.sequence: searches do not run hybrid sequences yet; prune one "
+                "model with `inferprune apply --sequence FILE`, or leave the sequence null"
             )
         return self
 
@@ -469,6 +504,8 @@ class JobSpec(_Strict):
         data["finetune"].pop("final_epochs")
         for key in ("schedule", "schedule_steps", "criteria"):
             data["pruning"].pop(key)  # the final fine-tune's, not the search's
+        if data["pruning"]["sequence"] is None:
+            data["pruning"].pop("sequence")  # studies named before it existed resume
         if not data["finetune"]["amp"]:
             data["finetune"].pop("amp")  # studies named before it existed resume
         if data["search"]["compute_epochs"] is None:
