@@ -150,8 +150,9 @@ class StoreCollector(Collector):
             "Latency measurements for target devices by status (done ones are the cache).",
             labels=["status"],
         )
-        for status in MeasurementStatus:
-            queue.add_metric([status], float(measurements.get(status, 0)))
+        for measurement_status in MeasurementStatus:
+            count = measurements.get(measurement_status, 0)
+            queue.add_metric([measurement_status], float(count))
         yield queue
         yield GaugeMetricFamily(
             "inferprune_agents_live",
