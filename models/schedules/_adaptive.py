@@ -5,10 +5,13 @@ The fine-tune is cut into ``steps`` segments, each a fine-tune of its own (so th
 accuracy after it is that of a settled model); before each, the controller looks at the
 validation accuracy the last segment left and sets the pruning rate: while accuracy is
 within the tolerance of the unpruned model's, it cuts the current rate's share of the
-plan and raises the rate (by :data:`GROW`); when it is not, it cuts nothing this time,
-lets the segment recover, and lowers the rate (by :data:`SHRINK`). The last segment
-always starts at the plan's widths, whatever the controller would have chosen, so the
-schedule ends where every other does; its record says when that forced a cut.
+plan and raises the rate (by :data:`GROW`); when it is not, it backs off: it cuts no
+more than a deadline requires, lets the segment recover, and lowers the rate (by
+:data:`SHRINK`). The deadline is a floor on progress that reaches the plan with
+:func:`reserve` segments left, so the schedule ends at the plan's widths like every
+other with some training at them (a controller that only ever waited would have to
+make the whole cut at the end, with nothing left to recover); its record says when the
+floor, not the accuracy, set a cut.
 """
 
 from __future__ import annotations
@@ -19,13 +22,19 @@ from typing import Any
 from models.errors import ModelsError
 from models.schedules._base import Feedback, Move, boundaries
 
-__all__ = ["GROW", "SHRINK", "Adaptive", "AdaptiveController", "Decision"]
+__all__ = ["GROW", "SHRINK", "Adaptive", "AdaptiveController", "Decision", "reserve"]
 
 GROW = 1.5
 """The rate is multiplied by this after a cut made within the tolerance."""
 
 SHRINK = 0.5
 """The rate is multiplied by this when accuracy is outside the tolerance."""
+
+
+def reserve(steps: int) -> int:
+    """Return the segments of ``steps`` kept for training at the plan's widths: a
+    quarter, at least one."""
+    return max(1, steps // 4)
 
 
 @dataclass(frozen=True)
@@ -36,9 +45,10 @@ class Decision:
         step: steps trained when it chose.
         val_accuracy: the accuracy it looked at.
         within: that accuracy was within the tolerance.
-        rate: the share of the plan's cut it made now (0 when it backed off).
+        rate: the share of the plan's cut it made now.
         progress: the progress it cut to.
-        forced: the last segment's cut to the plan, made whatever the accuracy.
+        forced: the deadline's floor, not the accuracy, set this cut (it is more than
+            the controller chose).
     """
 
     step: int
@@ -57,7 +67,8 @@ class AdaptiveController:
         self._tolerance = tolerance
         self._criterion = criterion
         self._index = 0
-        self._rate = 1.0 / steps
+        self._pace = steps - reserve(steps)  # segments the cut is spread over at least
+        self._rate = 1.0 / self._pace
         self._progress = 0.0
         self.decisions: list[Decision] = []
 
@@ -73,11 +84,11 @@ class AdaptiveController:
         if feedback.val_accuracy is None or feedback.reference_accuracy is None:
             raise ModelsError("internal error: the adaptive schedule needs validation accuracy")
         within = feedback.val_accuracy >= feedback.reference_accuracy - self._tolerance
-        last = self._index == segments - 1
         before = self._progress
         chosen = min(1.0, before + self._rate) if within else before
         self._rate *= GROW if within else SHRINK
-        self._progress = 1.0 if last else chosen
+        floor = min(1.0, (self._index + 1) / self._pace)
+        self._progress = max(chosen, floor)
         self.decisions.append(
             Decision(
                 step=feedback.step,

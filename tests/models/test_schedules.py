@@ -248,20 +248,22 @@ def test_widths_run_from_full_to_the_plan_never_growing(task: Task) -> None:
 
 
 def test_adaptive_rate_rises_within_tolerance_and_backs_off_outside() -> None:
-    controller = Adaptive(max_accuracy_drop=0.02, steps=6).moves(60, "l1")
+    steps = 8  # two kept at the plan: the deadline reaches it after 6
+    controller = Adaptive(max_accuracy_drop=0.02, steps=steps).moves(80, "l1")
     seen = []
-    for accuracy in (0.90, 0.89, 0.85, 0.86, 0.895, 0.80):
+    for accuracy in (0.90, 0.895, 0.90, 0.85, 0.86, 0.9, 0.9, 0.9):
         move = controller.next_move(Feedback(len(seen) * 10, 0.0, accuracy, 0.90))
         assert move is not None
         seen.append(move.progress)
-    assert controller.next_move(Feedback(60, 1.0, 0.9, 0.9)) is None
+    assert controller.next_move(Feedback(80, 1.0, 0.9, 0.9)) is None
     d = controller.decisions
-    assert [x.within for x in d] == [True, True, False, False, True, False]
-    assert d[1].rate > d[0].rate > 0  # rises while within
-    assert d[2].rate == d[3].rate == 0  # backs off: no cut while outside
-    assert 0 < d[4].rate < d[1].rate  # resumes at a lower rate
-    assert seen[-1] == 1.0 and d[-1].forced  # the last segment starts at the plan anyway
-    assert seen == sorted(seen)
+    assert [x.within for x in d] == [True, True, True, False, False, True, True, True]
+    assert d[2].rate > d[1].rate > d[0].rate > 0 and not d[2].forced  # rises while within
+    # outside, it backs off: no cut until the deadline's floor catches up, then only that
+    assert d[3].rate == 0 and not d[3].forced
+    assert 0 < d[4].rate < d[0].rate and d[4].forced
+    assert seen == sorted(seen) and seen[-3:] == [1.0, 1.0, 1.0]
+    assert all(p >= min(1, (k + 1) / 6) - 1e-9 for k, p in enumerate(seen))  # never behind
 
 
 def test_adaptive_stays_within_its_tolerance_on_a_learnable_task(task: Task) -> None:
