@@ -196,7 +196,9 @@ def markdown(report: dict[str, Any]) -> str:
         "|predicted / measured - 1|; *raw* is the uncalibrated kernel sum; *build s* times "
         "the layer shapes plus the calibration plans. Written by "
         f"`benchmarks/latency_table.py` on {m['date']}: {m['cpu']}, {m['cores']} cores, "
-        f"torch {lib['torch']}, onnxruntime {lib['onnxruntime']}.",
+        f"torch {lib['torch']}, onnxruntime {lib['onnxruntime']}. *busy elsewhere* is the "
+        "CPU, in cores, other processes took while the model was benchmarked (0: quiet); "
+        "the load average counts this benchmark itself (about 1).",
         "",
         "| model | input | plans | shapes measured | build s (table + calibration) | median "
         "error | p90 error | max error | within ±10 % | raw median error | predict µs | "
@@ -234,7 +236,12 @@ def markdown(report: dict[str, Any]) -> str:
         "off the block can switch a whole residual stream to the plain layout). Each "
         "kernel is timed alone on a grid of channel counts and interpolated. Alone, a "
         "kernel finds its weights and input in cache; inside the network they come from "
-        "L3 or memory, which the calibration's per-MiB term and scale absorb.",
+        "L3 or memory: a kernel with a 1x1 output (the classifier, squeeze-excite "
+        "convolutions) is held to the time a 256 MiB linear layer takes per MiB, and the "
+        "calibration's per-MiB term and scale absorb the rest. Not timed (their cost "
+        "would land in the offset; none occurs in these models): channel concatenations, "
+        "batch norms onnxruntime cannot fold, and functions other than ReLU, sigmoid, "
+        "tanh, clip, hard-sigmoid, hard-swish, leaky ReLU and SiLU.",
         "",
         "| target | result |",
         "|---|:-:|",
