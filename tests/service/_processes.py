@@ -12,10 +12,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 FAST_LEASES = {
     "INFERPRUNE_LEASE_SECONDS": "4",
@@ -162,3 +166,73 @@ class PrivatePostgres:
 def read_client_file(data_dir: Path) -> tuple[str, str]:
     saved = json.loads((data_dir / "client.json").read_text())
     return saved["server"], saved["token"]
+
+
+@dataclass
+class Namespace:
+    """A network namespace linked to the host by a veth pair (a /30 of its own)."""
+
+    name: str
+    host_ip: str
+    ns_ip: str
+
+    def exec(self, *command: str) -> list[str]:
+        """Return ``command`` run inside the namespace."""
+        return ["ip", "netns", "exec", self.name, *command]
+
+
+def _run(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True, timeout=30)
+
+
+def can_make_namespaces() -> bool:
+    """Whether this process can build network namespaces (root, iproute2, socat)."""
+    return (
+        os.geteuid() == 0 and shutil.which("ip") is not None and shutil.which("socat") is not None
+    )
+
+
+@contextmanager
+def network_namespaces(count: int) -> Iterator[list[Namespace]]:
+    """Create ``count`` network namespaces, each reaching the host over its own veth link
+    (skip without root, iproute2 and socat); delete them afterwards."""
+    if not can_make_namespaces():
+        pytest.skip("needs root, iproute2 and socat to build network namespaces")
+    created: list[Namespace] = []
+    tag = uuid.uuid4().hex[:6]
+    try:
+        for index in range(count):
+            subnet = 200 + index
+            ns = Namespace(f"ipw{tag}{index}", f"10.{subnet}.77.1", f"10.{subnet}.77.2")
+            try:
+                _run("ip", "netns", "add", ns.name)
+            except subprocess.CalledProcessError as exc:
+                pytest.skip(f"cannot create network namespaces: {exc.stderr.decode().strip()}")
+            created.append(ns)
+            host_if, ns_if = f"vh{tag}{index}", f"vn{tag}{index}"
+            _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+            _run("ip", "link", "set", ns_if, "netns", ns.name)
+            _run("ip", "addr", "add", f"{ns.host_ip}/30", "dev", host_if)
+            _run("ip", "link", "set", host_if, "up")
+            _run(*ns.exec("ip", "addr", "add", f"{ns.ns_ip}/30", "dev", ns_if))
+            _run(*ns.exec("ip", "link", "set", ns_if, "up"))
+            _run(*ns.exec("ip", "link", "set", "lo", "up"))
+        yield created
+    finally:
+        for ns in created:
+            subprocess.run(["ip", "netns", "del", ns.name], capture_output=True)
+
+
+@contextmanager
+def relay(host: str, port: int, to_port: int) -> Iterator[str]:
+    """Forward ``host:port`` (a namespace's side of the host) to ``127.0.0.1:to_port``;
+    yield ``host:port``."""
+    process = subprocess.Popen(
+        ["socat", f"TCP-LISTEN:{port},bind={host},fork,reuseaddr", f"TCP:127.0.0.1:{to_port}"],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"{host}:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,14 @@ from service.client import Client, ClientError, wait_for_local_server
 from service.settings import Settings
 from service.store import BlobStore, make_engine, make_session_factory, request_measurement
 from service.worker import measurement_key, zip_models
-from tests.service._processes import wait_until
+from tests.service._processes import (
+    Namespace,
+    can_make_namespaces,
+    free_port,
+    network_namespaces,
+    relay,
+    wait_until,
+)
 from tests.service.conftest import job_spec
 
 pytestmark = pytest.mark.slow
@@ -41,14 +49,23 @@ FAST = {
 
 
 class Server:
-    """``inferprune serve`` with one worker in a temporary data folder."""
+    """``inferprune serve`` with one worker in a temporary data folder; its agents run in a
+    network namespace of their own when this process may build one (root), reaching the
+    server over a veth link, else on loopback."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, device_net: Namespace | None) -> None:
         self.data = tmp_path / "data"
         self.tmp = tmp_path
         self.db = self.data / "inferprune.db"
+        self.device_net = device_net
         self.start(port=0)
         self.agent_token = self._cli("token", "create", "--tenant", "default", "--agent")
+        self.agent_url = self.url
+        self._relay = ExitStack()
+        if device_net is not None:
+            port = int(self.url.rsplit(":", 1)[1].strip("/"))
+            address = self._relay.enter_context(relay(device_net.host_ip, free_port(), port))
+            self.agent_url = f"http://{address}"
 
     def start(self, port: int) -> None:
         """Start the server (``port`` 0: any free port) and wait until it answers."""
@@ -80,15 +97,20 @@ class Server:
         """Start an agent of device ``name`` (``inferprune agent``, or ``script`` run by
         ``python``)."""
         command = [python, script] if script else [python, "-m", "service.cli", "agent"]
+        command += ["--server", self.agent_url, "--token", self.agent_token, "--device", name]
+        if self.device_net is not None:
+            command = self.device_net.exec(*command)
         log = open(self.tmp / f"agent-{name}-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
         return subprocess.Popen(
-            [*command, "--server", self.url, "--token", self.agent_token, "--device", name],
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
 
-    def close(self) -> None:
+    def close(self, *, relay_too: bool = True) -> None:
+        if relay_too:
+            self._relay.close()
         self.client.close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
@@ -98,16 +120,20 @@ class Server:
     def restart(self) -> None:
         """Stop the server and start it again on the same port."""
         port = int(self.url.rsplit(":", 1)[1].strip("/"))
-        self.close()
+        self.close(relay_too=False)  # the device's network stays; the server goes
         (self.data / "client.json").unlink()
         self.start(port)
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path)
-    yield running
-    running.close()
+    with ExitStack() as stack:
+        device_net = None
+        if can_make_namespaces():
+            (device_net,) = stack.enter_context(network_namespaces(1))
+        running = Server(tmp_path, device_net)
+        yield running
+        running.close()
 
 
 def _stop(agent: Any) -> int:
@@ -117,8 +143,18 @@ def _stop(agent: Any) -> int:
 
 
 def _loads_torch(pid: int) -> bool:
-    maps = Path(f"/proc/{pid}/maps").read_text()
+    """Whether the agent (``pid``, or the python under ``ip netns exec``) mapped torch."""
+    pids = [pid, *_children(pid)]
+    maps = "".join(Path(f"/proc/{p}/maps").read_text() for p in pids)
     return "libtorch" in maps or "torch/_C" in maps
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
 
 
 def _live_devices(client: Client) -> list[str]:
@@ -130,6 +166,8 @@ def test_an_agent_measures_a_jobs_candidates(server: Server, tiny_weights: bytes
     try:
         wait_until(lambda: _live_devices(server.client) == ["box"], 60, "the agent to register")
         assert not _loads_torch(agent.pid)  # `inferprune agent` never imports torch
+        if server.device_net is not None:  # another machine, as far as the network goes
+            assert os.readlink(f"/proc/{agent.pid}/ns/net") != os.readlink("/proc/self/ns/net")
         spec = job_spec(
             budget={"flops": None, "latency_ms": 1000.0},
             latency={"target": "box", "repeats": 5},

@@ -4,12 +4,9 @@ with its own data folder, reaching PostgreSQL over a veth link; the API elsewher
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,52 +16,22 @@ from sqlalchemy.engine import make_url
 from service.client import Client
 from service.settings import Settings
 from service.store import TrialLog, make_engine, make_session_factory
-from tests.service._processes import FAST_LEASES, free_port, start_api
+from tests.service._processes import (
+    FAST_LEASES,
+    Namespace,
+    free_port,
+    network_namespaces,
+    start_api,
+)
 from tests.service.conftest import job_spec, make_token
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class Namespace:
-    name: str
-    host_ip: str
-    ns_ip: str
-
-
-def _run(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture
 def namespaces() -> Iterator[list[Namespace]]:
-    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("socat") is None:
-        pytest.skip("needs root, iproute2 and socat to build network namespaces")
-    created: list[Namespace] = []
-    tag = uuid.uuid4().hex[:6]
-    try:
-        for index in range(2):
-            subnet = 200 + index
-            ns = Namespace(f"ipw{tag}{index}", f"10.{subnet}.77.1", f"10.{subnet}.77.2")
-            try:
-                _run("ip", "netns", "add", ns.name)
-            except subprocess.CalledProcessError as exc:
-                pytest.skip(f"cannot create network namespaces: {exc.stderr.decode().strip()}")
-            created.append(ns)
-            host_if, ns_if = f"vh{tag}{index}", f"vn{tag}{index}"
-            _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
-            _run("ip", "link", "set", ns_if, "netns", ns.name)
-            _run("ip", "addr", "add", f"{ns.host_ip}/30", "dev", host_if)
-            _run("ip", "link", "set", host_if, "up")
-            _run(
-                "ip", "netns", "exec", ns.name, "ip", "addr", "add", f"{ns.ns_ip}/30", "dev", ns_if
-            )
-            _run("ip", "netns", "exec", ns.name, "ip", "link", "set", ns_if, "up")
-            _run("ip", "netns", "exec", ns.name, "ip", "link", "set", "lo", "up")
+    with network_namespaces(2) as created:
         yield created
-    finally:
-        for ns in created:
-            subprocess.run(["ip", "netns", "del", ns.name], capture_output=True)
 
 
 def test_workers_in_their_own_network_namespaces_finish_a_job(
