@@ -59,7 +59,7 @@ class LatencyMeter(Protocol):
         ...
 
 
-MeterFactory = Callable[[LatencySettings, tuple[int, int, int], torch.device], LatencyMeter]
+MeterFactory = Callable[[LatencySettings, tuple[int, ...], torch.device], LatencyMeter]
 """Makes a job's meter from its latency settings, its model's input shape and the
 device the worker trains on (:class:`LocalMeter` is one; the service has another)."""
 
@@ -74,7 +74,7 @@ class LocalMeter:
     """
 
     def __init__(
-        self, settings: LatencySettings, input_shape: tuple[int, int, int], device: torch.device
+        self, settings: LatencySettings, input_shape: tuple[int, ...], device: torch.device
     ) -> None:
         self.settings = settings
         self.input_shape = input_shape

@@ -156,8 +156,8 @@ class PruningProblem:
         return plan.snapped(steps_per_epoch(len(self.data.train), self.spec.finetune.batch_size))
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of one input."""
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one input, or (T, F) for a sequence model."""
         return self.info.input_shape
 
     def measure_latency(self, model: nn.Module, onnx_bytes: bytes | None = None) -> Latency:
@@ -228,7 +228,7 @@ def load_problem(
     )
 
 
-def spec_for_model(spec: JobSpec, input_shape: tuple[int, int, int], classes: int) -> JobSpec:
+def spec_for_model(spec: JobSpec, input_shape: tuple[int, ...], classes: int) -> JobSpec:
     """Return ``spec`` with a given model's input shape and classes, which the spec may
     leave out or must give as the model has them.
 
@@ -307,7 +307,7 @@ def _job_data(
     spec: JobSpec,
     dataset: str | None,
     data_root: str | os.PathLike[str] | None,
-    shape: tuple[int, int, int],
+    shape: tuple[int, ...],
     classes: int | None,
 ) -> DataSplits:
     """Return the job's data (``dataset`` overriding the spec's), split by its seed."""
@@ -405,7 +405,7 @@ def problem_from_model(
 
 
 def _local_meter(
-    settings: LatencySettings, input_shape: tuple[int, int, int], device: torch.device
+    settings: LatencySettings, input_shape: tuple[int, ...], device: torch.device
 ) -> LatencyMeter:
     if settings.target is not None:
         raise SpecError(

@@ -32,12 +32,14 @@ from models.cost._latency import (
 from models.cost._latency_calibration import Calibration, calibration_plans, fit_calibration
 from models.cost._latency_table import LatencyTable, OnnxTimer, onnxruntime_timer
 from models.cost._layer_shapes import LAYER_OPS, LayerShape, onnxruntime_channel_block
+from models.cost._recurrent_macs import RECURRENT_GATES, recurrent_macs
 from models.cost._sparsity import SparseCost, kept_kernel_shares, measure_sparse_cost
 
 __all__ = [
     "LATENCY_BACKENDS",
     "LAYER_OPS",
     "ONNX_OPTIMIZATIONS",
+    "RECURRENT_GATES",
     "AnalyticCost",
     "Calibration",
     "Cost",
@@ -59,5 +61,6 @@ __all__ = [
     "measure_sparse_cost",
     "onnxruntime_channel_block",
     "onnxruntime_timer",
+    "recurrent_macs",
     "size_bytes",
 ]

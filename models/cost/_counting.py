@@ -14,6 +14,7 @@ with warnings.catch_warnings():  # fvcore scripts a helper at import: torch warn
     warnings.simplefilter("ignore", FutureWarning)
     from fvcore.nn import FlopCountAnalysis
 
+from models.cost._recurrent_macs import recurrent_op_handles
 from models.errors import ModelsError
 
 __all__ = ["Cost", "count_macs", "count_params", "macs_by_layer", "measure_cost", "size_bytes"]
@@ -40,7 +41,7 @@ def _analysis(model: nn.Module, input_shape: Sequence[int]) -> FlopCountAnalysis
     was_training = model.training
     model.eval()
     example = torch.zeros((1, *input_shape))
-    analysis = FlopCountAnalysis(model, example)
+    analysis = FlopCountAnalysis(model, example).set_op_handle(**recurrent_op_handles())
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
     analysis.tracer_warnings("none")
@@ -60,7 +61,7 @@ def _analysis(model: nn.Module, input_shape: Sequence[int]) -> FlopCountAnalysis
 
 
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """Return the MACs of one forward pass on one input of shape (C, H, W), via fvcore."""
+    """Return the MACs of one forward pass on one input (C, H, W) or (T, F), via fvcore."""
     return int(_analysis(model, input_shape).total())
 
 
@@ -91,7 +92,7 @@ def size_bytes(model: nn.Module) -> int:
 
 
 def measure_cost(model: nn.Module, input_shape: Sequence[int]) -> Cost:
-    """Return the measured :class:`Cost` of ``model`` on one input of shape (C, H, W)."""
+    """Return the measured :class:`Cost` of ``model`` on one input (C, H, W) or (T, F)."""
     return Cost(
         macs=count_macs(model, input_shape),
         params=count_params(model),

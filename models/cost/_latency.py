@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import gc
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -97,7 +97,7 @@ def _time_runs(run: Callable[[], object], warmup: int, repeats: int) -> np.ndarr
     return durations / 1e6
 
 
-def _seeded_input(input_shape: tuple[int, int, int], batch_size: int) -> torch.Tensor:
+def _seeded_input(input_shape: Sequence[int], batch_size: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(_SEED)
     return torch.randn((batch_size, *input_shape), generator=generator)
 
@@ -278,7 +278,7 @@ def measure_onnx_latency(
 
 def measure_latency(
     model: nn.Module,
-    input_shape: tuple[int, int, int],
+    input_shape: Sequence[int],
     *,
     backend: str = "onnxruntime",
     threads: int = 1,
@@ -302,7 +302,7 @@ def measure_latency(
 
     Args:
         model: the network; timed in eval mode, its modes restored afterwards.
-        input_shape: (C, H, W) of one input.
+        input_shape: (C, H, W) of one input, or (T, F) for a sequence model.
         backend: one of :data:`LATENCY_BACKENDS`.
         threads: intra-op threads the backend may use.
         batch_size: inputs per forward pass.

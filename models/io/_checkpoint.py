@@ -56,7 +56,7 @@ class CheckpointInfo:
     Attributes:
         arch: zoo architecture name.
         num_classes: classifier outputs.
-        input_shape: (C, H, W) the model expects.
+        input_shape: (C, H, W) the model expects, or (T, F) for a sequence model.
         plan: channels kept per group (empty for an unpruned model).
         round_to: the channel multiple the plan was made with.
         normalization: ``{"mean": [...], "std": [...]}`` the inputs must be normalized with,
@@ -67,7 +67,7 @@ class CheckpointInfo:
 
     arch: str
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     plan: Plan
     round_to: int = 8
     normalization: dict[str, list[float]] | None = None

@@ -17,9 +17,13 @@ logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "inferprune.models"
 
-InputShape = tuple[int, int, int]
+InputShape = tuple[int, ...]
+"""One input's shape without the batch: (C, H, W) for images, (T, F) for sequences."""
 Builder = Callable[[int, InputShape], nn.Module]
-"""``builder(num_classes, input_shape) -> nn.Module``; input_shape is (C, H, W)."""
+"""``builder(num_classes, input_shape) -> nn.Module``; input_shape has the arch's rank."""
+
+INPUT_RANKS = (2, 3)
+"""The ranks an input shape may have: 3 for images (C, H, W), 2 for sequences (T, F)."""
 
 
 @dataclass(frozen=True)
@@ -30,9 +34,12 @@ class Architecture:
         name: the registry name users pass as ``--arch``.
         build: ``build(num_classes, input_shape)`` returning a freshly initialised model.
         family: where it comes from: ``cifar``, ``small``, ``torchvision`` or ``plugin``.
-        default_input_shape: (C, H, W) the architecture was designed for.
+        default_input_shape: the input shape the architecture was designed for:
+            (C, H, W), or (T, F) for a sequence model.
         default_num_classes: classes of the data set it is usually trained on.
-        min_spatial: the smallest H and W the network accepts.
+        min_spatial: the smallest H and W the network accepts (images only).
+        input_rank: 3 for images (C, H, W), 2 for sequences (T time steps of F features);
+            ``build_model`` refuses a shape of another rank.
     """
 
     name: str
@@ -41,6 +48,7 @@ class Architecture:
     default_input_shape: InputShape
     default_num_classes: int
     min_spatial: int = 1
+    input_rank: int = 3
 
 
 _REGISTRY: dict[str, Architecture] = {}
@@ -144,7 +152,8 @@ def build_model(
     Args:
         name: registry name, e.g. ``resnet20_cifar`` or ``resnet18``.
         num_classes: size of the classifier output; the architecture's default if None.
-        input_shape: (C, H, W) of one input; the architecture's default if None.
+        input_shape: (C, H, W) of one input, or (T, F) for a sequence architecture; the
+            architecture's default if None.
 
     Returns:
         The model, on the CPU, in eval mode.
@@ -158,7 +167,13 @@ def build_model(
     shape = arch.default_input_shape if input_shape is None else normalize_shape(input_shape)
     if classes < 1:
         raise ModelsError(f"num_classes must be at least 1, got {classes}")
-    if min(shape[1:]) < arch.min_spatial:
+    if len(shape) != arch.input_rank:
+        expected = "T,F (time steps, features)" if arch.input_rank == 2 else "C,H,W"
+        raise ModelsError(
+            f"{name} takes inputs of shape {expected}, got {','.join(map(str, shape))}",
+            fields=("input_shape",),
+        )
+    if arch.input_rank == 3 and min(shape[1:]) < arch.min_spatial:
         raise ModelsError(
             f"{name} needs inputs of at least {arch.min_spatial}x{arch.min_spatial} pixels, "
             f"got {shape[1]}x{shape[2]}; pass a larger input_shape",
@@ -168,14 +183,25 @@ def build_model(
     return model.eval()
 
 
-def normalize_shape(shape: tuple[int, ...] | list[int] | str) -> InputShape:
-    """Return ``shape`` as a (C, H, W) tuple of positive ints.
+def normalize_shape(
+    shape: tuple[int, ...] | list[int] | str, rank: int | None = None
+) -> InputShape:
+    """Return ``shape`` as a tuple of positive ints: (C, H, W) or, for sequences, (T, F).
 
-    Accepts a sequence or a string such as ``"3,32,32"``.
+    Accepts a sequence or a string such as ``"3,32,32"`` or ``"8,8"``.
+
+    Args:
+        shape: the shape to read.
+        rank: the number of dimensions required; any of :data:`INPUT_RANKS` if None.
+
+    Returns:
+        The shape as a tuple of ints.
 
     Raises:
-        ModelsError: not three positive integers.
+        ModelsError: not integers, not positive, or not of the required rank.
     """
+    ranks = INPUT_RANKS if rank is None else (rank,)
+    wanted = " or ".join({2: "T,F", 3: "C,H,W"}.get(r, f"{r} integers") for r in ranks)
     values: list[int]
     try:
         if isinstance(shape, str):
@@ -183,7 +209,7 @@ def normalize_shape(shape: tuple[int, ...] | list[int] | str) -> InputShape:
         else:
             values = [int(v) for v in shape]
     except ValueError:
-        raise ModelsError(f"input shape must be C,H,W (three integers), got {shape!r}") from None
-    if len(values) != 3 or min(values) < 1:
-        raise ModelsError(f"input shape must be three positive integers C,H,W, got {shape!r}")
-    return values[0], values[1], values[2]
+        raise ModelsError(f"input shape must be {wanted} (integers), got {shape!r}") from None
+    if len(values) not in ranks or min(values) < 1:
+        raise ModelsError(f"input shape must be positive integers {wanted}, got {shape!r}")
+    return tuple(values)

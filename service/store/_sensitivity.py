@@ -40,7 +40,7 @@ class SensitivityKey:
     weights_sha256: str
     arch: str
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     dataset: str
     criterion: str
     round_to: int

@@ -59,7 +59,7 @@ class ModelSize:
 
 
 def estimate_model_size(
-    arch: str, num_classes: int | None, input_shape: tuple[int, int, int] | None
+    arch: str, num_classes: int | None, input_shape: tuple[int, ...] | None
 ) -> ModelSize:
     """Return the memory ``arch`` needs at ``input_shape``, without allocating it.
 
@@ -109,7 +109,7 @@ def _linear_params(model: nn.Module) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
 
 
-def _measure(model: nn.Module, shape: tuple[int, int, int], device: str) -> ModelSize:
+def _measure(model: nn.Module, shape: tuple[int, ...], device: str) -> ModelSize:
     import torch
     from torch import nn
 
@@ -140,7 +140,7 @@ def _measure(model: nn.Module, shape: tuple[int, int, int], device: str) -> Mode
 def check_model_size(
     arch: str,
     num_classes: int | None,
-    input_shape: tuple[int, int, int] | None,
+    input_shape: tuple[int, ...] | None,
     max_bytes: int,
 ) -> ModelSize:
     """Return the model's :class:`ModelSize` once it is within ``max_bytes``.

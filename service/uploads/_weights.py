@@ -40,7 +40,7 @@ class WeightsCheck:
     format: str
     arch: str
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     num_tensors: int
     from_checkpoint: bool
 
@@ -58,7 +58,7 @@ class OpenedModel:
 
     model: nn.Module
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     weights: WeightsCheck | None
 
 
@@ -207,11 +207,11 @@ def _check_agreement(spec: JobSpec, stored: CheckpointInfo) -> None:
 def _build(
     spec: JobSpec,
     num_classes: int | None,
-    input_shape: tuple[int, int, int] | None,
+    input_shape: tuple[int, ...] | None,
     *,
     state: StateDict | None = None,
     max_bytes: int,
-) -> tuple[nn.Module, int, tuple[int, int, int]]:
+) -> tuple[nn.Module, int, tuple[int, ...]]:
     """Build the spec's architecture, once its size is known to fit ``max_bytes``;
     without a class count, read it off ``state``."""
     from models.errors import ModelsError
@@ -234,7 +234,7 @@ def _build(
     return model, num_classes or arch.default_num_classes, shape
 
 
-def _output_classes(model: nn.Module, shape: tuple[int, int, int], state: StateDict) -> int | None:
+def _output_classes(model: nn.Module, shape: tuple[int, ...], state: StateDict) -> int | None:
     """Return the output width the weights give the model's logits layer, if they say."""
     import torch
 

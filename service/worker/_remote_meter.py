@@ -95,7 +95,7 @@ class RemoteMeter:
         tenant: str,
         device: str,
         settings: LatencySettings,
-        input_shape: tuple[int, int, int],
+        input_shape: tuple[int, ...],
         job_id: str | None,
         timeout_s: float,
         live_seconds: float,
@@ -254,7 +254,7 @@ class DeviceMeters:
         """Return the meter factory of one job of ``tenant`` (see :data:`MeterFactory`)."""
 
         def make(
-            settings: LatencySettings, input_shape: tuple[int, int, int], device: torch.device
+            settings: LatencySettings, input_shape: tuple[int, ...], device: torch.device
         ) -> LatencyMeter:
             assert settings.target is not None
             return RemoteMeter(

@@ -66,7 +66,7 @@ def test_shapes_parse_from_text(text: str, expected: tuple[int, int, int]) -> No
     assert normalize_shape(text) == expected
 
 
-@pytest.mark.parametrize("bad", ["3,32", "a,b,c", "0,32,32"])
+@pytest.mark.parametrize("bad", ["32", "1,3,32,32", "a,b,c", "0,32,32", "0,8"])
 def test_bad_shapes_are_refused(bad: str) -> None:
     with pytest.raises(ModelsError):
         normalize_shape(bad)
