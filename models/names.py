@@ -56,9 +56,18 @@ kernels of the same filter (fpgm), or a seeded random baseline."""
 KERNEL_CRITERION_NAMES: tuple[str, ...] = get_args(KernelCriterionName)
 """Every kernel criterion name, in the order of :data:`KernelCriterionName`."""
 
-DatasetName = Literal["digits", "synthetic", "cifar10", "cifar100", "mnist", "fashion_mnist"]
+DatasetName = Literal[
+    "digits",
+    "synthetic",
+    "cifar10",
+    "cifar100",
+    "mnist",
+    "fashion_mnist",
+    "digits_seq",
+    "fashion_mnist_seq",
+]
 """A built-in data set of :mod:`models.data`; ``imagefolder:<dir>`` and ``.npz`` files
-come on top of these."""
+come on top of these. The ``_seq`` ones are sequences (T, F) for recurrent models."""
 
 DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
 """Every built-in data set name, in the order of :data:`DatasetName`."""

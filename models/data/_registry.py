@@ -10,6 +10,7 @@ from pathlib import Path
 
 from models.data import _cifar, _digits, _idx, _imagefolder, _npz, _synthetic
 from models.data._root import resolve_data_root
+from models.data._sequences import as_sequences, image_shape_of
 from models.data._source import DatasetInfo, InputShape, RawData
 from models.data._split import DataSplits
 from models.data._splitting import build_splits
@@ -27,6 +28,8 @@ class _Source:
     description: str
     load: Callable[[str, Path, InputShape], RawData]
     inspect: Callable[[str, Path], DatasetInfo]
+    input_ranks: tuple[int, ...] = (3,)
+    """Input ranks it feeds: 3 for images (C, H, W), 2 for sequences (T, F)."""
 
 
 _SOURCES: dict[str, _Source] = {
@@ -66,6 +69,20 @@ _SOURCES: dict[str, _Source] = {
         _idx.load_fashion_mnist,
         _idx.inspect_fashion_mnist,
     ),
+    "digits_seq": _Source(
+        "digits_seq",
+        "the digits read row by row: 1,797 sequences of 8 steps x 8 features, 10 classes",
+        _digits.load_digits,
+        _digits.inspect_digits,
+        input_ranks=(2,),
+    ),
+    "fashion_mnist_seq": _Source(
+        "fashion_mnist_seq",
+        "Fashion-MNIST read row by row from the data root: 28 steps x 28 features",
+        _idx.load_fashion_mnist,
+        _idx.inspect_fashion_mnist,
+        input_ranks=(2,),
+    ),
     "imagefolder": _Source(
         "imagefolder:<dir>",
         "a folder with one sub-folder of images per class (PNG, JPEG, ...)",
@@ -77,6 +94,7 @@ _SOURCES: dict[str, _Source] = {
         "arrays x_train, y_train and optionally x_val, y_val, x_test, y_test; never unpickled",
         _npz.load_npz,
         _npz.inspect_npz,
+        input_ranks=(2, 3),
     ),
 }
 _NEEDS_PATH = ("imagefolder", "npz")
@@ -132,11 +150,16 @@ def _shown(name: str, kind: str, arg: str) -> str:
     return base if kind == "npz" else f"{kind}:{base}"
 
 
-def _check_input_shape(input_shape: Sequence[int]) -> InputShape:
+def _check_input_shape(input_shape: Sequence[int], name: str, ranks: tuple[int, ...]) -> None:
     shape = tuple(int(size) for size in input_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise DataError(f"input_shape must be (channels, height, width), got {tuple(input_shape)}")
-    return shape[0], shape[1], shape[2]
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise DataError(
+            "input_shape must be (channels, height, width) or, for sequences, "
+            f"(steps, features), got {tuple(input_shape)}"
+        )
+    if len(shape) not in ranks:
+        wanted = "sequence models (steps, features)" if 2 in ranks else "image models (C, H, W)"
+        raise DataError(f"{name} feeds {wanted}, not inputs of shape {shape}")
 
 
 def load_dataset(
@@ -161,7 +184,9 @@ def load_dataset(
         name: a name from :data:`DATASETS` (``synthetic`` takes options such as
             ``synthetic:classes=4,samples=256,size=16``), ``imagefolder:<dir>``, or an
             ``.npz`` file as ``<file>.npz`` or ``npz:<file>``.
-        input_shape: the model's input (channels, height, width).
+        input_shape: the model's input (channels, height, width), or (steps, features)
+            for a sequence data set (``digits_seq``, ``fashion_mnist_seq``, an ``.npz``
+            of (N, T, F) arrays): those are loaded as (1, T, F) images, rows as steps.
         num_classes: the model's number of outputs; data with more classes is refused,
             data with fewer is fine.
         root: where public data sets live; defaults to ``$INFERPRUNE_DATA_ROOT``, else
@@ -180,18 +205,25 @@ def load_dataset(
         DataError: unknown name, missing or malformed files (the message names the paths
             looked at), more classes than ``num_classes``, or data too small to split.
     """
-    shape = _check_input_shape(input_shape)
     kind, arg = _parse(name)
-    raw = _SOURCES[kind].load(arg, resolve_data_root(root), shape)
-    return build_splits(
+    shown = _shown(name, kind, arg)
+    _check_input_shape(input_shape, shown, _SOURCES[kind].input_ranks)
+    sequences = len(input_shape) == 2
+    channels, height, width = (
+        image_shape_of(tuple(input_shape)) if sequences else tuple(int(v) for v in input_shape)
+    )
+    image_shape = (channels, height, width)
+    raw = _SOURCES[kind].load(arg, resolve_data_root(root), image_shape)
+    splits = build_splits(
         raw,
-        name=_shown(name, kind, arg),
-        input_shape=shape,
+        name=shown,
+        input_shape=image_shape,
         num_classes=num_classes,
         seed=seed,
         val_fraction=val_fraction,
         test_fraction=test_fraction,
     )
+    return as_sequences(splits) if sequences else splits
 
 
 def inspect_dataset(

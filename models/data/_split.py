@@ -18,9 +18,9 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 class BatchSource(Protocol):
     """Anything that yields ``(inputs, labels)`` batches: a split of a data set.
 
-    ``inputs`` are float32 of shape (B, C, H, W) already resized and normalized for the
-    model; ``labels`` are int64 class indices of shape (B,). The same arguments give the
-    same batches in the same order.
+    ``inputs`` are float32 of shape (B, C, H, W), or (B, T, F) for a sequence model,
+    already resized and normalized for the model; ``labels`` are int64 class indices of
+    shape (B,). The same arguments give the same batches in the same order.
     """
 
     def __len__(self) -> int: ...
@@ -134,6 +134,6 @@ class DataSplits:
     val: BatchSource
     test: BatchSource
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     normalization: Normalization | None = None
     class_names: tuple[str, ...] = field(default=())

@@ -66,8 +66,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, arch_required: bool)
 
 def dataset_names_help(root: str = "--data-root") -> str:
     """Return the built-in data set names for a --help text (from :mod:`models.names`)."""
-    local = ", ".join(n for n in DATASET_NAMES if n not in ("digits", "synthetic"))
-    return f"digits (bundled, offline), synthetic, {local} (from {root})"
+    bundled = ("digits", "digits_seq", "synthetic")
+    local = ", ".join(n for n in DATASET_NAMES if n not in bundled)
+    return f"digits, digits_seq (bundled, offline), synthetic, {local} (from {root})"
 
 
 def add_criterion_argument(parser: Any, *, default: str | None = "l1") -> None:
