@@ -85,4 +85,5 @@ def test_no_request_makes_the_server_fail(live: tuple[str, str, str]) -> None:
             )
 
         check()
-    assert len(tested) == 11
+    assert len(tested) == 19  # the jobs API (11) and the devices and agent routes (8)
+    assert "POST /v1/agent/next" in tested and "GET /v1/devices" in tested
