@@ -202,6 +202,7 @@ def run_profile(args: argparse.Namespace) -> int:
                 "backend": latency.backend,
                 "threads": latency.threads,
                 "batch_size": latency.batch_size,
+                "latency_device": "local",  # profile always measures on this machine
             }
         )
         return 0
@@ -212,7 +213,8 @@ def run_profile(args: argparse.Namespace) -> int:
     table.add_row("parameters", human_count(cost.params))
     table.add_row("size", human_bytes(cost.size_bytes))
     table.add_row(
-        f"latency ({latency.backend}, {latency.threads} thread(s), batch {latency.batch_size})",
+        f"latency here ({latency.backend}, {latency.threads} thread(s), "
+        f"batch {latency.batch_size})",
         f"{latency.median_ms:.3f} ms (p10 {latency.p10_ms:.3f}, p90 {latency.p90_ms:.3f})",
     )
     console.print(table)

@@ -42,7 +42,7 @@ def test_profile_json_has_the_documented_shape(capsys: pytest.CaptureFixture[str
     assert set(result) >= {"macs", "params", "size_bytes", "latency_ms", "backend"}
     latency = result["latency_ms"]
     assert 0 < latency["p10"] <= latency["median"] <= latency["p90"]
-    assert result["backend"] == "onnxruntime"
+    assert result["backend"] == "onnxruntime" and result["latency_device"] == "local"
 
 
 @pytest.mark.slow
