@@ -12,6 +12,11 @@ from models.prune import LayerCoverage, PruningGraph
 
 __all__ = ["AnalyticCost"]
 
+_DENSE_WEIGHTS = ("weight", "weight_ih_l0", "weight_hh_l0")
+"""Tensors that scale with kept inputs × kept outputs: conv/linear weights, and a
+single-layer LSTM/GRU's two weights (hidden units × (inputs + hidden units) together,
+which its graph coverage counts as the layer's inputs)."""
+
 
 @dataclass(frozen=True)
 class _Term:
@@ -51,7 +56,7 @@ class AnalyticCost:
             for tensor_name, t in module.state_dict(keep_vars=True).items():
                 if "." in tensor_name or t.dim() == 0:  # submodules' tensors; step counters
                     continue
-                scales_with_inputs = layer.kind == "dense" and tensor_name == "weight"
+                scales_with_inputs = layer.kind == "dense" and tensor_name in _DENSE_WEIGHTS
                 is_param = isinstance(t, nn.Parameter) and t.requires_grad
                 nbytes = t.numel() * t.element_size()
                 if scales_with_inputs:

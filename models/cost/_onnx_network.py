@@ -26,9 +26,7 @@ _RESHAPES = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze"})
 _ALIASES = frozenset({"Identity", "Dropout"})
 
 
-def _weighted_calls(
-    model: nn.Module, input_shape: tuple[int, int, int]
-) -> list[tuple[str, nn.Module]]:
+def _weighted_calls(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[str, nn.Module]]:
     """Return the (name, module) of every Conv2d and Linear call of one forward pass, in order."""
     calls: list[tuple[str, nn.Module]] = []
     handles = [

@@ -3,7 +3,10 @@
 A :class:`PruningGraph` (from :func:`build_pruning_graph`) lists a model's prunable
 :class:`ChannelGroup` s, found with Torch-Pruning's DependencyGraph and named by the
 module path of their root layer. A :class:`Plan` maps group names to the channels
-kept; :func:`apply_plan` returns a physically smaller copy of the model.
+kept; :func:`apply_plan` returns a physically smaller copy of the model. A model with
+LSTM/GRU layers (input (T, F)) gets one group per recurrent layer instead, its hidden
+units (the gate rows of a unit go together), grouped and cut without Torch-Pruning;
+they are ranked by :data:`RECURRENT_CRITERIA`.
 
 Kernel granularity: :func:`kernel_masks` picks single k×k kernels to remove
 (:class:`KernelMasks`), :func:`zero_kernels` / :func:`keep_kernels_masked` enforce them,
@@ -33,6 +36,7 @@ from models.prune._kernels import (
     zero_kernels,
 )
 from models.prune._plan import Plan, uniform_plan, validate_plan
+from models.prune._recurrent import RECURRENT_CRITERIA
 from models.prune._sequence import PruningStep, SparsePruned, apply_sequence, cut_dead_channels
 
 __all__ = [
@@ -44,6 +48,7 @@ __all__ = [
     "Plan",
     "PruningGraph",
     "PruningStep",
+    "RECURRENT_CRITERIA",
     "SparsePruned",
     "apply_plan",
     "apply_sequence",

@@ -22,6 +22,7 @@ from models.prune._graph import (
     trace_dependencies,
 )
 from models.prune._plan import Plan, validate_plan
+from models.prune._recurrent import has_recurrent_layers, prune_recurrent, recurrent_scores
 
 __all__ = ["CALIBRATION_BATCHES", "apply_plan", "score_channels"]
 
@@ -97,7 +98,9 @@ def score_channels(
         model: the unpruned model (not modified; data criteria run it on ``calib``).
         criterion: a name from :data:`models.criteria.CRITERIA`.
         calib: calibration batches for data-driven criteria.
-        input_shape: (C, H, W) of one input.
+        input_shape: (C, H, W) of one input; (T, F) for a recurrent model, whose groups
+            are hidden units cut by :mod:`models.prune._recurrent` (criteria
+            :data:`RECURRENT_CRITERIA`).
         graph: the model's :class:`PruningGraph` if already built.
         seed: seeds the ``random`` criterion.
         round_to: channel multiple, used only when ``graph`` is None.
@@ -109,6 +112,8 @@ def score_channels(
     graph = graph or build_pruning_graph(
         model, input_shape, round_to=round_to, ignored_layers=ignored_layers
     )
+    if has_recurrent_layers(model):
+        return recurrent_scores(model, graph, criterion, seed=seed)
     work = copy.deepcopy(model).eval()
     dg = trace_dependencies(work, _example(graph.input_shape))
     groups = _tp_groups(dg, work, graph, ignored_layers)
@@ -139,7 +144,9 @@ def apply_plan(
         plan: group name → channels kept; groups not named keep all their channels.
         criterion: a name from :data:`models.criteria.CRITERIA`.
         calib: calibration batches, required by data-driven criteria.
-        input_shape: (C, H, W) of one input.
+        input_shape: (C, H, W) of one input; (T, F) for a recurrent model, whose groups
+            are hidden units cut by :mod:`models.prune._recurrent` (criteria
+            :data:`RECURRENT_CRITERIA`).
         graph: the model's :class:`PruningGraph` if already built (saves a trace).
         scores: precomputed :func:`score_channels` output; ``criterion`` is then unused.
         seed: seeds the ``random`` criterion.
@@ -157,6 +164,11 @@ def apply_plan(
         model, input_shape, round_to=round_to, ignored_layers=ignored_layers
     )
     checked: Plan = validate_plan(plan, graph)
+    if has_recurrent_layers(model):
+        widths = {g.name: checked.width(g) for g in graph.groups}
+        if scores is None:
+            scores = recurrent_scores(model, graph, criterion, seed=seed)
+        return prune_recurrent(model, graph, widths, scores)
     pruned = copy.deepcopy(model).eval()
     to_cut = [g for g in graph.groups if checked.width(g) < g.channels]
     if not to_cut:

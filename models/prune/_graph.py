@@ -113,14 +113,15 @@ class PruningGraph:
     Attributes:
         groups: prunable groups in execution order of their root layers.
         layers: coverage of every layer with weights or counted compute, by module path.
-        input_shape: the (C, H, W) the graph was traced with.
+        input_shape: the (C, H, W) the graph was traced with, or (T, F) for a recurrent
+            model (whose groups are hidden units: :mod:`models.prune._recurrent`).
         output_layer: module path of the classifier layer (never pruned on its outputs).
         round_to: the channel multiple the groups' ``step`` was derived from.
     """
 
     groups: tuple[ChannelGroup, ...]
     layers: dict[str, LayerCoverage] = field(repr=False)
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     output_layer: str
     round_to: int
 
@@ -201,7 +202,8 @@ def build_pruning_graph(
 
     Args:
         model: the unpruned network; it is run once, not modified.
-        input_shape: (C, H, W) of one input.
+        input_shape: (C, H, W) of one input; (T, F) for a model with LSTM/GRU layers,
+            whose groups are hidden units (:func:`build_recurrent_graph`).
         round_to: widths are multiples of this unless a group is narrower.
         ignored_layers: module paths whose output channels must never be pruned.
 
@@ -214,6 +216,16 @@ def build_pruning_graph(
     if round_to < 1:
         raise ModelsError(f"round_to must be at least 1, got {round_to}")
     shape = tuple(int(v) for v in input_shape)
+    if any(isinstance(m, nn.LSTM | nn.GRU) for m in model.modules()):
+        # Torch-Pruning cannot group hidden units across stacked layers: ours does
+        from models.prune._recurrent import build_recurrent_graph
+
+        if len(shape) != 2 or tuple(ignored_layers):
+            raise ModelsError(
+                f"a recurrent model takes input_shape (T, F) and no ignored layers, "
+                f"got {input_shape} and {list(ignored_layers)}"
+            )
+        return build_recurrent_graph(model, shape, round_to=round_to)
     if len(shape) != 3:
         raise ModelsError(f"input_shape must be (C, H, W), got {input_shape}")
     was_training = model.training
