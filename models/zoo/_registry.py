@@ -170,7 +170,7 @@ def build_model(
     if len(shape) != arch.input_rank:
         expected = "T,F (time steps, features)" if arch.input_rank == 2 else "C,H,W"
         raise ModelsError(
-            f"{name} takes inputs of shape {expected}, got {','.join(map(str, shape))}",
+            f"{name} takes an input_shape of {expected}, got {','.join(map(str, shape))}",
             fields=("input_shape",),
         )
     if arch.input_rank == 3 and min(shape[1:]) < arch.min_spatial:
