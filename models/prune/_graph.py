@@ -188,6 +188,8 @@ def output_channels(module: nn.Module) -> int:
     model is no check, since a grouped conv cut to one channel per group looks depthwise
     to Torch-Pruning and is merged with its input's group.
     """
+    if isinstance(module, nn.LSTM | nn.GRU):  # our recurrent groups: hidden units
+        return int(module.hidden_size)
     return int(tp.DependencyGraph().get_pruner_of_module(module).get_out_channels(module))
 
 

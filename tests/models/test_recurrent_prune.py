@@ -1,4 +1,5 @@
-"""Hidden-unit pruning of stacked LSTM/GRU layers: groups, surgery, cost, save, export."""
+"""Hidden-unit pruning of stacked LSTM/GRU layers: groups, surgery, cost, save, export,
+schedules."""
 
 from __future__ import annotations
 
@@ -11,9 +12,17 @@ import torch
 from torch import nn
 
 from models.cost import AnalyticCost, measure_cost
+from models.data import load_dataset
 from models.errors import ModelsError
 from models.io import CheckpointInfo, export_model, load_pruned, save_pruned
 from models.prune import Plan, apply_plan, build_pruning_graph
+from models.schedules import (
+    ScheduleConfig,
+    ScheduleContext,
+    make_schedule,
+    train_with_schedule,
+)
+from models.train import fine_tune
 from models.zoo import RecurrentClassifier, build_model
 
 SHAPE = (6, 5)
@@ -128,3 +137,29 @@ def test_a_multi_layer_torch_rnn_is_refused_with_the_way_out() -> None:
 def test_a_recurrent_model_needs_a_sequence_shape() -> None:
     with pytest.raises(ModelsError, match=r"\(T, F\)"):
         build_pruning_graph(_model("lstm", [16]), (1, 6, 5))
+
+
+@pytest.mark.parametrize("name", ["one_shot", "iterative", "agp"])
+def test_schedules_cut_hidden_units_to_the_plan_while_training(name: str) -> None:
+    torch.manual_seed(0)
+    data = load_dataset("digits_seq", input_shape=(8, 8), num_classes=10)
+    model = RecurrentClassifier("gru", 10, 8, [32, 32])
+    graph = build_pruning_graph(model, (8, 8))
+    context = ScheduleContext(
+        graph=graph, train=data.train, calibration=list(data.train.batches(32, limit=2))
+    )
+
+    def trainer(m: nn.Module, start: int, steps: int, window: tuple[int, int]) -> None:
+        fine_tune(m, data.train, steps=steps, lr=0.05, batch_size=32, start_step=start)
+
+    out = train_with_schedule(
+        model,
+        Plan({"layers.0": 8, "layers.1": 16}),
+        make_schedule(ScheduleConfig(name=name)),
+        total_steps=12,
+        criterion="l1",
+        context=context,
+        trainer=trainer,
+    )
+    assert isinstance(out.model, RecurrentClassifier)
+    assert [layer.hidden_size for layer in out.model.layers] == [8, 16]
