@@ -6,7 +6,9 @@ module path of their root layer. A :class:`Plan` maps group names to the channel
 kept; :func:`apply_plan` returns a physically smaller copy of the model. A model with
 LSTM/GRU layers (input (T, F)) gets one group per recurrent layer instead, its hidden
 units (the gate rows of a unit go together), grouped and cut without Torch-Pruning;
-they are ranked by :data:`RECURRENT_CRITERIA`.
+they are ranked by :data:`RECURRENT_CRITERIA`. :class:`AgpRecurrentMasking` instead zeroes
+single input-to-hidden and hidden-to-hidden weights by magnitude along the AGP curve
+(:func:`agp_sparsity`, :func:`magnitude_masks`) while a model fine-tunes.
 
 Kernel granularity: :func:`kernel_masks` picks single k×k kernels to remove
 (:class:`KernelMasks`), :func:`zero_kernels` / :func:`keep_kernels_masked` enforce them,
@@ -37,9 +39,16 @@ from models.prune._kernels import (
 )
 from models.prune._plan import Plan, uniform_plan, validate_plan
 from models.prune._recurrent import RECURRENT_CRITERIA
+from models.prune._recurrent_masks import (
+    AgpRecurrentMasking,
+    RecurrentWeightMasks,
+    agp_sparsity,
+    magnitude_masks,
+)
 from models.prune._sequence import PruningStep, SparsePruned, apply_sequence, cut_dead_channels
 
 __all__ = [
+    "AgpRecurrentMasking",
     "CALIBRATION_BATCHES",
     "ChannelGroup",
     "DimCoverage",
@@ -49,7 +58,9 @@ __all__ = [
     "PruningGraph",
     "PruningStep",
     "RECURRENT_CRITERIA",
+    "RecurrentWeightMasks",
     "SparsePruned",
+    "agp_sparsity",
     "apply_plan",
     "apply_sequence",
     "build_pruning_graph",
@@ -60,6 +71,7 @@ __all__ = [
     "keep_kernels_masked",
     "kernel_layers",
     "kernel_masks",
+    "magnitude_masks",
     "output_channels",
     "score_channels",
     "score_kernels",
