@@ -82,7 +82,7 @@ __all__ = [
 
 
 def find_groups(
-    model: object, input_shape: tuple[int, int, int], round_to: int = 8
+    model: object, input_shape: tuple[int, ...], round_to: int = 8
 ) -> tuple[ChannelGroup, ...]:
     """Return the prunable groups of ``model`` (shorthand for ``build_pruning_graph``)."""
     from torch import nn
