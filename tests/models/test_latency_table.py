@@ -272,8 +272,9 @@ def test_a_prediction_is_near_the_measured_latency(resnet: tuple[nn.Module, Prun
         for p in plans
     ]
     fitted = table.fit(list(zip(plans[:3], measured[:3], strict=True)))
-    # loose: a busy machine slows both sides, but not by 2x one side only
-    assert 0.5 < fitted.predict(plans[3]) / measured[3] < 2.0
+    # not a timing check (latency_table.py measures accuracy, on a quiet machine): it
+    # catches a table off by a unit or a layer, 4x and more, whatever the machine's load
+    assert 0.25 < fitted.predict(plans[3]) / measured[3] < 4.0
 
 
 def test_a_table_round_trips_through_json(
