@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from torch import nn
 
@@ -29,6 +30,7 @@ from search.latency import MeterFactory
 from service.errors import ServiceError
 from service.store import (
     BlobStore,
+    Job,
     MeasurementStatus,
     latest_device_spec,
     live_agents,
@@ -38,7 +40,14 @@ from service.store import (
 )
 from service.worker._retry import retry_database
 
-__all__ = ["DeviceMeters", "DeviceUnavailable", "RemoteMeter", "measurement_key", "zip_models"]
+__all__ = [
+    "DeviceMeters",
+    "DeviceUnavailable",
+    "RemoteMeter",
+    "WaitAbandoned",
+    "measurement_key",
+    "zip_models",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +62,14 @@ class DeviceUnavailable(ServiceError):
 
     code = "device_unavailable"
     status = 503
+
+
+class WaitAbandoned(ServiceError):
+    """The job was cancelled while its trial waited for the device: the trial ends (the
+    job then ends cancelled, as when a trial finishes after a cancel)."""
+
+    code = "cancelled"
+    status = 409
 
 
 def measurement_key(models: Sequence[bytes], settings: dict[str, Any]) -> str:
@@ -197,6 +214,10 @@ class RemoteMeter:
                 now = time.monotonic()
                 if now - checked_liveness >= _LIVENESS_EVERY_S:
                     checked_liveness = now
+                    if self._job_cancelled():
+                        raise WaitAbandoned(
+                            f"the job was cancelled while waiting for device {self.where!r}"
+                        )
                     live = self._live_agents()
                     if (live == 0) != waiting_said:
                         waiting_said = live == 0
@@ -208,6 +229,12 @@ class RemoteMeter:
         finally:
             if waiting_said:
                 self._say(None)
+
+    def _job_cancelled(self) -> bool:
+        if self.job_id is None:
+            return False
+        with self.sessions() as session:
+            return bool(session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id)))
 
     def _live_agents(self) -> int:
         with self.sessions() as session:

@@ -45,6 +45,7 @@ from service.store import (
     set_lease_trial,
 )
 from service.worker._checkpoints import StoreCheckpoints
+from service.worker._remote_meter import WaitAbandoned
 from service.worker._retry import retry_database
 
 __all__ = ["UnitContext", "kept_trials", "run_finalize_unit", "run_trial_unit"]
@@ -172,7 +173,9 @@ def run_trial_unit(
     except ServiceError as exc:
         # artifacts could not be written (disk full, read-only root), or the job's target
         # device does not answer: retrying the trial cannot help, the job fails
-        state, error = TrialOutcome.fail, exc.message
+        cancelled = isinstance(exc, WaitAbandoned)  # the job's cancel ends it, not a failure
+        state = TrialOutcome.abandoned if cancelled else TrialOutcome.fail
+        error = exc.message
         job_failure, failure_code = exc.code in JOB_FATAL_CODES, exc.code
         _fail_in_optuna(study, number)
         logger.error("trial of job %s failed: %s", claim.job_id, exc.message)

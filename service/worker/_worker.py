@@ -43,7 +43,7 @@ from service.store import (
     stop_worker,
 )
 from service.worker._inputs import JobInputs, ProblemCache, optuna_storage
-from service.worker._remote_meter import DeviceMeters, DeviceUnavailable
+from service.worker._remote_meter import DeviceMeters, DeviceUnavailable, WaitAbandoned
 from service.worker._retry import DATABASE_ERRORS, retry_database
 from service.worker._units import UnitContext, run_finalize_unit, run_trial_unit
 
@@ -221,6 +221,10 @@ class Worker:
             logger.error("job %s cannot start: %s", claim.job_id, exc.message, extra=extra)
             self._give_up(claim, exc.code, exc.message)
             return
+        except WaitAbandoned as exc:  # cancelled while the baseline waited for its device
+            logger.info("job %s: %s", claim.job_id, exc.message, extra=extra)
+            self._hand_back_cancelled(claim, exc.message)
+            return
         except (ModelsError, SearchError, ValueError, OSError, MemoryError, RuntimeError) as exc:
             # the job's inputs cannot work (RuntimeError: torch refusing an allocation);
             # no retry will fix that, and it must never take the worker down with it
@@ -239,6 +243,9 @@ class Worker:
             with self.sessions.begin() as session:
                 hand_back_finalize(session, claim.lease_id)
             raise
+        except WaitAbandoned as exc:  # cancelled while the delivery waited for its device
+            self._hand_back_cancelled(claim, exc.message)
+            status = JobStatus.cancelled
         except Exception as exc:
             logger.exception("finalizing job %s failed", claim.job_id, extra=extra)
             with self.sessions.begin() as session:
@@ -252,6 +259,23 @@ class Worker:
             status = JobStatus.failed
         self.cache.drop(claim.job_id)
         logger.info("job %s %s", claim.job_id, status, extra=extra)
+
+    def _hand_back_cancelled(self, claim: Claim, message: str) -> None:
+        """End a claim whose job was cancelled while it waited: the job ends cancelled."""
+        with self.sessions.begin() as session:
+            if claim.kind == ClaimKind.finalize:
+                release_finalize(session, claim.lease_id, status=JobStatus.cancelled)
+            else:
+                finish_trial(
+                    session,
+                    claim.lease_id,
+                    state=TrialOutcome.abandoned,
+                    seconds=0.0,
+                    trial_number=None,
+                    worker_id=self.id,
+                    error=message,
+                    max_failed_trials=self.settings.max_failed_trials,
+                )
 
     def _give_up(self, claim: Claim, code: str, message: str) -> None:
         with self.sessions.begin() as session:

@@ -278,3 +278,27 @@ def test_the_agent_reports_the_nchwc_block_onnxruntime_uses_here() -> None:
 
     spec = device_spec(1, ["CPUExecutionProvider"])
     assert spec["nchwc_block"] == onnxruntime_channel_block()  # the layer table pads to it
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_job_cancelled_while_it_waits_for_its_device_ends_cancelled(
+    api: TestClient, settings: Settings, tiny_weights: bytes
+) -> None:
+    _register(api, _agent_token(settings, "acme"), "pi4")  # registered, then never polls
+    patient = settings.model_copy(update={"device_timeout_s": 120.0, "agent_live_seconds": 0.5})
+    time.sleep(0.6)
+    spec = job_spec(budget={"latency_ms": 100.0}, latency={"target": "pi4"})
+    job = submit(api, spec, weights=tiny_weights).json()
+    worker = threading.Thread(target=run_worker, args=(patient,), kwargs={"max_units": 1})
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not api.get(f"/v1/jobs/{job['id']}").json()["detail"]:
+        assert time.monotonic() < deadline, "the job never said it waits"
+        time.sleep(0.1)
+    cancelled_at = time.monotonic()
+    assert api.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert time.monotonic() - cancelled_at < 30  # not the 120 s device timeout
+    ended = api.get(f"/v1/jobs/{job['id']}").json()
+    assert ended["status"] == "cancelled" and ended["error"] is None
