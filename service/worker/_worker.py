@@ -219,18 +219,18 @@ class Worker:
             raise
         except DeviceUnavailable as exc:
             logger.error("job %s cannot start: %s", claim.job_id, exc.message, extra=extra)
-            self._give_up(claim, exc.code, exc.message)
+            self._end_claim(claim, exc.message, exc.code)
             return
         except WaitAbandoned as exc:  # cancelled while the baseline waited for its device
             logger.info("job %s: %s", claim.job_id, exc.message, extra=extra)
-            self._hand_back_cancelled(claim, exc.message)
+            self._end_claim(claim, exc.message)
             return
         except (ModelsError, SearchError, ValueError, OSError, MemoryError, RuntimeError) as exc:
             # the job's inputs cannot work (RuntimeError: torch refusing an allocation);
             # no retry will fix that, and it must never take the worker down with it
             message = f"{type(exc).__name__}: {exc}"
             logger.error("job %s cannot start: %s", claim.job_id, message, extra=extra)
-            self._give_up(claim, "invalid_input", message)
+            self._end_claim(claim, message, "invalid_input")
             return
         if claim.kind == ClaimKind.trial:
             run_trial_unit(self._context(), claim, loaded.problem, loaded.study)
@@ -244,7 +244,7 @@ class Worker:
                 hand_back_finalize(session, claim.lease_id)
             raise
         except WaitAbandoned as exc:  # cancelled while the delivery waited for its device
-            self._hand_back_cancelled(claim, exc.message)
+            self._end_claim(claim, exc.message)
             status = JobStatus.cancelled
         except Exception as exc:
             logger.exception("finalizing job %s failed", claim.job_id, extra=extra)
@@ -260,44 +260,31 @@ class Worker:
         self.cache.drop(claim.job_id)
         logger.info("job %s %s", claim.job_id, status, extra=extra)
 
-    def _hand_back_cancelled(self, claim: Claim, message: str) -> None:
-        """End a claim whose job was cancelled while it waited: the job ends cancelled."""
-        with self.sessions.begin() as session:
-            if claim.kind == ClaimKind.finalize:
-                release_finalize(session, claim.lease_id, status=JobStatus.cancelled)
-            else:
-                finish_trial(
-                    session,
-                    claim.lease_id,
-                    state=TrialOutcome.abandoned,
-                    seconds=0.0,
-                    trial_number=None,
-                    worker_id=self.id,
-                    error=message,
-                    max_failed_trials=self.settings.max_failed_trials,
-                )
-
-    def _give_up(self, claim: Claim, code: str, message: str) -> None:
+    def _end_claim(self, claim: Claim, message: str, code: str | None = None) -> None:
+        """End a claim that cannot be worked on: its job fails with ``code``, or, with
+        no code, ends cancelled (it was cancelled while the claim waited)."""
+        status = JobStatus.cancelled if code is None else JobStatus.failed
         with self.sessions.begin() as session:
             if claim.kind == ClaimKind.finalize:
                 release_finalize(
                     session,
                     claim.lease_id,
-                    status=JobStatus.failed,
+                    status=status,
                     error_code=code,
-                    error_message=message,
+                    error_message=None if code is None else message,
                 )
-            else:
-                finish_trial(
-                    session,
-                    claim.lease_id,
-                    state=TrialOutcome.abandoned,
-                    seconds=0.0,
-                    trial_number=None,
-                    worker_id=self.id,
-                    error=message,
-                    max_failed_trials=self.settings.max_failed_trials,
-                )
+                return
+            finish_trial(
+                session,
+                claim.lease_id,
+                state=TrialOutcome.abandoned,
+                seconds=0.0,
+                trial_number=None,
+                worker_id=self.id,
+                error=message,
+                max_failed_trials=self.settings.max_failed_trials,
+            )
+            if code is not None:
                 fail_job(session, claim.job_id, code, message)
 
     def _reap(self) -> None:
