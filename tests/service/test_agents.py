@@ -205,18 +205,27 @@ def _expire(settings: Settings, measurement: str) -> None:
     engine.dispose()
 
 
+def _job_for_an_offline_device(
+    api: TestClient, settings: Settings, weights: bytes, *, timeout_s: float
+) -> tuple[dict[str, Any], threading.Thread]:
+    """Submit a job for device pi4, whose agent registered and went quiet, and start a
+    worker on it (one unit); return the job and the worker's thread."""
+    _register(api, _agent_token(settings, "acme"), "pi4")  # registered, then never polls
+    patient = settings.model_copy(update={"device_timeout_s": timeout_s, "agent_live_seconds": 0.5})
+    time.sleep(0.6)
+    spec = job_spec(budget={"latency_ms": 100.0}, latency={"target": "pi4"})
+    job = submit(api, spec, weights=weights).json()
+    worker = threading.Thread(target=run_worker, args=(patient,), kwargs={"max_units": 1})
+    worker.start()
+    return job, worker
+
+
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_a_job_whose_device_has_no_live_agent_waits_then_fails_clearly(
     api: TestClient, settings: Settings, tiny_weights: bytes
 ) -> None:
-    _register(api, _agent_token(settings, "acme"), "pi4")  # registered, then never polls
-    quick = settings.model_copy(update={"device_timeout_s": 3.0, "agent_live_seconds": 0.5})
-    time.sleep(0.6)
-    spec = job_spec(budget={"latency_ms": 100.0}, latency={"target": "pi4"})
-    job = submit(api, spec, weights=tiny_weights).json()
+    job, worker = _job_for_an_offline_device(api, settings, tiny_weights, timeout_s=3.0)
     details: list[str | None] = []
-    worker = threading.Thread(target=run_worker, args=(quick,), kwargs={"max_units": 1})
-    worker.start()
     while worker.is_alive():
         details.append(api.get(f"/v1/jobs/{job['id']}").json()["detail"])
         time.sleep(0.2)
@@ -284,13 +293,7 @@ def test_the_agent_reports_the_nchwc_block_onnxruntime_uses_here() -> None:
 def test_a_job_cancelled_while_it_waits_for_its_device_ends_cancelled(
     api: TestClient, settings: Settings, tiny_weights: bytes
 ) -> None:
-    _register(api, _agent_token(settings, "acme"), "pi4")  # registered, then never polls
-    patient = settings.model_copy(update={"device_timeout_s": 120.0, "agent_live_seconds": 0.5})
-    time.sleep(0.6)
-    spec = job_spec(budget={"latency_ms": 100.0}, latency={"target": "pi4"})
-    job = submit(api, spec, weights=tiny_weights).json()
-    worker = threading.Thread(target=run_worker, args=(patient,), kwargs={"max_units": 1})
-    worker.start()
+    job, worker = _job_for_an_offline_device(api, settings, tiny_weights, timeout_s=120.0)
     deadline = time.monotonic() + 60
     while not api.get(f"/v1/jobs/{job['id']}").json()["detail"]:
         assert time.monotonic() < deadline, "the job never said it waits"
