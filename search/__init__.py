@@ -50,6 +50,7 @@ __all__ = [
     "allocate_by_sensitivity",
     "apply_once",
     "build_report",
+    "candidate_info",
     "checkpoint_info",
     "conclude_search",
     "count_finished",
@@ -126,6 +127,7 @@ _EXPORTS = {
     "allocate_by_sensitivity": "search.sensitivity",
     "apply_once": "search.oneshot",
     "build_report": "search.report",
+    "candidate_info": "search.checkpoints",
     "checkpoint_info": "search.checkpoints",
     "conclude_search": "search.lifecycle",
     "count_finished": "search.study",
@@ -184,6 +186,7 @@ if TYPE_CHECKING:  # the static view of the same names
         FolderCheckpoints,
         Lineage,
         MemoryCheckpoints,
+        candidate_info,
         checkpoint_info,
     )
     from search.errors import BudgetUnreachableError, NoFeasibleTrialError, SearchError, SpecError

@@ -18,8 +18,9 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from models.io import CheckpointInfo, checkpoint_bytes, read_checkpoint_info, read_state_dict
-from models.prune import Plan
+from models.io import CheckpointInfo, checkpoint_bytes, read_checkpoint_info, read_checkpoint_state
+from models.prune import Plan, widths_of
+from search.hybrid import kernels_removed
 from search.problem import PruningProblem, build_candidate
 
 __all__ = [
@@ -27,12 +28,14 @@ __all__ = [
     "FolderCheckpoints",
     "Lineage",
     "MemoryCheckpoints",
+    "candidate_info",
     "checkpoint_info",
     "restore_candidate",
     "save_candidate",
 ]
 
 _LINEAGE_KEY = "lineage"
+_SEARCHED_PLAN_KEY = "searched_plan"
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,9 @@ class FolderCheckpoints:
 def checkpoint_info(
     problem: PruningProblem, plan: dict[str, int], **extra: object
 ) -> CheckpointInfo:
-    """Return the metadata a pruned checkpoint of this job carries."""
+    """Return the metadata a dense pruned checkpoint of this job carries (a hybrid
+    sequence's removed kernels are added with ``dataclasses.replace(info,
+    kernel_masks=...)``: see :func:`candidate_info`)."""
     norm = problem.data.normalization
     return CheckpointInfo(
         arch=problem.info.arch,
@@ -176,30 +181,52 @@ def checkpoint_info(
     )
 
 
+def candidate_info(
+    problem: PruningProblem, model: nn.Module, plan: Plan, **extra: object
+) -> CheckpointInfo:
+    """Return the metadata of a search candidate's checkpoint.
+
+    ``plan`` is the candidate's searched plan. After a hybrid sequence's kernel steps the
+    checkpoint records the model's own widths (kernel steps may cut columns no filter
+    reads) and its removed kernels, so that ``models.io.load_pruned`` rebuilds it, and
+    the searched plan beside them, for :func:`restore_candidate`.
+    """
+    masks = kernels_removed(model, problem.spec.pruning.sequence)
+    if masks is None:
+        return checkpoint_info(problem, plan.to_dict(), **extra)
+    widths = widths_of(model, problem.graph).to_dict()
+    info = checkpoint_info(problem, widths, **{_SEARCHED_PLAN_KEY: plan.to_json()}, **extra)
+    return replace(info, kernel_masks=masks)
+
+
 def save_candidate(
     problem: PruningProblem, model: nn.Module, plan: Plan, lineage: Lineage, **extra: object
 ) -> bytes:
     """Return a pruned candidate as checkpoint bytes carrying its plan and lineage (a
     valid pruned checkpoint: ``models.io.load_pruned`` reads it too)."""
-    info = checkpoint_info(
-        problem, plan.to_dict(), trial=lineage.trial, **{_LINEAGE_KEY: lineage.to_json()}, **extra
-    )
+    lineage_json = {_LINEAGE_KEY: lineage.to_json()}
+    info = candidate_info(problem, model, plan, trial=lineage.trial, **lineage_json, **extra)
     return checkpoint_bytes(model, info)
 
 
 def restore_candidate(problem: PruningProblem, data: bytes) -> tuple[nn.Module, Plan, Lineage]:
     """Rebuild a candidate saved by :func:`save_candidate` for ``problem``.
 
-    The structure comes from pruning the problem's model with the stored plan (the
-    cached dependency graph makes that cheap), the weights from the checkpoint.
+    The structure comes from pruning the problem's model with the searched plan (the
+    cached dependency graph makes that cheap; a hybrid sequence's kernel steps follow as
+    they did), the weights from the checkpoint.
+
+    Returns:
+        ``(model, searched plan, lineage)``.
 
     Raises:
         WeightsError: not a checkpoint of this problem's model.
         ValueError: its lineage metadata is malformed.
     """
     info = read_checkpoint_info(data)
-    plan = Plan(dict(info.plan.items()))
+    searched = info.extra.get(_SEARCHED_PLAN_KEY)
+    plan = Plan.from_json(searched) if searched else Plan(dict(info.plan.items()))
     model = build_candidate(problem, plan)
-    model.load_state_dict(read_state_dict(data), strict=True)
+    model.load_state_dict(read_checkpoint_state(data), strict=True)
     lineage = Lineage.from_json(info.extra[_LINEAGE_KEY])
     return model.eval(), plan, lineage

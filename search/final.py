@@ -10,8 +10,8 @@ from typing import Any
 
 from torch import nn
 
-from models.cost import Cost, Latency, measure_cost
-from models.prune import Plan
+from models.cost import Cost, Latency
+from models.prune import Plan, widths_of
 from models.train import (
     TrainProgress,
     evaluate,
@@ -20,6 +20,7 @@ from models.train import (
     total_steps,
 )
 from search.checkpoints import Lineage, restore_candidate
+from search.hybrid import has_kernel_steps, measure_candidate_cost, sparse_record
 from search.problem import PruningProblem, build_candidate
 from search.rungs import envelope_lr, rung_steps, train_segment
 from search.scheduled import train_scheduled
@@ -41,6 +42,7 @@ class Measured:
         return {
             "macs": self.cost.macs,
             "params": self.cost.params,
+            **sparse_record(self.cost),  # a hybrid sequence's kernel steps
             "size_bytes": self.cost.size_bytes,
             "latency_ms": self.latency.median_ms,
             "latency_p90_ms": self.latency.p90_ms,
@@ -154,6 +156,8 @@ def finalize(
         train_segment(
             problem, model, lineage, steps, lr, seed, on_step=on_step, should_stop=should_stop
         )
+    if has_kernel_steps(spec.pruning.sequence):  # kernel steps may have cut dead columns
+        plan = widths_of(model, problem.graph)
     lineage = lineage.extended(
         trial=trial, stage="final", steps=steps, epochs=steps / per_epoch, lr=lr, rung=lineage.rung
     )
@@ -161,7 +165,7 @@ def finalize(
     test_accuracy = evaluate(model, problem.data.test).top1
     model = model.cpu()  # delivered, counted and exported from the CPU
     measured = Measured(
-        cost=measure_cost(model, problem.input_shape),
+        cost=measure_candidate_cost(model, problem.input_shape, spec.pruning.sequence),
         latency=problem.measure_latency(model),
         val_accuracy=val_accuracy,
         test_accuracy=test_accuracy,

@@ -3,14 +3,23 @@
 A sequence (``pruning.sequence``) runs all its steps in order on the unpruned model.
 Given channel widths as well (a plan, a ratio, or a search's candidate), those widths
 stand for the sequence's channel steps: the plan is applied, then the kernel steps.
+
+A search's candidates are such plans. Their removed kernels are zeros of their weights
+(:func:`models.prune.zeroed_kernel_masks` reads them back), so a candidate's rung
+checkpoint carries its masks with its weights; :func:`kernels_held` keeps the zeros
+while it trains.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
+import torch
 from torch import nn
 
+from models.cost import Cost, SparseCost, measure_cost, measure_sparse_cost
 from models.criteria import Calibration
 from models.prune import (
     KernelMasks,
@@ -20,9 +29,67 @@ from models.prune import (
     SparsePruned,
     apply_plan,
     apply_sequence,
+    keep_kernels_masked,
+    zeroed_kernel_masks,
 )
 
-__all__ = ["prune_hybrid"]
+__all__ = [
+    "has_kernel_steps",
+    "kernels_held",
+    "kernels_removed",
+    "measure_candidate_cost",
+    "prune_hybrid",
+    "sparse_record",
+]
+
+
+class _Step(Protocol):
+    @property
+    def granularity(self) -> str: ...
+
+
+def has_kernel_steps(sequence: Sequence[_Step] | None) -> bool:
+    """Return whether ``sequence`` (engine steps or the spec's) has a kernel step."""
+    return any(step.granularity == "kernel" for step in sequence or ())
+
+
+def kernels_held(
+    model: nn.Module, sequence: Sequence[_Step] | None
+) -> contextlib.AbstractContextManager[nn.Module]:
+    """Return a context that keeps ``model``'s removed kernels at zero while it trains,
+    when ``sequence`` has kernel steps (a no-op otherwise).
+
+    The kernels held are the ones that are all zeros on entry
+    (:func:`models.prune.zeroed_kernel_masks`): those the kernel steps removed.
+    """
+    if not has_kernel_steps(sequence):
+        return contextlib.nullcontext(model)
+    return keep_kernels_masked(model, zeroed_kernel_masks(model))
+
+
+def kernels_removed(model: nn.Module, sequence: Sequence[_Step] | None) -> KernelMasks | None:
+    """Return the kernels ``model`` holds as zeros when ``sequence`` has kernel steps (what
+    its checkpoint stores packed), else None (a dense model)."""
+    return zeroed_kernel_masks(model) if has_kernel_steps(sequence) else None
+
+
+def measure_candidate_cost(
+    model: nn.Module, input_shape: Sequence[int], sequence: Sequence[_Step] | None
+) -> Cost:
+    """Return ``model``'s dense cost, as a :class:`models.cost.SparseCost` (non-zero
+    parameters and effective MACs beside the dense figures) when ``sequence`` has kernel
+    steps. Budgets are always held to the dense figures: what dense runtimes run."""
+    if has_kernel_steps(sequence):
+        return measure_sparse_cost(model, input_shape)
+    return measure_cost(model, input_shape)
+
+
+def sparse_record(cost: Cost) -> dict[str, int]:
+    """Return ``nonzero_params`` and ``effective_macs`` of a :class:`SparseCost` for a
+    report (nothing for a dense cost)."""
+    if not isinstance(cost, SparseCost):
+        return {}
+    return {"nonzero_params": cost.nonzero_params, "effective_macs": cost.effective_macs}
 
 
 def prune_hybrid(
@@ -34,6 +101,7 @@ def prune_hybrid(
     *,
     graph: PruningGraph,
     seed: int = 0,
+    scores: Mapping[str, torch.Tensor] | None = None,
 ) -> SparsePruned:
     """Return ``model`` pruned to ``plan`` and then by the kernel steps of ``sequence``,
     or by the whole ``sequence`` when there is no plan.
@@ -46,6 +114,8 @@ def prune_hybrid(
         calib: calibration batches for data-driven criteria.
         graph: the unpruned model's graph.
         seed: seeds random criteria.
+        scores: the plan's channel scores, when computed already (``criterion`` and
+            ``calib`` are then not used for the plan).
 
     Returns:
         The :class:`SparsePruned` model with the full plan (every group's width).
@@ -62,7 +132,9 @@ def prune_hybrid(
     if plan is None:
         assert sequence is not None
         return apply_sequence(model, sequence, calib, input_shape=shape, graph=graph, seed=seed)
-    pruned = apply_plan(model, plan, criterion, calib, input_shape=shape, graph=graph, seed=seed)
+    pruned = apply_plan(
+        model, plan, criterion, calib, input_shape=shape, graph=graph, seed=seed, scores=scores
+    )
     full = Plan({g.name: plan.width(g) for g in graph.groups})
     kernel_steps = [s for s in sequence or () if s.granularity == "kernel"]
     if not kernel_steps:

@@ -12,7 +12,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from models.train import TrainProgress
 from search.checkpoints import CheckpointStore, checkpoint_info
 from search.fidelity import compute_spent
 from search.final import FinalModel, finalize, measure_baseline
+from search.hybrid import kernels_removed
 from search.latency_table import confirm_delivered, confirm_front
 from search.pareto import (
     ParetoPoint,
@@ -178,6 +179,9 @@ def conclude_search(
         lineage=final.lineage.to_json(),  # its whole training, the search's rungs included
         **checkpoint_extra,
     )
+    masks = kernels_removed(final.model, problem.spec.pruning.sequence)
+    if masks is not None:  # the kernels a hybrid sequence removed, stored packed
+        info = replace(info, kernel_masks=masks)
     artifacts = {
         "model.safetensors": checkpoint_bytes(final.model, info),
         # checked in onnxruntime against torch: what a user downloads runs as tested

@@ -20,10 +20,10 @@ import optuna
 from optuna.trial import TrialState
 from torch import nn
 
-from models.cost import measure_cost
 from models.prune import Plan
 from models.train import evaluate, fine_tune, recalibrate_batchnorm
 from search.checkpoints import CheckpointStore, Lineage, MemoryCheckpoints, restore_candidate
+from search.hybrid import kernels_held, measure_candidate_cost, sparse_record
 from search.problem import PruningProblem, build_candidate
 from search.promotion import is_promotable, is_reference, rung_entries
 from search.rungs import train_rungs
@@ -225,7 +225,9 @@ def run_trial(
     if resumed is None:
         model = build_candidate(problem, plan)
         lap("apply")
-    cost = measure_cost(model, problem.input_shape)
+    cost = measure_candidate_cost(model, problem.input_shape, spec.pruning.sequence)
+    for key, count in sparse_record(cost).items():
+        trial.set_user_attr(key, count)
     lap("cost")
     latency, latency_ms = None, None
     if spec.measures_latency and problem.latency_table is not None:
@@ -326,17 +328,18 @@ def run_trial(
             return finish(skipped, proxy, None, None), None
     else:
         if finetune.steps_per_trial or finetune.epochs_per_trial > 0:
-            trained = fine_tune(
-                model,
-                problem.data.train,
-                epochs=None if finetune.steps_per_trial else finetune.epochs_per_trial,
-                steps=finetune.steps_per_trial,
-                lr=finetune.lr,
-                batch_size=finetune.batch_size,
-                seed=seed,
-                should_stop=should_stop,
-                amp=finetune.amp,
-            )
+            with kernels_held(model, spec.pruning.sequence):
+                trained = fine_tune(
+                    model,
+                    problem.data.train,
+                    epochs=None if finetune.steps_per_trial else finetune.epochs_per_trial,
+                    steps=finetune.steps_per_trial,
+                    lr=finetune.lr,
+                    batch_size=finetune.batch_size,
+                    seed=seed,
+                    should_stop=should_stop,
+                    amp=finetune.amp,
+                )
             lineage = lineage.extended(
                 trial=trial.number,
                 stage="trial",

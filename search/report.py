@@ -23,6 +23,7 @@ def trial_summaries(trials: Sequence[FrozenTrial]) -> list[dict[str, Any]]:
     out = []
     for t in trials:
         a = t.user_attrs
+        sparse: dict[str, Any] = {k: a[k] for k in ("nonzero_params", "effective_macs") if k in a}
         out.append(
             {
                 "number": t.number,
@@ -32,6 +33,7 @@ def trial_summaries(trials: Sequence[FrozenTrial]) -> list[dict[str, Any]]:
                 "proxy_accuracy": a.get("proxy_accuracy"),
                 "macs": a.get("macs"),
                 "params": a.get("params"),
+                **sparse,  # a hybrid sequence's kernel steps
                 "latency_ms": a.get("latency_ms"),
                 "latency_p90_ms": a.get("latency_p90_ms"),
                 "latency_device": a.get("latency_device"),

@@ -27,6 +27,7 @@ from models.prune import Plan
 from models.train import TrainProgress, evaluate, fine_tune, steps_per_epoch
 from search.checkpoints import CheckpointStore, Lineage, save_candidate
 from search.fidelity import FidelityPlan
+from search.hybrid import kernels_held
 from search.problem import PruningProblem
 from search.promotion import affordable
 
@@ -89,7 +90,8 @@ def train_segment(
 ) -> None:
     """Train ``model`` ``steps`` more steps from where ``lineage`` left it (the data
     order continuing at its step), the learning rate decaying from ``lr`` to zero,
-    distilling the unpruned model when the spec says so. Nothing happens for 0 steps.
+    distilling the unpruned model when the spec says so. Kernels a hybrid sequence
+    removed stay zeros. Nothing happens for 0 steps.
 
     A segment trained in pieces (a pruning schedule's) gives each piece's ``offset``,
     the steps of the segment before it (the data continue ``offset`` steps after
@@ -97,20 +99,21 @@ def train_segment(
     finetune = problem.spec.finetune
     if steps <= 0:
         return
-    fine_tune(
-        model,
-        problem.data.train,
-        steps=steps,
-        lr=lr,
-        batch_size=finetune.batch_size,
-        seed=seed,
-        start_step=lineage.steps + offset,
-        lr_window=lr_window,
-        teacher=problem.teacher if finetune.distill else None,
-        amp=finetune.amp,
-        on_step=on_step,
-        should_stop=should_stop,
-    )
+    with kernels_held(model, problem.spec.pruning.sequence):
+        fine_tune(
+            model,
+            problem.data.train,
+            steps=steps,
+            lr=lr,
+            batch_size=finetune.batch_size,
+            seed=seed,
+            start_step=lineage.steps + offset,
+            lr_window=lr_window,
+            teacher=problem.teacher if finetune.distill else None,
+            amp=finetune.amp,
+            on_step=on_step,
+            should_stop=should_stop,
+        )
 
 
 def rung_steps(problem: PruningProblem, fidelity: FidelityPlan) -> tuple[list[int], int]:

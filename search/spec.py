@@ -275,7 +275,10 @@ class PruningSettings(_Strict):
         "give non-zero parameters and effective MACs beside the dense ones, which (with "
         "latency) stay as they are on dense runtimes unless a whole channel goes. Not "
         f"with a schedule other than one_shot; at most {MAX_SEQUENCE_STEPS} steps. "
-        "Searches refuse it for now (`inferprune apply --sequence` runs one).",
+        "In a search the searched widths are the channel step (channel steps, if given, "
+        "come first and rank by `criterion`; their amounts are the search's to choose) "
+        "and the kernel steps prune every candidate after it; budgets hold the dense "
+        "MACs and parameters.",
     )
 
     @model_validator(mode="after")
@@ -309,13 +312,32 @@ class PruningSettings(_Strict):
                 f"pruning.sequence: a sequence prunes at once; it cannot follow the "
                 f"{self.schedule} schedule (use schedule one_shot, or no sequence)"
             )
-        if self.sequence is not None:
-            # refused rather than ignored: trials, rung checkpoints and the delivered
-            # model do not carry kernel masks yet
+        if self.sequence is None:
+            return self
+        # in a search the searched widths are the channel step: it comes first, ranked by
+        # pruning.criterion, and the kernel steps follow each candidate
+        kinds = [step.granularity for step in self.sequence]
+        if "kernel" not in kinds:
             raise ValueError(
-                "pruning.sequence: searches do not run hybrid sequences yet; prune one "
-                "model with `inferprune apply --sequence FILE`, or leave the sequence null"
+                "pruning.sequence: a search chooses the channel widths itself, so a "
+                "sequence of channel steps alone adds nothing; add a kernel step (e.g. "
+                '{"granularity": "kernel", "criterion": "l1", "amount": 0.5}) or leave '
+                "the sequence null"
             )
+        if "channel" in kinds[kinds.index("kernel") :]:
+            raise ValueError(
+                "pruning.sequence: in a search the searched widths are the channel step "
+                "and come first; put channel steps before the kernel steps, or prune one "
+                "model in that order with `inferprune apply --sequence FILE`"
+            )
+        for number, step in enumerate(self.sequence, 1):
+            if step.granularity == "channel" and step.criterion != self.criterion:
+                raise ValueError(
+                    f"pruning.sequence: step {number} ranks channels by {step.criterion}, "
+                    "but in a search the searched widths are the channel step, ranked by "
+                    f"pruning.criterion ({self.criterion}); set pruning.criterion to "
+                    f"{step.criterion} or drop the step"
+                )
         return self
 
 

@@ -18,6 +18,7 @@ from models.io._checkpoint import (
     checkpoint_bytes,
     load_pruned,
     read_checkpoint_info,
+    read_checkpoint_state,
     save_pruned,
 )
 from models.io._export import (
@@ -72,6 +73,7 @@ __all__ = [
     "load_weights",
     "onnx_model_bytes",
     "read_checkpoint_info",
+    "read_checkpoint_state",
     "read_state_dict",
     "save_pruned",
     "weights_format",

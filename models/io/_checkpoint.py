@@ -29,7 +29,7 @@ from models.io._kernel_masks import (
     unpack_kernel_weights,
 )
 from models.io._module_metadata import METADATA_KEY, encode_module_metadata, module_metadata_of
-from models.io._weights import load_checked, read_weights, safetensors_metadata
+from models.io._weights import load_checked, read_state_dict, read_weights, safetensors_metadata
 from models.prune import KernelMasks, Plan, apply_plan, build_pruning_graph
 from models.zoo import build_model, normalize_shape
 
@@ -40,6 +40,7 @@ __all__ = [
     "checkpoint_bytes",
     "load_pruned",
     "read_checkpoint_info",
+    "read_checkpoint_state",
     "save_pruned",
 ]
 
@@ -190,6 +191,19 @@ def read_checkpoint_info(source: str | os.PathLike[str] | bytes) -> CheckpointIn
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"not a safetensors checkpoint: {exc}") from None
     return CheckpointInfo.from_metadata(meta)
+
+
+def read_checkpoint_state(source: str | os.PathLike[str] | bytes) -> dict[str, torch.Tensor]:
+    """Return a pruned checkpoint's tensors as its model holds them: masked layers'
+    kept kernels back in their places, zeros in the removed ones (a dense checkpoint's
+    tensors as stored).
+
+    Raises:
+        WeightsError: unreadable, no metadata, or packed weights that do not fit their
+            masks.
+    """
+    info = read_checkpoint_info(source)
+    return unpack_kernel_weights(read_state_dict(source), info.kernel_masks)
 
 
 def load_pruned(source: str | os.PathLike[str] | bytes) -> tuple[nn.Module, CheckpointInfo]:

@@ -36,6 +36,7 @@ from models.prune._kernels import (
     kernel_masks,
     score_kernels,
     zero_kernels,
+    zeroed_kernel_masks,
 )
 from models.prune._plan import Plan, uniform_plan, validate_plan
 from models.prune._recurrent import RECURRENT_CRITERIA
@@ -45,7 +46,13 @@ from models.prune._recurrent_masks import (
     agp_sparsity,
     magnitude_masks,
 )
-from models.prune._sequence import PruningStep, SparsePruned, apply_sequence, cut_dead_channels
+from models.prune._sequence import (
+    PruningStep,
+    SparsePruned,
+    apply_sequence,
+    cut_dead_channels,
+    widths_of,
+)
 
 __all__ = [
     "AgpRecurrentMasking",
@@ -77,7 +84,9 @@ __all__ = [
     "score_kernels",
     "uniform_plan",
     "validate_plan",
+    "widths_of",
     "zero_kernels",
+    "zeroed_kernel_masks",
 ]
 
 

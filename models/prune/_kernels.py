@@ -28,6 +28,7 @@ __all__ = [
     "keep_kernels_masked",
     "score_kernels",
     "zero_kernels",
+    "zeroed_kernel_masks",
 ]
 
 _SIMILARITY_EPS = 1e-12
@@ -106,6 +107,24 @@ def kernel_layers(model: nn.Module, ignored_layers: Iterable[str] = ()) -> list[
         for name, module in model.named_modules()
         if name not in skip and _conv_kernels(module) > 1
     ]
+
+
+def zeroed_kernel_masks(model: nn.Module) -> KernelMasks:
+    """Return the masks of the kernels ``model`` holds as zeros: a kernel counts as
+    removed when every weight in it is exactly zero.
+
+    That is what :func:`zero_kernels` and :func:`keep_kernels_masked` leave, and trained
+    weights are never all exactly zero by chance, so the masks of a kernel-pruned model
+    travel with its weights (a plain state dict, a rung checkpoint) and are read back here.
+    Layers that :func:`kernel_layers` leaves whole are not listed.
+    """
+    masks: dict[str, torch.Tensor] = {}
+    modules = dict(model.named_modules())
+    for name in kernel_layers(model):
+        weight = modules[name].weight
+        assert isinstance(weight, torch.Tensor)
+        masks[name] = weight.detach().flatten(2).ne(0).any(dim=2).cpu()
+    return KernelMasks(masks)
 
 
 def score_kernels(

@@ -33,7 +33,7 @@ from models.prune._graph import (
 from models.prune._kernels import KernelMasks, kernel_masks, zero_kernels
 from models.prune._plan import Plan, validate_plan
 
-__all__ = ["PruningStep", "SparsePruned", "apply_sequence", "cut_dead_channels"]
+__all__ = ["PruningStep", "SparsePruned", "apply_sequence", "cut_dead_channels", "widths_of"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,12 @@ def _example(shape: Sequence[int]) -> torch.Tensor:
 def _widths(model: nn.Module, graph: PruningGraph) -> dict[str, int]:
     modules = dict(model.named_modules())
     return {g.name: output_channels(modules[g.name]) for g in graph.groups}
+
+
+def widths_of(model: nn.Module, graph: PruningGraph) -> Plan:
+    """Return the width of every group of ``graph`` (the unpruned model's) in ``model``,
+    a pruned copy: the plan ``load_pruned`` replays to rebuild its structure."""
+    return Plan(_widths(model, graph))
 
 
 def _prune_with_masks(

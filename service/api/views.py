@@ -120,6 +120,8 @@ def trial_public(trial: FrozenTrial, kept: set[int]) -> TrialPublic:
         proxy_accuracy=attrs.get("proxy_accuracy"),
         macs=attrs.get("macs"),
         params=attrs.get("params"),
+        nonzero_params=attrs.get("nonzero_params"),
+        effective_macs=attrs.get("effective_macs"),
         latency_ms=attrs.get("latency_ms"),
         latency_p90_ms=attrs.get("latency_p90_ms"),
         latency_device=attrs.get("latency_device"),

@@ -15,6 +15,7 @@ from service.cli._arguments import (
     add_json_argument,
     add_model_arguments,
     add_schedule_arguments,
+    add_sequence_argument,
     input_shape,
     positive_float,
     positive_int,
@@ -55,15 +56,7 @@ def register(commands: Any) -> None:
         metavar="R",
         help="remove the fraction R of every group's channels, 0 <= R < 1",
     )
-    apply.add_argument(
-        "--sequence",
-        type=Path,
-        metavar="SEQ.json",
-        help='hybrid steps, e.g. [{"granularity": "channel", "criterion": "l1", "amount": '
-        '0.3}, {"granularity": "kernel", "criterion": "fpgm", "amount": 0.5}]; kernel '
-        "steps zero k×k kernels (non-zero params and effective MACs are reported; dense "
-        "MACs and latency do not drop unless whole channels go)",
-    )
+    add_sequence_argument(apply, search=False)
     add_criterion_argument(apply)
     add_data_arguments(apply, required=False)
     apply.add_argument(

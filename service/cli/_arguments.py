@@ -125,6 +125,29 @@ def add_schedule_arguments(parser: Any, *, default: str | None = "one_shot") -> 
     )
 
 
+def add_sequence_argument(parser: Any, *, search: bool) -> None:
+    """Add --sequence FILE, a hybrid sequence of pruning steps (``pruning.sequence``);
+    ``search`` words its help for a search, whose widths stand for the channel steps."""
+    example = (
+        '[{"granularity": "channel", "criterion": "l1", "amount": 0.3}, '
+        '{"granularity": "kernel", "criterion": "fpgm", "amount": 0.5}]'
+    )
+    role = (
+        "the searched widths are the channel step, the kernel steps then prune every candidate"
+        if search
+        else "alone, every step runs; beside --plan or --ratio, those widths stand for "
+        "the channel steps"
+    )
+    parser.add_argument(
+        "--sequence",
+        type=Path,
+        metavar="SEQ.json",
+        help=f"hybrid pruning steps, e.g. {example}; {role}. Kernel steps zero k×k "
+        "kernels: non-zero params and effective MACs are reported beside dense MACs, "
+        "which (with latency) drop only where whole channels go",
+    )
+
+
 def add_data_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
     """Add --dataset and --data-root."""
     parser.add_argument(

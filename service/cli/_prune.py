@@ -17,6 +17,7 @@ from service.cli._arguments import (
     add_json_argument,
     add_model_arguments,
     add_schedule_arguments,
+    add_sequence_argument,
     fraction,
     input_shape,
     positive_float,
@@ -173,6 +174,7 @@ def register(commands: Any) -> None:
     pruning = prune.add_argument_group("pruning and latency")
     add_criterion_argument(pruning)
     add_schedule_arguments(pruning)
+    add_sequence_argument(pruning, search=True)
     pruning.add_argument(
         "--round-to",
         type=positive_int,
@@ -251,6 +253,7 @@ def _spec(args: argparse.Namespace, arch: str | None) -> Any:
             "schedule": args.schedule,
             "schedule_steps": args.schedule_steps,
             "criteria": list(args.criteria or ()),
+            "sequence": _sequence(args.sequence),
         },
     }
     if latency:
@@ -264,6 +267,13 @@ def _spec(args: argparse.Namespace, arch: str | None) -> Any:
             )
         del data["search"]["trials"]  # the fidelity plan decides
     return spec_from(data, args)
+
+
+def _sequence(path: Path | None) -> list[dict[str, Any]] | None:
+    """Return --sequence FILE's steps as spec data (None without the flag)."""
+    from search.steps import read_sequence
+
+    return None if path is None else [step.model_dump() for step in read_sequence(path)]
 
 
 def run_prune(args: argparse.Namespace) -> int:
@@ -439,8 +449,17 @@ def _print_summary(report: dict[str, Any], written: dict[str, Path]) -> None:
             return
         table.add_row(name, fmt(a), fmt(b), f"{b / a:.1%}" if ratio and a else "")
 
+    def sparse_row(name: str, key: str, dense: str) -> None:  # a hybrid sequence's kernels
+        if key in best and base.get(dense):
+            value = best[key]
+            table.add_row(
+                name, human_count(base[dense]), human_count(value), f"{value / base[dense]:.1%}"
+            )
+
     row("MACs", "macs", human_count)
+    sparse_row("effective MACs", "effective_macs", "macs")
     row("parameters", "params", human_count)
+    sparse_row("non-zero parameters", "nonzero_params", "params")
     row("size", "size_bytes", human_bytes)
     row("latency (median)", "latency_ms", lambda v: f"{v:.3f} ms")
     if best.get("search_val_accuracy") is not None:

@@ -18,7 +18,7 @@ from search import (
     ParetoPoint,
     PruningProblem,
     TrialResult,
-    checkpoint_info,
+    candidate_info,
     conclude_search,
     pareto_front,
     requeue_trial,
@@ -138,7 +138,7 @@ def run_trial_unit(
                 )
             # a candidate trained in rungs is stored already, lineage and all
             if result.number in keep and problem.fidelity is None:
-                info = checkpoint_info(problem, result.plan.to_dict(), trial=result.number)
+                info = candidate_info(problem, model, result.plan, trial=result.number)
                 put_artifact(
                     session,
                     ctx.blobs,

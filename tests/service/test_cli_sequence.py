@@ -99,3 +99,51 @@ def test_apply_needs_a_plan_a_ratio_or_a_sequence(
     status, _, err = run(capsys, *APPLY, "-o", str(tmp_path / "p.st"))
 
     assert status == 1 and "--plan, --ratio or --sequence" in err
+
+
+PRUNE = [
+    "prune",
+    *APPLY[1:],
+    "--dataset",
+    "synthetic",
+    "--flops",
+    "0.5",
+    "--trials",
+    "2",
+    "--steps-per-trial",
+    "2",
+    "--final-epochs",
+    "1",
+    "--round-to",
+    "4",
+]
+
+
+def test_prune_sequence_searches_widths_and_kernel_prunes_every_candidate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seq = _write(tmp_path, [{"granularity": "kernel", "criterion": "l1", "amount": 0.5}])
+
+    status, stdout, err = run(
+        capsys, *PRUNE, "--sequence", seq, "--out", str(tmp_path / "out"), "--json"
+    )
+
+    assert status == 0, err
+    best = json.loads(stdout)["best"]
+    assert best["nonzero_params"] < best["params"] and best["effective_macs"] < best["macs"]
+    model, info = load_pruned(tmp_path / "out" / "model.safetensors")
+    mask = info.kernel_masks["conv_a"]
+    assert int((~mask).sum()) == mask.numel() // 2
+    assert bool((model.conv_a.weight[~mask] == 0).all())
+
+
+def test_prune_refuses_a_sequence_a_search_cannot_run_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seq = _write(tmp_path, [HYBRID[0]])  # channel steps alone: the search does that
+
+    status, _, err = run(capsys, *PRUNE, "--sequence", seq, "--out", str(tmp_path / "out"))
+
+    text = " ".join(err.split())
+    assert status == 1 and "--sequence" in text and "add a kernel step" in text
+    assert not (tmp_path / "out").exists()
