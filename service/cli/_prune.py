@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from service.cli._arguments import (
     add_criterion_argument,
     add_data_arguments,
@@ -25,13 +23,12 @@ from service.cli._arguments import (
 )
 from service.cli._console import (
     console,
-    human_bytes,
-    human_count,
     macs_text,
     print_json,
     progress_bar,
 )
 from service.cli._device_meter import add_target_arguments
+from service.cli._prune_summary import print_summary
 
 
 def register(commands: Any) -> None:
@@ -423,7 +420,7 @@ def run_prune(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    _print_summary(report, written)
+    print_summary(report, written)
     for warning in conclusion.warnings:
         console.print(f"[bold yellow]warning:[/] {cli_text(warning, args)}", highlight=False)
     return 0
@@ -433,61 +430,6 @@ def _remove_if_created(out: Path, created: bool) -> None:
     """Remove ``--out`` when this run created it and leaves nothing worth keeping."""
     if created and out.is_dir():
         shutil.rmtree(out, ignore_errors=True)
-
-
-def _print_summary(report: dict[str, Any], written: dict[str, Path]) -> None:
-    base, best = report["baseline"], report["best"]
-    table = Table(title=f"{report['arch']} on {report['dataset']}: trial {best['trial']} chosen")
-    table.add_column("")
-    table.add_column("unpruned", justify="right")
-    table.add_column("pruned", justify="right")
-    table.add_column("pruned / unpruned", justify="right")
-
-    def row(name: str, key: str, fmt: Any, ratio: bool = True) -> None:
-        a, b = base.get(key), best.get(key)
-        if a is None or b is None:
-            return
-        table.add_row(name, fmt(a), fmt(b), f"{b / a:.1%}" if ratio and a else "")
-
-    def sparse_row(name: str, key: str, dense: str) -> None:  # a hybrid sequence's kernels
-        if key in best and base.get(dense):
-            value = best[key]
-            table.add_row(
-                name, human_count(base[dense]), human_count(value), f"{value / base[dense]:.1%}"
-            )
-
-    row("MACs", "macs", human_count)
-    sparse_row("effective MACs", "effective_macs", "macs")
-    row("parameters", "params", human_count)
-    sparse_row("non-zero parameters", "nonzero_params", "params")
-    row("size", "size_bytes", human_bytes)
-    row("latency (median)", "latency_ms", lambda v: f"{v:.3f} ms")
-    if best.get("search_val_accuracy") is not None:
-        table.add_row(
-            "val accuracy (search-time)",
-            "",
-            f"{best['search_val_accuracy']:.2%}",
-            "",
-        )
-    row("val accuracy (final)", "val_accuracy", percent, ratio=False)
-    row("test accuracy (final)", "test_accuracy", percent, ratio=False)
-    console.print(table)
-    console.print(
-        "search-time: after the trial's short fine-tune; final: after the final fine-tune "
-        "(the test split is used only then)"
-    )
-    console.print(
-        f"Pareto front: {len(report['pareto'])} trials, hypervolume "
-        f"{report['hypervolume']:.3f}; study {report['study']['name']} in "
-        f"{report['study']['storage']}"
-    )
-    for name, path in written.items():
-        console.print(f"  {name:<18} {path}")
-
-
-def percent(value: float) -> str:
-    """Return an accuracy (a fraction) as the CLI shows it."""
-    return f"{value:.2%}"
 
 
 def _read_onnx(path: Path) -> bytes:
