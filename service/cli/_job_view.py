@@ -260,8 +260,12 @@ def model_text(
     macs, base_macs = model.get("macs"), (baseline or {}).get("macs")
     if macs is not None:
         parts.append(macs_text(macs, base_macs))
+    if model.get("effective_macs") is not None:  # a hybrid sequence's kernel steps
+        parts.append(f"{human_count(model['effective_macs'])} effective MACs")
     if model.get("params") is not None:
         parts.append(f"{human_count(model['params'])} params")
+    if model.get("nonzero_params") is not None:
+        parts.append(f"{human_count(model['nonzero_params'])} non-zero")
     if model.get("latency_ms") is not None:
         where = model.get("latency_device")
         parts.append(f"{model['latency_ms']:.2f} ms" + (f" on {where}" if where else ""))

@@ -234,6 +234,17 @@ def test_the_best_so_far_and_the_chosen_model_are_labelled_and_use_one_macs_unit
     )
 
 
+def test_a_kernel_pruned_model_shows_its_effective_macs_and_non_zero_params() -> None:
+    sparse = FINISHED["best"] | {
+        "params": 100_000,
+        "nonzero_params": 40_000,
+        "effective_macs": 9_000_000,
+    }
+    assert best_text(FINISHED | {"best": sparse}).endswith(
+        "20.00M MACs (50%), 9.00M effective MACs, 100.00k params, 40.00k non-zero (trial 7)"
+    )
+
+
 def test_status_and_pareto_tables_label_search_time_and_final_accuracy(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
