@@ -10,7 +10,17 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from models.names import CRITERION_NAMES, DATASET_NAMES, CriterionName, ScheduleName
 from search.steps import MAX_SEQUENCE_STEPS, PruningStepSpec
@@ -20,9 +30,11 @@ __all__ = [
     "MAX_BUDGET_MACS",
     "MAX_COMPUTE_EPOCHS",
     "MAX_INPUT_CHANNELS",
+    "MAX_INPUT_FEATURES",
     "MAX_INPUT_SIDE",
     "MAX_NUM_CLASSES",
     "MAX_SEED",
+    "MAX_TIME_STEPS",
     "MAX_TRIALS",
     "OBJECTIVES",
     "Direction",
@@ -56,6 +68,10 @@ MAX_INPUT_CHANNELS = 64
 """Largest number of input channels (RGB is 3; multispectral stacks stay far below)."""
 MAX_INPUT_SIDE = 2048
 """Largest input height and width in pixels (ImageNet models use 224 to 600)."""
+MAX_TIME_STEPS = 100_000
+"""Largest number of time steps T of a sequence input (T, F)."""
+MAX_INPUT_FEATURES = 4096
+"""Largest number of features F per time step of a sequence input (T, F)."""
 MAX_NUM_CLASSES = 100_000
 MAX_BUDGET_MACS = 10**15
 MAX_PARAMS = 1e12
@@ -389,7 +405,75 @@ class LatencySettings(_Strict):
 
 Channels = Annotated[int, Field(ge=1, le=MAX_INPUT_CHANNELS)]
 Side = Annotated[int, Field(ge=1, le=MAX_INPUT_SIDE)]
-Shape = Annotated[tuple[Channels, Side, Side], Field(description="(C, H, W) of one input.")]
+Steps = Annotated[int, Field(ge=1, le=MAX_TIME_STEPS)]
+Features = Annotated[int, Field(ge=1, le=MAX_INPUT_FEATURES)]
+_SHAPES: dict[int, TypeAdapter[tuple[int, ...]]] = {
+    3: TypeAdapter(tuple[Channels, Side, Side]),
+    2: TypeAdapter(tuple[Steps, Features]),
+}
+"""The input shape of each rank, with its limits: (C, H, W) images, (T, F) sequences."""
+
+
+def _input_shape(value: Any) -> tuple[int, ...]:
+    """Return an ``input_shape`` as (C, H, W) or (T, F) within the limits, or raise.
+
+    The rank picks the shape's type, so that a wrong size is reported at its place
+    (``input_shape.1``), and a wrong rank as one message saying what to type, rather
+    than pydantic's errors for each alternative of a union.
+    """
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        raise ValueError("give a list of integers: [C, H, W] for images, [T, F] for sequences")
+    if len(value) not in _SHAPES:
+        raise ValueError(
+            f"has {len(value)} numbers; give [C, H, W] for an image model (e.g. [3, 32, 32]) "
+            "or [T, F] for a sequence model (e.g. [8, 8])"
+        )
+    return _SHAPES[len(value)].validate_python(value)
+
+
+def _dims(*limits: int) -> dict[str, Any]:
+    sizes = [{"type": "integer", "minimum": 1, "maximum": limit} for limit in limits]
+    return {"type": "array", "prefixItems": sizes, "minItems": len(sizes), "maxItems": len(sizes)}
+
+
+Shape = Annotated[
+    tuple[int, ...],
+    BeforeValidator(_input_shape),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                _dims(MAX_INPUT_CHANNELS, MAX_INPUT_SIDE, MAX_INPUT_SIDE),
+                _dims(MAX_TIME_STEPS, MAX_INPUT_FEATURES),
+            ],
+            "description": "(C, H, W) of one image, or (T, F) of one sequence.",
+        }
+    ),
+]
+
+
+SEQUENCE_DATASET_SUFFIX = "_seq"
+"""Built-in data sets named with this suffix feed sequences (T, F); the others images."""
+
+
+def _arch_input_rank(arch: str) -> int:
+    """Return the input rank of a zoo architecture (imported here: the spec module loads
+    without torch, and only validating an ``arch`` needs the zoo)."""
+    from models.zoo import get_architecture
+
+    return get_architecture(arch).input_rank
+
+
+def _rank_advice(arch: str, rank: int, shape: tuple[int, ...]) -> str:
+    """Return what to type when ``shape`` has not the rank ``arch`` reads."""
+    from models.zoo import get_architecture
+
+    default = list(get_architecture(arch).default_input_shape)
+    if rank == 2:
+        return (
+            f"{arch} reads sequences: give input_shape [T, F] (time steps, features) such "
+            f"as {default}, not {list(shape)}"
+        )
+    return f"{arch} reads images: give input_shape [C, H, W] such as {default}, not {list(shape)}"
 
 
 class JobSpec(_Strict):
@@ -431,10 +515,13 @@ class JobSpec(_Strict):
     )
     input_shape: Shape | None = Field(
         None,
-        examples=[[3, 32, 32]],
-        description=f"(C, H, W): C from 1 to {MAX_INPUT_CHANNELS} channels, H and W from 1 "
-        f"to {MAX_INPUT_SIDE} pixels; the architecture's if omitted. A server also refuses "
-        "a model whose memory at batch 1 at this shape is over its limit.",
+        examples=[[3, 32, 32], [8, 8]],
+        description=f"(C, H, W) for an image model: C from 1 to {MAX_INPUT_CHANNELS} "
+        f"channels, H and W from 1 to {MAX_INPUT_SIDE} pixels; or (T, F) for a sequence "
+        f"(recurrent) model: T from 1 to {MAX_TIME_STEPS:,} time steps of F from 1 to "
+        f"{MAX_INPUT_FEATURES:,} features. The rank must be the architecture's "
+        "(lstm_classifier reads [T, F]); the architecture's shape if omitted. A server "
+        "also refuses a model whose memory at batch 1 at this shape is over its limit.",
     )
     dataset: str = Field(
         "digits",
@@ -468,6 +555,95 @@ class JobSpec(_Strict):
         except UnknownArchitectureError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("input_shape")
+    @classmethod
+    def _rank_of_arch(
+        cls, value: tuple[int, ...] | None, info: ValidationInfo
+    ) -> tuple[int, ...] | None:
+        arch = info.data.get("arch")
+        if value is None or arch is None:
+            return value
+        rank = _arch_input_rank(arch)
+        if len(value) != rank:
+            raise ValueError(_rank_advice(arch, rank, value))
+        return value
+
+    @model_validator(mode="after")
+    def _dataset_feeds_rank(self) -> JobSpec:
+        # a model validator: the default dataset (digits) must fit a sequence arch too
+        if self.dataset not in DATASET_NAMES or (self.input_shape is None and self.arch is None):
+            return self  # files and folders are checked when read: an .npz feeds both ranks
+        rank = len(self.input_shape) if self.input_shape else _arch_input_rank(str(self.arch))
+        sequences = self.dataset.endswith(SEQUENCE_DATASET_SUFFIX)
+        if sequences == (rank == 2):
+            return self
+        model = self.arch or f"a model of input_shape {list(self.input_shape or ())}"
+        fitting = [n for n in DATASET_NAMES if n.endswith(SEQUENCE_DATASET_SUFFIX) != sequences]
+        twin = (
+            self.dataset.removesuffix(SEQUENCE_DATASET_SUFFIX)
+            if sequences
+            else self.dataset + SEQUENCE_DATASET_SUFFIX
+        )
+        fitting.sort(key=lambda name: name != twin)  # the same data read the other way first
+        feeds, reads = ("sequences (T, F)", "images (C, H, W)")[:: 1 if sequences else -1]
+        npz = "images" if sequences else "(N, T, F) sequences"
+        raise ValueError(
+            f"dataset {self.dataset} feeds {feeds} and {model} reads {reads}: use "
+            f"{' or '.join(fitting[:2])}, or upload an .npz of {npz}"
+        )
+
+    @property
+    def reads_sequences(self) -> bool | None:
+        """True for a sequence model ((T, F) inputs), False for an image model, None when
+        the spec does not say (a given model's rank is its own)."""
+        if self.input_shape is not None:
+            return len(self.input_shape) == 2
+        return None if self.arch is None else _arch_input_rank(self.arch) == 2
+
+    @model_validator(mode="after")
+    def _recurrent_pruning(self) -> JobSpec:
+        if not self.reads_sequences:
+            return self
+        # the hidden units of LSTM/GRU layers are ranked by their weights: the data-driven
+        # criteria hook convolution outputs, and dropnet ranks by mean activation
+        from models.prune import RECURRENT_CRITERIA
+
+        known = ", ".join(RECURRENT_CRITERIA)
+        for field, names in (
+            ("pruning.criterion", (self.pruning.criterion,)),
+            ("pruning.criteria", self.pruning.criteria),
+        ):
+            wrong = [name for name in names if name not in RECURRENT_CRITERIA]
+            if wrong:
+                raise ValueError(
+                    f"{field}: {', '.join(wrong)} cannot rank the hidden units of a sequence "
+                    f"model's LSTM/GRU layers; use {known}"
+                )
+        if self.pruning.schedule == "dropnet":
+            raise ValueError(
+                "pruning.schedule: dropnet ranks units by their mean activation, which "
+                "cannot rank the hidden units of LSTM/GRU layers; use iterative (with "
+                f"pruning.criterion {known}), agp or another schedule"
+            )
+        if self.pruning.sequence is not None:
+            # refused rather than ignored: kernel steps would leave every weight in place
+            raise ValueError(
+                "pruning.sequence: kernel steps remove k×k kernels of convolutions, and a "
+                "sequence model's LSTM/GRU layers have none (their hidden units are the "
+                "searched widths); leave the sequence null"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _table_needs_images(self) -> JobSpec:
+        if self.latency.predictor == "table" and self.reads_sequences:
+            raise ValueError(
+                "latency.predictor: the layer latency table knows convolutions and linear "
+                "layers, not LSTM/GRU layers; a sequence model's latency is measured: set "
+                "latency.predictor to measure"
+            )
+        return self
 
     @model_validator(mode="after")
     def _objective_needs(self) -> JobSpec:

@@ -83,7 +83,13 @@ def register(commands: Any) -> None:
     model = submit.add_argument_group("model and data")
     model.add_argument("--arch", metavar="A", help="architecture name, e.g. resnet20_cifar")
     model.add_argument("--num-classes", type=positive_int, metavar="N", help="classifier outputs")
-    model.add_argument("--input-shape", type=_shape, metavar="C,H,W", help="e.g. 3,32,32")
+    model.add_argument(
+        "--input-shape",
+        type=_shape,
+        metavar="C,H,W|T,F",
+        help="one input: C,H,W for an image model (e.g. 3,32,32), T,F (time steps, "
+        "features) for a sequence model (e.g. 8,8)",
+    )
     model.add_argument(
         "--weights",
         type=Path,
@@ -239,12 +245,16 @@ def run_submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _shape(text: str) -> tuple[int, int, int]:
-    """argparse type: ``C,H,W`` as three positive integers."""
+def _shape(text: str) -> tuple[int, ...]:
+    """argparse type: ``C,H,W`` (an image model) or ``T,F`` (a sequence model) as positive
+    integers; whether the rank fits the architecture is the job spec's to say."""
     try:
         values = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
     except ValueError:
         values = []
-    if len(values) != 3 or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected three positive integers C,H,W, got {text!r}")
-    return values[0], values[1], values[2]
+    if len(values) not in (2, 3) or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers C,H,W (images, e.g. 3,32,32) or T,F (sequences, "
+            f"e.g. 8,8), got {text!r}"
+        )
+    return tuple(values)
