@@ -22,7 +22,7 @@ from torch import nn
 
 from models.io import onnx_model_bytes
 from models.prune import Plan, PruningGraph, apply_plan
-from search.errors import BudgetUnreachableError
+from search.errors import BudgetUnreachableError, SpecError
 from search.latency import LatencyMeter
 from search.spec import LatencySettings
 
@@ -75,8 +75,23 @@ def build_latency_table(
     Two requests to the meter: every distinct layer configuration (one-layer ONNX models),
     then :data:`CALIBRATION_PLANS` whole pruned models for the fit. On a device agent
     both are cached per device, so a second job on the same model measures nothing.
+
+    Raises:
+        SpecError: ``model`` has recurrent layers, which the table cannot time (it
+            knows convolutions and linear layers).
     """
     from models.cost import LatencyTable, calibration_plans
+
+    recurrent = sorted({type(m).__name__ for m in model.modules() if isinstance(m, nn.RNNBase)})
+    if recurrent:
+        # refused, not guessed: the table would leave the LSTM/GRU nodes untimed and
+        # predict the linear head's latency alone
+        raise SpecError(
+            f"latency.predictor: the layer latency table cannot time {'/'.join(recurrent)} "
+            "layers (it knows convolutions and linear layers); measure a sequence model's "
+            "latency end to end: set latency.predictor to measure",
+            fields=("latency.predictor",),
+        )
 
     started = time.perf_counter()
 

@@ -110,7 +110,7 @@ def apply_once(
     ratio: float | None = None,
     criterion: str = "l1",
     num_classes: int | None = None,
-    input_shape: tuple[int, int, int] | None = None,
+    input_shape: tuple[int, ...] | None = None,
     dataset: str | None = None,
     data_root: Path | None = None,
     finetune_epochs: float | None = None,
@@ -134,7 +134,7 @@ def apply_once(
         ratio: the fraction of every group's channels to remove, 0 <= ratio < 1.
         criterion: which channels go (a :mod:`models.criteria` name).
         num_classes: classes, when neither the architecture nor the checkpoint fix them.
-        input_shape: (C, H, W), likewise.
+        input_shape: (C, H, W), or (T, F) for a recurrent model; likewise.
         dataset: a data set name (``digits``, ``npz:path`` …) for calibration batches,
             BatchNorm recalibration, fine-tuning and validation.
         data_root: where local data sets live.

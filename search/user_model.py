@@ -88,7 +88,9 @@ def prune_module(
             (batch, classes) logits; convolutions, batch norms, residual additions,
             concatenations and depthwise convolutions are pruned together as Torch-
             Pruning's dependency graph couples them.
-        example_input: one input, (C, H, W) or (1, C, H, W).
+        example_input: one input: (C, H, W) or (1, C, H, W) for an image model; (T, F)
+            or (1, T, F) for a model with LSTM/GRU layers (batch-first), whose hidden
+            units are the groups.
         train, val, test: torch ``DataLoader`` s, or any iterables of ``(inputs, labels)``
             batches with inputs as the model takes them.
         budget: the job spec's budget, e.g. ``{"flops": 0.25}`` or ``{"params": 0.5,
@@ -107,7 +109,8 @@ def prune_module(
 
     Raises:
         SpecError: neither or both of ``compute_epochs`` and ``trials``; an input that
-            is not one image; a model that does not give (batch, classes) logits.
+            is not one image (one sequence for a recurrent model); a model that does not
+            give (batch, classes) logits.
         pydantic.ValidationError: a spec field out of range.
         DataError: batches that are not ``(inputs, labels)`` of the example's shape.
         NoFeasibleTrialError: no candidate met the budget.
@@ -117,7 +120,7 @@ def prune_module(
             "say how much to search: compute_epochs=E (the whole job's training, in "
             "epochs) or trials=N, one of them"
         )
-    shape = _input_shape(example_input)
+    shape = _input_shape(example_input, model)
     pruned_from = copy.deepcopy(model).cpu().eval()
     with torch.no_grad():
         logits = pruned_from(example_input.detach().cpu().float().reshape(1, *shape))
@@ -164,23 +167,29 @@ def prune_module(
     )
 
 
-def _input_shape(example: torch.Tensor) -> tuple[int, int, int]:
-    shape = tuple(example.shape)
-    if len(shape) == 4 and shape[0] == 1:
+def _input_shape(example: torch.Tensor, model: nn.Module) -> tuple[int, ...]:
+    """Return one input's shape: (C, H, W) for an image model, (T, F) for a model with
+    recurrent layers (a leading batch of 1 dropped either way)."""
+    sequences = any(isinstance(m, nn.RNNBase) for m in model.modules())
+    rank = 2 if sequences else 3
+    shape = tuple(int(v) for v in example.shape)
+    if len(shape) == rank + 1 and shape[0] == 1:
         shape = shape[1:]
-    if len(shape) != 3:
-        raise SpecError(
-            f"example_input has shape {tuple(example.shape)}; give one image, (C, H, W) or "
-            "(1, C, H, W)"
+    if len(shape) != rank:
+        wanted = (
+            "one sequence, (T, F) or (1, T, F)"
+            if sequences
+            else "one image, (C, H, W) or (1, C, H, W)"
         )
-    return (int(shape[0]), int(shape[1]), int(shape[2]))
+        raise SpecError(f"example_input has shape {tuple(example.shape)}; give {wanted}")
+    return shape
 
 
 def _splits(
     train: Iterable[Any],
     val: Iterable[Any],
     test: Iterable[Any] | None,
-    shape: tuple[int, int, int],
+    shape: tuple[int, ...],
     classes: int,
     *,
     seed: int,
@@ -220,7 +229,7 @@ def _splits(
 
 
 def _spec(
-    shape: tuple[int, int, int],
+    shape: tuple[int, ...],
     classes: int,
     budget: Mapping[str, Any] | None,
     compute_epochs: float | None,

@@ -76,6 +76,8 @@ _OTHER = (
     "Reshape",
     "Constant",
 )
+RECURRENT_OPS = ("GRU", "LSTM", "RNN")
+"""ONNX's recurrent operators: refused with their own message (see :func:`import_onnx`)."""
 SUPPORTED_OPS: tuple[str, ...] = tuple(sorted({*_ELEMENTWISE, *_UNARY, *_PARAMETRIC, *_OTHER}))
 """The ONNX operators an uploaded model may use (the default domain only)."""
 
@@ -216,8 +218,9 @@ def import_onnx(data: bytes, *, max_nodes: int = MAX_ONNX_NODES) -> OnnxImport:
     Raises:
         WeightsError: a malformed file or graph, weights stored outside the file, more
             than one input or output, an input that is not one (N, C, H, W) image, an
-            operator outside :data:`SUPPORTED_OPS` (all such named at once), or limits
-            broken (nodes, initializer sizes).
+            operator outside :data:`SUPPORTED_OPS` (all such named at once; a recurrent
+            network's LSTM/GRU/RNN with a message of its own), or limits broken (nodes,
+            initializer sizes).
     """
     try:
         proto = onnx.load_from_string(data)
@@ -239,6 +242,16 @@ def import_onnx(data: bytes, *, max_nodes: int = MAX_ONNX_NODES) -> OnnxImport:
             if n.op_type not in SUPPORTED_OPS or n.domain not in ("", "ai.onnx")
         }
     )
+    recurrent = sorted(set(unknown) & set(RECURRENT_OPS))
+    if recurrent:
+        # refused whole rather than half-rebuilt: the table has no recurrent layers, and
+        # the hidden-unit groups need the zoo's stack of single-layer nn.LSTM/nn.GRU
+        raise WeightsError(
+            f"the graph is a recurrent network ({', '.join(recurrent)} operators): ONNX "
+            "sequence models cannot be converted yet; prune it from the zoo (arch "
+            "lstm_classifier or gru_classifier with its weights, input_shape [T, F]) or "
+            "your torch module with search.prune_module"
+        )
     if unknown:
         raise WeightsError(
             f"unsupported ONNX operators: {', '.join(unknown)}; a model may use "
