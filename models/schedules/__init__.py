@@ -12,16 +12,25 @@ whichever was used. :func:`make_schedule` turns a name into a schedule.
 name            how the channels go                                         steps
 ==============  ==========================================================  ==========
 one_shot        all at once, then fine-tune                                 (1)
-iterative       an equal share per round, fine-tuning between rounds;       3
-                ``criteria`` may switch between rounds (taylor → fpgm)
+iterative       an equal share per round, fine-tuning (lr restarted)        3
+                after each; ``criteria`` may switch between rounds
+                (taylor → fpgm)
 dropnet         the same share of each group's remaining channels per       5
                 round, lowest mean post-activation first
-agp             Zhu & Gupta's cubic curve over the first half of the        10
-                fine-tune, then fine-tune at the plan
-one_cycle       the one-cycle curve from the first step to the end          10
-while_training  equal cuts during training, the last after its last step    10
+agp             Zhu & Gupta's cubic curve, then fine-tune at the plan       10
+one_cycle       the one-cycle curve, then fine-tune at the plan             10
+while_training  soft: the plan's worth zeroed at every interval, zeroed     10
+                ones trained too; cut physically after the last step
 adaptive        an accuracy-driven rate within ``max_accuracy_drop``        10
 ==============  ==========================================================  ==========
+
+Every schedule but one_shot and while_training makes its cuts within the first
+:data:`PRUNING_SHARE` (half) of the fine-tune and trains the rest at the plan's widths:
+on one decay of the learning rate (agp, one_cycle), or as the last, longest round of a
+schedule that restarts it (iterative, dropnet, adaptive). while_training keeps the
+model's shape and zeroes channels instead (:attr:`Move.soft`) until its final cut.
+Each segment's optimizer is built afresh by the trainer for the model as it is then,
+so no optimizer state crosses a cut (momentum restarts with every segment).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from __future__ import annotations
 from models.names import SCHEDULE_NAMES
 from models.schedules._adaptive import Adaptive, AdaptiveController, Decision
 from models.schedules._base import (
+    PRUNING_SHARE,
     Feedback,
     FixedMoves,
     Move,
@@ -49,6 +59,7 @@ from models.schedules._widths import widths_at
 
 __all__ = [
     "AGP_PRUNING_SHARE",
+    "PRUNING_SHARE",
     "SCHEDULES",
     "SCHEDULE_NAMES",
     "Adaptive",

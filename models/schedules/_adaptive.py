@@ -11,7 +11,10 @@ more than a deadline requires, lets the segment recover, and lowers the rate (by
 :func:`reserve` segments left, so the schedule ends at the plan's widths like every
 other with some training at them (a controller that only ever waited would have to
 make the whole cut at the end, with nothing left to recover); its record says when the
-floor, not the accuracy, set a cut.
+floor, not the accuracy, set a cut. The segments are spaced as iterative's rounds
+(:func:`~models.schedules._base.rounds`): all but the last split the first
+:data:`~models.schedules.PRUNING_SHARE` of the fine-tune, the last (always at the plan)
+trains the rest.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from models.errors import ModelsError
-from models.schedules._base import Feedback, Move, boundaries
+from models.schedules._base import Feedback, Move, rounds
 
 __all__ = ["GROW", "SHRINK", "Adaptive", "AdaptiveController", "Decision", "reserve"]
 
@@ -63,7 +66,7 @@ class AdaptiveController:
     """The :class:`MoveSource` of one adaptive run; :attr:`decisions` records it."""
 
     def __init__(self, total_steps: int, steps: int, tolerance: float, criterion: str) -> None:
-        self._ends = boundaries(0, total_steps, steps)
+        self._ends = rounds(total_steps, steps)
         self._tolerance = tolerance
         self._criterion = criterion
         self._index = 0

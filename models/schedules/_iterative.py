@@ -1,14 +1,22 @@
 """Iterative pruning: cut part of the way, fine-tune, repeat (and DropNet, one variant).
 
 ``iterative`` removes an equal share of the plan's channels at each of its steps and
-trains an equal share of the fine-tune after each. Its criterion may change between
+fine-tunes after each, the learning rate restarting at every round (prune, fine-tune,
+repeat). The rounds before the last split the first :data:`PRUNING_SHARE` of the
+fine-tune evenly; the last, at the plan's widths, fine-tunes all the rest (at least
+half), as iterative pruning ends with a final fine-tune of the pruned network. Equal
+rounds, as first built, left the final widths a quarter of a short fine-tune (28 steps
+on ``digits`` at 6 epochs, 82 % where one_shot reaches 95 %); one decay across all rounds
+instead is worse still (the last rounds then fine-tune at a learning rate near zero).
+Every round's optimizer is new (built by the trainer for the cut model's parameters),
+so no momentum crosses a cut. Its criterion may change between
 steps: with ``criteria`` such as ``("taylor", "fpgm")`` the first half of the steps
 ranks channels by saliency and the second by similarity to the others, as the
 structured-pruning paper's saliency-then-similarity iterations do.
 
 ``dropnet`` (Tan & Motani, 2020) removes, at each step, the same share of the channels
 left in every group (so a group's width shrinks geometrically), choosing the channels
-with the lowest average post-activation value.
+with the lowest average post-activation value. Its rounds are spaced as iterative's.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from models.errors import ModelsError
-from models.schedules._base import FixedMoves, Move, MoveSource, boundaries
+from models.schedules._base import FixedMoves, Move, MoveSource, rounds
 
 __all__ = ["DropNet", "Iterative"]
 
@@ -33,7 +41,7 @@ def _check_steps(name: str, steps: int) -> None:
 
 
 class Iterative:
-    """Prune ``1/steps`` of the way and train ``1/steps`` of the fine-tune, ``steps`` times.
+    """Prune ``1/steps`` of the way and fine-tune, ``steps`` times (the last round longest).
 
     Args:
         steps: number of cut-and-train rounds.
@@ -67,8 +75,9 @@ class Iterative:
         return self.criteria[round_index * len(self.criteria) // self.steps]
 
     def moves(self, total_steps: int, criterion: str) -> MoveSource:
-        """Return ``steps`` moves at progress 1/steps, 2/steps, …, 1."""
-        ends = boundaries(0, total_steps, self.steps)
+        """Return ``steps`` moves at progress 1/steps, 2/steps, …, 1, trained for
+        :func:`~models.schedules._base.rounds` of the fine-tune."""
+        ends = rounds(total_steps, self.steps)
         return FixedMoves(
             [
                 Move((k + 1) / self.steps, self.criterion_of(k, criterion), ends[k + 1] - ends[k])
@@ -96,8 +105,9 @@ class DropNet:
 
     def moves(self, total_steps: int, criterion: str) -> MoveSource:
         """Return ``steps`` geometric moves ranked by :data:`DROPNET_CRITERION` (the
-        job's ``criterion`` is not used: the post-activation value is DropNet's own)."""
-        ends = boundaries(0, total_steps, self.steps)
+        job's ``criterion`` is not used: the post-activation value is DropNet's own),
+        trained for :func:`~models.schedules._base.rounds` of the fine-tune."""
+        ends = rounds(total_steps, self.steps)
         return FixedMoves(
             [
                 Move(

@@ -15,6 +15,7 @@ from models.data import BatchSource
 from models.errors import ModelsError
 from models.prune import Plan, PruningGraph, apply_plan, build_pruning_graph, output_channels
 from models.schedules._base import Feedback, Move, Schedule
+from models.schedules._soft import channel_scores, zero_channels
 from models.schedules._widths import widths_at
 from models.train import evaluate, recalibrate_batchnorm
 
@@ -76,9 +77,10 @@ class ScheduledModel:
         model: the pruned, trained model, with exactly the plan's widths.
         schedule: the schedule's name.
         history: one record per move: ``step`` (steps trained before its cut),
-            ``progress``, ``criterion``, ``channels`` (kept in all groups together),
-            ``cut`` (whether channels went), ``train_steps`` and, for schedules that
-            watch accuracy, ``val_accuracy`` after its training.
+            ``progress``, ``criterion``, ``channels`` (kept in all groups together,
+            zeroed ones not counted), ``cut`` (whether channels went), ``soft`` (they
+            were only zeroed), ``train_steps`` and, for schedules that watch accuracy,
+            ``val_accuracy`` after its training.
         decisions: what an accuracy-driven controller chose, one record each (empty
             for the fixed schedules).
     """
@@ -110,7 +112,8 @@ def train_with_schedule(
 
     Each move cuts the model physically to the widths of its progress
     (:func:`~models.schedules.widths_at`; the criterion ranks the channels of the
-    model as trained so far), re-estimates BatchNorm statistics, trains the move's
+    model as trained so far), or for a soft move zeroes the channels such a cut would
+    remove, re-estimates BatchNorm statistics, trains the move's
     steps with ``trainer`` and, for a schedule that watches accuracy, measures the
     validation accuracy it feeds back. The run ends at the plan's widths exactly,
     checked layer by layer.
@@ -158,7 +161,9 @@ def train_with_schedule(
         target = widths_at(graph, plan, move.progress, move.spacing)
         narrower = Plan({name: min(widths[name], w) for name, w in target.items()})
         cut = narrower != widths
-        if cut:
+        if cut and move.soft:
+            _zero(current, narrower, move.criterion, context, device)
+        elif cut:
             current = _cut(current, narrower, move.criterion, context, device)
             widths = narrower
         progress = move.progress
@@ -173,8 +178,9 @@ def train_with_schedule(
             "step": step,
             "progress": round(progress, 6),
             "criterion": move.criterion,
-            "channels": sum(widths.values()),
+            "channels": sum(narrower.values()),
             "cut": cut,
+            "soft": move.soft,
             "train_steps": move.train_steps,
         }
         if accuracy is not None:
@@ -208,16 +214,11 @@ def _check_move(name: str, move: Move, progress: float, step: int, total: int) -
         raise ModelsError(f"internal error: schedule {name} asked for more than the {total} steps")
 
 
-def _cut(
-    model: nn.Module,
-    widths: Plan,
-    criterion: str,
-    context: ScheduleContext,
-    device: torch.device,
-) -> nn.Module:
-    """Return ``model`` cut to ``widths`` (by the names of the unpruned groups), on
-    ``device`` with its BatchNorm statistics re-estimated."""
-    model = model.cpu()
+def _changing(
+    model: nn.Module, widths: Plan, context: ScheduleContext
+) -> tuple[PruningGraph, dict[str, int]]:
+    """Return ``model``'s own graph (as it is now) and the groups that ``widths`` (by
+    the names of the unpruned groups) narrows."""
     graph = build_pruning_graph(
         model,
         context.graph.input_shape,
@@ -231,6 +232,39 @@ def _cut(
     missing = [name for name in changing if name not in present]
     if missing:
         raise ModelsError(f"groups {missing} are no longer separate in the pruned model")
+    return graph, changing
+
+
+def _zero(
+    model: nn.Module,
+    widths: Plan,
+    criterion: str,
+    context: ScheduleContext,
+    device: torch.device,
+) -> None:
+    """Zero in place the channels of ``model`` a cut to ``widths`` would remove, then
+    re-estimate its BatchNorm statistics (``model`` ends on ``device``)."""
+    model.cpu()
+    graph, changing = _changing(model, widths, context)
+    scores = channel_scores(model, graph, criterion, context)
+    zero_channels(model, changing, scores, graph, context)
+    model.to(device)
+    recalibrate_batchnorm(
+        model, context.train, batches=context.recalibration_batches, seed=context.seed
+    )
+
+
+def _cut(
+    model: nn.Module,
+    widths: Plan,
+    criterion: str,
+    context: ScheduleContext,
+    device: torch.device,
+) -> nn.Module:
+    """Return ``model`` cut to ``widths`` (by the names of the unpruned groups), on
+    ``device`` with its BatchNorm statistics re-estimated."""
+    model = model.cpu()
+    graph, changing = _changing(model, widths, context)
     pruned = apply_plan(
         model,
         changing,
