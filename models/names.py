@@ -20,6 +20,7 @@ __all__ = [
     "Granularity",
     "KERNEL_CRITERION_NAMES",
     "KernelCriterionName",
+    "RECURRENT_CRITERIA",
     "SCHEDULE_NAMES",
     "ScheduleName",
 ]
@@ -55,6 +56,10 @@ kernels of the same filter (fpgm), or a seeded random baseline."""
 
 KERNEL_CRITERION_NAMES: tuple[str, ...] = get_args(KernelCriterionName)
 """Every kernel criterion name, in the order of :data:`KernelCriterionName`."""
+
+RECURRENT_CRITERIA: tuple[str, ...] = ("l1", "l2", "random")
+"""Criteria that can rank the hidden units of LSTM/GRU layers (the data-driven ones hook
+convolution and linear outputs)."""
 
 DatasetName = Literal[
     "digits",

@@ -22,7 +22,13 @@ from pydantic import (
     model_validator,
 )
 
-from models.names import CRITERION_NAMES, DATASET_NAMES, CriterionName, ScheduleName
+from models.names import (
+    CRITERION_NAMES,
+    DATASET_NAMES,
+    RECURRENT_CRITERIA,
+    CriterionName,
+    ScheduleName,
+)
 from search.steps import MAX_SEQUENCE_STEPS, PruningStepSpec
 
 __all__ = [
@@ -607,8 +613,6 @@ class JobSpec(_Strict):
             return self
         # the hidden units of LSTM/GRU layers are ranked by their weights: the data-driven
         # criteria hook convolution outputs, and dropnet ranks by mean activation
-        from models.prune import RECURRENT_CRITERIA
-
         known = ", ".join(RECURRENT_CRITERIA)
         for field, names in (
             ("pruning.criterion", (self.pruning.criterion,)),

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from models.errors import ModelsError
+from models.names import RECURRENT_CRITERIA
 from models.prune._graph import (
     ChannelGroup,
     DimCoverage,
@@ -37,8 +38,6 @@ __all__ = [
 ]
 
 RNN_TYPES = (nn.LSTM, nn.GRU)
-RECURRENT_CRITERIA = ("l1", "l2", "random")
-"""Criteria that can rank hidden units (the data-driven ones hook conv/linear outputs)."""
 
 
 def _gates(module: nn.Module) -> int:

@@ -42,6 +42,27 @@ def positive_float(text: str) -> float:
     return value
 
 
+def input_shape_argument(text: str) -> tuple[int, ...]:
+    """argparse type: ``C,H,W`` (an image model) or ``T,F`` (a sequence model) as positive
+    integers; whether the rank fits the architecture is the job spec's to say."""
+    try:
+        values = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if len(values) not in (2, 3) or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers C,H,W (images, e.g. 3,32,32) or T,F (sequences, "
+            f"e.g. 8,8), got {text!r}"
+        )
+    return tuple(values)
+
+
+INPUT_SHAPE_HELP = (
+    "one input: C,H,W for an image model (e.g. 3,32,32), T,F (time steps, features) for "
+    "a sequence model (e.g. 8,8)"
+)
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, *, arch_required: bool) -> None:
     """Add --arch, --num-classes and --input-shape."""
     parser.add_argument(
@@ -59,8 +80,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, arch_required: bool)
     )
     parser.add_argument(
         "--input-shape",
-        metavar="C,H,W",
-        help="shape of one input, e.g. 3,32,32 (default: the architecture's)",
+        type=input_shape_argument,
+        metavar="C,H,W|T,F",
+        help=f"{INPUT_SHAPE_HELP} (default: the architecture's)",
     )
 
 
@@ -172,11 +194,9 @@ def add_json_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def input_shape(args: argparse.Namespace) -> Any:
-    """Return ``--input-shape`` parsed, or None."""
-    from models.zoo import normalize_shape
-
-    return normalize_shape(args.input_shape) if args.input_shape else None
+def input_shape(args: argparse.Namespace) -> tuple[int, ...] | None:
+    """Return ``--input-shape`` (parsed by :func:`input_shape_argument`), or None."""
+    return tuple(args.input_shape) if args.input_shape else None
 
 
 def add_device_argument(parser: argparse.ArgumentParser, *, what: str) -> None:

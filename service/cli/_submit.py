@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from service.cli._arguments import (
+    INPUT_SHAPE_HELP,
     add_criterion_argument,
     add_schedule_arguments,
+    add_sequence_argument,
     dataset_names_help,
     fraction,
+    input_shape_argument,
     positive_float,
     positive_int,
 )
@@ -85,10 +88,9 @@ def register(commands: Any) -> None:
     model.add_argument("--num-classes", type=positive_int, metavar="N", help="classifier outputs")
     model.add_argument(
         "--input-shape",
-        type=_shape,
+        type=input_shape_argument,
         metavar="C,H,W|T,F",
-        help="one input: C,H,W for an image model (e.g. 3,32,32), T,F (time steps, "
-        "features) for a sequence model (e.g. 8,8)",
+        help=INPUT_SHAPE_HELP,
     )
     model.add_argument(
         "--weights",
@@ -161,6 +163,7 @@ def register(commands: Any) -> None:
     )
     add_criterion_argument(search, default=None)
     add_schedule_arguments(search, default=None)
+    add_sequence_argument(search, search=True)
     search.add_argument("--round-to", type=positive_int, metavar="R", help="default: 8")
     search.add_argument(
         "--latency-backend", choices=("onnxruntime", "torch"), help="default: onnxruntime"
@@ -208,6 +211,13 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
                 node[key] = {}
             node = node[key]
         node[path[-1]] = list(value) if isinstance(value, tuple) else value
+    if args.sequence is not None:
+        from search.steps import read_sequence
+
+        steps = [step.model_dump() for step in read_sequence(args.sequence)]
+        if not isinstance(spec.get("pruning"), dict):
+            spec["pruning"] = {}
+        spec["pruning"]["sequence"] = steps
     if args.dataset_file is not None:
         if args.dataset not in (None, "upload"):
             raise ServiceError("give --dataset or --dataset-file, not both")
@@ -243,18 +253,3 @@ def run_submit(args: argparse.Namespace) -> int:
         console.print("[yellow]no --weights: the job prunes a randomly initialised model[/]")
     console.print(f"follow it with: inferprune status {job['id']} --watch")
     return 0
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    """argparse type: ``C,H,W`` (an image model) or ``T,F`` (a sequence model) as positive
-    integers; whether the rank fits the architecture is the job spec's to say."""
-    try:
-        values = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if len(values) not in (2, 3) or min(values) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected positive integers C,H,W (images, e.g. 3,32,32) or T,F (sequences, "
-            f"e.g. 8,8), got {text!r}"
-        )
-    return tuple(values)

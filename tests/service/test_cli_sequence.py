@@ -147,3 +147,14 @@ def test_prune_refuses_a_sequence_a_search_cannot_run_naming_the_flag(
     text = " ".join(err.split())
     assert status == 1 and "--sequence" in text and "add a kernel step" in text
     assert not (tmp_path / "out").exists()
+
+
+def test_submit_sequence_puts_the_file_s_steps_in_the_job_spec(tmp_path: Path) -> None:
+    from service.cli import build_parser
+    from service.cli._submit import build_spec
+
+    kernel = {"granularity": "kernel", "criterion": "l1", "amount": 0.5}
+    seq = _write(tmp_path, {"sequence": [kernel]})
+    args = build_parser().parse_args(["submit", "--arch", "tiny_cnn", "--sequence", seq])
+
+    assert build_spec(args)["pruning"]["sequence"] == [kernel]
