@@ -16,7 +16,7 @@ name, not by where it lies on this machine.
 from __future__ import annotations
 
 from models.data._batches_in_memory import InputSplit, collect_batches
-from models.data._npz import MAX_NPZ_BYTES, check_npz
+from models.data._npz import MAX_NPZ_BYTES, check_npz, check_npz_sequences
 from models.data._registry import DATASETS, describe_datasets, inspect_dataset, load_dataset
 from models.data._root import DATA_ROOT_ENV, resolve_data_root
 from models.data._source import DatasetInfo
@@ -33,6 +33,7 @@ __all__ = [
     "Normalization",
     "TensorSplit",
     "check_npz",
+    "check_npz_sequences",
     "collect_batches",
     "describe_datasets",
     "inspect_dataset",

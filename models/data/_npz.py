@@ -194,6 +194,33 @@ def load_npz(arg: str, root: Path, input_shape: InputShape) -> RawData:
     return RawData(parts["train"], parts.get("val"), parts.get("test"), classes)
 
 
+def check_npz_sequences(arg: str, shape: tuple[int, ...]) -> None:
+    """Refuse, for a sequence model of input ``shape`` (T, F), an ``.npz`` whose arrays are
+    not (N, T, F) sequences of exactly that shape (images, or sequences of another
+    length, would otherwise be resized to fit). Reads the array headers only.
+
+    Raises:
+        DataError: what the file holds and what to set instead.
+    """
+    path = Path(arg).expanduser()
+    members = _read_headers(path)
+    counts = _check_headers(path, members, MAX_NPZ_BYTES)
+    name, (steps, features) = path.name, shape
+    for split in counts:
+        held = members[f"x_{split}"].shape
+        if len(held) != 3:
+            raise DataError(
+                f"{name}: x_{split} has shape {held}, images; a sequence model reads "
+                f"(N, T, F) sequences of {steps} steps × {features} features: save them so"
+            )
+        if tuple(held[1:]) != (steps, features):
+            raise DataError(
+                f"{name}: x_{split} holds sequences of {held[1]} steps × {held[2]} features, "
+                f"but the model reads input_shape [{steps}, {features}]: set input_shape "
+                f"[{held[1]}, {held[2]}] (--input-shape {held[1]},{held[2]})"
+            )
+
+
 def inspect_npz(arg: str, root: Path) -> DatasetInfo:
     """Return the class and sample counts of the ``.npz`` file ``arg``.
 

@@ -213,6 +213,8 @@ def load_dataset(
         image_shape_of(tuple(input_shape)) if sequences else tuple(int(v) for v in input_shape)
     )
     image_shape = (channels, height, width)
+    if sequences and kind == "npz":
+        _npz.check_npz_sequences(arg, (height, width))
     raw = _SOURCES[kind].load(arg, resolve_data_root(root), image_shape)
     splits = build_splits(
         raw,

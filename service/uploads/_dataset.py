@@ -94,7 +94,7 @@ def validate_dataset(
             (more classes than the model has outputs; the message gives both numbers), or
             the archive codes of :func:`extract_archive`.
     """
-    from models.data import check_npz, inspect_dataset
+    from models.data import check_npz, check_npz_sequences, inspect_dataset
     from models.errors import DataError
 
     limit = spec.num_classes if spec.num_classes is not None else num_classes
@@ -116,6 +116,8 @@ def validate_dataset(
         try:
             if kind == "npz":
                 info = check_npz(root, max_bytes=max_npz_bytes)
+                if spec.input_shape is not None and len(spec.input_shape) == 2:
+                    check_npz_sequences(str(root), tuple(spec.input_shape))
             else:
                 info = inspect_dataset(name)
                 _spot_check_images(root)

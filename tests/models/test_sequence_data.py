@@ -53,6 +53,22 @@ def test_an_npz_of_sequences_feeds_a_sequence_model(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (np.zeros((20, 1, 8, 8), np.float32), "images; a sequence model reads"),
+        (np.zeros((20, 6, 8), np.float32), r"set input_shape \[6, 8\] \(--input-shape 6,8\)"),
+    ],
+)
+def test_an_npz_that_is_not_sequences_of_the_model_s_shape_is_refused(
+    tmp_path: Path, x: np.ndarray, message: str
+) -> None:
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=x, y_train=np.arange(20) % 2)
+    with pytest.raises(DataError, match=message):
+        load_dataset(str(path), input_shape=(8, 8), seed=0)
+
+
+@pytest.mark.parametrize(
     ("name", "shape", "message"),
     [
         ("digits_seq", (1, 8, 8), "sequence models"),

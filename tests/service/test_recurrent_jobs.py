@@ -170,3 +170,24 @@ def test_prune_names_the_flag_of_a_wrong_rank_and_submit_parses_t_f(
     with pytest.raises(SystemExit):
         build_parser().parse_args(["submit", "--arch", "gru_classifier", "--input-shape", "8"])
     assert "--input-shape" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("x", "says"),
+    [
+        (np.zeros((40, 1, 8, 8), np.float32), "images; a sequence model reads"),
+        (np.zeros((40, 6, 8), np.float32), "set input_shape [6, 8] (--input-shape 6,8)"),
+    ],
+)
+def test_an_uploaded_npz_that_is_not_the_model_s_sequences_is_refused_at_once(
+    api: TestClient, lstm_weights: bytes, x: np.ndarray, says: str
+) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, x_train=x, y_train=np.arange(len(x)) % 2)
+    spec = _sequence_job(dataset="upload")
+
+    response = submit(api, spec, weights=lstm_weights, dataset=("data.npz", buffer.getvalue()))
+
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_dataset" and says in error["message"]
