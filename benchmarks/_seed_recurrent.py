@@ -27,26 +27,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import json
 import logging
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import product
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 from _machine import Interference, machine
+from _seed_recurrent_budget import recurrent_sparse_cost, unit_widths, weight_sparsity
 from _seed_recurrent_report import markdown
 from search_quality import ensure_baseline, make_subset
 from torch import nn
 
-from models.cost import AnalyticCost, count_params, measure_cost, measure_latency
+from models.cost import measure_latency
 from models.data import load_dataset
 from models.io import load_model
-from models.prune import AgpRecurrentMasking, Plan, PruningGraph, build_pruning_graph
+from models.prune import AgpRecurrentMasking, build_pruning_graph
 from models.schedules import (
     AGP_PRUNING_SHARE,
     ScheduleConfig,
@@ -108,83 +109,6 @@ METHODS: dict[str, ScheduleConfig | None] = {
 """Label → the schedule hidden units are cut along; None: AGP magnitude weight masks."""
 
 
-def unit_widths(model: nn.Module, graph: PruningGraph, target: int) -> Plan:
-    """Return the widest near-uniform hidden widths whose model has at most ``target``
-    parameters.
-
-    Every layer keeps ``h`` or ``h + 1`` units; of all such plans the one with the most
-    parameters not above ``target`` is returned (the narrowest one if none fits). The
-    count is :class:`models.cost.AnalyticCost`'s, exact for recurrent stacks.
-    """
-    cost = AnalyticCost(model, graph)
-    widest = min(g.channels for g in graph.groups)
-    best: tuple[int, Plan] | None = None
-    for h in range(1, widest + 1):
-        for extra in product((0, 1), repeat=len(graph.groups)):
-            widths = {
-                g.name: min(h + e, g.channels) for g, e in zip(graph.groups, extra, strict=True)
-            }
-            plan = Plan(widths)
-            params = cost.predict(plan).params
-            fits = params <= target
-            if best is None or (fits and (best[0] > target or params > best[0])):
-                best = (params, plan)
-    assert best is not None
-    return best[1]
-
-
-def _masked_weights(model: nn.Module) -> list[torch.Tensor]:
-    """Return the recurrent weight matrices AGP masks (``weight_ih_l*``/``weight_hh_l*``)."""
-    return [
-        p
-        for m in model.modules()
-        if isinstance(m, nn.LSTM | nn.GRU)
-        for n, p in m.named_parameters(recurse=False)
-        if n.startswith(("weight_ih_l", "weight_hh_l"))
-    ]
-
-
-def weight_sparsity(model: nn.Module, target: int) -> float:
-    """Return the smallest per-matrix sparsity at which ``model`` keeps at most ``target``
-    non-zero parameters, counting as :func:`models.prune.magnitude_masks` rounds.
-
-    Raises:
-        ValueError: even a sparsity just below 1 leaves more than ``target`` non-zeros.
-    """
-    sizes = [w.numel() for w in _masked_weights(model)]
-    others = count_params(model) - sum(sizes)
-
-    def nonzero(s: float) -> int:
-        return others + sum(n - round(s * n) for n in sizes)
-
-    low, high = 0.0, 1.0 - 1e-9
-    if nonzero(high) > target:
-        raise ValueError(f"masking recurrent weights cannot reach {target} non-zero parameters")
-    for _ in range(60):
-        mid = (low + high) / 2
-        low, high = (mid, high) if nonzero(mid) > target else (low, mid)
-    return high
-
-
-def recurrent_sparse_cost(model: nn.Module, shape: tuple[int, int]) -> dict[str, int]:
-    """Return params, non-zero params, dense MACs and effective MACs of one sequence.
-
-    Effective MACs are the dense ones less one MAC per exactly-zero recurrent weight per
-    time step (each weight of ``weight_ih``/``weight_hh`` is used once per step): what a
-    runtime skipping zero weights would do. ``measure_sparse_cost`` counts zero conv
-    kernels only, so the recurrent zeros are counted here.
-    """
-    cost = measure_cost(model, shape)
-    zeros = sum(int((w == 0).sum()) for w in _masked_weights(model))
-    nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
-    return {
-        "params": cost.params,
-        "nonzero_params": nonzero,
-        "macs": cost.macs,
-        "effective_macs": cost.macs - shape[0] * zeros,
-    }
-
-
 @contextlib.contextmanager
 def quiet_window(path: Path, poll_s: float = 5.0) -> Iterator[None]:
     """Hold the machine's quiet file while the block runs (others pause meanwhile).
@@ -203,6 +127,23 @@ def quiet_window(path: Path, poll_s: float = 5.0) -> Iterator[None]:
         yield
     finally:
         path.unlink(missing_ok=True)
+
+
+def fashion_sequences(root: str, train: int, test: int, cache_dir: Path) -> str:
+    """Return ``npz:<path>`` of a class-balanced Fashion-MNIST subset as (N, 28, 28)
+    sequences (:func:`search_quality.make_subset`'s images without their channel axis:
+    a sequence model's ``.npz`` holds (N, T, F))."""
+    images = Path(
+        make_subset("fashion_mnist", (1, 28, 28), root, train, test, cache_dir).removeprefix("npz:")
+    )
+    path = images.with_name(f"{images.stem}-seq.npz")
+    if not path.exists():
+        with np.load(images) as data:
+            arrays = {k: data[k][:, 0] if k.startswith("x_") else data[k] for k in data.files}
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+    return f"npz:{path}"
 
 
 def _prune_units(
@@ -338,6 +279,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rnn-train-subset", type=int, default=12000)
     parser.add_argument("--rnn-test-subset", type=int, default=2000)
     parser.add_argument("--quiet-file", type=Path, default=QUIET_FILE)
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="part recurrent: reuse the cells an interrupted run with the same settings saved "
+        "(in CACHE_DIR/recurrent-cells; the engine's code is not part of the key)",
+    )  # fmt: skip
     _option(parser, "--seeds", type=int, nargs="+", default=[0, 1, 2])
     _option(parser, "--fashion-root", default=FASHION_ROOT)
     _option(
@@ -349,40 +295,48 @@ def run(args: argparse.Namespace, wait: Callable[[], None]) -> dict[str, Any]:
     """Run every method on every architecture, data set and seed; return the report."""
     quick = bool(getattr(args, "quick", False))
     specs = QUICK_DATASETS if quick else DATASETS
+    tag = "-quick" if quick else ""
     seeds = args.seeds[:1] if quick else args.seeds
     names = args.rnn_datasets or list(DATASETS)
+    settings = {
+        "datasets": {n: vars(specs[n]) for n in names},
+        "reductions": args.reductions,
+        "methods": args.rnn_methods or list(METHODS),
+        "lr": LR,
+        "batch_size": BATCH,
+        "criterion": CRITERION,
+        "agp_pruning_share": AGP_PRUNING_SHARE,
+        "mask_updates": MASK_UPDATES,
+        "fashion_subset": [args.rnn_train_subset, args.rnn_test_subset],
+        "latency": {"threads": 1, "warmup": LATENCY_WARMUP, "repeats": LATENCY_REPEATS},
+    }
     started, interference = time.perf_counter(), Interference()
     cells: dict[str, Any] = {}
     for name in names:
         dataset = name
-        if name == "fashion_mnist_seq":  # a class-balanced subset, as an .npz of 28x28 images
-            dataset = make_subset(
-                "fashion_mnist", (1, 28, 28), args.fashion_root, args.rnn_train_subset,
-                args.rnn_test_subset, args.cache_dir / "28x28",
+        if name == "fashion_mnist_seq":
+            dataset = fashion_sequences(
+                args.fashion_root, args.rnn_train_subset, args.rnn_test_subset,
+                args.cache_dir / "28x28",
             )  # fmt: skip
         for arch in args.rnn_archs or ARCHS:
-            cells[f"{arch} / {name}"] = {
-                "arch": arch,
-                "dataset": dataset,
-                "seeds": [
-                    run_cell(arch, dataset, specs[name], seed=seed, args=args, wait=wait)
-                    for seed in seeds
-                ],
-            }
+            done = []
+            for seed in seeds:
+                key = json.loads(
+                    json.dumps({"arch": arch, "dataset": dataset, "seed": seed, **settings})
+                )  # as it reads back
+                saved = args.cache_dir / "recurrent-cells" / f"{arch}-{name}-s{seed}{tag}.json"
+                if args.resume and saved.exists() and json.loads(saved.read_text())["key"] == key:
+                    done.append(json.loads(saved.read_text())["cell"])
+                    logger.info("%s: reused (--resume)", saved)
+                    continue
+                done.append(run_cell(arch, dataset, specs[name], seed=seed, args=args, wait=wait))
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                saved.write_text(json.dumps({"key": key, "cell": done[-1]}))
+            cells[f"{arch} / {name}"] = {"arch": arch, "dataset": dataset, "seeds": done}
     return {
         "part": "recurrent",
-        "settings": {
-            "datasets": {n: vars(specs[n]) for n in names},
-            "reductions": args.reductions,
-            "methods": args.rnn_methods or list(METHODS),
-            "lr": LR,
-            "batch_size": BATCH,
-            "criterion": CRITERION,
-            "agp_pruning_share": AGP_PRUNING_SHARE,
-            "mask_updates": MASK_UPDATES,
-            "fashion_subset": [args.rnn_train_subset, args.rnn_test_subset],
-            "latency": {"threads": 1, "warmup": LATENCY_WARMUP, "repeats": LATENCY_REPEATS},
-        },
+        "settings": settings,
         "seeds": seeds,
         "cells": cells,
         "seconds": time.perf_counter() - started,

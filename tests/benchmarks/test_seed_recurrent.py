@@ -14,6 +14,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import _seed_recurrent as part  # noqa: E402
+import _seed_recurrent_budget as budget  # noqa: E402
 from _seed_recurrent_report import markdown  # noqa: E402
 
 from models.cost import count_params  # noqa: E402
@@ -28,7 +29,7 @@ def test_unit_widths_are_the_widest_near_uniform_plan_within_the_budget(arch: st
     model = build_model(arch, 10, SHAPE)
     graph = build_pruning_graph(model, SHAPE, round_to=1)
     target = int(0.2 * count_params(model))
-    plan = part.unit_widths(model, graph, target)
+    plan = budget.unit_widths(model, graph, target)
     widths = [plan.width(g) for g in graph.groups]
     assert max(widths) - min(widths) <= 1
     params = count_params(apply_plan(model, plan, input_shape=SHAPE, graph=graph))
@@ -43,29 +44,29 @@ def test_unit_widths_are_the_widest_near_uniform_plan_within_the_budget(arch: st
 def test_weight_sparsity_is_the_smallest_that_fits_the_non_zero_budget() -> None:
     model = build_model("lstm_classifier", 10, SHAPE)
     target = int(0.1 * count_params(model))
-    sparsity = part.weight_sparsity(model, target)
+    sparsity = budget.weight_sparsity(model, target)
 
     def nonzero_at(s: float) -> int:
         masked = build_model("lstm_classifier", 10, SHAPE)
         masked.load_state_dict(model.state_dict())
         magnitude_masks(masked, s).apply(masked)
-        return part.recurrent_sparse_cost(masked, SHAPE)["nonzero_params"]
+        return budget.recurrent_sparse_cost(masked, SHAPE)["nonzero_params"]
 
     assert target - 4 <= nonzero_at(sparsity) <= target
     assert nonzero_at(sparsity - 1e-3) > target
     with pytest.raises(ValueError):
-        part.weight_sparsity(model, 10)  # biases and the head alone hold more
+        budget.weight_sparsity(model, 10)  # biases and the head alone hold more
 
 
 def test_zero_recurrent_weights_lower_non_zeros_and_effective_macs_not_dense_counts() -> None:
     model = build_model("gru_classifier", 10, SHAPE)
-    dense = part.recurrent_sparse_cost(model, SHAPE)
+    dense = budget.recurrent_sparse_cost(model, SHAPE)
     assert dense["nonzero_params"] == dense["params"]
     assert dense["effective_macs"] == dense["macs"]
     masks = magnitude_masks(model, 0.5)
     masks.apply(model)
     removed = sum(int((~m).sum()) for m in masks.masks.values())
-    sparse = part.recurrent_sparse_cost(model, SHAPE)
+    sparse = budget.recurrent_sparse_cost(model, SHAPE)
     assert (sparse["params"], sparse["macs"]) == (dense["params"], dense["macs"])
     assert sparse["nonzero_params"] == dense["params"] - removed
     assert sparse["effective_macs"] == dense["macs"] - SHAPE[0] * removed
@@ -115,3 +116,7 @@ def test_quick_run_on_digits_reports_matched_budgets_and_renders(tmp_path: Path)
     text = markdown(report)
     assert "| 80 % | weights agp |" in text and "| 80 % | units agp |" in text
     assert "What the figures show" in text
+
+    args.resume = True  # an interrupted run picks up the cells it saved
+    again = part.run(args, lambda: None)
+    assert again["cells"] == report["cells"]
