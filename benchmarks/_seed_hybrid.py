@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 from _machine import Interference, machine
-from search_quality import ensure_baseline, make_subset
+from _seed_common import BASE_EPOCHS, FASHION_ROOT, QUICK_BASE_EPOCHS, SHAPE, baselines
 
 from models.cost import measure_latency, measure_sparse_cost
 from models.data import load_dataset
@@ -45,10 +45,6 @@ from models.train import evaluate, fine_tune, recalibrate_batchnorm
 __all__ = ["HYBRID_METHODS", "add_arguments", "markdown", "run", "run_method"]
 
 ARCH = "resnet20_cifar"
-SHAPE = (1, 16, 16)
-FASHION_ROOT = "/usr/share/datasets"
-BASE_EPOCHS = {"digits": 30, "fashion_mnist": 15}  # as part (b): the baselines are shared
-QUICK_BASE_EPOCHS = {"digits": 2, "fashion_mnist": 1}
 LR = 0.01
 LATENCY_REPEATS = 50
 
@@ -175,46 +171,36 @@ def run(args: argparse.Namespace, wait: Callable[[], None]) -> dict[str, Any]:
     seeds, epochs = ([0], 0.5) if quick else (args.seeds, args.epochs)
     base_epochs = QUICK_BASE_EPOCHS if quick else BASE_EPOCHS
     methods = args.methods or list(HYBRID_METHODS)
-    fashion = make_subset(
-        "fashion_mnist", SHAPE, args.fashion_root, args.train_subset, args.test_subset,
-        args.cache_dir,
-    )  # fmt: skip
     started, interference = time.perf_counter(), Interference()
     cells: dict[str, Any] = {}
-    for label, dataset in (("digits", "digits"), ("fashion_mnist", fashion)):
-        cell: dict[str, Any] = {"dataset": dataset, "baselines": {}, "runs": []}
-        for seed in seeds:
-            wait()
-            weights, _ = ensure_baseline(
-                seed, base_epochs[label], args.cache_dir, arch=ARCH, dataset=dataset,
-                input_shape=SHAPE,
-            )  # fmt: skip
-            model, info = load_model(weights=weights)
-            data = load_dataset(dataset, input_shape=SHAPE, num_classes=info.num_classes, seed=seed)
-            base = measure_sparse_cost(model, SHAPE)
-            wait()
-            cell["baselines"][str(seed)] = {
-                "test_accuracy": evaluate(model, data.test).top1,
-                "params": base.params,
-                "macs": base.macs,
-                "latency_ms": measure_latency(model, SHAPE, repeats=LATENCY_REPEATS).median_ms,
-                "epochs": base_epochs[label],
-            }
-            target = round(args.keep * base.params)
-            for method in methods:
-                cell["runs"].append(
-                    run_method(
-                        method,
-                        model,
-                        data,
-                        target=target,
-                        epochs=epochs,
-                        tolerance=args.tolerance,
-                        seed=seed,
-                        wait=wait,
-                    )  # fmt: skip
-                )
-        cells[label] = cell
+    for baseline in baselines(args, seeds, base_epochs, wait, arch=ARCH):
+        dataset, seed = baseline.dataset, baseline.seed
+        cell = cells.setdefault(baseline.label, {"dataset": dataset, "baselines": {}, "runs": []})
+        model, info = load_model(weights=baseline.weights)
+        data = load_dataset(dataset, input_shape=SHAPE, num_classes=info.num_classes, seed=seed)
+        base = measure_sparse_cost(model, SHAPE)
+        wait()
+        cell["baselines"][str(seed)] = {
+            "test_accuracy": evaluate(model, data.test).top1,
+            "params": base.params,
+            "macs": base.macs,
+            "latency_ms": measure_latency(model, SHAPE, repeats=LATENCY_REPEATS).median_ms,
+            "epochs": baseline.epochs,
+        }
+        target = round(args.keep * base.params)
+        for method in methods:
+            cell["runs"].append(
+                run_method(
+                    method,
+                    model,
+                    data,
+                    target=target,
+                    epochs=epochs,
+                    tolerance=args.tolerance,
+                    seed=seed,
+                    wait=wait,
+                )  # fmt: skip
+            )
     return {
         "part": "hybrid",
         "settings": {

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from _machine import Interference, machine
-from search_quality import ensure_baseline, make_subset
+from _seed_common import BASE_EPOCHS, FASHION_ROOT, QUICK_BASE_EPOCHS, SHAPE, baselines
 
 from models.data import load_dataset
 from models.schedules import ScheduleConfig
@@ -35,14 +35,10 @@ __all__ = [
     "markdown",
     "run",
     "run_schedule",
+    "with_longer",
 ]
 
 logger = logging.getLogger("benchmarks.seed_methods")
-
-SHAPE = (1, 16, 16)
-FASHION_ROOT = "/usr/share/datasets"
-BASE_EPOCHS = {"digits": 30, "fashion_mnist": 15}
-QUICK_BASE_EPOCHS = {"digits": 2, "fashion_mnist": 1}
 
 SCHEDULE_RUNS: dict[str, ScheduleConfig] = {
     "one_shot": ScheduleConfig("one_shot"),
@@ -127,20 +123,44 @@ def _mean_std(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
+def _column(cell: dict[str, Any], label: str) -> tuple[list[dict[str, Any]], str, str]:
+    """Return the runs of ``label`` in ``cell``, their test accuracy and the mean paired
+    difference to one_shot (empty for one_shot itself)."""
+    runs = cell["runs"]
+    mine = [r for r in runs if r["schedule"] == label]
+    if not mine:
+        return [], "", ""
+    one_shot = {r["seed"]: r["test_accuracy"] for r in runs if r["schedule"] == "one_shot"}
+    diffs = [r["test_accuracy"] - one_shot[r["seed"]] for r in mine if r["seed"] in one_shot]
+    delta = f"{100 * statistics.mean(diffs):+.2f}" if label != "one_shot" and diffs else ""
+    return mine, _mean_std([r["test_accuracy"] for r in mine]), delta
+
+
 def markdown(report: dict[str, Any]) -> str:
-    """Return the report's markdown tables, one per data set."""
+    """Return the report's markdown tables, one per data set.
+
+    A report may hold ``longer``: the same runs at more fine-tune epochs (``settings``,
+    ``seeds``, ``datasets`` and ``seconds`` of a run with ``--epochs``), shown as two
+    more columns; and ``notes``: paragraphs printed under the tables.
+    """
     bench = report["settings"]
+    longer = report.get("longer")
+    more = f" (and {longer['settings']['finetune_epochs']:g})" if longer else ""
     lines = [
         "# Pruning schedules at equal fine-tune epochs and equal final widths",
         "",
         f"`{bench['arch']}` at {'x'.join(map(str, bench['input_shape']))}, every group "
         f"pruned by the uniform ratio {bench['ratio']} (round_to {bench['round_to']}, "
         f"criterion {bench['criterion']} unless the schedule fixes its own) while it is "
-        f"fine-tuned {bench['finetune_epochs']} epochs (lr {bench['lr']}, cosine: one decay "
-        "over the whole fine-tune for the gradual schedules, one per round for iterative, "
-        "dropnet and adaptive), through `inferprune apply --schedule NAME`'s library call "
-        "(batch 64). `s / run` is one run's wall time (the total below also holds the waits "
-        "for the machine's quiet file). Test "
+        f"fine-tuned {bench['finetune_epochs']:g}{more} epochs (lr {bench['lr']}, cosine, "
+        "batch 64), through `inferprune apply --schedule NAME`'s library call. The "
+        "schedules that cut as they go make their cuts within the first half of the "
+        "fine-tune and train the second half at the plan's widths: along one decay for "
+        "agp and one_cycle; as the last, longest round for iterative, dropnet and "
+        "adaptive, whose rounds each restart the decay. while_training is soft filter "
+        "pruning: the plan's worth of channels zeroed at each of 10 intervals and trained "
+        "on, the model cut physically after the last step. `s / run` is one run's wall "
+        "time (the total below also holds the waits for the machine's quiet file). Test "
         "accuracy in %, mean ± std over seeds "
         f"{', '.join(map(str, report['seeds']))}; Δ is the mean paired difference to "
         "one_shot on the same seed (same baseline, same split). Written by "
@@ -151,6 +171,15 @@ def markdown(report: dict[str, Any]) -> str:
         runs = cell["runs"]
         base = [b["test_accuracy"] for b in cell["baselines"].values()]
         macs = runs[0]["macs_ratio"] if runs else float("nan")
+        short = f", {bench['finetune_epochs']:g} ep." if longer else ""
+        header = (
+            f"| schedule | test acc.{short} (%) | Δ vs one_shot (points) | val acc. (%) | s / run |"
+        )
+        rule = "|---|---|---|---|---|"
+        if longer:
+            epochs = f"{longer['settings']['finetune_epochs']:g} ep."
+            header += f" test acc., {epochs} (%) | Δ, {epochs} |"
+            rule += "---|---|"
         lines += [
             f"## {name}",
             "",
@@ -158,32 +187,45 @@ def markdown(report: dict[str, Any]) -> str:
             f"{100 * macs:.1f} % of the MACs and {100 * runs[0]['params_ratio']:.1f} % of "
             "the parameters.",
             "",
-            "| schedule | test acc. (%) | Δ vs one_shot (points) | val acc. (%) | s / run |",
-            "|---|---|---|---|---|",
+            header,
+            rule,
         ]
-        one_shot = {r["seed"]: r["test_accuracy"] for r in runs if r["schedule"] == "one_shot"}
         for label in report["schedules"]:
-            mine = [r for r in runs if r["schedule"] == label]
+            mine, test, delta = _column(cell, label)
             if not mine:
                 continue
-            test = [r["test_accuracy"] for r in mine]
-            diffs = [
-                r["test_accuracy"] - one_shot[r["seed"]] for r in mine if r["seed"] in one_shot
-            ]
-            delta = f"{100 * statistics.mean(diffs):+.2f}" if label != "one_shot" and diffs else ""
             val = _mean_std([r["val_accuracy"] for r in mine])
             secs = statistics.mean(r["seconds"] for r in mine)
-            lines.append(f"| {label} | {_mean_std(test)} | {delta} | {val} | {secs:.1f} |")
+            row = f"| {label} | {test} | {delta} | {val} | {secs:.1f} |"
+            if longer:
+                _, long_test, long_delta = _column(longer["datasets"][name], label)
+                row += f" {long_test} | {long_delta} |"
+            lines.append(row)
         lines.append("")
     machine = report["machine"]
+    total = f"Total {report['seconds']:.0f} s"
+    if longer:
+        total += (
+            f" ({longer['seconds']:.0f} s more for the {longer['settings']['finetune_epochs']:g}"
+            f"-epoch runs, seeds {', '.join(map(str, longer['seeds']))}, which ran beside it)"
+        )
     lines += [
         f"Machine: {machine['cpu']}, {machine['cores']} cores, torch threads "
         f"{machine['torch_threads']}, torch {machine['libraries']['torch']}, "
         f"{machine['date']}; other processes took {report['interference_cores']} cores on "
-        f"average during the run. Total {report['seconds']:.0f} s.",
+        f"average during the run. {total}.",
         "",
     ]
+    for note in report.get("notes", []):
+        lines += [note, ""]
     return "\n".join(lines)
+
+
+def with_longer(report: dict[str, Any], longer: dict[str, Any]) -> dict[str, Any]:
+    """Return ``report`` with the runs of ``longer`` (the same part at more epochs, same
+    baselines) under ``longer``, for :func:`markdown`'s extra columns."""
+    keep = ("settings", "seeds", "schedules", "datasets", "seconds", "interference_cores")
+    return {**report, "longer": {k: longer[k] for k in keep}}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -215,40 +257,25 @@ def run(args: argparse.Namespace, wait: Callable[[], None]) -> dict[str, Any]:
         lr=0.01,
     )
     labels = args.schedules or list(SCHEDULE_RUNS)
-    fashion = make_subset(
-        "fashion_mnist", SHAPE, args.fashion_root, args.train_subset, args.test_subset,
-        args.cache_dir,
-    )  # fmt: skip
     started, interference = time.perf_counter(), Interference()
     cells: dict[str, Any] = {}
-    for label, dataset in (("digits", "digits"), ("fashion_mnist", fashion)):
-        cell: dict[str, Any] = {"dataset": dataset, "baselines": {}, "runs": []}
-        for seed in seeds:
-            wait()
-            weights, base = ensure_baseline(
-                seed,
-                base_epochs[label],
-                args.cache_dir,
-                arch=bench.arch,
-                dataset=dataset,
-                input_shape=SHAPE,
-            )
-            cell["baselines"][str(seed)] = {
-                "test_accuracy": base.get("test_accuracy"),
-                "weights_sha256": base.get("weights_sha256"),
-                "epochs": base_epochs[label],
-            }
-            for schedule in labels:
-                result = run_schedule(
-                    bench, schedule, dataset=dataset, data_root=None, weights=weights,
-                    seed=seed, wait=wait,
-                )  # fmt: skip
-                logger.info(
-                    "%s seed %d %s: test %.4f (%.1fs)",
-                    label, seed, schedule, result["test_accuracy"], result["seconds"],
-                )  # fmt: skip
-                cell["runs"].append(result)
-        cells[label] = cell
+    for base in baselines(args, seeds, base_epochs, wait, arch=bench.arch):
+        cell = cells.setdefault(base.label, {"dataset": base.dataset, "baselines": {}, "runs": []})
+        cell["baselines"][str(base.seed)] = {
+            "test_accuracy": base.report.get("test_accuracy"),
+            "weights_sha256": base.report.get("weights_sha256"),
+            "epochs": base.epochs,
+        }
+        for schedule in labels:
+            result = run_schedule(
+                bench, schedule, dataset=base.dataset, data_root=None, weights=base.weights,
+                seed=base.seed, wait=wait,
+            )  # fmt: skip
+            logger.info(
+                "%s seed %d %s: test %.4f (%.1fs)",
+                base.label, base.seed, schedule, result["test_accuracy"], result["seconds"],
+            )  # fmt: skip
+            cell["runs"].append(result)
     return {
         "part": "schedules",
         "settings": {**vars(bench), "base_epochs": base_epochs},
