@@ -206,8 +206,9 @@ def markdown(report: dict[str, Any]) -> str:
     total = f"Total {report['seconds']:.0f} s"
     if longer:
         total += (
-            f" ({longer['seconds']:.0f} s more for the {longer['settings']['finetune_epochs']:g}"
-            f"-epoch runs, seeds {', '.join(map(str, longer['seeds']))}, which ran beside it)"
+            f"; the {longer['settings']['finetune_epochs']:g}-epoch runs (seeds "
+            f"{', '.join(map(str, longer['seeds']))}) took {longer['seconds']:.0f} s, at the "
+            "same time as these"
         )
     lines += [
         f"Machine: {machine['cpu']}, {machine['cores']} cores, torch threads "
