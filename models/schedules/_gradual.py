@@ -28,13 +28,13 @@ shape, and the interval trains every weight, zeroed ones included, so a channel 
 too early can grow back and win its place; after the last step the model is cut
 physically to the plan, by the same ranking. As the learning rate decays to zero along
 the one cosine, the channels zeroed last barely grow back, so the final cut removes
-almost nothing the model still used (on ``digits`` the accuracy before and after it
-agree to a tenth of a point). As first built, this schedule cut physically, an equal
-share at each interval, the last cut after the final step: its last cuts met a learning
-rate near zero and the model ended at chance (15 % on ``digits`` at 6 epochs); cutting
-physically within the first half instead reached 78-88 %, zeroing softly 92 %. Zeroing
-a rising share (asymptotic soft pruning) did worse at this budget: the late, larger
-zeroings met the same low learning rate.
+almost nothing the model still used (on ``digits``, seed 0, validation accuracy went
+from 94.1 % before it to 94.8 % after, BatchNorm re-estimated). As first built, this
+schedule cut physically, an equal share at each interval, the last cut after the final
+step: its last cuts met a learning rate near zero and the model ended at chance (15 % on
+``digits`` at 6 epochs); cutting physically within the first half instead reached
+78-88 %, zeroing softly 91-92 %. Zeroing a rising share (asymptotic soft pruning) did
+worse at this budget: the late, larger zeroings met the same low learning rate.
 """
 
 from __future__ import annotations
