@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from models.errors import ModelsError
 from models.prune import PruningGraph, apply_plan, score_channels
 
 if TYPE_CHECKING:
@@ -33,8 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["channel_scores", "cut_by_scores", "removed_entries", "zero_channels"]
 
 _EXACT = 2**24
-"""float32 holds every integer up to this exactly: tensors with more elements cannot be
-tagged with their indices."""
+"""float32 holds every integer up to this exactly: the indices of larger tensors are
+tagged one base-``_EXACT`` digit at a time."""
 
 Scores = Mapping[str, torch.Tensor]
 
@@ -87,29 +86,32 @@ def removed_entries(
     """Return, for every parameter of ``model`` a cut to ``widths`` by ``scores`` would
     shrink, a boolean mask of its shape that is true where the cut removes an entry.
 
-    Raises:
-        ModelsError: a parameter has too many elements to be tagged exactly.
+    The indices are tagged in float32 digits of base :data:`_EXACT`: one cut of a tagged
+    copy per digit the largest parameter needs (one, unless a tensor has more than
+    2^24 elements).
     """
-    tagged = copy.deepcopy(model).cpu()
-    shapes = {}
-    with torch.no_grad():
-        for name, parameter in tagged.named_parameters():
-            if parameter.numel() > _EXACT:
-                raise ModelsError(
-                    f"soft pruning cannot follow {name} ({parameter.numel()} weights): "
-                    "use a schedule that cuts physically"
-                )
-            shapes[name] = parameter.shape
-            parameter.copy_(
-                torch.arange(parameter.numel(), dtype=parameter.dtype).view_as(parameter)
-            )
-    cut = cut_by_scores(tagged, widths, scores, graph, context)
+    shapes = {name: p.shape for name, p in model.named_parameters()}
+    largest = max((p.numel() for p in model.parameters()), default=1)
+    digits = 1
+    while _EXACT**digits < largest:
+        digits += 1
+    kept: dict[str, torch.Tensor] = {}
+    for digit in range(digits):
+        tagged = copy.deepcopy(model).cpu().float()
+        with torch.no_grad():
+            for parameter in tagged.parameters():
+                index = torch.arange(parameter.numel(), dtype=torch.int64)
+                tags = (index // _EXACT**digit) % _EXACT
+                parameter.copy_(tags.to(torch.float32).view_as(parameter))
+        cut = cut_by_scores(tagged, widths, scores, graph, context)
+        for name, parameter in cut.named_parameters():
+            if parameter.shape != shapes[name]:
+                value = parameter.detach().flatten().long() * _EXACT**digit
+                kept[name] = kept[name] + value if name in kept else value
     removed: dict[str, torch.Tensor] = {}
-    for name, parameter in cut.named_parameters():
-        if parameter.shape == shapes[name]:
-            continue
+    for name, indices in kept.items():
         mask = torch.ones(shapes[name].numel(), dtype=torch.bool)
-        mask[parameter.detach().flatten().long()] = False
+        mask[indices] = False
         removed[name] = mask.view(shapes[name])
     return removed
 

@@ -269,6 +269,21 @@ def test_while_training_zeroes_softly_and_its_final_cut_changes_nothing(task: Ta
         assert torch.allclose(result.model(x), before(x), atol=1e-5)
 
 
+def test_soft_masks_of_tensors_too_large_to_tag_at_once_are_the_same(
+    task: Task, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.schedules import _soft
+
+    context = task.context()
+    scores = _soft.channel_scores(task.model, task.graph, "l1", context)
+    once = _soft.removed_entries(task.model, task.plan, scores, task.graph, context)
+    monkeypatch.setattr(_soft, "_EXACT", 7)  # every tensor tagged in base-7 digits
+    digits = _soft.removed_entries(task.model, task.plan, scores, task.graph, context)
+    assert once.keys() == digits.keys() and once
+    assert all(torch.equal(once[name], digits[name]) for name in once)
+    assert any(0 < int(m.sum()) < m.numel() for m in once.values())
+
+
 def test_while_training_ends_as_accurate_as_one_shot_on_a_learnable_task(task: Task) -> None:
     # as first built (physical cuts until the end, the last one untrained) it ended at 79 %
     one_shot = evaluate(run(task, config_for("one_shot"), 12).model, task.data.val).top1
