@@ -216,10 +216,12 @@ class PruningSettings(SpecSection):
         "trials always prune at once): one_shot (prune, then fine-tune), iterative (prune "
         "a share, fine-tune, repeat; `criteria` may switch between rounds), dropnet "
         "(iterative, lowest mean post-activation first), agp (Zhu & Gupta's cubic "
-        "schedule), one_cycle (one-cycle pruning from the first step to the last), "
-        "while_training (cuts during training, none retrained apart), adaptive (the rate "
-        "follows validation accuracy within budget.max_accuracy_drop). Every schedule ends "
-        "at the plan's widths exactly.",
+        "schedule), one_cycle (one-cycle pruning along its curve), while_training (soft "
+        "filter pruning: the plan's worth zeroed at intervals while training goes on, cut "
+        "at the end), adaptive (the rate follows validation accuracy within "
+        "budget.max_accuracy_drop). The gradual ones cut within the first half of the "
+        "fine-tune and train the rest at the plan's widths; every schedule ends at the "
+        "plan's widths exactly.",
     )
     schedule_steps: int | None = Field(
         None,
