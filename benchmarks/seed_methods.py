@@ -25,7 +25,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/seed_methods.py --part schedules            # ~20 min
     .venv/bin/python benchmarks/seed_methods.py --part schedules --quick    # smoke run
     .venv/bin/python benchmarks/seed_methods.py --part hybrid --seeds 0 1   # ~30 min
-    .venv/bin/python benchmarks/seed_methods.py --part recurrent            # ~20 min
+    .venv/bin/python benchmarks/seed_methods.py --part recurrent            # ~12 min
 """
 
 from __future__ import annotations
