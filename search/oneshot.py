@@ -41,6 +41,7 @@ from models.schedules import (
     train_with_schedule,
 )
 from models.train import (
+    OptimizerCarry,
     TrainProgress,
     evaluate,
     fine_tune,
@@ -267,6 +268,7 @@ def _train_scheduled(
     """Prune ``model`` to ``plan`` along ``schedule`` while fine-tuning it ``epochs``
     (batches of 64, as the one-shot fine-tune)."""
     total = total_steps(epochs, None, steps_per_epoch(len(context.train), 64))
+    carry = OptimizerCarry()  # momentum goes on while a segment trains the same model
 
     def trainer(pruned: nn.Module, start: int, steps: int, window: tuple[int, int]) -> None:
         def progress(p: TrainProgress) -> None:
@@ -282,6 +284,7 @@ def _train_scheduled(
             start_step=start,
             lr_window=window,
             on_step=progress if on_step is not None else None,
+            carry=carry,
         )
 
     return train_with_schedule(

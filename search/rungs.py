@@ -24,7 +24,7 @@ import optuna
 from torch import nn
 
 from models.prune import Plan
-from models.train import TrainProgress, evaluate, fine_tune, steps_per_epoch
+from models.train import OptimizerCarry, TrainProgress, evaluate, fine_tune, steps_per_epoch
 from search.checkpoints import CheckpointStore, Lineage, save_candidate
 from search.fidelity import FidelityPlan
 from search.hybrid import kernels_held
@@ -87,6 +87,7 @@ def train_segment(
     should_stop: Callable[[], bool] | None = None,
     offset: int = 0,
     lr_window: tuple[int, int] | None = None,
+    carry: OptimizerCarry | None = None,
 ) -> None:
     """Train ``model`` ``steps`` more steps from where ``lineage`` left it (the data
     order continuing at its step), the learning rate decaying from ``lr`` to zero,
@@ -95,7 +96,8 @@ def train_segment(
 
     A segment trained in pieces (a pruning schedule's) gives each piece's ``offset``,
     the steps of the segment before it (the data continue ``offset`` steps after
-    ``lineage``'s), and its ``lr_window`` (see :func:`models.train.fine_tune`)."""
+    ``lineage``'s), its ``lr_window`` and the ``carry`` that keeps its momentum across
+    pieces (see :func:`models.train.fine_tune`)."""
     finetune = problem.spec.finetune
     if steps <= 0:
         return
@@ -113,6 +115,7 @@ def train_segment(
             amp=finetune.amp,
             on_step=on_step,
             should_stop=should_stop,
+            carry=carry,
         )
 
 

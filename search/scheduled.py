@@ -20,7 +20,7 @@ from models.schedules import (
     make_schedule,
     train_with_schedule,
 )
-from models.train import TrainProgress, steps_per_epoch
+from models.train import OptimizerCarry, TrainProgress, steps_per_epoch
 from search.checkpoints import Lineage
 from search.problem import PruningProblem
 from search.rungs import train_segment
@@ -73,6 +73,7 @@ def train_scheduled(
     """
     spec = problem.spec
     per_epoch = steps_per_epoch(len(problem.data.train), spec.finetune.batch_size)
+    carry = OptimizerCarry()  # momentum goes on while a segment trains the same model
 
     def trainer(model: nn.Module, start: int, steps: int, window: tuple[int, int]) -> None:
         def progress(p: TrainProgress) -> None:
@@ -93,6 +94,7 @@ def train_scheduled(
             should_stop=should_stop,
             offset=start,
             lr_window=window,
+            carry=carry,
         )
 
     context = ScheduleContext(

@@ -14,11 +14,13 @@ model's parameters are on, and leaves the model in eval mode.
 from __future__ import annotations
 
 from models.train._batchnorm import recalibrate_batchnorm
+from models.train._carry import OptimizerCarry
 from models.train._evaluate import Evaluation, evaluate
 from models.train._finetune import TrainProgress, TrainResult, fine_tune
 from models.train._schedule import steps_per_epoch, total_steps
 
 __all__ = [
+    "OptimizerCarry",
     "Evaluation",
     "TrainProgress",
     "TrainResult",

@@ -23,6 +23,7 @@ from models.train._batches import (
     module_device,
     on_device,
 )
+from models.train._carry import OptimizerCarry
 from models.train._distill import distillation_loss
 from models.train._schedule import cosine_lr, steps_per_epoch, total_steps
 
@@ -164,6 +165,7 @@ def fine_tune(
     should_stop: Callable[[], bool] | None = None,
     amp: bool = False,
     lr_window: tuple[int, int] | None = None,
+    carry: OptimizerCarry | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data``; return what the fine-tune did.
 
@@ -211,6 +213,9 @@ def fine_tune(
             ``offset + steps`` of one cosine from ``lr`` to zero over ``total`` steps
             (a run trained in pieces, such as a pruning schedule's segments, follows a
             single decay). None: the decay covers this call's steps only.
+        carry: for a fine-tune trained in segments: while the trainable parameters are
+            the same objects as in the call before, that call's optimizer goes on (its
+            momentum carries over); None: a fresh optimizer.
 
     Returns:
         The :class:`TrainResult`.
@@ -241,9 +246,13 @@ def fine_tune(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameter (all have requires_grad=False)")
-    optimizer = torch.optim.SGD(
-        params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0
-    )
+
+    def sgd() -> torch.optim.Optimizer:
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0
+        )
+
+    optimizer = carry.optimizer_for(params, sgd) if carry is not None else sgd()
     device = module_device(model)
     teacher_device = module_device(teacher) if teacher is not None else device
     precision = _autocast_dtype(device) if amp else None
