@@ -12,7 +12,7 @@ from itertools import product
 import torch
 from torch import nn
 
-from models.cost import AnalyticCost, count_params, measure_cost
+from models.cost import AnalyticCost, count_params, measure_sparse_cost
 from models.prune import Plan, PruningGraph
 
 __all__ = ["recurrent_sparse_cost", "unit_widths", "weight_sparsity"]
@@ -77,19 +77,14 @@ def weight_sparsity(model: nn.Module, target: int) -> float:
 
 
 def recurrent_sparse_cost(model: nn.Module, shape: tuple[int, int]) -> dict[str, int]:
-    """Return params, non-zero params, dense MACs and effective MACs of one sequence.
-
-    Effective MACs are the dense ones less one MAC per exactly-zero recurrent weight per
-    time step (each weight of ``weight_ih``/``weight_hh`` is used once per step): what a
-    runtime skipping zero weights would do. ``measure_sparse_cost`` counts zero conv
-    kernels only, so the recurrent zeros are counted here.
-    """
-    cost = measure_cost(model, shape)
-    zeros = sum(int((w == 0).sum()) for w in _masked_weights(model))
-    nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
+    """Return params, non-zero params, dense MACs and effective MACs of one sequence
+    (:func:`models.cost.measure_sparse_cost`: effective MACs are the dense ones less one
+    MAC per exactly-zero recurrent weight per time step, what a runtime skipping zero
+    weights would do)."""
+    cost = measure_sparse_cost(model, shape)
     return {
         "params": cost.params,
-        "nonzero_params": nonzero,
+        "nonzero_params": cost.nonzero_params,
         "macs": cost.macs,
-        "effective_macs": cost.macs - shape[0] * zeros,
+        "effective_macs": cost.effective_macs,
     }

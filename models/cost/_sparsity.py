@@ -1,9 +1,11 @@
 """What a structured-sparse model costs: non-zero parameters and effective MACs.
 
-Kernel pruning zeroes single k×k kernels and leaves the layers dense. Dense runtimes
-(onnxruntime, torch) multiply those zeros all the same, so the measured latency and the
-dense MACs are what the model really costs there; the *effective* MACs say what a
-runtime that skipped zero kernels would do, and are reported beside, never instead.
+Kernel pruning zeroes single k×k kernels and leaves the layers dense; magnitude pruning
+of recurrent layers (:class:`models.prune.AgpRecurrentMasking`) zeroes single weights of
+their ``weight_ih``/``weight_hh`` matrices. Dense runtimes (onnxruntime, torch) multiply
+those zeros all the same, so the measured latency and the dense MACs are what the model
+really costs there; the *effective* MACs say what a runtime that skipped the zeros would
+do, and are reported beside, never instead.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ class SparseCost(Cost):
     """A :class:`Cost` with what zeroed kernels would save on a sparse-aware runtime.
 
     Attributes:
-        nonzero_params: parameters less the weights of all-zero kernels of convolutions.
+        nonzero_params: parameters less the weights of all-zero kernels of convolutions
+            and the zero weights of recurrent layers' input and hidden matrices.
         effective_macs: dense MACs less each convolution's MACs times its share of
-            all-zero kernels.
+            all-zero kernels, and one MAC per zero recurrent weight per time step.
     """
 
     nonzero_params: int = 0
@@ -58,13 +61,26 @@ def kept_kernel_shares(model: nn.Module) -> dict[str, float]:
     return shares
 
 
+def _recurrent_zeros(model: nn.Module) -> int:
+    """Return how many weights of LSTM/GRU input and hidden matrices are exactly zero
+    (each is used once per time step and direction)."""
+    zeros = 0
+    for module in model.modules():
+        if isinstance(module, nn.LSTM | nn.GRU | nn.RNN):
+            for name, weight in module.named_parameters():
+                if name.startswith(("weight_ih", "weight_hh")):
+                    zeros += int((weight.detach() == 0).sum())
+    return zeros
+
+
 def measure_sparse_cost(model: nn.Module, input_shape: Sequence[int]) -> SparseCost:
-    """Return the dense cost of ``model`` and, beside it, what its zero kernels save.
+    """Return the dense cost of ``model`` and, beside it, what its zeros save: all-zero
+    convolution kernels, and zero weights of recurrent layers.
 
     Args:
         model: the network (removed kernels are zeros of its weights, or a
             ``torch.nn.utils.prune`` mask is attached).
-        input_shape: (C, H, W) of one input.
+        input_shape: (C, H, W) of one image, or (T, F) of one sequence.
 
     Returns:
         The :class:`SparseCost`; for a dense model ``nonzero_params == params`` and
@@ -83,6 +99,10 @@ def measure_sparse_cost(model: nn.Module, input_shape: Sequence[int]) -> SparseC
         assert kernels is not None
         zero_weights += int(kernels.ne(0).any(2).logical_not().sum()) * kernels.shape[2]
         saved_macs += by_layer.get(name, 0) * (1.0 - share)
+    recurrent_zeros = _recurrent_zeros(model)
+    if recurrent_zeros:
+        zero_weights += recurrent_zeros
+        saved_macs += recurrent_zeros * int(input_shape[0])  # once per time step
     return SparseCost(
         macs=total,
         params=params,

@@ -77,3 +77,21 @@ def test_training_with_agp_ends_at_the_final_sparsity_and_still_learns(tmp_path:
 def test_a_model_without_recurrent_layers_is_refused() -> None:
     with pytest.raises(ModelsError, match="no LSTM, GRU or RNN"):
         magnitude_masks(build_model("tiny_cnn", 10, (3, 16, 16)), 0.5)
+
+
+def test_the_sparse_cost_counts_zero_recurrent_weights_once_per_time_step() -> None:
+    from models.cost import measure_cost, measure_sparse_cost
+
+    torch.manual_seed(0)
+    model = RecurrentClassifier("gru", 3, 5, [8, 8])
+    dense = measure_sparse_cost(model, (6, 5))
+    assert (dense.nonzero_params, dense.effective_macs) == (dense.params, dense.macs)
+    masks = magnitude_masks(model, 0.5)
+    masks.apply(model)
+    zeros = sum(int((~keep).sum()) for keep in masks.masks.values())
+
+    sparse = measure_sparse_cost(model, (6, 5))
+
+    assert sparse.macs == measure_cost(model, (6, 5)).macs == dense.macs  # dense runtimes
+    assert sparse.nonzero_params == sparse.params - zeros
+    assert sparse.effective_macs == sparse.macs - 6 * zeros
