@@ -23,6 +23,7 @@ __all__ = [
     "RECURRENT_CRITERIA",
     "SCHEDULE_NAMES",
     "ScheduleName",
+    "WEIGHT_CRITERION_NAMES",
 ]
 
 CriterionName = Literal[
@@ -44,8 +45,9 @@ CRITERION_NAMES: tuple[str, ...] = get_args(CriterionName)
 DATA_CRITERIA: frozenset[str] = frozenset({"taylor", "activation_mean", "activation_l2", "apoz"})
 """Criteria that need calibration batches."""
 
-Granularity = Literal["channel", "kernel"]
-"""What one pruning step removes: whole channels, or single k×k kernels of filters."""
+Granularity = Literal["channel", "kernel", "weight"]
+"""What one pruning step removes: whole channels (or hidden units), single k×k kernels of
+filters, or single input-to-hidden and hidden-to-hidden weights of LSTM/GRU layers."""
 
 GRANULARITIES: tuple[str, ...] = get_args(Granularity)
 """Every granularity, in the order of :data:`Granularity`."""
@@ -56,6 +58,10 @@ kernels of the same filter (fpgm), or a seeded random baseline."""
 
 KERNEL_CRITERION_NAMES: tuple[str, ...] = get_args(KernelCriterionName)
 """Every kernel criterion name, in the order of :data:`KernelCriterionName`."""
+
+WEIGHT_CRITERION_NAMES: tuple[str, ...] = ("l1",)
+"""Criteria that rank single recurrent weights: their magnitude (``l1``), smallest first,
+within each ``weight_ih``/``weight_hh`` matrix (AGP magnitude pruning)."""
 
 RECURRENT_CRITERIA: tuple[str, ...] = ("l1", "l2", "random")
 """Criteria that can rank the hidden units of LSTM/GRU layers (the data-driven ones hook

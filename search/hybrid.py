@@ -2,10 +2,15 @@
 
 A sequence (``pruning.sequence``) runs all its steps in order on the unpruned model.
 Given channel widths as well (a plan, a ratio, or a search's candidate), those widths
-stand for the sequence's channel steps: the plan is applied, then the kernel steps.
+stand for the sequence's channel steps: the plan is applied, then the kernel and weight
+steps, in their order.
 
-A search's candidates are such plans. Their removed kernels are zeros of their weights
-(:func:`models.prune.zeroed_kernel_masks` reads them back), so a candidate's rung
+A search's candidates are such plans, pruned at once: a weight step (magnitude pruning
+of LSTM/GRU weights) zeroes its share of each recurrent matrix when the candidate is
+built, for the trials as for the final fine-tune (only ``inferprune apply`` with a
+fine-tune ramps it along AGP). Their removed kernels and weights are zeros of their
+weights (:func:`models.prune.zeroed_kernel_masks` and
+:func:`models.prune.zeroed_recurrent_masks` read them back), so a candidate's rung
 checkpoint carries its masks with its weights; :func:`kernels_held` keeps the zeros
 while it trains.
 """
@@ -13,7 +18,7 @@ while it trains.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
 import torch
@@ -30,11 +35,15 @@ from models.prune import (
     apply_plan,
     apply_sequence,
     keep_kernels_masked,
+    keep_recurrent_masked,
     zeroed_kernel_masks,
+    zeroed_recurrent_masks,
 )
 
 __all__ = [
     "has_kernel_steps",
+    "has_sparse_steps",
+    "has_weight_steps",
     "kernels_held",
     "kernels_removed",
     "measure_candidate_cost",
@@ -53,18 +62,41 @@ def has_kernel_steps(sequence: Sequence[_Step] | None) -> bool:
     return any(step.granularity == "kernel" for step in sequence or ())
 
 
+def has_weight_steps(sequence: Sequence[_Step] | None) -> bool:
+    """Return whether ``sequence`` has a weight step (recurrent weights by magnitude)."""
+    return any(step.granularity == "weight" for step in sequence or ())
+
+
+def has_sparse_steps(sequence: Sequence[_Step] | None) -> bool:
+    """Return whether ``sequence`` leaves zeros in dense layers (kernel or weight steps)."""
+    return has_kernel_steps(sequence) or has_weight_steps(sequence)
+
+
+@contextlib.contextmanager
+def _held(model: nn.Module, kernels: bool, weights: bool) -> Iterator[nn.Module]:
+    with contextlib.ExitStack() as stack:
+        if kernels:
+            stack.enter_context(keep_kernels_masked(model, zeroed_kernel_masks(model)))
+        if weights:
+            stack.enter_context(keep_recurrent_masked(model, zeroed_recurrent_masks(model)))
+        yield model
+
+
 def kernels_held(
     model: nn.Module, sequence: Sequence[_Step] | None
 ) -> contextlib.AbstractContextManager[nn.Module]:
-    """Return a context that keeps ``model``'s removed kernels at zero while it trains,
-    when ``sequence`` has kernel steps (a no-op otherwise).
+    """Return a context that keeps ``model``'s removed kernels and recurrent weights at
+    zero while it trains, when ``sequence`` has kernel or weight steps (a no-op otherwise).
 
     The kernels held are the ones that are all zeros on entry
-    (:func:`models.prune.zeroed_kernel_masks`): those the kernel steps removed.
+    (:func:`models.prune.zeroed_kernel_masks`): those the kernel steps removed; the
+    recurrent weights held are the LSTM/GRU weights that are zero on entry
+    (:func:`models.prune.zeroed_recurrent_masks`): those the weight steps removed.
     """
-    if not has_kernel_steps(sequence):
+    kernels, weights = has_kernel_steps(sequence), has_weight_steps(sequence)
+    if not (kernels or weights):
         return contextlib.nullcontext(model)
-    return keep_kernels_masked(model, zeroed_kernel_masks(model))
+    return _held(model, kernels, weights)
 
 
 def kernels_removed(model: nn.Module, sequence: Sequence[_Step] | None) -> KernelMasks | None:
@@ -78,8 +110,9 @@ def measure_candidate_cost(
 ) -> Cost:
     """Return ``model``'s dense cost, as a :class:`models.cost.SparseCost` (non-zero
     parameters and effective MACs beside the dense figures) when ``sequence`` has kernel
-    steps. Budgets are always held to the dense figures: what dense runtimes run."""
-    if has_kernel_steps(sequence):
+    or weight steps. Budgets are always held to the dense figures: what dense runtimes
+    run."""
+    if has_sparse_steps(sequence):
         return measure_sparse_cost(model, input_shape)
     return measure_cost(model, input_shape)
 
@@ -103,8 +136,9 @@ def prune_hybrid(
     seed: int = 0,
     scores: Mapping[str, torch.Tensor] | None = None,
 ) -> SparsePruned:
-    """Return ``model`` pruned to ``plan`` and then by the kernel steps of ``sequence``,
-    or by the whole ``sequence`` when there is no plan.
+    """Return ``model`` pruned to ``plan`` and then by the kernel and weight steps of
+    ``sequence`` (in their order; weight steps at once), or by the whole ``sequence``
+    when there is no plan.
 
     Args:
         model: the unpruned model (not modified).
@@ -136,7 +170,7 @@ def prune_hybrid(
         model, plan, criterion, calib, input_shape=shape, graph=graph, seed=seed, scores=scores
     )
     full = Plan({g.name: plan.width(g) for g in graph.groups})
-    kernel_steps = [s for s in sequence or () if s.granularity == "kernel"]
-    if not kernel_steps:
+    sparse_steps = [s for s in sequence or () if s.granularity != "channel"]
+    if not sparse_steps:
         return SparsePruned(pruned, full, KernelMasks())
-    return apply_sequence(pruned, kernel_steps, calib, input_shape=shape, graph=graph, seed=seed)
+    return apply_sequence(pruned, sparse_steps, calib, input_shape=shape, graph=graph, seed=seed)

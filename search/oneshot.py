@@ -2,12 +2,16 @@
 
 ``inferprune apply`` is this function plus argument parsing and a table. With a
 fine-tune, the plan may be reached along a pruning schedule (:mod:`models.schedules`).
-A hybrid sequence of channel and kernel steps may replace or follow the plan
-(:func:`search.hybrid.prune_hybrid`).
+A hybrid sequence of channel, kernel and weight steps may replace or follow the plan
+(:func:`search.hybrid.prune_hybrid`). Weight steps (AGP magnitude pruning of LSTM/GRU
+weights) are gradual: with a fine-tune, every other step runs at once and the weight
+steps' sparsity is reached along Zhu & Gupta's cubic over the first half of the
+fine-tune (:class:`models.prune.AgpRecurrentMasking`); without one they apply at once.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -25,6 +29,7 @@ from models.device import resolve_device
 from models.io import CheckpointInfo, load_model
 from models.prune import (
     CALIBRATION_BATCHES,
+    AgpRecurrentMasking,
     KernelMasks,
     Plan,
     PruningStep,
@@ -33,6 +38,7 @@ from models.prune import (
     uniform_plan,
 )
 from models.schedules import (
+    AGP_PRUNING_SHARE,
     Schedule,
     ScheduleConfig,
     ScheduleContext,
@@ -52,7 +58,11 @@ from models.train import (
 from search.errors import SpecError
 from search.hybrid import prune_hybrid
 
-__all__ = ["OneShotResult", "apply_once"]
+__all__ = ["OneShotResult", "WEIGHT_MASK_UPDATES", "apply_once"]
+
+WEIGHT_MASK_UPDATES = 20
+"""A gradual weight step recomputes its masks this many times along the AGP curve (Zhu &
+Gupta prune every few steps, not every step), as the recurrent benchmark does."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +162,11 @@ def apply_once(
         sequence: hybrid pruning steps: alone, all of them run in order; beside a plan
             or ratio (which stands for the channel steps), its kernel steps follow it.
             Removed kernels stay zero through the fine-tune; the result's ``info``
-            records them. Not with a schedule other than one_shot.
+            records them. Weight steps (recurrent models) must come last when a
+            fine-tune follows: their sparsity (the largest amount) is then reached along
+            AGP over the first half of the fine-tune, from the zeros the model already
+            has, and held to the end; without a fine-tune they apply at once. Not with a
+            schedule other than one_shot.
 
     Raises:
         SpecError: neither or both of plan and ratio; a fine-tune without a data set;
@@ -198,17 +212,20 @@ def apply_once(
     record: dict[str, Any] = {"name": "one_shot"}
     masks = KernelMasks()
     if config.name == "one_shot":
-        hybrid = prune_hybrid(model, plan, sequence, criterion, calib, graph=graph, seed=seed)
-        pruned, plan, masks = hybrid.model, hybrid.plan, hybrid.masks
+        at_once, gradual = _split_gradual(sequence, bool(finetune_epochs))
+        if at_once or plan is not None:
+            hybrid = prune_hybrid(model, plan, at_once, criterion, calib, graph=graph, seed=seed)
+            pruned, plan, masks = hybrid.model, hybrid.plan, hybrid.masks
+        else:  # weight steps alone, all of them along the fine-tune
+            pruned, plan = copy.deepcopy(model).eval(), Plan({})
         if data is not None:
             pruned.to(target)
             recalibrate_batchnorm(pruned, data.train, seed=seed)
             if finetune_epochs:
                 with keep_kernels_masked(pruned, masks):
-                    fine_tune(
-                        pruned, data.train, epochs=finetune_epochs, lr=lr, seed=seed,
-                        on_step=on_step,
-                    )  # fmt: skip
+                    record = _fine_tune(
+                        pruned, data.train, finetune_epochs, lr, seed, on_step, gradual
+                    )
     else:
         assert finetune_epochs and data is not None and calib is not None and plan is not None
         scheduled = _train_scheduled(
@@ -238,6 +255,72 @@ def apply_once(
         kernel_masks=masks,
     )
     return OneShotResult(pruned, out, before, measure_sparse_cost(pruned, shape), val, record)
+
+
+def _split_gradual(
+    sequence: Sequence[PruningStep] | None, fine_tuned: bool
+) -> tuple[list[PruningStep], float | None]:
+    """Split ``sequence`` into the steps run at once and, when a fine-tune follows, the
+    sparsity its weight steps reach along AGP (None: no weight step, or no fine-tune).
+
+    Raises:
+        SpecError: a fine-tune follows, and a channel or kernel step comes after a
+            weight step (it could not run at once after a gradual one).
+    """
+    steps = list(sequence or ())
+    weight = [k for k, step in enumerate(steps) if step.granularity == "weight"]
+    if not fine_tuned or not weight:
+        return steps, None
+    if any(step.granularity != "weight" for step in steps[weight[0] :]):
+        raise SpecError(
+            "pruning.sequence: weight steps reach their sparsity gradually over the "
+            "fine-tune, so with a fine-tune they must come last; move the channel and "
+            "kernel steps before them",
+            fields=("pruning.sequence",),
+        )
+    return steps[: weight[0]], max(steps[k].amount for k in weight)
+
+
+def _fine_tune(
+    model: nn.Module,
+    train: Any,
+    epochs: float,
+    lr: float,
+    seed: int,
+    on_step: Callable[[TrainProgress], None] | None,
+    sparsity: float | None,
+) -> dict[str, Any]:
+    """Fine-tune ``model`` (batches of 64); with a ``sparsity``, its recurrent weights
+    reach it along AGP over the first :data:`AGP_PRUNING_SHARE` of the steps (masks
+    updated :data:`WEIGHT_MASK_UPDATES` times) and keep it to the end. Returns the
+    schedule record."""
+    record: dict[str, Any] = {"name": "one_shot"}
+    callback = on_step
+    masking = None
+    if sparsity is not None:
+        total = total_steps(epochs, None, steps_per_epoch(len(train), 64))
+        end = max(1, round(total * AGP_PRUNING_SHARE))
+        every = max(1, end // WEIGHT_MASK_UPDATES)
+        masking = AgpRecurrentMasking(model, sparsity, end, every=every)
+        record["weights"] = {
+            "method": "agp",
+            "initial_sparsity": round(masking.initial, 6),
+            "sparsity": sparsity,
+            "end_step": end,
+            "every": every,
+            "steps": total,
+        }
+
+        def callback(progress: TrainProgress) -> None:
+            assert masking is not None
+            masking(progress)
+            if on_step is not None:
+                on_step(progress)
+
+    fine_tune(model, train, epochs=epochs, lr=lr, seed=seed, batch_size=64, on_step=callback)
+    if masking is not None:
+        masking.masks.apply(model)  # a stopped fine-tune still leaves the masks' zeros
+    return record
 
 
 def _extra(criterion: str, sequence: Sequence[PruningStep] | None) -> dict[str, str]:

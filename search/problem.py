@@ -43,7 +43,7 @@ from models.zoo import get_architecture
 from search.budget import ResolvedBudget, resolve_budget
 from search.errors import SpecError
 from search.fidelity import FidelityPlan, plan_fidelity
-from search.hybrid import has_kernel_steps, prune_hybrid
+from search.hybrid import has_sparse_steps, prune_hybrid
 from search.latency import LatencyMeter, LocalMeter, MeterFactory
 from search.latency_table import budget_predictor, build_latency_table
 from search.space import SearchSpace
@@ -422,12 +422,13 @@ def _local_meter(
 
 def build_candidate(problem: PruningProblem, plan: Plan) -> nn.Module:
     """Return the pruned (not yet recalibrated) model of ``plan``: a new model, pruned
-    from the problem's unpruned one with its channel scores, then by the kernel steps of
-    ``pruning.sequence`` if it has any (removed kernels are zeros of the weights; a
-    column no filter reads any more is cut, so the model may be narrower than ``plan``).
-    The same plan always gives the same model, as rung checkpoints need."""
+    from the problem's unpruned one with its channel scores, then by the kernel and
+    weight steps of ``pruning.sequence`` if it has any, at once (removed kernels and
+    recurrent weights are zeros of the weights; a column no filter reads any more is
+    cut, so the model may be narrower than ``plan``). The same plan always gives the
+    same model, as rung checkpoints need."""
     sequence = problem.spec.pruning.sequence
-    if not has_kernel_steps(sequence):
+    if not has_sparse_steps(sequence):
         return apply_plan(
             problem.model,
             plan,

@@ -206,6 +206,15 @@ class JobSpec(SpecSection):
 
     @model_validator(mode="after")
     def _recurrent_pruning(self) -> JobSpec:
+        steps = self.pruning.sequence or ()
+        if self.reads_sequences is False and any(s.granularity == "weight" for s in steps):
+            raise ValueError(
+                "pruning.sequence: weight steps prune the input-to-hidden and "
+                "hidden-to-hidden weights of LSTM/GRU layers, and an image model has none; "
+                "use kernel steps (e.g. "
+                '{"granularity": "kernel", "criterion": "l1", "amount": 0.5}) to zero '
+                "weights of its convolutions"
+            )
         if not self.reads_sequences:
             return self
         # the hidden units of LSTM/GRU layers are ranked by their weights: the data-driven
@@ -227,12 +236,14 @@ class JobSpec(SpecSection):
                 "cannot rank the hidden units of LSTM/GRU layers; use iterative (with "
                 f"pruning.criterion {known}), agp or another schedule"
             )
-        if self.pruning.sequence is not None:
+        if any(s.granularity == "kernel" for s in steps):
             # refused rather than ignored: kernel steps would leave every weight in place
             raise ValueError(
                 "pruning.sequence: kernel steps remove k×k kernels of convolutions, and a "
                 "sequence model's LSTM/GRU layers have none (their hidden units are the "
-                "searched widths); leave the sequence null"
+                "searched widths); use weight steps (e.g. "
+                '{"granularity": "weight", "criterion": "l1", "amount": 0.8}) to prune '
+                "their weights by magnitude, or leave the sequence null"
             )
         return self
 

@@ -250,15 +250,20 @@ class PruningSettings(SpecSection):
             ]
         ],
         description="Hybrid pruning: ordered steps, each removing a share (`amount`) of "
-        "what is left at one granularity (channel or kernel) by one criterion; given "
-        "widths (a plan) stand for the channel steps. Kernel pruning zeroes k×k kernels: reports "
-        "give non-zero parameters and effective MACs beside the dense ones, which (with "
-        "latency) stay as they are on dense runtimes unless a whole channel goes. Not "
-        f"with a schedule other than one_shot; at most {MAX_SEQUENCE_STEPS} steps. "
-        "In a search the searched widths are the channel step (channel steps, if given, "
-        "come first and rank by `criterion`; their amounts are the search's to choose) "
-        "and the kernel steps prune every candidate after it; budgets hold the dense "
-        "MACs and parameters.",
+        "what is left at one granularity (channel, kernel or weight) by one criterion; "
+        "given widths (a plan) stand for the channel steps. Kernel pruning (convolutional "
+        "models) zeroes k×k kernels; weight pruning (recurrent models) zeroes the "
+        "smallest LSTM/GRU input-to-hidden and hidden-to-hidden weights until each matrix "
+        "has `amount` zeros (AGP: gradual over the first half of a following fine-tune, "
+        "at once without one). Reports give non-zero parameters and effective MACs beside "
+        "the dense ones, which (with latency) stay as they are on dense runtimes unless a "
+        "whole channel goes; zeros are kept through every later training. Not with a "
+        f"schedule other than one_shot; at most {MAX_SEQUENCE_STEPS} steps. In a search "
+        "the searched widths (channels or hidden units) are the channel step (channel "
+        "steps, if given, come first and rank by `criterion`; their amounts are the "
+        "search's to choose) and the kernel or weight steps prune every candidate after "
+        "it, at once (weight steps too: trials are short); budgets hold the dense MACs "
+        "and parameters.",
     )
 
     @model_validator(mode="after")
@@ -295,20 +300,24 @@ class PruningSettings(SpecSection):
         if self.sequence is None:
             return self
         # in a search the searched widths are the channel step: it comes first, ranked by
-        # pruning.criterion, and the kernel steps follow each candidate
+        # pruning.criterion, and the kernel or weight steps follow each candidate
         kinds = [step.granularity for step in self.sequence]
-        if "kernel" not in kinds:
+        sparse = [k != "channel" for k in kinds]
+        if not any(sparse):
             raise ValueError(
                 "pruning.sequence: a search chooses the channel widths itself, so a "
-                "sequence of channel steps alone adds nothing; add a kernel step (e.g. "
-                '{"granularity": "kernel", "criterion": "l1", "amount": 0.5}) or leave '
+                "sequence of channel steps alone adds nothing; add a kernel step for a "
+                'convolutional model (e.g. {"granularity": "kernel", "criterion": "l1", '
+                '"amount": 0.5}) or a weight step for a recurrent one (e.g. '
+                '{"granularity": "weight", "criterion": "l1", "amount": 0.8}), or leave '
                 "the sequence null"
             )
-        if "channel" in kinds[kinds.index("kernel") :]:
+        if "channel" in kinds[sparse.index(True) :]:
             raise ValueError(
                 "pruning.sequence: in a search the searched widths are the channel step "
-                "and come first; put channel steps before the kernel steps, or prune one "
-                "model in that order with `inferprune apply --sequence FILE`"
+                "and come first; put channel steps before the kernel steps and weight "
+                "steps, or prune one model in that order with `inferprune apply "
+                "--sequence FILE`"
             )
         for number, step in enumerate(self.sequence, 1):
             if step.granularity == "channel" and step.criterion != self.criterion:

@@ -1,8 +1,10 @@
 """``pruning.sequence``: the job spec's hybrid pruning steps, and reading them from a file.
 
-A sequence is an ordered list of steps, each ``{"granularity": "channel" | "kernel",
-"criterion": ..., "amount": ...}``, such as channel pruning by L1 then kernel pruning by
-similarity. The models here are torch-free (the API validates specs without torch);
+A sequence is an ordered list of steps, each ``{"granularity": "channel" | "kernel" |
+"weight", "criterion": ..., "amount": ...}``, such as channel pruning by L1 then kernel
+pruning by similarity (convolutional models), or hidden-unit pruning then AGP magnitude
+pruning of the LSTM/GRU weights (recurrent models). The models here are torch-free
+(the API validates specs without torch);
 :func:`to_pruning_steps` turns them into :class:`models.prune.PruningStep` s.
 """
 
@@ -15,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from models.names import CRITERION_NAMES, KERNEL_CRITERION_NAMES, Granularity
+from models.names import (
+    CRITERION_NAMES,
+    KERNEL_CRITERION_NAMES,
+    WEIGHT_CRITERION_NAMES,
+    Granularity,
+)
 from search.errors import SpecError
 
 if TYPE_CHECKING:
@@ -41,25 +48,39 @@ class PruningStepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     granularity: Granularity = Field(
-        description="channel: whole channels of every group (physical); kernel: single "
-        "k×k kernels of every convolution (zeroed: a structured-sparse layer, whose dense "
-        "MACs and latency stay unless a whole input channel goes)."
+        description="channel: whole channels (hidden units of a recurrent model) of every "
+        "group (physical); kernel (convolutional models): single k×k kernels of every "
+        "convolution (zeroed: a structured-sparse layer, whose dense MACs and latency stay "
+        "unless a whole input channel goes); weight (recurrent models): single weights of "
+        "every LSTM/GRU input-to-hidden and hidden-to-hidden matrix, smallest magnitude "
+        "first (zeroed, unstructured: dense MACs and latency stay). A weight step is "
+        "gradual (AGP, Zhu & Gupta): when a fine-tune follows it, the sparsity rises along "
+        "the cubic curve over the first half of that fine-tune, from the sparsity the "
+        "model already has to `amount`; with no fine-tune it applies at once. Zeroed "
+        "weights stay zero through every later training."
     )
     criterion: str = Field(
         description=f"channel steps: any pruning criterion ({', '.join(CRITERION_NAMES)}); "
         f"kernel steps: {', '.join(KERNEL_CRITERION_NAMES)} (fpgm: similarity to the "
-        "other kernels of the same filter)."
+        f"other kernels of the same filter); weight steps: "
+        f"{', '.join(WEIGHT_CRITERION_NAMES)} (magnitude)."
     )
     amount: float = Field(
         ge=0,
         lt=1,
-        description="Share of what is left to remove: of each group's channels, or of each "
-        "convolution's kept kernels (each filter keeps at least one).",
+        description="channel and kernel steps: the share of what is left to remove, of "
+        "each group's channels, or of each convolution's kept kernels (each filter keeps "
+        "at least one); weight steps: the sparsity to reach, the share of each LSTM/GRU "
+        "weight matrix that is zero afterwards (biases and the head stay dense).",
     )
 
     @model_validator(mode="after")
     def _criterion_fits(self) -> PruningStepSpec:
-        known = CRITERION_NAMES if self.granularity == "channel" else KERNEL_CRITERION_NAMES
+        known = {
+            "channel": CRITERION_NAMES,
+            "kernel": KERNEL_CRITERION_NAMES,
+            "weight": WEIGHT_CRITERION_NAMES,
+        }[self.granularity]
         if self.criterion not in known:
             raise ValueError(
                 f"criterion {self.criterion!r} cannot rank {self.granularity}s; choose one "

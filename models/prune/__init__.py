@@ -8,12 +8,13 @@ LSTM/GRU layers (input (T, F)) gets one group per recurrent layer instead, its h
 units (the gate rows of a unit go together), grouped and cut without Torch-Pruning;
 they are ranked by :data:`RECURRENT_CRITERIA`. :class:`AgpRecurrentMasking` instead zeroes
 single input-to-hidden and hidden-to-hidden weights by magnitude along the AGP curve
-(:func:`agp_sparsity`, :func:`magnitude_masks`) while a model fine-tunes.
+(:func:`agp_sparsity`, :func:`magnitude_masks`) while a model fine-tunes, and
+:func:`keep_recurrent_masked` holds such zeros while a model trains.
 
 Kernel granularity: :func:`kernel_masks` picks single k×k kernels to remove
 (:class:`KernelMasks`), :func:`zero_kernels` / :func:`keep_kernels_masked` enforce them,
-and :func:`apply_sequence` runs a hybrid sequence of channel and kernel
-:class:`PruningStep` s, turning columns no filter reads into channel cuts.
+and :func:`apply_sequence` runs a hybrid sequence of channel, kernel and (recurrent)
+weight :class:`PruningStep` s, turning columns no filter reads into channel cuts.
 """
 
 from __future__ import annotations
@@ -44,13 +45,18 @@ from models.prune._recurrent_masks import (
     AgpRecurrentMasking,
     RecurrentWeightMasks,
     agp_sparsity,
+    has_recurrent_weights,
+    keep_recurrent_masked,
     magnitude_masks,
+    recurrent_weights,
+    zeroed_recurrent_masks,
 )
 from models.prune._sequence import (
     PruningStep,
     SparsePruned,
     apply_sequence,
     cut_dead_channels,
+    weight_step,
     widths_of,
 )
 
@@ -75,18 +81,23 @@ __all__ = [
     "find_groups",
     "find_output_layer",
     "global_magnitude_widths",
+    "has_recurrent_weights",
+    "keep_recurrent_masked",
     "keep_kernels_masked",
     "kernel_layers",
     "kernel_masks",
     "magnitude_masks",
     "output_channels",
+    "recurrent_weights",
     "score_channels",
     "score_kernels",
     "uniform_plan",
     "validate_plan",
+    "weight_step",
     "widths_of",
     "zero_kernels",
     "zeroed_kernel_masks",
+    "zeroed_recurrent_masks",
 ]
 
 

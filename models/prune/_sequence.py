@@ -1,11 +1,15 @@
-"""Hybrid pruning: an ordered sequence of channel and kernel steps.
+"""Hybrid pruning: an ordered sequence of channel, kernel and weight steps.
 
 Each :class:`PruningStep` removes a share of what is left, at one granularity, ranked by
-one criterion: channel steps cut whole channels physically (:func:`apply_plan`), kernel
-steps zero single kernels (:func:`kernel_masks`). Where every consumer of a channel has
-stopped reading it, the kernel step cuts that channel physically too, as far as the
-group's allowed widths permit; the rest of the removed kernels stay zeros in a dense
-layer (a structured-sparse convolution).
+one criterion: channel steps cut whole channels (or LSTM/GRU hidden units) physically
+(:func:`apply_plan`), kernel steps zero single kernels (:func:`kernel_masks`), weight
+steps zero single recurrent weights by magnitude (:func:`magnitude_masks`; a weight step
+is gradual by nature: followed by a fine-tune, the caller reaches its sparsity along AGP
+instead, see :class:`AgpRecurrentMasking`; here it applies at once).
+
+Where every consumer of a channel has stopped reading it, the kernel step cuts that
+channel physically too, as far as the group's allowed widths permit; the rest of the
+removed kernels stay zeros in a dense layer (a structured-sparse convolution).
 """
 
 from __future__ import annotations
@@ -21,7 +25,12 @@ from torch import nn
 
 from models.criteria import Calibration
 from models.errors import ModelsError
-from models.names import CRITERION_NAMES, GRANULARITIES, KERNEL_CRITERION_NAMES
+from models.names import (
+    CRITERION_NAMES,
+    GRANULARITIES,
+    KERNEL_CRITERION_NAMES,
+    WEIGHT_CRITERION_NAMES,
+)
 from models.prune._apply import _tp_groups, apply_plan, score_channels
 from models.prune._graph import (
     ChannelGroup,
@@ -32,8 +41,23 @@ from models.prune._graph import (
 )
 from models.prune._kernels import KernelMasks, kernel_masks, zero_kernels
 from models.prune._plan import Plan, validate_plan
+from models.prune._recurrent_masks import magnitude_masks, zeroed_recurrent_masks
 
-__all__ = ["PruningStep", "SparsePruned", "apply_sequence", "cut_dead_channels", "widths_of"]
+__all__ = [
+    "PruningStep",
+    "SparsePruned",
+    "apply_sequence",
+    "cut_dead_channels",
+    "weight_step",
+    "widths_of",
+]
+
+
+_CRITERIA_OF = {
+    "channel": CRITERION_NAMES,
+    "kernel": KERNEL_CRITERION_NAMES,
+    "weight": WEIGHT_CRITERION_NAMES,
+}
 
 
 @dataclass(frozen=True)
@@ -41,13 +65,18 @@ class PruningStep:
     """One step of a hybrid sequence.
 
     Attributes:
-        granularity: ``channel`` (whole channels of every group) or ``kernel`` (single
-            k×k kernels of every convolution).
+        granularity: ``channel`` (whole channels, or hidden units, of every group),
+            ``kernel`` (single k×k kernels of every convolution) or ``weight`` (single
+            weights of every LSTM/GRU ``weight_ih_l*``/``weight_hh_l*`` matrix; biases
+            and other layers stay dense).
         criterion: ranks what goes; any :data:`models.criteria.CRITERIA` for channels,
-            :data:`models.names.KERNEL_CRITERION_NAMES` for kernels.
-        amount: share of what is left to remove, 0 <= amount < 1: of each group's current
-            channels (rounded as :func:`uniform_plan` rounds), or of each convolution's
-            kept kernels (see :func:`kernel_masks`).
+            :data:`models.names.KERNEL_CRITERION_NAMES` for kernels,
+            :data:`models.names.WEIGHT_CRITERION_NAMES` (magnitude) for weights.
+        amount: 0 <= amount < 1. Channel and kernel steps: the share of what is left to
+            remove, of each group's current channels (rounded as :func:`uniform_plan`
+            rounds), or of each convolution's kept kernels (see :func:`kernel_masks`).
+            Weight steps: the sparsity to reach, the share of each recurrent matrix that
+            is zero afterwards (weights already zero count, and stay zero).
     """
 
     granularity: str
@@ -59,7 +88,7 @@ class PruningStep:
             raise ModelsError(
                 f"unknown granularity {self.granularity!r}; choose {' or '.join(GRANULARITIES)}"
             )
-        known = CRITERION_NAMES if self.granularity == "channel" else KERNEL_CRITERION_NAMES
+        known = _CRITERIA_OF[self.granularity]
         if self.criterion not in known:
             raise ModelsError(
                 f"criterion {self.criterion!r} cannot rank {self.granularity}s; choose one "
@@ -75,10 +104,13 @@ class PruningStep:
 
 @dataclass(frozen=True)
 class SparsePruned:
-    """The outcome of a sequence: a physically smaller model with some kernels zeroed.
+    """The outcome of a sequence: a physically smaller model with some kernels (or
+    recurrent weights) zeroed.
 
     Attributes:
-        model: the pruned model in eval mode; removed kernels are zeros of its weights.
+        model: the pruned model in eval mode; removed kernels and recurrent weights are
+            zeros of its weights (recurrent zeros need no mask: a dense checkpoint
+            stores them).
         plan: every group's width, as a plan of the unpruned model (what
             ``load_pruned`` replays before the masks).
         masks: the kernels removed, by module path of the pruned model.
@@ -224,6 +256,23 @@ def _narrowest_allowed(base_group: ChannelGroup, width: int, removable: int) -> 
     return min(allowed) if allowed else width
 
 
+def weight_step(model: nn.Module, amount: float) -> None:
+    """Zero, in place, the smallest-magnitude ``amount`` share of each recurrent weight
+    matrix of ``model``; weights already zero stay zero (so a matrix may end sparser).
+
+    Raises:
+        ModelsError: the model has no LSTM/GRU/RNN layer.
+    """
+    held = zeroed_recurrent_masks(model)
+    if not held.masks:
+        raise ModelsError(
+            "a weight step prunes the weights of LSTM/GRU layers, and this model has none; "
+            "prune a convolutional model with channel or kernel steps"
+        )
+    magnitude_masks(model, amount).apply(model)
+    held.apply(model)
+
+
 def _channel_step(
     model: nn.Module,
     masks: KernelMasks,
@@ -294,6 +343,8 @@ def apply_sequence(
     for k, step in enumerate(steps):
         if step.granularity == "channel":
             current, state = _channel_step(current, state, step, base, calib, seed + k, ignored)
+        elif step.granularity == "weight":
+            weight_step(current, step.amount)
         else:
             state = kernel_masks(
                 current,

@@ -34,8 +34,10 @@ def register(commands: Any) -> None:
         "pruning_ratio). The lowest-scoring channels under --criterion go. With "
         "--dataset, data criteria get calibration batches and --finetune-epochs "
         "recovers accuracy, reached at once or along --schedule. --sequence FILE prunes "
-        "by a hybrid sequence of channel and kernel steps (alone: every step; beside "
-        "--plan or --ratio, which stand for its channel steps: its kernel steps).",
+        "by a hybrid sequence of channel, kernel and weight steps (alone: every step; "
+        "beside --plan or --ratio, which stand for its channel steps: its kernel and "
+        "weight steps). Weight steps (LSTM/GRU weights by magnitude) reach their "
+        "sparsity along AGP over the first half of --finetune-epochs, at once without it.",
     )
     add_model_arguments(apply, arch_required=False)
     apply.add_argument(
@@ -187,7 +189,7 @@ def run_apply(args: argparse.Namespace) -> int:
     ):
         table.add_row(name, fmt(a), fmt(b), f"{b / a:.1%}")
     sparse = result.to_dict()["after"]
-    if "nonzero_params" in sparse and result.info.kernel_masks:
+    if sparse.get("nonzero_params", after.params) < after.params:  # kernel or weight zeros
         for name, a, b in (
             ("non-zero params", before.params, sparse["nonzero_params"]),
             ("effective MACs", before.macs, sparse["effective_macs"]),

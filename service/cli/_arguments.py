@@ -155,18 +155,30 @@ def add_sequence_argument(parser: Any, *, search: bool) -> None:
         '{"granularity": "kernel", "criterion": "fpgm", "amount": 0.5}]'
     )
     role = (
-        "the searched widths are the channel step, the kernel steps then prune every candidate"
+        "the searched widths are the channel step, the kernel or weight steps then prune "
+        "every candidate at once"
         if search
         else "alone, every step runs; beside --plan or --ratio, those widths stand for "
         "the channel steps"
+    )
+    gradual = (
+        ""
+        if search
+        else " Weight steps are gradual (AGP): with --finetune-epochs they come last and "
+        "their sparsity rises along a cubic over the first half of the fine-tune, "
+        "without it they apply at once."
     )
     parser.add_argument(
         "--sequence",
         type=Path,
         metavar="SEQ.json",
-        help=f"hybrid pruning steps, e.g. {example}; {role}. Kernel steps zero k×k "
-        "kernels: non-zero params and effective MACs are reported beside dense MACs, "
-        "which (with latency) drop only where whole channels go",
+        help=f"hybrid pruning steps, e.g. {example}; {role}. Kernel steps (convolutional "
+        "models) zero k×k kernels; weight steps (recurrent models, e.g. "
+        '{"granularity": "weight", "criterion": "l1", "amount": 0.8}) zero that share '
+        "of every LSTM/GRU input-to-hidden and hidden-to-hidden matrix, smallest "
+        f"magnitude first, and the zeros stay zero while it trains.{gradual} Non-zero "
+        "params and effective MACs are reported beside dense MACs, which (with "
+        "latency) drop only where whole channels go",
     )
 
 
