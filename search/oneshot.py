@@ -34,6 +34,7 @@ from models.prune import (
     Plan,
     PruningStep,
     build_pruning_graph,
+    has_recurrent_weights,
     keep_kernels_masked,
     uniform_plan,
 )
@@ -197,6 +198,12 @@ def apply_once(
     if len(info.plan):
         raise SpecError("this checkpoint is already pruned; prune the unpruned model instead")
     shape = info.input_shape
+    if any(s.granularity == "weight" for s in sequence or ()) and not has_recurrent_weights(model):
+        raise SpecError(
+            "pruning.sequence: weight steps prune the weights of LSTM/GRU layers, and this "
+            "model has none; prune a convolutional model with channel or kernel steps",
+            fields=("pruning.sequence",),
+        )
     graph = build_pruning_graph(model, shape, round_to=round_to)
     if plan is None and ratio is not None:
         plan = uniform_plan(graph, ratio)

@@ -100,9 +100,10 @@ def test_weight_steps_are_refused_for_an_image_model_naming_kernel_steps(
     seq = _write(tmp_path, [WEIGHT])
     argv = ["apply", "--arch", "tiny_cnn", "--input-shape", "3,16,16", "--sequence", seq]
 
-    status, _, err = run(capsys, *argv, "-o", str(tmp_path / "x.safetensors"))
+    for tuned in ([], ["--dataset", "synthetic", "--finetune-epochs", "1"]):
+        status, _, err = run(capsys, *argv, *tuned, "-o", str(tmp_path / "x.safetensors"))
 
-    assert status == 1 and "LSTM/GRU" in err and "kernel steps" in err
+        assert status == 1 and "LSTM/GRU" in err and "kernel steps" in err, err
 
 
 PRUNE = [
