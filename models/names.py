@@ -22,6 +22,7 @@ __all__ = [
     "KernelCriterionName",
     "RECURRENT_CRITERIA",
     "SCHEDULE_NAMES",
+    "STEP_CRITERIA",
     "ScheduleName",
     "WEIGHT_CRITERION_NAMES",
 ]
@@ -62,6 +63,13 @@ KERNEL_CRITERION_NAMES: tuple[str, ...] = get_args(KernelCriterionName)
 WEIGHT_CRITERION_NAMES: tuple[str, ...] = ("l1",)
 """Criteria that rank single recurrent weights: their magnitude (``l1``), smallest first,
 within each ``weight_ih``/``weight_hh`` matrix (AGP magnitude pruning)."""
+
+STEP_CRITERIA: dict[str, tuple[str, ...]] = {
+    "channel": CRITERION_NAMES,
+    "kernel": KERNEL_CRITERION_NAMES,
+    "weight": WEIGHT_CRITERION_NAMES,
+}
+"""Granularity → the criteria a sequence step of that granularity may rank by."""
 
 RECURRENT_CRITERIA: tuple[str, ...] = ("l1", "l2", "random")
 """Criteria that can rank the hidden units of LSTM/GRU layers (the data-driven ones hook

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from models.names import (
     CRITERION_NAMES,
     KERNEL_CRITERION_NAMES,
+    STEP_CRITERIA,
     WEIGHT_CRITERION_NAMES,
     Granularity,
 )
@@ -76,11 +77,7 @@ class PruningStepSpec(BaseModel):
 
     @model_validator(mode="after")
     def _criterion_fits(self) -> PruningStepSpec:
-        known = {
-            "channel": CRITERION_NAMES,
-            "kernel": KERNEL_CRITERION_NAMES,
-            "weight": WEIGHT_CRITERION_NAMES,
-        }[self.granularity]
+        known = STEP_CRITERIA[self.granularity]
         if self.criterion not in known:
             raise ValueError(
                 f"criterion {self.criterion!r} cannot rank {self.granularity}s; choose one "

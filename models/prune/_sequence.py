@@ -25,12 +25,7 @@ from torch import nn
 
 from models.criteria import Calibration
 from models.errors import ModelsError
-from models.names import (
-    CRITERION_NAMES,
-    GRANULARITIES,
-    KERNEL_CRITERION_NAMES,
-    WEIGHT_CRITERION_NAMES,
-)
+from models.names import GRANULARITIES, STEP_CRITERIA
 from models.prune._apply import _tp_groups, apply_plan, score_channels
 from models.prune._graph import (
     ChannelGroup,
@@ -51,13 +46,6 @@ __all__ = [
     "weight_step",
     "widths_of",
 ]
-
-
-_CRITERIA_OF = {
-    "channel": CRITERION_NAMES,
-    "kernel": KERNEL_CRITERION_NAMES,
-    "weight": WEIGHT_CRITERION_NAMES,
-}
 
 
 @dataclass(frozen=True)
@@ -88,7 +76,7 @@ class PruningStep:
             raise ModelsError(
                 f"unknown granularity {self.granularity!r}; choose {' or '.join(GRANULARITIES)}"
             )
-        known = _CRITERIA_OF[self.granularity]
+        known = STEP_CRITERIA[self.granularity]
         if self.criterion not in known:
             raise ModelsError(
                 f"criterion {self.criterion!r} cannot rank {self.granularity}s; choose one "
