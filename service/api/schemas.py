@@ -136,8 +136,8 @@ class JobPublic(BaseModel):
         None,
         description="The chosen pruned model once finished: trial, plan, macs, params, "
         "size_bytes, latency_ms, latency_p90_ms, latency_device, val_accuracy, "
-        "test_accuracy; with kernel steps in pruning.sequence also nonzero_params and "
-        "effective_macs.",
+        "test_accuracy; with kernel or weight steps in pruning.sequence also "
+        "nonzero_params and effective_macs.",
     )
     error: ErrorDetail | None = Field(None, description="Why the job failed.")
     detail: str | None = Field(
@@ -189,15 +189,16 @@ class TrialPublic(BaseModel):
     nonzero_params: int | None = Field(
         None,
         examples=[51200],
-        description="With kernel steps in pruning.sequence: parameters less the weights "
-        "of removed (all-zero) kernels; null for a dense candidate.",
+        description="With kernel or weight steps in pruning.sequence: parameters less the "
+        "weights of removed (all-zero) kernels and the zero recurrent weights; null for a "
+        "dense candidate.",
     )
     effective_macs: int | None = Field(
         None,
         examples=[12800000],
-        description="With kernel steps in pruning.sequence: MACs less those of removed "
-        "kernels, what a sparse-aware runtime would run (dense runtimes run `macs`); "
-        "null for a dense candidate.",
+        description="With kernel or weight steps in pruning.sequence: MACs less those of "
+        "removed kernels and zero recurrent weights, what a sparse-aware runtime would run "
+        "(dense runtimes run `macs`); null for a dense candidate.",
     )
     latency_ms: float | None = Field(None, examples=[0.63], description="Median latency.")
     latency_p90_ms: float | None = Field(None, examples=[0.71], description="p90 latency.")
