@@ -29,8 +29,9 @@ from typing import Any
 import torch
 from _machine import Interference, machine
 from _seed_common import BASE_EPOCHS, FASHION_ROOT, QUICK_BASE_EPOCHS, SHAPE, baselines
+from torch import nn
 
-from models.cost import measure_latency, measure_sparse_cost
+from models.cost import Latency, measure_latency, measure_sparse_cost
 from models.data import load_dataset
 from models.io import load_model
 from models.prune import (
@@ -46,7 +47,7 @@ __all__ = ["HYBRID_METHODS", "add_arguments", "markdown", "run", "run_method"]
 
 ARCH = "resnet20_cifar"
 LR = 0.01
-LATENCY_REPEATS = 50
+LATENCY_WARMUP, LATENCY_REPEATS = 20, 300
 
 HYBRID_METHODS: dict[str, list[tuple[str, str]]] = {
     "channel-l1": [("channel", "l1")],
@@ -84,6 +85,19 @@ def match_share(
     return best
 
 
+def _time(model: nn.Module) -> Latency:
+    """Time ``model`` at batch 1 on one thread (onnxruntime)."""
+    return measure_latency(model, SHAPE, threads=1, warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS)
+
+
+def _latency_record(latency: Latency) -> dict[str, float]:
+    return {
+        "latency_ms": latency.median_ms,
+        "latency_p10_ms": latency.p10_ms,
+        "latency_p90_ms": latency.p90_ms,
+    }
+
+
 def run_method(
     method: str,
     model: torch.nn.Module,
@@ -116,7 +130,7 @@ def run_method(
         fine_tune(pruned, data.train, epochs=epochs, lr=LR, seed=seed)
     cost = measure_sparse_cost(pruned, shape)
     wait()
-    latency = measure_latency(pruned, shape, threads=1, repeats=LATENCY_REPEATS)
+    latency = _time(pruned)
     return {
         "method": method,
         "seed": seed,
@@ -128,7 +142,7 @@ def run_method(
         "nonzero_params": cost.nonzero_params,
         "macs": cost.macs,
         "effective_macs": cost.effective_macs,
-        "latency_ms": latency.median_ms,
+        **_latency_record(latency),
         "kernels_removed": result.masks.removed(),
         "plan": dict(result.plan),
         "match_s": round(matched_s, 1),
@@ -184,7 +198,7 @@ def run(args: argparse.Namespace, wait: Callable[[], None]) -> dict[str, Any]:
             "test_accuracy": evaluate(model, data.test).top1,
             "params": base.params,
             "macs": base.macs,
-            "latency_ms": measure_latency(model, SHAPE, repeats=LATENCY_REPEATS).median_ms,
+            **_latency_record(_time(model)),
             "epochs": baseline.epochs,
         }
         target = round(args.keep * base.params)
@@ -232,6 +246,17 @@ def _mean_std(values: list[float], scale: float = 100.0) -> str:
     return f"{_mean(values) * scale:.2f} ± {statistics.stdev(values) * scale:.2f}"
 
 
+def _latency(runs: list[dict[str, Any]]) -> str:
+    """Return the runs' median latency and its p10–p90 (means over seeds; older reports
+    hold the median only)."""
+    text = f"{_mean([r['latency_ms'] for r in runs]):.3f}"
+    if all("latency_p10_ms" in r for r in runs):
+        low = _mean([r["latency_p10_ms"] for r in runs])
+        high = _mean([r["latency_p90_ms"] for r in runs])
+        text += f" ({low:.3f}–{high:.3f})"
+    return text
+
+
 def markdown(report: dict[str, Any]) -> str:
     """Return the report as markdown: one table per data set, means over seeds."""
     s, m = report["settings"], report["machine"]
@@ -247,7 +272,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{s['finetune_epochs']:g} epochs of fine-tuning (lr {s['lr']}, cosine, batch 64) "
         "with removed kernels held at zero.",
         "",
-        "Latency: onnxruntime, batch 1, one thread, median of 50 runs. **Dense runtimes "
+        f"Latency: onnxruntime, batch 1, one thread, {LATENCY_WARMUP} warm-up and "
+        f"{LATENCY_REPEATS} timed runs, median (p10–p90), mean over seeds. **Dense runtimes "
         "multiply zeroed kernels like any other weights**: kernel pruning lowers the "
         "non-zero parameters and the *effective* MACs (what a runtime skipping zero "
         "kernels would do), not the dense MACs or the measured latency, unless whole "
@@ -262,10 +288,10 @@ def markdown(report: dict[str, Any]) -> str:
             f"Unpruned ({bases[0]['epochs']} epochs of `inferprune train`): test "
             f"{_mean_std([b['test_accuracy'] for b in bases])} %, "
             f"{bases[0]['params'] / 1e3:.1f} K params, {bases[0]['macs'] / 1e6:.2f} M MACs, "
-            f"{_mean([b['latency_ms'] for b in bases]):.3f} ms.",
+            f"{_latency(bases)} ms.",
             "",
             "| method | share | test acc % | params K | non-zero K | dense MACs M "
-            "| effective MACs M | latency ms |",
+            "| effective MACs M | latency ms, median (p10–p90) |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for method in report["methods"]:
@@ -279,8 +305,10 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {_mean([r['nonzero_params'] for r in runs]) / 1e3:.1f} "
                 f"| {_mean([r['macs'] for r in runs]) / 1e6:.2f} "
                 f"| {_mean([r['effective_macs'] for r in runs]) / 1e6:.2f} "
-                f"| {_mean([r['latency_ms'] for r in runs]):.3f} |"
+                f"| {_latency(runs)} |"
             )
+    for note in report.get("notes", []):
+        lines += ["", note]
     lines += [
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, torch on {m['torch_threads']} thread; "
