@@ -206,3 +206,19 @@ def torch_state_dict_bytes(model: torch.nn.Module) -> bytes:
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     return buffer.getvalue()
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run ``inferprune ARGV`` in-process; return its exit status, stdout and stderr."""
+    from service.cli import main
+
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def write_json(tmp_path: Path, data: object, name: str = "seq.json") -> str:
+    """Write ``data`` as JSON to ``tmp_path / name``; return the path as a CLI argument."""
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return str(path)

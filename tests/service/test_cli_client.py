@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import main
 from service.client import Client
+from tests.service.conftest import run_cli
 from tests.service.test_client import BEST, JOB_ID, PNG, FakeServer, form_parts, job_public
 
 
@@ -27,19 +27,13 @@ def server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
     return fake
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    status = main(list(argv))
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
 def test_submit_builds_the_spec_from_flags_and_uploads_files(
     server: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     weights, data = tmp_path / "base.safetensors", tmp_path / "mine.npz"
     weights.write_bytes(b"weights")
     data.write_bytes(b"npz")
-    status, out, _ = run(
+    status, out, _ = run_cli(
         capsys,
         "submit",
         "--arch",
@@ -94,7 +88,7 @@ def test_submit_flags_override_the_spec_file(
             {"arch": "vgg11_cifar", "budget": {"flops": 0.3}, "search": {"trials": 50, "seed": 1}}
         )
     )
-    status, out, err = run(capsys, "submit", "--spec", str(spec_file), "--trials", "5")
+    status, out, err = run_cli(capsys, "submit", "--spec", str(spec_file), "--trials", "5")
     assert status == 0 and out == ""
     assert "a" * 32 in err and "status" in err and "--watch" in err
     sent = json.loads(form_parts(server.requests[-1])["spec"][1])
@@ -108,7 +102,7 @@ def test_submit_flags_override_the_spec_file(
 def test_submit_compute_epochs_lets_the_server_decide_the_trials(
     server: FakeServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, _, _ = run(
+    status, _, _ = run_cli(
         capsys, "submit", "--arch", "resnet20_cifar", "--flops", "0.25", "--compute-epochs", "20"
     )
     assert status == 0
@@ -119,7 +113,7 @@ def test_submit_compute_epochs_lets_the_server_decide_the_trials(
 def test_submit_without_a_model_is_a_one_line_error(
     server: FakeServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, out, err = run(capsys, "submit", "--flops", "0.5")
+    status, out, err = run_cli(capsys, "submit", "--flops", "0.5")
     assert status == 1 and out == "" and "--arch" in err
     assert server.requests == []
 
@@ -129,7 +123,7 @@ def test_submit_onnx_uploads_the_model_without_an_arch(
 ) -> None:
     model = tmp_path / "mine.onnx"
     model.write_bytes(b"onnx bytes")
-    status, _, _ = run(
+    status, _, _ = run_cli(
         capsys,
         "submit",
         "--onnx",
@@ -147,7 +141,7 @@ def test_submit_onnx_uploads_the_model_without_an_arch(
     sent = json.loads(parts["spec"][1])
     assert "arch" not in sent and sent["dataset"] == "digits"
     # the file is the whole model: an arch or weights beside it is a one-line error
-    status, out, err = run(capsys, "submit", "--onnx", str(model), "--arch", "resnet20_cifar")
+    status, out, err = run_cli(capsys, "submit", "--onnx", str(model), "--arch", "resnet20_cifar")
     assert status == 1 and out == "" and "--onnx is the whole model" in err
     assert len(server.requests) == 1
 
@@ -160,7 +154,7 @@ def test_submit_watch_follows_the_job_to_its_end(
         job_public("a" * 32, status="running", trials_done=2),
         job_public("a" * 32, status="succeeded", trials_done=4, best=BEST),
     ]
-    status, out, _ = run(
+    status, out, _ = run_cli(
         capsys, "submit", "--arch", "tiny_cnn", "--watch", "--interval", "0.001", "--json"
     )
     assert status == 0 and json.loads(out)["best"]["trial"] == 2
@@ -168,10 +162,10 @@ def test_submit_watch_follows_the_job_to_its_end(
 
 def test_status_prints_the_job(server: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
     server.jobs[JOB_ID] = job_public(status="running", trials_done=1)
-    status, out, _ = run(capsys, "status", JOB_ID, "--json")
+    status, out, _ = run_cli(capsys, "status", JOB_ID, "--json")
     assert status == 0 and json.loads(out)["progress"]["trials_done"] == 1
 
-    status, out, err = run(capsys, "status", JOB_ID)
+    status, out, err = run_cli(capsys, "status", JOB_ID)
     assert status == 0 and out == ""
     assert "running" in err and "1/4" in err and "resnet20_cifar" in err
 
@@ -181,7 +175,7 @@ def test_status_prints_the_job(server: FakeServer, capsys: pytest.CaptureFixture
         "detail": waiting
     }
     server.jobs[JOB_ID]["best"]["latency_device"] = "pi4"
-    status, out, err = run(capsys, "status", JOB_ID)
+    status, out, err = run_cli(capsys, "status", JOB_ID)
     assert status == 0 and waiting in " ".join(err.split()) and "2.50 ms on pi4" in err
 
 
@@ -193,7 +187,7 @@ def test_status_watch_exits_0_on_success(
         job_public(status="running", trials_done=3),
         job_public(status="succeeded", trials_done=4, best=BEST),
     ]
-    status, _, err = run(capsys, "status", JOB_ID, "--watch", "--interval", "0.001")
+    status, _, err = run_cli(capsys, "status", JOB_ID, "--watch", "--interval", "0.001")
     assert status == 0
     # Not a terminal: one line per change, then the final summary with the best model.
     assert "trials 1/4" in err and "trials 3/4" in err
@@ -205,19 +199,19 @@ def test_status_watch_exits_1_and_shows_why_a_job_failed(
 ) -> None:
     reason = {"code": "no_feasible_trial", "message": "none of the 4 trials met the budget"}
     server.script = [job_public(status="failed", error=reason)]
-    status, _, err = run(capsys, "status", JOB_ID, "--watch", "--interval", "0.001")
+    status, _, err = run_cli(capsys, "status", JOB_ID, "--watch", "--interval", "0.001")
     assert status == 1
     assert "no_feasible_trial" in err and "met the budget" in err
 
     server.script = [job_public(status="cancelled")]
-    status, out, _ = run(capsys, "status", JOB_ID, "--watch", "--json")
+    status, out, _ = run_cli(capsys, "status", JOB_ID, "--watch", "--json")
     assert status == 1 and json.loads(out)["status"] == "cancelled"
 
 
 def test_an_unknown_job_is_a_one_line_error(
     server: FakeServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, out, err = run(capsys, "status", "nope")
+    status, out, err = run_cli(capsys, "status", "nope")
     assert status == 1 and out == "" and "no job nope" in err
 
 
@@ -227,19 +221,19 @@ def test_pareto_lists_the_front_marks_the_choice_and_saves_the_plot(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    status, out, err = run(capsys, "pareto", JOB_ID)
+    status, out, err = run_cli(capsys, "pareto", JOB_ID)
     assert status == 0 and out == ""
     assert "chosen" in err and "93.00%" in err and "20.00M" in err
     assert not list(tmp_path.iterdir())
 
     png = tmp_path / "front.png"
-    status, out, _ = run(capsys, "pareto", JOB_ID, "--png", str(png), "--json")
+    status, out, _ = run_cli(capsys, "pareto", JOB_ID, "--png", str(png), "--json")
     assert status == 0 and png.read_bytes() == PNG
     body = json.loads(out)
     assert body["best_trial"] == 2 and body["png"] == str(png)
 
     monkeypatch.chdir(tmp_path)
-    status, _, err = run(capsys, "pareto", JOB_ID, "--png")
+    status, _, err = run_cli(capsys, "pareto", JOB_ID, "--png")
     assert status == 0 and (tmp_path / f"pareto-{JOB_ID[:8]}.png").read_bytes() == PNG
     assert f"pareto-{JOB_ID[:8]}.png" in err
 
@@ -251,7 +245,7 @@ def test_download_writes_the_model(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out_file = tmp_path / "pruned.onnx"
-    status, out, _ = run(
+    status, out, _ = run_cli(
         capsys,
         "download",
         JOB_ID,
@@ -274,29 +268,29 @@ def test_download_writes_the_model(
     assert dict(server.requests[-1].url.params) == {"format": "onnx", "trial": "3"}
 
     monkeypatch.chdir(tmp_path)
-    status, _, err = run(capsys, "download", JOB_ID, "--format", "torchscript")
+    status, _, err = run_cli(capsys, "download", JOB_ID, "--format", "torchscript")
     assert status == 0 and (tmp_path / f"{JOB_ID[:8]}.pt").exists()
     assert f"{JOB_ID[:8]}.pt" in err
 
 
 def test_cancel_reports_the_request(server: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, _ = run(capsys, "cancel", JOB_ID, "--json")
+    status, out, _ = run_cli(capsys, "cancel", JOB_ID, "--json")
     assert status == 0 and json.loads(out)["cancel_requested"] is True
     assert server.requests[-1].method == "POST"
     assert server.requests[-1].url.path == f"/v1/jobs/{JOB_ID}/cancel"
 
-    status, _, err = run(capsys, "cancel", JOB_ID)
+    status, _, err = run_cli(capsys, "cancel", JOB_ID)
     assert status == 0 and "cancel requested" in err
 
 
 def test_jobs_lists_newest_first(server: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
     newer = "b" * 32
     server.jobs[newer] = job_public(newer, status="succeeded", trials_done=4, best=BEST)
-    status, out, _ = run(capsys, "jobs", "--limit", "10", "--json")
+    status, out, _ = run_cli(capsys, "jobs", "--limit", "10", "--json")
     assert status == 0
     assert [j["id"] for j in json.loads(out)["items"]] == [newer, JOB_ID]
 
-    status, out, err = run(capsys, "jobs", "--limit", "1")
+    status, out, err = run_cli(capsys, "jobs", "--limit", "1")
     assert status == 0 and out == ""
     assert newer in err and JOB_ID not in err and "--offset 1" in err
 
@@ -304,7 +298,7 @@ def test_jobs_lists_newest_first(server: FakeServer, capsys: pytest.CaptureFixtu
 def test_an_unreachable_server_is_a_one_line_error(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    status, out, err = run(
+    status, out, err = run_cli(
         capsys,
         "jobs",
         "--server",
@@ -321,7 +315,7 @@ def test_an_unreachable_server_is_a_one_line_error(
 def test_devices_lists_the_tenants_target_devices(
     server: FakeServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, out, err = run(capsys, "devices")
+    status, out, err = run_cli(capsys, "devices")
     assert status == 0 and "no devices yet" in err and "inferprune agent" in err
     server.devices.append(
         {
@@ -335,11 +329,11 @@ def test_devices_lists_the_tenants_target_devices(
             "measured": 40,
         }
     )
-    status, out, err = run(capsys, "devices")
+    status, out, err = run_cli(capsys, "devices")
     assert status == 0
     row = next(line for line in err.splitlines() if "pi4" in line)
     cells = [cell.strip() for cell in row.strip("│ ").split("│")]
     assert cells[0] == "pi4" and cells[1] == "2" and cells[-3:] == ["3", "1", "40"]
     assert "Cortex" in err
-    status, out, _ = run(capsys, "devices", "--json")
+    status, out, _ = run_cli(capsys, "devices", "--json")
     assert status == 0 and json.loads(out)["items"][0]["name"] == "pi4"

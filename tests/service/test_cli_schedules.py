@@ -10,15 +10,10 @@ import pytest
 from models.io import load_pruned
 from service.cli import build_parser, main
 from service.cli._submit import build_spec
+from tests.service.conftest import run_cli
 
 APPLY = ["apply", "--arch", "tiny_cnn", "--input-shape", "3,16,16", "--ratio", "0.5"]
 DATA = ["--dataset", "synthetic", "--finetune-epochs", "1"]
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    status = main(list(argv))
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def test_apply_iterative_switches_criteria_and_ends_at_the_plan(
@@ -26,7 +21,7 @@ def test_apply_iterative_switches_criteria_and_ends_at_the_plan(
 ) -> None:
     out = tmp_path / "p.safetensors"
     schedule = ["--schedule", "iterative", "--schedule-steps", "2", "--criteria", "taylor,fpgm"]
-    status, stdout, err = run(capsys, *APPLY, *DATA, *schedule, "-o", str(out), "--json")
+    status, stdout, err = run_cli(capsys, *APPLY, *DATA, *schedule, "-o", str(out), "--json")
     assert status == 0, err
     result = json.loads(stdout)
     assert result["schedule"]["name"] == "iterative"
@@ -39,7 +34,7 @@ def test_apply_iterative_switches_criteria_and_ends_at_the_plan(
 def test_apply_without_a_schedule_is_one_shot(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, stdout, _ = run(capsys, *APPLY, "-o", str(tmp_path / "p.safetensors"), "--json")
+    status, stdout, _ = run_cli(capsys, *APPLY, "-o", str(tmp_path / "p.safetensors"), "--json")
     assert status == 0 and json.loads(stdout)["schedule"] == {"name": "one_shot"}
 
 
@@ -56,7 +51,7 @@ def test_apply_without_a_schedule_is_one_shot(
 def test_apply_schedule_errors_name_the_flag(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], says: str
 ) -> None:
-    status, _, err = run(capsys, *APPLY, *argv, "-o", str(tmp_path / "p.safetensors"))
+    status, _, err = run_cli(capsys, *APPLY, *argv, "-o", str(tmp_path / "p.safetensors"))
     assert status == 1 and says in err
     assert "pruning." not in err and "budget." not in err  # flags, not spec fields
 
@@ -82,7 +77,7 @@ def test_prune_delivers_the_plan_along_the_schedule(
         "--flops", "0.5", "--steps-per-trial", "2", "--final-epochs", "1", "--round-to", "4",
         "--trials", "2", "--schedule", "agp", "--schedule-steps", "3", "--out", str(out),
     ]  # fmt: skip
-    status, _, err = run(capsys, *argv, "--json")
+    status, _, err = run_cli(capsys, *argv, "--json")
     assert status == 0, err
     report = json.loads((out / "report.json").read_text())
     assert report["best"]["schedule"]["name"] == "agp"
@@ -97,9 +92,9 @@ def test_prune_schedule_errors_name_the_flag(
         "prune", "--arch", "tiny_cnn", "--dataset", "synthetic", "--flops", "0.5",
         "--trials", "2", "--out", str(tmp_path / "out"),
     ]  # fmt: skip
-    status, _, err = run(capsys, *argv, "--schedule", "iterative", "--compute-epochs", "4")
+    status, _, err = run_cli(capsys, *argv, "--schedule", "iterative", "--compute-epochs", "4")
     assert status == 1 and "--schedule iterative" in err and "--compute-epochs" in err
-    status, _, err = run(capsys, *argv, "--criteria", "taylor,fpgm")
+    status, _, err = run_cli(capsys, *argv, "--criteria", "taylor,fpgm")
     assert status == 1 and "--criteria" in err and "pruning.criteria" not in err
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from models.io import export_onnx, load_pruned
-from service.cli import main
+from tests.service.conftest import run_cli, write_json
 
 APPLY = ["apply", "--arch", "tiny_cnn", "--input-shape", "3,16,16"]
 HYBRID = [
@@ -17,26 +17,16 @@ HYBRID = [
 ]
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    status = main(list(argv))
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def _write(tmp_path: Path, data: object) -> str:
-    path = tmp_path / "seq.json"
-    path.write_text(json.dumps(data))
-    return str(path)
-
-
 def test_apply_sequence_prunes_channels_then_kernels_and_keeps_them_through_a_fine_tune(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "p.safetensors"
-    seq = _write(tmp_path, HYBRID)
+    seq = write_json(tmp_path, HYBRID)
     data = ["--dataset", "synthetic", "--finetune-epochs", "1"]
 
-    status, stdout, err = run(capsys, *APPLY, "--sequence", seq, *data, "-o", str(out), "--json")
+    status, stdout, err = run_cli(
+        capsys, *APPLY, "--sequence", seq, *data, "-o", str(out), "--json"
+    )
 
     assert status == 0, err
     result = json.loads(stdout)
@@ -56,9 +46,9 @@ def test_apply_ratio_with_a_sequence_runs_only_its_kernel_steps(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "p.safetensors"
-    seq = _write(tmp_path, {"sequence": HYBRID})
+    seq = write_json(tmp_path, {"sequence": HYBRID})
 
-    status, _, err = run(capsys, *APPLY, "--ratio", "0.25", "--sequence", seq, "-o", str(out))
+    status, _, err = run_cli(capsys, *APPLY, "--ratio", "0.25", "--sequence", seq, "-o", str(out))
 
     assert status == 0, err
     model, info = load_pruned(out)
@@ -84,9 +74,9 @@ def test_apply_ratio_with_a_sequence_runs_only_its_kernel_steps(
 def test_bad_sequences_are_refused_naming_the_flag_and_the_step(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], sequence: object, says: str
 ) -> None:
-    seq = _write(tmp_path, sequence)
+    seq = write_json(tmp_path, sequence)
 
-    status, _, err = run(capsys, *APPLY, "--sequence", seq, "-o", str(tmp_path / "p.st"))
+    status, _, err = run_cli(capsys, *APPLY, "--sequence", seq, "-o", str(tmp_path / "p.st"))
 
     text = " ".join(err.split())  # the console wraps long lines
     assert status == 1
@@ -96,7 +86,7 @@ def test_bad_sequences_are_refused_naming_the_flag_and_the_step(
 def test_apply_needs_a_plan_a_ratio_or_a_sequence(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, _, err = run(capsys, *APPLY, "-o", str(tmp_path / "p.st"))
+    status, _, err = run_cli(capsys, *APPLY, "-o", str(tmp_path / "p.st"))
 
     assert status == 1 and "--plan, --ratio or --sequence" in err
 
@@ -122,9 +112,9 @@ PRUNE = [
 def test_prune_sequence_searches_widths_and_kernel_prunes_every_candidate(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seq = _write(tmp_path, [{"granularity": "kernel", "criterion": "l1", "amount": 0.5}])
+    seq = write_json(tmp_path, [{"granularity": "kernel", "criterion": "l1", "amount": 0.5}])
 
-    status, stdout, err = run(
+    status, stdout, err = run_cli(
         capsys, *PRUNE, "--sequence", seq, "--out", str(tmp_path / "out"), "--json"
     )
 
@@ -140,9 +130,9 @@ def test_prune_sequence_searches_widths_and_kernel_prunes_every_candidate(
 def test_prune_refuses_a_sequence_a_search_cannot_run_naming_the_flag(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seq = _write(tmp_path, [HYBRID[0]])  # channel steps alone: the search does that
+    seq = write_json(tmp_path, [HYBRID[0]])  # channel steps alone: the search does that
 
-    status, _, err = run(capsys, *PRUNE, "--sequence", seq, "--out", str(tmp_path / "out"))
+    status, _, err = run_cli(capsys, *PRUNE, "--sequence", seq, "--out", str(tmp_path / "out"))
 
     text = " ".join(err.split())
     assert status == 1 and "--sequence" in text and "add a kernel step" in text
@@ -154,7 +144,7 @@ def test_submit_sequence_puts_the_file_s_steps_in_the_job_spec(tmp_path: Path) -
     from service.cli._submit import build_spec
 
     kernel = {"granularity": "kernel", "criterion": "l1", "amount": 0.5}
-    seq = _write(tmp_path, {"sequence": [kernel]})
+    seq = write_json(tmp_path, {"sequence": [kernel]})
     args = build_parser().parse_args(["submit", "--arch", "tiny_cnn", "--sequence", seq])
 
     assert build_spec(args)["pruning"]["sequence"] == [kernel]

@@ -13,23 +13,11 @@ import pytest
 import torch
 
 from models.io import export_onnx, load_pruned
-from service.cli import main
+from tests.service.conftest import run_cli, write_json
 
 APPLY = ["apply", "--arch", "lstm_classifier_1x32", "--input-shape", "8,8"]
 WEIGHT = {"granularity": "weight", "criterion": "l1", "amount": 0.75}
 RECURRENT = ("weight_ih_l0", "weight_hh_l0")
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    status = main(list(argv))
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def _write(tmp_path: Path, data: object) -> str:
-    path = tmp_path / "seq.json"
-    path.write_text(json.dumps(data))
-    return str(path)
 
 
 def _zero_shares(model: torch.nn.Module) -> list[float]:
@@ -42,9 +30,9 @@ def test_apply_a_weight_step_at_once_shows_the_sparse_counts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "w.safetensors"
-    seq = _write(tmp_path, [WEIGHT])
+    seq = write_json(tmp_path, [WEIGHT])
 
-    status, _, err = run(capsys, *APPLY, "--sequence", seq, "-o", str(out))
+    status, _, err = run_cli(capsys, *APPLY, "--sequence", seq, "-o", str(out))
 
     assert status == 0, err
     assert "non-zero params" in err and "effective MACs" in err
@@ -57,10 +45,10 @@ def test_apply_plan_then_a_gradual_weight_step_round_trips_and_exports(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "w.safetensors"
-    seq = _write(tmp_path, [WEIGHT])
+    seq = write_json(tmp_path, [WEIGHT])
     data = ["--dataset", "digits_seq", "--finetune-epochs", "1"]
 
-    status, stdout, err = run(
+    status, stdout, err = run_cli(
         capsys, *APPLY, "--ratio", "0.5", "--sequence", seq, *data, "-o", str(out), "--json"
     )
 
@@ -86,10 +74,10 @@ def test_apply_refuses_a_channel_step_after_a_gradual_weight_step(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     channel = {"granularity": "channel", "criterion": "l1", "amount": 0.5}
-    seq = _write(tmp_path, [WEIGHT, channel])
+    seq = write_json(tmp_path, [WEIGHT, channel])
     data = ["--dataset", "digits_seq", "--finetune-epochs", "1"]
 
-    status, _, err = run(capsys, *APPLY, "--sequence", seq, *data, "-o", str(tmp_path / "x"))
+    status, _, err = run_cli(capsys, *APPLY, "--sequence", seq, *data, "-o", str(tmp_path / "x"))
 
     assert status == 1 and "must come last" in " ".join(err.split())
 
@@ -97,11 +85,11 @@ def test_apply_refuses_a_channel_step_after_a_gradual_weight_step(
 def test_weight_steps_are_refused_for_an_image_model_naming_kernel_steps(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seq = _write(tmp_path, [WEIGHT])
+    seq = write_json(tmp_path, [WEIGHT])
     argv = ["apply", "--arch", "tiny_cnn", "--input-shape", "3,16,16", "--sequence", seq]
 
     for tuned in ([], ["--dataset", "synthetic", "--finetune-epochs", "1"]):
-        status, _, err = run(capsys, *argv, *tuned, "-o", str(tmp_path / "x.safetensors"))
+        status, _, err = run_cli(capsys, *argv, *tuned, "-o", str(tmp_path / "x.safetensors"))
 
         assert status == 1 and "LSTM/GRU" in err and "kernel steps" in err, err
 
@@ -125,9 +113,9 @@ PRUNE = [
 def test_prune_sequence_weight_prunes_every_candidate_of_an_lstm(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seq = _write(tmp_path, [WEIGHT])
+    seq = write_json(tmp_path, [WEIGHT])
 
-    status, stdout, err = run(
+    status, stdout, err = run_cli(
         capsys, *PRUNE, "--sequence", seq, "--out", str(tmp_path / "out"), "--json"
     )
 
