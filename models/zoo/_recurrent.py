@@ -4,14 +4,17 @@ Each recurrent layer is its own single-layer ``nn.LSTM``/``nn.GRU`` (batch_first
 ``layers``, not one ``num_layers=k`` module: a multi-layer torch RNN forces every layer
 to one hidden size, while pruning gives each layer its own width.
 
-The registered names fix depth and width: ``lstm_classifier`` and ``gru_classifier`` are
-2 layers of 64 hidden units; ``<cell>_classifier_<layers>x<hidden>`` variants give 1x32
-and 3x128. Another depth, width or a mean-over-time readout is one :func:`register` call
-with :class:`RecurrentClassifier` away (e.g. from a plugin package).
+``lstm_classifier`` and ``gru_classifier`` are 2 layers of 64 hidden units; any depth
+from 1 to :data:`MAX_LAYERS` and width from 1 to :data:`MAX_HIDDEN` is named
+``<cell>_classifier_<layers>x<hidden>`` (``lstm_classifier_3x128``, ``gru_classifier_1x100``):
+``_1x32`` and ``_3x128`` are listed, the others resolved when first named. A
+mean-over-time readout is one :func:`register` call with :class:`RecurrentClassifier`
+away (e.g. from a plugin package).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Literal
 
@@ -19,9 +22,14 @@ import torch
 from torch import nn
 
 from models.errors import ModelsError
-from models.zoo._registry import Architecture, Builder, InputShape, register
+from models.zoo._registry import Architecture, Builder, InputShape, register, register_resolver
 
-__all__ = ["CELLS", "READOUTS", "RecurrentClassifier"]
+__all__ = ["CELLS", "MAX_HIDDEN", "MAX_LAYERS", "READOUTS", "RecurrentClassifier"]
+
+MAX_LAYERS = 3
+"""The deepest stack a ``<cell>_classifier_<layers>x<hidden>`` name may ask for."""
+MAX_HIDDEN = 4096
+"""The widest layer such a name may ask for."""
 
 Cell = Literal["lstm", "gru"]
 Readout = Literal["last", "mean"]
@@ -87,16 +95,35 @@ def _builder(cell: Cell, layers: int, hidden: int) -> Builder:
     return build
 
 
-for _cell in ("lstm", "gru"):
-    for _layers, _hidden, _suffix in ((2, 64, ""), (1, 32, "_1x32"), (3, 128, "_3x128")):
-        _name = f"{_cell}_classifier{_suffix}"
-        register(
-            Architecture(
-                name=_name,
-                build=_builder(_cell, _layers, _hidden),
-                family="recurrent",
-                default_input_shape=(8, 8),
-                default_num_classes=10,
-                input_rank=2,
-            )
-        )
+def _architecture(name: str, cell: Cell, layers: int, hidden: int) -> Architecture:
+    return Architecture(
+        name=name,
+        build=_builder(cell, layers, hidden),
+        family="recurrent",
+        default_input_shape=(8, 8),
+        default_num_classes=10,
+        input_rank=2,
+    )
+
+
+_SIZED = re.compile(r"(lstm|gru)_classifier_(\d+)x(\d+)")
+
+
+def _resolve(name: str) -> Architecture | None:
+    """Return the architecture ``<cell>_classifier_<layers>x<hidden>`` names, within
+    :data:`MAX_LAYERS` and :data:`MAX_HIDDEN`, else None."""
+    match = _SIZED.fullmatch(name)
+    if match is None:
+        return None
+    cell, layers, hidden = match.group(1), int(match.group(2)), int(match.group(3))
+    if not (1 <= layers <= MAX_LAYERS and 1 <= hidden <= MAX_HIDDEN):
+        return None
+    return _architecture(name, "lstm" if cell == "lstm" else "gru", layers, hidden)
+
+
+_LISTED_CELLS: tuple[Cell, ...] = ("lstm", "gru")
+for _cell in _LISTED_CELLS:
+    register(_architecture(f"{_cell}_classifier", _cell, 2, 64))
+    for _layers, _hidden in ((1, 32), (3, 128)):
+        register(_architecture(f"{_cell}_classifier_{_layers}x{_hidden}", _cell, _layers, _hidden))
+register_resolver(_resolve)

@@ -54,6 +54,11 @@ class Architecture:
 _REGISTRY: dict[str, Architecture] = {}
 _plugins_loaded = False
 
+Resolver = Callable[[str], "Architecture | None"]
+"""``resolver(name)`` → the architecture a parametrized name stands for, or None."""
+
+_RESOLVERS: list[Resolver] = []
+
 
 def register(arch: Architecture) -> Architecture:
     """Add ``arch`` to the zoo and return it.
@@ -93,13 +98,26 @@ def _load_plugins() -> None:
             )
 
 
+def register_resolver(resolver: Resolver) -> Resolver:
+    """Let :func:`get_architecture` resolve a family of parametrized names (such as
+    ``lstm_classifier_2x100``) that cannot all be registered; return ``resolver``."""
+    _RESOLVERS.append(resolver)
+    return resolver
+
+
 def get_architecture(name: str) -> Architecture:
-    """Return the zoo entry called ``name``.
+    """Return the zoo entry called ``name``: a registered one, or one a resolver builds
+    for a parametrized name (registered on first use).
 
     Raises:
         UnknownArchitectureError: no such name; the error lists the closest names.
     """
     _load_plugins()
+    if name not in _REGISTRY:
+        for resolver in _RESOLVERS:
+            found = resolver(name)
+            if found is not None:
+                return register(found)
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -36,6 +36,19 @@ def test_the_registered_depths_and_widths() -> None:
     assert widths("lstm_classifier") == [64, 64]
     assert widths("lstm_classifier_1x32") == [32]
     assert widths("gru_classifier_3x128") == [128, 128, 128]
+    assert widths("lstm_classifier_2x100") == [100, 100]  # any depth 1-3, width 1-4096
+    assert widths("gru_classifier_3x7") == [7, 7, 7]
+    assert get_architecture("gru_classifier_3x7").input_rank == 2
+
+
+@pytest.mark.parametrize(
+    "name", ["lstm_classifier_4x64", "gru_classifier_2x0", "gru_classifier_2x5000"]
+)
+def test_a_sized_name_outside_the_limits_is_unknown(name: str) -> None:
+    from models.errors import UnknownArchitectureError
+
+    with pytest.raises(UnknownArchitectureError, match=f"unknown architecture .{name}."):
+        get_architecture(name)
 
 
 def test_mean_readout_differs_from_last_step() -> None:
