@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import search.latency_table
-from models.cost import Latency, measure_latency, measure_onnx_latency
+from models.cost import Latency, measure_cost, measure_latency, measure_onnx_latency
 from models.io import onnx_model_bytes
 from search import (
     LatencyMeter,
@@ -158,33 +158,80 @@ def test_a_table_search_projects_onto_the_latency_budget_and_confirms_the_delive
     assert within or any("over budget.latency_ms" in w for w in conclusion.warnings)
 
 
-@pytest.mark.slow
+@dataclass
+class SyntheticDevice:
+    """A device whose latency is a function of the model alone, so the narrowing logic is
+    tested without timing anything: ``ms_per_mac`` × MACs, or ``slow_ms`` for the
+    parameter counts listed in ``slow_params`` (the plans the search tried)."""
+
+    ms_per_mac: float
+    slow_ms: float
+    slow_params: frozenset[int]
+    where: str = "bench"
+    channel_block: int | None = None
+
+    def ms(self, model: nn.Module) -> float:
+        params = sum(p.numel() for p in model.parameters())
+        if params in self.slow_params:
+            return self.slow_ms
+        return self.ms_per_mac * measure_cost(model, (3, 16, 16)).macs
+
+    def measure(self, model: nn.Module, onnx_bytes: bytes | None = None) -> Latency:
+        ms = self.ms(model)
+        return Latency(ms, ms, ms, ms, ms, "onnxruntime", 1, 1, 1, 0, device=self.where)
+
+    def measure_onnx(self, models: Sequence[bytes]) -> list[Latency]:
+        raise AssertionError("the narrowing measures whole models only")
+
+
+@dataclass(frozen=True)
+class MacsTable:
+    """A layer table whose prediction is ``ms_per_mac`` × the plan's analytic MACs."""
+
+    problem: Any
+    ms_per_mac: float
+
+    def predict(self, plan: Any) -> float:
+        return self.ms_per_mac * self.problem.cost.predict(plan).macs
+
+
 def test_a_delivery_the_table_underestimated_is_narrowed_until_it_measures_within(
     trained_weights: bytes,
 ) -> None:
-    probe = load_problem(tiny_spec(), weights=trained_weights)
-    unpruned = probe.measure_latency(probe.model).median_ms
-    limit = 0.8 * unpruned
     spec = tiny_spec(
-        budget={"flops": None, "latency_ms": limit},
-        latency={"predictor": "table", "repeats": 20, "warmup": 3},
+        budget={"flops": None, "latency_ms": 1.0},
+        latency={"predictor": "table", "repeats": 3, "warmup": 1},
         search={"trials": 3, "seed": 0},
     )
-    meters: list[CountingMeter] = []
-
-    def make(settings: LatencySettings, shape: Any, device: torch.device) -> LatencyMeter:
-        meters.append(CountingMeter(LocalMeter(settings, shape, device)))
-        return meters[-1]
-
-    problem = load_problem(spec, weights=trained_weights, meter_factory=make)
+    problem = load_problem(spec, weights=trained_weights)
     study = open_study(problem, optuna.storages.InMemoryStorage())
     run_search(problem, study, trials=3)
     trials = study.get_trials(deepcopy=False)
-    # the device turns out twice as slow as its table says for every candidate searched
-    meters[0].slow_from_params = min(
-        t.user_attrs["params"] for t in trials if "params" in t.user_attrs
+    # on the device every plan the search tried is twice over budget, the table's
+    # predictions say they fit, and anything narrower runs at 1 ms per unpruned model
+    limit = 0.8
+    per_mac = 1.0 / problem.baseline.cost.macs
+    device = SyntheticDevice(
+        per_mac,
+        2 * limit,
+        frozenset(t.user_attrs["params"] for t in trials if "params" in t.user_attrs),
     )
+    budget = replace(problem.budget, max_latency_ms=limit)
+    spec_at_limit = spec.model_copy(
+        update={"budget": spec.budget.model_copy(update={"latency_ms": limit})}
+    )
+    problem = replace(
+        problem,
+        spec=spec_at_limit,
+        budget=budget,
+        latency_meter=device,
+        latency_table=MacsTable(problem, 0.5 * per_mac),  # underestimates by half
+    )
+    for trial in trials:  # what the table said at search time
+        trial.user_attrs["latency_ms"] = 0.5 * limit
+
     conclusion = conclude_search(problem, trials, storage="memory", study_name="s")
+
     assert conclusion.status == "succeeded"
     checks = conclusion.report["latency_check"]["delivered"]
     assert any(c.get("reshaped") for c in checks)
