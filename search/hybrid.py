@@ -11,7 +11,7 @@ built, for the trials as for the final fine-tune (only ``inferprune apply`` with
 fine-tune ramps it along AGP). Their removed kernels and weights are zeros of their
 weights (:func:`models.prune.zeroed_kernel_masks` and
 :func:`models.prune.zeroed_recurrent_masks` read them back), so a candidate's rung
-checkpoint carries its masks with its weights; :func:`kernels_held` keeps the zeros
+checkpoint carries its masks with its weights; :func:`zeros_held` keeps the zeros
 while it trains.
 """
 
@@ -44,11 +44,11 @@ __all__ = [
     "has_kernel_steps",
     "has_sparse_steps",
     "has_weight_steps",
-    "kernels_held",
     "kernels_removed",
     "measure_candidate_cost",
     "prune_hybrid",
     "sparse_record",
+    "zeros_held",
 ]
 
 
@@ -82,7 +82,7 @@ def _held(model: nn.Module, kernels: bool, weights: bool) -> Iterator[nn.Module]
         yield model
 
 
-def kernels_held(
+def zeros_held(
     model: nn.Module, sequence: Sequence[_Step] | None
 ) -> contextlib.AbstractContextManager[nn.Module]:
     """Return a context that keeps ``model``'s removed kernels and recurrent weights at

@@ -23,7 +23,7 @@ from torch import nn
 from models.prune import Plan
 from models.train import evaluate, fine_tune, recalibrate_batchnorm
 from search.checkpoints import CheckpointStore, Lineage, MemoryCheckpoints, restore_candidate
-from search.hybrid import kernels_held, measure_candidate_cost, sparse_record
+from search.hybrid import measure_candidate_cost, sparse_record, zeros_held
 from search.problem import PruningProblem, build_candidate
 from search.promotion import is_promotable, is_reference, rung_entries
 from search.rungs import train_rungs
@@ -328,7 +328,7 @@ def run_trial(
             return finish(skipped, proxy, None, None), None
     else:
         if finetune.steps_per_trial or finetune.epochs_per_trial > 0:
-            with kernels_held(model, spec.pruning.sequence):
+            with zeros_held(model, spec.pruning.sequence):
                 trained = fine_tune(
                     model,
                     problem.data.train,

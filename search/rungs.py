@@ -27,7 +27,7 @@ from models.prune import Plan
 from models.train import OptimizerCarry, TrainProgress, evaluate, fine_tune, steps_per_epoch
 from search.checkpoints import CheckpointStore, Lineage, save_candidate
 from search.fidelity import FidelityPlan
-from search.hybrid import kernels_held
+from search.hybrid import zeros_held
 from search.problem import PruningProblem
 from search.promotion import affordable
 
@@ -101,7 +101,7 @@ def train_segment(
     finetune = problem.spec.finetune
     if steps <= 0:
         return
-    with kernels_held(model, problem.spec.pruning.sequence):
+    with zeros_held(model, problem.spec.pruning.sequence):
         fine_tune(
             model,
             problem.data.train,

@@ -20,10 +20,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
-
-from service.cli._console import console, human_bytes, human_count, progress_bar
-from service.cli._job_view import follow_job, print_pareto
+from service.cli._console import console, progress_bar
+from service.cli._job_view import comparison_table, follow_job, print_pareto
 from service.errors import ServiceError
 
 if TYPE_CHECKING:
@@ -161,36 +159,6 @@ def _onnx_accuracy(path: Path) -> tuple[float, int]:
     return correct / total, total
 
 
-def _comparison(job: dict[str, Any]) -> Table:
-    base, best = job["baseline"], job["best"]
-    table = Table(title=f"unpruned vs pruned (trial {best['trial']})")
-    table.add_column("")
-    table.add_column("unpruned", justify="right")
-    table.add_column("pruned", justify="right")
-    table.add_column("pruned / unpruned", justify="right")
-    rows = (
-        ("MACs (batch 1)", "macs", human_count),
-        ("parameters", "params", human_count),
-        ("size", "size_bytes", human_bytes),
-        ("latency, median (onnxruntime, 1 thread)", "latency_ms", lambda v: f"{v:.3f} ms"),
-    )
-    for name, key, fmt in rows:
-        a, b = base.get(key), best.get(key)
-        if a and b:
-            table.add_row(name, fmt(a), fmt(b), f"{b / a:.1%}")
-    if best.get("search_val_accuracy") is not None:
-        table.add_row("search-time val accuracy", "", f"{best['search_val_accuracy']:.2%}", "")
-    for name, key in (("val accuracy", "val_accuracy"), ("test accuracy", "test_accuracy")):
-        if base.get(key) is not None and best.get(key) is not None:
-            table.add_row(
-                f"final {name}",
-                f"{base[key]:.2%}",
-                f"{best[key]:.2%}",
-                f"{best[key] - base[key]:+.2%}",
-            )
-    return table
-
-
 def _log_tail(path: Path, lines: int = 15) -> str:
     """Return the end of the server's log (its folder is about to be removed)."""
     try:
@@ -261,7 +229,9 @@ def _run_in(data_dir: Path, out: Path, args: argparse.Namespace) -> int:
                 "model's: as trained)"
             )
             print_pareto(client.pareto(job["id"]), job["id"], final)
-            console.print(_comparison(final))
+            trial = final["best"]["trial"]
+            title = f"unpruned vs pruned (trial {trial})"
+            console.print(comparison_table(final["baseline"], final["best"], title))
             onnx = client.download(job["id"], out / "model.onnx", format="onnx")
             (out / "pareto.png").write_bytes(client.pareto_png(job["id"]))
             (out / "job.json").write_text(json.dumps(final, indent=2))

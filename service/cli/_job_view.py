@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rich.markup import escape
 from rich.table import Table
 
-from service.cli._console import console, duration, human_count, macs_text
+from service.cli._console import console, duration, human_bytes, human_count, macs_text
 
 if TYPE_CHECKING:
     from service.client import Client
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "best_text",
     "budget_text",
+    "comparison_table",
     "duration",
     "follow_job",
     "is_final",
@@ -295,3 +296,33 @@ def styled(status: str) -> str:
 def timestamp(value: Any) -> str:
     text = str(value or "")
     return text.replace("T", " ")[:19] if text else "—"
+
+
+def comparison_table(base: dict[str, Any], best: dict[str, Any], title: str) -> Table:
+    """Return the delivered model beside the unpruned one: costs with their ratio (and,
+    after kernel or weight steps, effective MACs and non-zero parameters against the
+    dense ones), the search-time accuracy, and final accuracies with their change."""
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column("unpruned", justify="right")
+    table.add_column("pruned", justify="right")
+    table.add_column("pruned / unpruned", justify="right")
+    rows = (
+        ("MACs (batch 1)", "macs", "macs", human_count),
+        ("effective MACs", "macs", "effective_macs", human_count),
+        ("parameters", "params", "params", human_count),
+        ("non-zero parameters", "params", "nonzero_params", human_count),
+        ("size", "size_bytes", "size_bytes", human_bytes),
+        ("latency, median", "latency_ms", "latency_ms", lambda v: f"{v:.3f} ms"),
+    )
+    for name, base_key, key, fmt in rows:
+        a, b = base.get(base_key), best.get(key)
+        if a and b is not None:
+            table.add_row(name, fmt(a), fmt(b), f"{b / a:.1%}")
+    if best.get("search_val_accuracy") is not None:
+        table.add_row("search-time val accuracy", "", f"{best['search_val_accuracy']:.2%}", "")
+    for name, key in (("val accuracy", "val_accuracy"), ("test accuracy", "test_accuracy")):
+        if base.get(key) is not None and best.get(key) is not None:
+            change = f"{best[key] - base[key]:+.2%}"
+            table.add_row(f"final {name}", f"{base[key]:.2%}", f"{best[key]:.2%}", change)
+    return table

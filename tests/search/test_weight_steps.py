@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from models.cost import SparseCost
 from models.prune import recurrent_weights
 from models.train import fine_tune
-from search.hybrid import kernels_held, measure_candidate_cost
+from search.hybrid import measure_candidate_cost, zeros_held
 from search.problem import PruningProblem, build_candidate, load_problem
 from search.spec import JobSpec
 
@@ -86,12 +86,12 @@ def test_a_candidate_is_its_hidden_units_then_the_weight_step_at_once(
     assert cost.nonzero_params < cost.params and cost.effective_macs < cost.macs
     zeros = {p: w.detach() == 0 for p, w in recurrent_weights(model).items()}
 
-    with kernels_held(model, problem.spec.pruning.sequence):
+    with zeros_held(model, problem.spec.pruning.sequence):
         fine_tune(model, problem.data.train, steps=5, lr=0.5)
 
     for path, weight in recurrent_weights(model).items():
         assert bool((weight[zeros[path]] == 0).all()), path
     # without weight steps nothing is held: the same fine-tune revives the zeros
-    with kernels_held(model, None):
+    with zeros_held(model, None):
         fine_tune(model, problem.data.train, steps=2, lr=0.5)
     assert max(_shares(model)) < 0.1
