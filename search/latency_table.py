@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from models.io import onnx_model_bytes
-from models.prune import Plan, PruningGraph, apply_plan
+from models.prune import Plan, PruningGraph, apply_plan, has_recurrent_weights
 from search.errors import BudgetUnreachableError, SpecError
 from search.latency import LatencyMeter
 from search.spec import LatencySettings
@@ -82,12 +82,11 @@ def build_latency_table(
     """
     from models.cost import LatencyTable, calibration_plans
 
-    recurrent = sorted({type(m).__name__ for m in model.modules() if isinstance(m, nn.RNNBase)})
-    if recurrent:
+    if has_recurrent_weights(model):
         # refused, not guessed: the table would leave the LSTM/GRU nodes untimed and
         # predict the linear head's latency alone
         raise SpecError(
-            f"latency.predictor: the layer latency table cannot time {'/'.join(recurrent)} "
+            "latency.predictor: the layer latency table cannot time LSTM/GRU "
             "layers (it knows convolutions and linear layers); measure a sequence model's "
             "latency end to end: set latency.predictor to measure",
             fields=("latency.predictor",),

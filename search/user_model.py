@@ -21,7 +21,7 @@ from models.data import DataSplits, InputSplit, collect_batches
 from models.data._batches_in_memory import DEFAULT_MAX_BYTES
 from models.device import resolve_device
 from models.io import CheckpointInfo
-from models.prune import Plan
+from models.prune import Plan, has_recurrent_weights
 from search.checkpoints import MemoryCheckpoints
 from search.errors import NoFeasibleTrialError, SpecError
 from search.lifecycle import conclude_search
@@ -170,7 +170,7 @@ def prune_module(
 def _input_shape(example: torch.Tensor, model: nn.Module) -> tuple[int, ...]:
     """Return one input's shape: (C, H, W) for an image model, (T, F) for a model with
     recurrent layers (a leading batch of 1 dropped either way)."""
-    sequences = any(isinstance(m, nn.RNNBase) for m in model.modules())
+    sequences = has_recurrent_weights(model)
     rank = 2 if sequences else 3
     shape = tuple(int(v) for v in example.shape)
     if len(shape) == rank + 1 and shape[0] == 1:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from models.cost._counting import Cost, count_params, macs_by_layer, size_bytes
+from models.prune import recurrent_weights
 
 __all__ = ["SparseCost", "kept_kernel_shares", "measure_sparse_cost"]
 
@@ -64,13 +65,7 @@ def kept_kernel_shares(model: nn.Module) -> dict[str, float]:
 def _recurrent_zeros(model: nn.Module) -> int:
     """Return how many weights of LSTM/GRU input and hidden matrices are exactly zero
     (each is used once per time step and direction)."""
-    zeros = 0
-    for module in model.modules():
-        if isinstance(module, nn.LSTM | nn.GRU | nn.RNN):
-            for name, weight in module.named_parameters():
-                if name.startswith(("weight_ih", "weight_hh")):
-                    zeros += int((weight.detach() == 0).sum())
-    return zeros
+    return sum(int((w.detach() == 0).sum()) for w in recurrent_weights(model).values())
 
 
 def measure_sparse_cost(model: nn.Module, input_shape: Sequence[int]) -> SparseCost:
