@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from models.train._batches import (
 )
 from models.train._carry import OptimizerCarry
 from models.train._distill import distillation_loss
+from models.train._loss_reads import LossReads
 from models.train._schedule import cosine_lr, steps_per_epoch, total_steps
 
 __all__ = ["TrainProgress", "TrainResult", "fine_tune"]
@@ -40,7 +40,10 @@ class TrainProgress:
         step: steps done so far, from 1 to ``total_steps``.
         total_steps: steps the fine-tune will take if not stopped.
         epoch: passes over the data done so far (fractional).
-        loss: training loss of this step's batch.
+        loss: training loss of the latest batch read back: this step's on the CPU; on
+            an accelerator losses are read every few steps
+            (:data:`models.train._loss_reads.ACCELERATOR_READ_EVERY`), so as not to wait
+            for the device every step.
         lr: learning rate this step used.
     """
 
@@ -258,7 +261,7 @@ def fine_tune(
     precision = _autocast_dtype(device) if amp else None
     scaler = torch.amp.GradScaler("cuda") if precision == torch.float16 else None
     teacher_was_training = teacher.training if teacher is not None else False
-    recent: deque[float] = deque(maxlen=max(1, total // 10))
+    losses = LossReads(device, keep=total // 10)
     done = 0
     step_lr = lr
     stopped = False
@@ -309,9 +312,9 @@ def fine_tune(
                             weight=distill_weight,
                             temperature=temperature,
                         )
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise _diverged(step + 1, total, f"the loss became {value}", step_lr, lr)
+                bad = losses.add(step + 1, step_lr, loss)
+                if bad is not None:
+                    raise _diverged(bad.step, total, f"the loss became {bad.value}", bad.lr, lr)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is None:
                     loss.backward()
@@ -321,9 +324,11 @@ def fine_tune(
                     scaler.step(optimizer)
                     scaler.update()
                 done = step + 1
-                recent.append(value)
                 if on_step is not None:
-                    on_step(TrainProgress(done, total, done / per_epoch, value, step_lr))
+                    on_step(TrainProgress(done, total, done / per_epoch, losses.last, step_lr))
+            bad = losses.flush()
+            if bad is not None:
+                raise _diverged(bad.step, total, f"the loss became {bad.value}", bad.lr, lr)
             if done and not all(bool(torch.isfinite(p).all()) for p in params):
                 raise _diverged(done, total, "the weights became NaN or infinite", step_lr, lr)
     finally:
@@ -334,7 +339,7 @@ def fine_tune(
     result = TrainResult(
         steps=done,
         epochs=done / per_epoch,
-        final_loss=sum(recent) / len(recent) if recent else math.nan,
+        final_loss=sum(losses.recent) / len(losses.recent) if losses.recent else math.nan,
         seconds=seconds,
         stopped=stopped,
     )

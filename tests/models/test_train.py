@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from typing import Any
 
@@ -188,6 +189,42 @@ def test_nan_loss_raises_at_the_step_it_happens(train_split: TensorSplit) -> Non
     with pytest.raises(TrainingDivergedError, match="step 3 of 10"):
         fine_tune(model, train_split, steps=10)
     assert not model.training
+
+
+def read_losses_every(steps: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read losses back every ``steps`` steps, as on an accelerator, on the CPU."""
+    from models.train import _finetune
+
+    deferred = functools.partial(_finetune.LossReads, every=steps)
+    monkeypatch.setattr(_finetune, "LossReads", deferred)
+
+
+def test_deferred_loss_reads_still_name_the_step_whose_loss_was_nan(
+    train_split: TensorSplit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_losses_every(4, monkeypatch)
+    seen: list[TrainProgress] = []
+    fine_tune(tiny_cnn(), train_split, steps=10, on_step=seen.append)
+    losses = [p.loss for p in seen]
+    assert all(math.isfinite(v) for v in losses)  # the first step is read at once
+    # steps 1, 5 and 9 end a read: the steps after each show the loss it read
+    assert losses[0:4] == [losses[0]] * 4 and losses[4:8] == [losses[4]] * 4
+    assert losses[8:] == [losses[8]] * 2 and len({losses[0], losses[4], losses[8]}) == 3
+    with pytest.raises(TrainingDivergedError, match="step 3 of 10"):  # read at step 5
+        fine_tune(NaNOnCall(tiny_cnn(), n=3), train_split, steps=10)
+    with pytest.raises(TrainingDivergedError, match="step 10 of 10"):  # read after the loop
+        fine_tune(NaNOnCall(tiny_cnn(), n=10), train_split, steps=10)
+
+
+def test_deferred_loss_reads_give_the_same_weights_and_final_loss(
+    train_split: TensorSplit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at_once, deferred = tiny_cnn(), tiny_cnn()
+    every_step = fine_tune(at_once, train_split, steps=30)
+    read_losses_every(4, monkeypatch)
+    every_fourth = fine_tune(deferred, train_split, steps=30)
+    assert same_weights(at_once, deferred)
+    assert every_fourth.final_loss == every_step.final_loss
 
 
 def test_frozen_parameters_are_not_trained(train_split: TensorSplit) -> None:
