@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.data._split import BatchSource
+from models.data._split import Batch, BatchSource
 from models.errors import DataError
-from models.train._batches import check_labels, module_device, on_device
+from models.train._batches import (
+    check_label_range,
+    check_labels,
+    check_logits_shape,
+    module_device,
+    on_device,
+)
 
 __all__ = ["Evaluation", "evaluate"]
 
@@ -61,21 +68,40 @@ def evaluate(
         raise ValueError(f"limit must be at least 1 batch, got {limit}")
     device = module_device(model)
     model.eval()
-    top1 = top5 = samples = 0
-    loss_sum = 0.0
+    # hits, top-5 hits and summed loss stay on the device until the end (reading them
+    # every batch would wait for an accelerator each time); labels are checked on the CPU
+    # before they travel once the model's class count is known, as fine_tune does
+    totals = torch.zeros(3, dtype=torch.float64, device=device)
+    samples = 0
+    classes: list[int] = []
+    checked_on_cpu: list[bool] = []
+
+    def labels_checked(batches: Iterator[Batch]) -> Iterator[Batch]:
+        for inputs, labels in batches:
+            checked_on_cpu.append(bool(classes))
+            if classes:
+                check_label_range(labels, classes[0])
+            yield inputs, labels
+
     with torch.inference_mode():
-        for inputs, labels in on_device(data.batches(batch_size, limit=limit), device):
+        batches = labels_checked(iter(data.batches(batch_size, limit=limit)))
+        for index, (inputs, labels) in enumerate(on_device(batches, device)):
             logits = model(inputs)
-            check_labels(logits, labels)
+            if checked_on_cpu[index]:
+                check_logits_shape(logits, labels)
+            else:
+                check_labels(logits, labels)
+                classes[:] = [int(logits.shape[1])]
             k = min(5, logits.shape[1])
             best = logits.topk(k, dim=1).indices
             hits = best == labels.unsqueeze(1)
-            top1 += int(hits[:, 0].sum())
-            top5 += int(hits.any(dim=1).sum())
-            loss_sum += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
+            loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+            counts = (hits[:, 0].sum(), hits.any(dim=1).sum(), loss)
+            totals += torch.stack([value.double() for value in counts])
             samples += labels.shape[0]
     if samples == 0:
         raise DataError("there are no samples to evaluate on; the split is empty")
+    top1, top5, loss_sum = totals.tolist()  # the one read back
     return Evaluation(
         top1=top1 / samples, top5=top5 / samples, loss=loss_sum / samples, samples=samples
     )

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from models.data._split import TensorSplit
 from models.errors import DataError, TrainingDivergedError
@@ -323,6 +324,18 @@ def test_evaluate_top5_counts_labels_among_the_five_best() -> None:
     assert result.top5 == pytest.approx(0.5)
 
 
+def test_evaluate_sums_batches_as_one_pass_over_the_split_would(
+    trained: nn.Module, test_split: TensorSplit
+) -> None:
+    result = evaluate(trained, test_split, batch_size=48)  # 256 samples: a partial last batch
+    inputs, labels = next(test_split.batches(256))
+    with torch.no_grad():
+        logits = trained(inputs)
+    assert result.top1 == (logits.argmax(1) == labels).float().mean().item()
+    expected_loss = F.cross_entropy(logits, labels).item()
+    assert result.loss == pytest.approx(expected_loss, rel=1e-5)
+
+
 def test_evaluate_limit_counts_batches(test_split: TensorSplit) -> None:
     assert evaluate(tiny_cnn(), test_split, batch_size=50, limit=2).samples == 100
 
@@ -383,6 +396,8 @@ def test_recalibration_that_fails_leaves_statistics_as_they_were(trained: nn.Mod
 
 
 def test_a_bad_label_in_a_later_batch_is_caught_before_it_reaches_the_device() -> None:
+    """By fine_tune and evaluate alike (labels are checked on the CPU before they travel)."""
+
     class TwoBatches:
         """A split whose second batch has a label the model cannot output."""
 
@@ -396,6 +411,8 @@ def test_a_bad_label_in_a_later_batch_is_caught_before_it_reaches_the_device() -
 
     with pytest.raises(DataError, match=f"labels range from 0 to {NUM_CLASSES + 1}"):
         fine_tune(tiny_cnn(), TwoBatches(), steps=2, batch_size=4)
+    with pytest.raises(DataError, match=f"labels range from 0 to {NUM_CLASSES + 1}"):
+        evaluate(tiny_cnn(), TwoBatches(), batch_size=4)
 
 
 def test_a_fine_tune_in_pieces_follows_one_cosine_with_lr_window(
