@@ -111,7 +111,7 @@ def _train_baseline(out: Path, epochs: float) -> tuple[Path, dict[str, float]]:
     import torch
 
     from models.data import load_dataset
-    from models.io import CheckpointInfo, save_pruned
+    from models.io import CheckpointInfo, export_onnx, save_pruned
     from models.prune import Plan
     from models.train import evaluate, fine_tune
     from models.zoo import build_model
@@ -140,6 +140,7 @@ def _train_baseline(out: Path, epochs: float) -> tuple[Path, dict[str, float]]:
         normalization={"mean": list(norm.mean), "std": list(norm.std)} if norm else None,
     )
     path = save_pruned(model, out / "baseline.safetensors", info)
+    export_onnx(model, SHAPE, out / "baseline.onnx")  # timed beside the pruned one at the end
     return path, {"val": evaluate(model, data.val).top1, "test": evaluate(model, data.test).top1}
 
 
@@ -157,6 +158,30 @@ def _onnx_accuracy(path: Path) -> tuple[float, int]:
         correct += int((np.argmax(logits, axis=1) == y.numpy()).sum())
         total += len(y)
     return correct / total, total
+
+
+ALONE_ROUNDS = 5
+"""Rounds of the closing latency comparison: each times the unpruned and the pruned model
+in turn (:data:`ALONE_WARMUP` untimed runs, :data:`ALONE_REPEATS` timed), so that a
+disturbance of the machine falls on both."""
+ALONE_WARMUP = 20
+ALONE_REPEATS = 200
+
+
+def _latency_alone(baseline: Path, pruned: Path) -> tuple[float, float]:
+    """Return the median one-thread onnxruntime latency (ms, batch 1) of the two ONNX
+    models, each the median of :data:`ALONE_ROUNDS` interleaved rounds' medians."""
+    import statistics
+
+    from models.cost import measure_onnx_latency
+
+    models = (baseline.read_bytes(), pruned.read_bytes())
+    rounds: tuple[list[float], list[float]] = ([], [])
+    for _ in range(ALONE_ROUNDS):
+        for model, medians in zip(models, rounds, strict=True):
+            timed = measure_onnx_latency(model, warmup=ALONE_WARMUP, repeats=ALONE_REPEATS)
+            medians.append(timed.median_ms)
+    return statistics.median(rounds[0]), statistics.median(rounds[1])
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:
@@ -241,11 +266,19 @@ def _run_in(data_dir: Path, out: Path, args: argparse.Namespace) -> int:
             f"images: {test_accuracy:.2%} test accuracy (the service measured "
             f"{final['best']['test_accuracy']:.2%} final test accuracy)"
         )
-        console.print(
-            f"files in {out.resolve()}: baseline.safetensors, model.onnx, pareto.png, job.json"
-        )
     finally:
         client.close()
         console.print("shutting down the server and workers...")
         _stop_server(process)
+    unpruned_ms, pruned_ms = _latency_alone(out / "baseline.onnx", onnx)
+    console.print(
+        f"    timed again with the server stopped (onnxruntime, 1 thread, batch 1, "
+        f"{ALONE_ROUNDS} interleaved rounds of {ALONE_REPEATS} runs): unpruned "
+        f"{unpruned_ms:.3f} ms, pruned {pruned_ms:.3f} ms ({pruned_ms / unpruned_ms:.2f}x); "
+        "the table's latencies were timed by a worker while the search shared the cores"
+    )
+    console.print(
+        f"files in {out.resolve()}: baseline.safetensors, baseline.onnx, model.onnx, "
+        "pareto.png, job.json"
+    )
     return 0

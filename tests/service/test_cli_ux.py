@@ -311,6 +311,7 @@ def _fake_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, follow: Any) -> 
 
     def train(out: Path, epochs: float) -> tuple[Path, dict[str, float]]:
         (out / "baseline.safetensors").write_bytes(b"weights")
+        (out / "baseline.onnx").write_bytes(b"onnx")
         return out / "baseline.safetensors", {"val": 0.98, "test": 0.97}
 
     monkeypatch.setattr(_demo, "_start_server", start)
@@ -318,6 +319,7 @@ def _fake_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, follow: Any) -> 
     monkeypatch.setattr(_demo, "_train_baseline", train)
     monkeypatch.setattr(_demo, "follow_job", follow)
     monkeypatch.setattr(_demo, "_onnx_accuracy", lambda path: (0.99, 360))
+    monkeypatch.setattr(_demo, "_latency_alone", lambda baseline, pruned: (0.6, 0.42))
     return scratch
 
 
@@ -330,6 +332,7 @@ def test_the_demo_leaves_no_token_behind(
     assert list(scratch.iterdir()) == []
     assert {p.name for p in out.iterdir()} == {
         "baseline.safetensors",
+        "baseline.onnx",
         "model.onnx",
         "pareto.png",
         "job.json",
@@ -338,6 +341,43 @@ def test_the_demo_leaves_no_token_behind(
     err = " ".join(capsys.readouterr().err.split())
     assert "final val accuracy" in err and "search-time val accuracy" in err
     assert "99.00% test accuracy (the service measured 99.00% final test accuracy)" in err
+    assert "with the server stopped" in err and "pruned 0.420 ms (0.70x)" in err
+
+
+def test_the_demo_times_both_models_in_interleaved_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torch import nn
+
+    from models.io import export_onnx
+
+    def cnn(width: int) -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(3, width, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10)
+        )
+
+    wide, narrow = tmp_path / "wide.onnx", tmp_path / "narrow.onnx"
+    export_onnx(cnn(16), _demo.SHAPE, wide)
+    export_onnx(cnn(4), _demo.SHAPE, narrow)
+    timed: list[int] = []
+    measure = _demo_latency_meter(timed)
+    monkeypatch.setattr("models.cost.measure_onnx_latency", measure)
+    monkeypatch.setattr(_demo, "ALONE_REPEATS", 5)
+    unpruned, pruned = _demo._latency_alone(wide, narrow)
+    sizes = (wide.stat().st_size, narrow.stat().st_size)
+    assert timed == [sizes[0], sizes[1]] * _demo.ALONE_ROUNDS  # interleaved, round by round
+    assert 0 < unpruned < 1e3 and 0 < pruned < 1e3
+
+
+def _demo_latency_meter(timed: list[int]) -> Any:
+    """Wrap the real ONNX latency meter, recording the size of each model it times."""
+    from models.cost import measure_onnx_latency
+
+    def measure(model: bytes, **kwargs: Any) -> Any:
+        timed.append(len(model))
+        return measure_onnx_latency(model, **kwargs)
+
+    return measure
 
 
 def test_the_demo_cleans_up_on_ctrl_c_too(
