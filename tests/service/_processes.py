@@ -83,18 +83,26 @@ class Process:
         return self.log_path.read_text(errors="replace")
 
 
-def start_api(db: str, port: int, log: Path, data_dir: Path) -> Process:
-    """Start an API-only server on ``port`` and wait for /healthz."""
+def start_api(db: str, port: int, log: Path, data_dir: Path, *, wait: bool = True) -> Process:
+    """Start an API-only server on ``port`` and wait for /healthz (``wait=False``: return
+    at once, so that other processes start while it imports; then call
+    :func:`wait_for_api`)."""
     process = Process(
         ["serve", "--db", db, "--workers", "0", "--port", str(port), "--data-dir", str(data_dir)],
         log,
     )
+    if wait:
+        wait_for_api(port)
+    return process
+
+
+def wait_for_api(port: int) -> None:
+    """Wait until the API on ``port`` answers /healthz."""
     wait_until(
         lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200,
         90,
         "the API to answer",
     )
-    return process
 
 
 def start_worker(db: str, log: Path, data_dir: Path) -> Process:

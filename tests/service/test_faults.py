@@ -4,7 +4,6 @@ restarted, PostgreSQL restarted, the artifact disk full, a cancel while workers 
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from tests.service._processes import (
     free_port,
     start_api,
     start_worker,
+    wait_for_api,
     wait_until,
 )
 from tests.service.conftest import job_spec, make_token, run_worker, submit
@@ -59,13 +59,29 @@ def _wait_status(client: Client, job_id: str, statuses: set[str], timeout_s: flo
     return job
 
 
+def _store_progress(db_url: str, job_id: str) -> tuple[int, str]:
+    """The job's finished trials and status, read from the store without the API."""
+    engine = make_engine(db_url)
+    try:
+        with make_session_factory(engine)() as session:
+            row = session.get(Job, job_id)
+            assert row is not None
+            return row.trials_finished, str(row.status)
+    finally:
+        engine.dispose()
+
+
 def test_api_killed_and_restarted_mid_job(settings: Settings, tmp_path: Path) -> None:
     token = make_token(settings, "acme")
     port = free_port()
-    api = start_api(settings.database_url, port, tmp_path / "api.log", tmp_path / "data")
+    # the worker imports torch while the API starts: neither waits for the other
+    api = start_api(
+        settings.database_url, port, tmp_path / "api.log", tmp_path / "data", wait=False
+    )
     worker = start_worker(settings.database_url, tmp_path / "worker.log", tmp_path / "data")
     client = Client(f"http://127.0.0.1:{port}", token)
     try:
+        wait_for_api(port)
         job = client.submit(job_spec(search={"trials": 5}, finetune=SLOW_TRIALS))
         wait_until(
             lambda: _poll(client, job["id"]).get("progress", {}).get("trials_done", 0) >= 1,
@@ -73,7 +89,12 @@ def test_api_killed_and_restarted_mid_job(settings: Settings, tmp_path: Path) ->
             "a first trial",
         )
         api.kill()
-        time.sleep(2)  # the worker keeps training while no API runs
+        at_kill = _store_progress(settings.database_url, job["id"])  # the API is gone
+        wait_until(  # the worker keeps training while no API runs
+            lambda: _store_progress(settings.database_url, job["id"]) != at_kill,
+            120,
+            "the worker to get on with the job while the API is down",
+        )
         api = start_api(settings.database_url, port, tmp_path / "api.log", tmp_path / "data")
         final = _wait_status(client, job["id"], {"succeeded", "failed"}, 300)
         assert final["status"] == "succeeded", final
@@ -103,13 +124,14 @@ def test_postgres_restarted_mid_job(private_postgres: PrivatePostgres, tmp_path:
     settings = Settings(db_url=private_postgres.url, data_dir=tmp_path / "data")
     token = make_token(settings, "acme")
     port = free_port()
-    api = start_api(private_postgres.url, port, tmp_path / "api.log", tmp_path / "data")
+    api = start_api(private_postgres.url, port, tmp_path / "api.log", tmp_path / "data", wait=False)
     workers = [
         start_worker(private_postgres.url, tmp_path / f"worker{i}.log", tmp_path / "data")
         for i in range(2)
     ]
     client = Client(f"http://127.0.0.1:{port}", token)
     try:
+        wait_for_api(port)
         job = client.submit(job_spec(search={"trials": 6}, finetune=SLOW_TRIALS))
         wait_until(
             lambda: _poll(client, job["id"]).get("progress", {}).get("trials_running", 0) >= 1,
@@ -169,13 +191,16 @@ def test_a_full_artifact_disk_fails_the_job_clearly(settings: Settings, tiny_dis
 def test_cancel_while_two_workers_run(settings: Settings, tmp_path: Path) -> None:
     token = make_token(settings, "acme")
     port = free_port()
-    api = start_api(settings.database_url, port, tmp_path / "api.log", tmp_path / "data")
+    api = start_api(
+        settings.database_url, port, tmp_path / "api.log", tmp_path / "data", wait=False
+    )
     workers = [
         start_worker(settings.database_url, tmp_path / f"worker{i}.log", tmp_path / "data")
         for i in range(2)
     ]
     client = Client(f"http://127.0.0.1:{port}", token)
     try:
+        wait_for_api(port)
         job = client.submit(job_spec(search={"trials": 10}, finetune=SLOW_TRIALS))
         wait_until(
             lambda: (
