@@ -21,8 +21,10 @@ from tests.service.conftest import job_spec
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[Client, Path, subprocess.Popen[bytes]]]:
+Server = tuple[Client, Path, subprocess.Popen[bytes]]
+
+
+def _start_server(tmp_path: Path) -> Server:
     data = tmp_path / "data"
     env = {
         **os.environ,
@@ -32,34 +34,57 @@ def server(tmp_path: Path) -> Iterator[tuple[Client, Path, subprocess.Popen[byte
         "INFERPRUNE_TORCH_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
     }
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "serve",
-            "--port",
-            "0",
-            "--workers",
-            "2",
-            "--data-dir",
-            str(data),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    with open(tmp_path / "server.log", "wb") as log:  # the child keeps its own copy
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "serve",
+                "--port",
+                "0",
+                "--workers",
+                "2",
+                "--data-dir",
+                str(data),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
         client = wait_for_local_server(data, process, timeout=90)
     except ClientError as exc:
+        process.kill()
         pytest.fail(f"{exc.message}: {(tmp_path / 'server.log').read_text()[-3000:]}")
-    yield client, tmp_path, process
+    return client, tmp_path, process
+
+
+def _stop_server(running: Server) -> None:
+    client, _, process = running
     client.close()
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
-    log.close()
+
+
+@pytest.fixture(scope="module")
+def _servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
+    """The module's servers, the newest last: starting one (and its workers' torch
+    imports) costs more than most jobs here, so tests share it while it runs."""
+    started: list[Server] = []
+    yield started
+    for running in started:
+        _stop_server(running)
+
+
+@pytest.fixture
+def server(_servers: list[Server], tmp_path_factory: pytest.TempPathFactory) -> Server:
+    """A running ``inferprune serve`` with two workers: the module's, or a new one
+    where a test has stopped it."""
+    if not _servers or _servers[-1][2].poll() is not None:
+        _servers.append(_start_server(tmp_path_factory.mktemp("serve")))
+    return _servers[-1]
 
 
 def _lease_holder(db: Path) -> int | None:
@@ -72,8 +97,32 @@ def _lease_holder(db: Path) -> int | None:
     return int(row[0]) if row else None
 
 
+def test_a_users_onnx_model_through_a_running_server(
+    server: Server,
+) -> None:
+    from models.cost import measure_cost
+    from models.data import load_dataset
+    from models.io import import_onnx, unfold_batchnorm
+    from tests.service.test_onnx_upload import SHAPE, _spec, user_model_onnx
+
+    client, tmp_path, _ = server
+    job = client.submit(_spec(), model=user_model_onnx())
+    finished = client.wait(job["id"], poll_s=0.5, timeout_s=300)
+    assert finished["status"] == "succeeded", finished
+    onnx = client.download(job["id"], tmp_path / "pruned.onnx", format="onnx")
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    x = np.zeros((2, *SHAPE), dtype=np.float32)
+    assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (2, 10)
+    # the downloaded file has the MACs the job planned and reports
+    delivered = import_onnx(onnx.read_bytes()).model
+    unfold_batchnorm(delivered, load_dataset("synthetic", input_shape=SHAPE).train.batches(32))
+    macs = measure_cost(delivered, SHAPE).macs
+    assert macs == finished["best"]["macs"] <= 0.5 * finished["baseline"]["macs"]
+
+
+# last: it stops the module's server (the fixture would start another for a later test)
 def test_two_workers_a_killed_one_and_the_job_still_completes(
-    server: tuple[Client, Path, subprocess.Popen[bytes]], tiny_weights: bytes
+    server: Server, tiny_weights: bytes
 ) -> None:
     client, tmp_path, process = server
     spec = job_spec(
@@ -106,26 +155,3 @@ def test_two_workers_a_killed_one_and_the_job_still_completes(
 
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 0
-
-
-def test_a_users_onnx_model_through_a_running_server(
-    server: tuple[Client, Path, subprocess.Popen[bytes]],
-) -> None:
-    from models.cost import measure_cost
-    from models.data import load_dataset
-    from models.io import import_onnx, unfold_batchnorm
-    from tests.service.test_onnx_upload import SHAPE, _spec, user_model_onnx
-
-    client, tmp_path, _ = server
-    job = client.submit(_spec(), model=user_model_onnx())
-    finished = client.wait(job["id"], poll_s=0.5, timeout_s=300)
-    assert finished["status"] == "succeeded", finished
-    onnx = client.download(job["id"], tmp_path / "pruned.onnx", format="onnx")
-    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
-    x = np.zeros((2, *SHAPE), dtype=np.float32)
-    assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (2, 10)
-    # the downloaded file has the MACs the job planned and reports
-    delivered = import_onnx(onnx.read_bytes()).model
-    unfold_batchnorm(delivered, load_dataset("synthetic", input_shape=SHAPE).train.batches(32))
-    macs = measure_cost(delivered, SHAPE).macs
-    assert macs == finished["best"]["macs"] <= 0.5 * finished["baseline"]["macs"]
