@@ -49,15 +49,16 @@ FAST = {
 
 
 class Server:
-    """``inferprune serve`` with one worker in a temporary data folder; its agents run in a
-    network namespace of their own when this process may build one (root), reaching the
-    server over a veth link, else on loopback."""
+    """``inferprune serve`` with ``workers`` workers in a temporary data folder; its agents
+    run in a network namespace of their own when this process may build one (root),
+    reaching the server over a veth link, else on loopback."""
 
-    def __init__(self, tmp_path: Path, device_net: Namespace | None) -> None:
+    def __init__(self, tmp_path: Path, device_net: Namespace | None, workers: int) -> None:
         self.data = tmp_path / "data"
         self.tmp = tmp_path
         self.db = self.data / "inferprune.db"
         self.device_net = device_net
+        self.workers = workers
         self.start(port=0)
         self.agent_token = self._cli("token", "create", "--tenant", "default", "--agent")
         self.agent_url = self.url
@@ -72,7 +73,7 @@ class Server:
         self._log = open(self.tmp / "server.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers"]
-            + ["1", "--data-dir", str(self.data)],
+            + [str(self.workers), "--data-dir", str(self.data)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **FAST},
@@ -125,15 +126,27 @@ class Server:
         self.start(port)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def _serve(tmp_path: Path, workers: int) -> Iterator[Server]:
     with ExitStack() as stack:
         device_net = None
         if can_make_namespaces():
             (device_net,) = stack.enter_context(network_namespaces(1))
-        running = Server(tmp_path, device_net)
+        running = Server(tmp_path, device_net, workers)
         yield running
         running.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """A server without workers: agents and queued measurements need none, and a worker
+    importing torch beside them only slows them down."""
+    yield from _serve(tmp_path, workers=0)
+
+
+@pytest.fixture
+def server_with_worker(tmp_path: Path) -> Iterator[Server]:
+    """A server with one worker, for jobs."""
+    yield from _serve(tmp_path, workers=1)
 
 
 def _stop(agent: Any) -> int:
@@ -161,7 +174,10 @@ def _live_devices(client: Client) -> list[str]:
     return [d["name"] for d in client.devices()["items"] if d["live"]]
 
 
-def test_an_agent_measures_a_jobs_candidates(server: Server, tiny_weights: bytes) -> None:
+def test_an_agent_measures_a_jobs_candidates(
+    server_with_worker: Server, tiny_weights: bytes
+) -> None:
+    server = server_with_worker
     agent = server.agent("box")
     try:
         wait_until(lambda: _live_devices(server.client) == ["box"], 60, "the agent to register")
