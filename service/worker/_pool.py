@@ -20,7 +20,6 @@ import threading
 from multiprocessing.process import BaseProcess
 from types import TracebackType
 
-from models.device import DEVICE_ENV, accelerator_count, resolve_device
 from service.logs import configure_logging
 from service.settings import Settings
 
@@ -62,9 +61,16 @@ def worker_devices(device: str | None, workers: int | None) -> list[str]:
     share them round-robin); any other device (``cpu``, ``cuda:N``, ``mps``) is every
     worker's. Without ``workers``, one worker when there is no GPU to spread over.
 
+    No workers need no device: ``workers`` 0 gives an empty list without importing
+    torch (an API-only ``serve``).
+
     Raises:
         DeviceError: the device is not there (checked before any worker starts).
     """
+    if workers == 0:
+        return []
+    from models.device import DEVICE_ENV, accelerator_count, resolve_device  # imports torch
+
     resolved = resolve_device(device)
     name = (device if device is not None else os.environ.get(DEVICE_ENV, "auto")).strip().lower()
     gpus = accelerator_count("cuda")

@@ -4,6 +4,8 @@ Runs without a GPU: torch's count of CUDA devices is faked where a test needs GP
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,21 @@ def test_cuda_gives_each_worker_its_own_gpu(gpus: None) -> None:
     assert worker_devices("cuda:1", 2) == ["cuda:1", "cuda:1"]  # pinned by hand
     assert worker_devices("cpu", None) == ["cpu"]
     assert worker_devices("cpu", 0) == []  # the API alone
+
+
+def test_an_api_only_serve_does_not_import_torch() -> None:
+    """``serve --workers 0`` (the API beside remote workers) loads no torch: the app, the
+    store and the empty worker pool import without it (seconds and memory saved)."""
+    code = (
+        "import sys\n"
+        "from service.api.app import create_app\n"
+        "from service.store import make_engine\n"
+        "from service.worker import WorkerPool, worker_devices\n"
+        "assert worker_devices('cuda', 0) == []\n"
+        "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_without_a_gpu_serve_starts_cpu_workers_or_refuses_cuda(
