@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -10,6 +11,7 @@ from torch import nn
 from models.errors import DataError
 
 __all__ = [
+    "LabelChecks",
     "check_label_range",
     "check_labels",
     "check_logits_shape",
@@ -89,3 +91,37 @@ def check_label_range(labels: torch.Tensor, classes: int) -> None:
             f"labels range from {low} to {high} but the model outputs {classes} classes; "
             "build the model with the data set's number of classes"
         )
+
+
+@dataclass
+class LabelChecks:
+    """Checks that every batch's labels fit the model's outputs, on the CPU where it can.
+
+    Reading labels on an accelerator waits for it, so once the model's class count is
+    known (from the first batch's logits) the labels of later batches are checked on the
+    CPU before they travel (:meth:`on_cpu`, wrapped around the batches given to
+    :func:`on_device`). Batches that left before that (:func:`on_device` copies one
+    ahead) are checked where they are, after the forward pass (:meth:`after_forward`).
+    """
+
+    classes: int | None = None
+    _checked_on_cpu: list[bool] = field(default_factory=list)
+
+    def on_cpu(
+        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``batches``, checking their labels first once the class count is known."""
+        for inputs, labels in batches:
+            self._checked_on_cpu.append(self.classes is not None)
+            if self.classes is not None:
+                check_label_range(labels, self.classes)
+            yield inputs, labels
+
+    def after_forward(self, index: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Check batch ``index``'s ``logits`` shape, and its labels unless :meth:`on_cpu`
+        already did (learning the class count from the first)."""
+        if self._checked_on_cpu[index]:
+            check_logits_shape(logits, labels)
+        else:
+            check_labels(logits, labels)
+            self.classes = int(logits.shape[1])

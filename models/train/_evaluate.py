@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.data._split import Batch, BatchSource
+from models.data._split import BatchSource
 from models.errors import DataError
-from models.train._batches import (
-    check_label_range,
-    check_labels,
-    check_logits_shape,
-    module_device,
-    on_device,
-)
+from models.train._batches import LabelChecks, module_device, on_device
 
 __all__ = ["Evaluation", "evaluate"]
 
@@ -69,29 +62,15 @@ def evaluate(
     device = module_device(model)
     model.eval()
     # hits, top-5 hits and summed loss stay on the device until the end (reading them
-    # every batch would wait for an accelerator each time); labels are checked on the CPU
-    # before they travel once the model's class count is known, as fine_tune does
+    # every batch would wait for an accelerator each time)
     totals = torch.zeros(3, dtype=torch.float64, device=device)
     samples = 0
-    classes: list[int] = []
-    checked_on_cpu: list[bool] = []
-
-    def labels_checked(batches: Iterator[Batch]) -> Iterator[Batch]:
-        for inputs, labels in batches:
-            checked_on_cpu.append(bool(classes))
-            if classes:
-                check_label_range(labels, classes[0])
-            yield inputs, labels
-
+    labels_fit = LabelChecks()
     with torch.inference_mode():
-        batches = labels_checked(iter(data.batches(batch_size, limit=limit)))
+        batches = labels_fit.on_cpu(data.batches(batch_size, limit=limit))
         for index, (inputs, labels) in enumerate(on_device(batches, device)):
             logits = model(inputs)
-            if checked_on_cpu[index]:
-                check_logits_shape(logits, labels)
-            else:
-                check_labels(logits, labels)
-                classes[:] = [int(logits.shape[1])]
+            labels_fit.after_forward(index, logits, labels)
             k = min(5, logits.shape[1])
             best = logits.topk(k, dim=1).indices
             hits = best == labels.unsqueeze(1)

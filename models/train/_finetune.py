@@ -15,13 +15,7 @@ from torch.nn import functional as F
 
 from models.data._split import Batch, BatchSource
 from models.errors import DataError, TrainingDivergedError
-from models.train._batches import (
-    check_label_range,
-    check_labels,
-    check_logits_shape,
-    module_device,
-    on_device,
-)
+from models.train._batches import LabelChecks, module_device, on_device
 from models.train._carry import OptimizerCarry
 from models.train._distill import distillation_loss
 from models.train._loss_reads import LossReads
@@ -273,20 +267,8 @@ def fine_tune(
             if teacher is not None:
                 teacher.eval()
             stream = _stream(data, batch_size, per_epoch, total, seed, start_step)
-            # labels are checked on the CPU before they travel (reading them on an
-            # accelerator would wait for it every step), once the model's class count
-            # is known; the batches that left before that are checked where they are
-            classes: list[int] = []
-            checked_on_cpu: list[bool] = []
-
-            def labels_checked(batches: Iterator[Batch]) -> Iterator[Batch]:
-                for inputs, labels in batches:
-                    checked_on_cpu.append(bool(classes))
-                    if classes:
-                        check_label_range(labels, classes[0])
-                    yield inputs, labels
-
-            for step, (inputs, labels) in enumerate(on_device(labels_checked(stream), device)):
+            labels_fit = LabelChecks()
+            for step, (inputs, labels) in enumerate(on_device(labels_fit.on_cpu(stream), device)):
                 if should_stop is not None and should_stop():
                     stopped = True
                     break
@@ -295,11 +277,7 @@ def fine_tune(
                     group["lr"] = step_lr
                 with _autocast(device, precision):
                     logits = model(inputs)
-                    if checked_on_cpu[step]:
-                        check_logits_shape(logits, labels)
-                    else:
-                        check_labels(logits, labels)
-                        classes[:] = [int(logits.shape[1])]
+                    labels_fit.after_forward(step, logits, labels)
                     if teacher is None:
                         loss = F.cross_entropy(logits.float(), labels)
                     else:
