@@ -286,13 +286,37 @@ class Choice:
     spent_epochs: float = 0.0
 
 
-def search_choice(problem: PruningProblem) -> Choice:
+class ScanFile:
+    """A sensitivity scan kept in a JSON file beside its baseline (the service keeps it
+    in its store, per weights hash: ``search.warm_start.SensitivityCache``), so that the
+    cells and methods of a run on the same baseline scan once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def get(self) -> dict[str, object] | None:
+        """Return the stored scan, or None."""
+        if not self.path.exists():
+            return None
+        stored: dict[str, object] = json.loads(self.path.read_text())
+        return stored
+
+    def put(self, scan: dict[str, object]) -> None:
+        """Store ``scan`` unless one is stored already (written whole, then renamed)."""
+        if self.path.exists():
+            return
+        partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(scan))
+        os.replace(partial, self.path)
+
+
+def search_choice(problem: PruningProblem, scans: ScanFile | None = None) -> Choice:
     """Run the spec's search on an in-memory study and return the plan it delivers."""
     started = time.perf_counter()
     study = open_study(
         problem,
         optuna.storages.InMemoryStorage(),
-        sensitivity=lambda: job_sensitivity(problem),  # as the product does, uncached
+        sensitivity=lambda: job_sensitivity(problem, scans),
     )
     checkpoints = MemoryCheckpoints()
     run_search(problem, study, trials=planned_trials(problem.spec), checkpoints=checkpoints)
@@ -378,11 +402,11 @@ def global_choice(problem: PruningProblem) -> Choice:
     return Choice(plan=plan, trial=0, seconds=time.perf_counter() - started)
 
 
-def sensitivity_choice(problem: PruningProblem) -> Choice:
+def sensitivity_choice(problem: PruningProblem, scans: ScanFile | None = None) -> Choice:
     """Return the budget allocated by the per-group sensitivity scan (AIMET's greedy
     selection; the product's third warm start) as a one-shot method."""
     started = time.perf_counter()
-    scan = job_sensitivity(problem)
+    scan = job_sensitivity(problem, scans)
     if scan is None:
         raise ValueError("the sensitivity plan needs compute_epochs and trained weights")
     plan = allocate_by_sensitivity(scan, problem.space)
@@ -402,7 +426,10 @@ def fastnas_choice(problem: PruningProblem) -> Choice:
     return Choice(plan=plan, trial=0, seconds=time.perf_counter() - started)
 
 
-CHOOSERS: dict[str, Callable[[PruningProblem], Choice]] = {
+SCAN_USERS = ("tpe", "gp", "random", "sensitivity")
+"""Methods that read the sensitivity scan (the searches for their warm start)."""
+
+CHOOSERS: dict[str, Callable[..., Choice]] = {
     "tpe": search_choice,
     "gp": search_choice,
     "random": search_choice,
@@ -476,6 +503,9 @@ def run_cell(
         "uniform_macs_ratio": problem.space.predict(problem.space.uniform_at_budget()).macs
         / problem.baseline.cost.macs,
     }
+    # what a scan depends on besides the baseline's weights, data and seed (its file name)
+    scan_name = f"{weights.stem}-scan-{settings.criterion}-r{settings.round_to}.json"
+    scans = ScanFile(weights.with_name(scan_name))
     runs = []
     for method in methods:
         final_epochs = settings.final_epochs
@@ -486,7 +516,8 @@ def run_cell(
         job = dataclasses.replace(problem, spec=spec)  # same model, data and budget
         interference = Interference()
         try:
-            choice = CHOOSERS[method.removesuffix(EQUAL_COMPUTE)](job)
+            name = method.removesuffix(EQUAL_COMPUTE)
+            choice = CHOOSERS[name](job, scans) if name in SCAN_USERS else CHOOSERS[name](job)
         except UnreachableBudgetError as exc:
             logger.info("budget %.3f seed %d %-10s %s", budget, seed, method, exc)
             runs.append(
