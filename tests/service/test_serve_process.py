@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,44 +14,21 @@ import onnxruntime as ort
 import pytest
 
 from service.client import Client, ClientError, wait_for_local_server
+from tests.service._processes import Process
 from tests.service.conftest import job_spec
 
 pytestmark = pytest.mark.slow
 
 
-Server = tuple[Client, Path, subprocess.Popen[bytes]]
+Server = tuple[Client, Path, Process]
 
 
 def _start_server(tmp_path: Path) -> Server:
     data = tmp_path / "data"
-    env = {
-        **os.environ,
-        "INFERPRUNE_LEASE_SECONDS": "4",
-        "INFERPRUNE_HEARTBEAT_SECONDS": "0.5",
-        "INFERPRUNE_POLL_SECONDS": "0.2",
-        "INFERPRUNE_TORCH_THREADS": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
-    with open(tmp_path / "server.log", "wb") as log:  # the child keeps its own copy
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service.cli",
-                "serve",
-                "--port",
-                "0",
-                "--workers",
-                "2",
-                "--data-dir",
-                str(data),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+    args = ["serve", "--port", "0", "--workers", "2", "--data-dir", str(data)]
+    process = Process(args, tmp_path / "server.log")
     try:
-        client = wait_for_local_server(data, process, timeout=90)
+        client = wait_for_local_server(data, process.popen, timeout=90)
     except ClientError as exc:
         process.kill()
         pytest.fail(f"{exc.message}: {(tmp_path / 'server.log').read_text()[-3000:]}")
@@ -63,9 +38,7 @@ def _start_server(tmp_path: Path) -> Server:
 def _stop_server(running: Server) -> None:
     client, _, process = running
     client.close()
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)
+    process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +55,7 @@ def _servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]
 def server(_servers: list[Server], tmp_path_factory: pytest.TempPathFactory) -> Server:
     """A running ``inferprune serve`` with two workers: the module's, or a new one
     where a test has stopped it."""
-    if not _servers or _servers[-1][2].poll() is not None:
+    if not _servers or _servers[-1][2].popen.poll() is not None:
         _servers.append(_start_server(tmp_path_factory.mktemp("serve")))
     return _servers[-1]
 
@@ -153,5 +126,4 @@ def test_two_workers_a_killed_one_and_the_job_still_completes(
     assert "database is locked" not in log
     assert "starting a new one" in log  # the supervisor replaced the killed worker
 
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) == 0
+    assert process.stop() == 0  # SIGINT: the server and its workers end cleanly
