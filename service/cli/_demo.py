@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 ARCH = "resnet20_cifar"
 SHAPE = (3, 32, 32)
-MEASURED_DURATION = "65 s measured on a quiet 2-core Intel Xeon VM, once installed"
+MEASURED_DURATION = "69-76 s measured on quiet 2-core VMs, once installed"
 """How long the demo takes, as measured (one run, defaults); quoted by ``--help``."""
 
 
