@@ -18,7 +18,7 @@ from models.errors import DataError, TrainingDivergedError
 from models.train._batches import LabelChecks, module_device, on_device
 from models.train._carry import OptimizerCarry
 from models.train._distill import distillation_loss
-from models.train._loss_reads import LossReads
+from models.train._loss_reads import LossReads, NonFiniteLoss
 from models.train._schedule import cosine_lr, steps_per_epoch, total_steps
 
 __all__ = ["TrainProgress", "TrainResult", "fine_tune"]
@@ -141,6 +141,11 @@ def _diverged(step: int, total: int, what: str, lr: float, base_lr: float) -> Tr
         f"training diverged at step {step} of {total}: {what} (learning rate {lr:.3g}). "
         f"Lower the learning rate (for example lr={base_lr / 10:g}) and try again."
     )
+
+
+def _raise_if_diverged(bad: NonFiniteLoss | None, total: int, base_lr: float) -> None:
+    if bad is not None:
+        raise _diverged(bad.step, total, f"the loss became {bad.value}", bad.lr, base_lr)
 
 
 def fine_tune(
@@ -290,9 +295,7 @@ def fine_tune(
                             weight=distill_weight,
                             temperature=temperature,
                         )
-                bad = losses.add(step + 1, step_lr, loss)
-                if bad is not None:
-                    raise _diverged(bad.step, total, f"the loss became {bad.value}", bad.lr, lr)
+                _raise_if_diverged(losses.add(step + 1, step_lr, loss), total, lr)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is None:
                     loss.backward()
@@ -304,9 +307,7 @@ def fine_tune(
                 done = step + 1
                 if on_step is not None:
                     on_step(TrainProgress(done, total, done / per_epoch, losses.last, step_lr))
-            bad = losses.flush()
-            if bad is not None:
-                raise _diverged(bad.step, total, f"the loss became {bad.value}", bad.lr, lr)
+            _raise_if_diverged(losses.flush(), total, lr)
             if done and not all(bool(torch.isfinite(p).all()) for p in params):
                 raise _diverged(done, total, "the weights became NaN or infinite", step_lr, lr)
     finally:
