@@ -1,7 +1,8 @@
 """``search_quality_summary.json``: one row per (data set, model, budget, method), each
 method compared with the best equal-compute one-shot baseline of its cell: the one with
 the highest mean test accuracy among those that reached the budget on every seed the
-method ran (paired differences over those seeds)."""
+method ran (paired differences over those seeds). The default search's rows also carry
+issue 11's goal, judged per cell (:func:`goal_verdict`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ from typing import Any
 
 ONE_SHOT = ("uniform", "global", "sensitivity", "fastnas")
 """Methods that choose widths once and spend the whole compute fine-tuning them."""
+
+GOAL_METHOD = "tpe"
+"""The product's default search, the method issue 11's goal is about."""
+
+GOAL_MARGIN_POINTS = 1.0
+"""The goal's margin over the best baseline, in points, unless half of that baseline's
+gap to the unpruned model is smaller."""
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -70,8 +78,49 @@ def summary_rows(payload: dict[str, Any]) -> list[dict[str, Any]]:
                     row["paired_vs_best_baseline_mean"] = statistics.fmean(gains)
                     row["wins"] = sum(g > 0 for g in gains)
                     row["losses"] = sum(g < 0 for g in gains)
+                    if method == GOAL_METHOD:
+                        row |= goal_verdict(
+                            gains,
+                            [baselines[best][s] for s in seeds],
+                            [unpruned[s] for s in seeds],
+                        )
             rows.append(row)
     return rows
+
+
+def goal_verdict(
+    gains: Sequence[float], best_baseline: Sequence[float], unpruned: Sequence[float]
+) -> dict[str, Any]:
+    """Return issue 11's goal, judged on one cell: the search beats the best baseline on
+    every seed by :data:`GOAL_MARGIN_POINTS`, or by half of that baseline's gap to the
+    unpruned model where that is smaller; and is never behind it by more than the
+    seed-to-seed spread.
+
+    Args:
+        gains: the search's paired test-accuracy differences to the best baseline, in
+            points, one per seed.
+        best_baseline: that baseline's test accuracy per seed (fractions).
+        unpruned: the unpruned model's test accuracy per seed (fractions).
+
+    Returns:
+        ``goal_margin_points``: the margin each seed must exceed. Half a *negative* gap
+        (the pruned baseline tests above the unpruned yardstick, e.g. an under-trained
+        unpruned model) would let a loss pass, so the margin is never below zero: the
+        search must at least win. ``goal_met``: every seed beats the margin.
+        ``spread_points``: the baseline's seed-to-seed standard deviation, in points
+        (None with one seed). ``behind_by_more_than_spread``: the mean gain is below
+        minus that spread (with one seed: any loss).
+    """
+    gap = (statistics.fmean(unpruned) - statistics.fmean(best_baseline)) * 100
+    margin = max(0.0, min(GOAL_MARGIN_POINTS, gap / 2))
+    spread = statistics.stdev(best_baseline) * 100 if len(best_baseline) > 1 else None
+    mean = statistics.fmean(gains)
+    return {
+        "goal_margin_points": margin,
+        "goal_met": all(g > margin for g in gains),
+        "spread_points": spread,
+        "behind_by_more_than_spread": mean < -(spread or 0.0),
+    }
 
 
 def update_summary(path: Path, payload: dict[str, Any]) -> Path:

@@ -1,0 +1,82 @@
+"""search_quality_summary.json rows and issue 11's goal, judged per cell."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from _summary import goal_verdict, summary_rows  # noqa: E402
+
+
+def _payload(accuracies: dict[str, list[float]], unpruned: list[float]) -> dict[str, Any]:
+    """A one-budget equal-compute report: ``accuracies[method][seed]`` test accuracy."""
+    runs = [
+        {"method": m, "budget": 0.0625, "seed": seed, "reachable": True, "test_accuracy": acc}
+        for m, accs in accuracies.items()
+        for seed, acc in enumerate(accs)
+    ]
+    return {
+        "dataset": "fashion_mnist",
+        "arch": "resnet56_cifar",
+        "settings": {"compute_epochs": 20.0},
+        "baselines": {
+            str(seed): {"measured": {"test_accuracy": acc}} for seed, acc in enumerate(unpruned)
+        },
+        "runs": runs,
+    }
+
+
+def _row(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
+    return next(r for r in rows if r["method"] == method)
+
+
+def test_the_goal_needs_a_full_point_on_every_seed_when_the_gap_is_wide() -> None:
+    rows = summary_rows(
+        _payload(
+            {"tpe": [0.880, 0.871], "uniform": [0.865, 0.860], "global": [0.868, 0.860]},
+            unpruned=[0.900, 0.900],
+        )
+    )
+    tpe = _row(rows, "tpe")
+    assert tpe["best_baseline"] == "global"
+    assert tpe["paired_vs_best_baseline_mean"] == pytest.approx((1.2 + 1.1) / 2)
+    assert tpe["goal_margin_points"] == pytest.approx(1.0)  # half the gap: 1.6
+    assert tpe["goal_met"] is True
+    assert "goal_met" not in _row(rows, "uniform")  # judged for the default search only
+
+
+def test_one_seed_short_of_the_margin_fails_the_goal() -> None:
+    rows = summary_rows(
+        _payload({"tpe": [0.880, 0.865], "global": [0.868, 0.860]}, unpruned=[0.900, 0.900])
+    )
+    tpe = _row(rows, "tpe")
+    assert tpe["wins"] == 2  # both seeds win, but seed 1 by 0.5 points only
+    assert tpe["goal_met"] is False
+
+
+def test_half_the_gap_is_the_margin_when_smaller() -> None:
+    verdict = goal_verdict([0.5, 0.45], best_baseline=[0.890, 0.888], unpruned=[0.898, 0.898])
+    assert verdict["goal_margin_points"] == pytest.approx(0.45)  # gap 0.9 points
+    assert verdict["goal_met"] is False  # 0.45 is not above 0.45
+    assert goal_verdict([0.5, 0.46], [0.890, 0.888], [0.898, 0.898])["goal_met"] is True
+
+
+def test_a_baseline_above_the_unpruned_model_still_demands_a_win() -> None:
+    """Half a negative gap would let a loss pass; the margin never drops below zero."""
+    verdict = goal_verdict([-0.1], best_baseline=[0.885], unpruned=[0.880])
+    assert verdict["goal_margin_points"] == 0.0
+    assert verdict["goal_met"] is False
+    assert verdict["behind_by_more_than_spread"] is True  # one seed: no spread to hide in
+
+
+def test_behind_within_the_seed_to_seed_spread_is_reported_as_such() -> None:
+    # the best baseline's std over seeds: 1.0 point
+    verdict = goal_verdict([-0.5, -0.3, -0.4], [0.87, 0.88, 0.89], [0.9, 0.9, 0.9])
+    assert verdict["spread_points"] == pytest.approx(1.0)
+    assert verdict["behind_by_more_than_spread"] is False
+    assert verdict["goal_met"] is False
