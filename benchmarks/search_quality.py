@@ -850,7 +850,7 @@ def markdown(payload: dict[str, Any]) -> str:
         f"{payload['arch']} on `{payload['dataset']}` "
         f"({'x'.join(map(str, payload['input_shape']))}"
         + (f"; {payload['dataset_note']}" if payload.get("dataset_note") else "")
-        + f"). Machine: {m['cpu']}, "
+        + f"). Machine: {' and '.join(payload.get('machines', [m['cpu']]))}, "
         f"{m['cores']} cores, torch on 1 thread; torch {lib['torch']}, optuna {lib['optuna']}, "
         f"torch-pruning {lib['torch-pruning']}, onnxruntime {lib['onnxruntime']}; finished "
         f"{m['finished_at']}. "
@@ -1115,7 +1115,8 @@ def combine(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     A run of the same method, budget and seed in a later report replaces the earlier one
     (rerunning a method after a change to it keeps the others' runs). Settings, split
-    sizes, machine and pruner come from the last report.
+    sizes, machine and pruner come from the last report; ``machines`` names every CPU
+    the reports ran on (each seed's runs share one baseline, so one machine).
 
     Raises:
         ValueError: two reports started a seed from different baseline weights (a
@@ -1141,6 +1142,13 @@ def combine(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "wall_s": sum(report["wall_s"] for report in reports),
         "interference_cores": max(report["interference_cores"] for report in reports),
         "combined_from": len(reports),
+        "machines": sorted(
+            {
+                cpu
+                for report in reports
+                for cpu in report.get("machines", [report["machine"]["cpu"]])
+            }
+        ),
         "baselines": baselines,
         "summary": summarize(runs, methods),
         "proxy_correlations": proxy_correlations(runs, last["split_sizes"]["val"]),
