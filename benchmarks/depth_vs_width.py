@@ -3,10 +3,11 @@
 An experiment for issue 11, not a product feature yet: the product's plans only narrow
 channel groups, so a deep net pruned to a few percent of its MACs keeps every block at a
 sliver of its width (resnet56 at 6.25 %: 4 to 16 channels per layer over 55 layers).
-This script removes whole residual blocks first (a block whose shortcut is the identity
-computes ``relu(x + branch(x))``; with ``x`` already the output of a ReLU, replacing it
-by ``nn.Identity`` is the same as zeroing its branch), keeping ``K`` of each stage's
-blocks evenly spread (the first, downsampling one always), then gives the remaining
+This script removes whole residual blocks first (``models.prune.remove_blocks``: a block
+whose shortcut is the identity computes ``relu(x + branch(x))``; with ``x`` already the
+output of a ReLU, replacing it by ``nn.Identity`` is the same as zeroing its branch),
+keeping ``K`` of each stage's blocks evenly spread (the first, downsampling one always),
+then gives the remaining
 layers the uniform width that meets the same MACs budget (as a fraction of the *unpruned*
 model) and trains the result exactly as ``search_quality.py --compute-epochs`` trains a
 one-shot method: ``search.final.finalize`` with the whole compute as fine-tune epochs,
@@ -22,7 +23,6 @@ baseline: ``--compare REPORT.json`` adds their test accuracy and the paired diff
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import sys
@@ -38,6 +38,7 @@ from search_quality import Settings, ensure_baseline, make_subset
 from torch import nn
 
 from models.cost import measure_cost
+from models.prune import removable_blocks, remove_blocks
 from search import finalize, load_problem
 from search.problem import problem_from_model
 
@@ -60,20 +61,22 @@ def kept_blocks(blocks: int, keep: int) -> list[int]:
     return sorted({round(i * (blocks - 1) / (keep - 1)) for i in range(keep)})
 
 
-def remove_blocks(model: nn.Module, keep: int) -> nn.Module:
-    """Return a copy of a CIFAR ResNet with ``keep`` blocks per stage (the rest replaced
-    by ``nn.Identity``; only blocks whose shortcut is the identity can go)."""
-    reduced = copy.deepcopy(model)
+def blocks_to_remove(model: nn.Module, input_shape: Sequence[int], keep: int) -> list[str]:
+    """Return the blocks of a CIFAR ResNet that go when ``keep`` per stage stay (evenly
+    spread, the first always), checked against ``models.prune.removable_blocks``.
+
+    Raises:
+        ValueError: a block that would go is not removable (it changes the shape).
+    """
+    removable = set(removable_blocks(model, input_shape))
+    names = []
     for stage_name in STAGES:
-        stage = getattr(reduced, stage_name)
-        kept = set(kept_blocks(len(stage), keep))
-        for i in range(len(stage)):
-            if i in kept:
-                continue
-            if not isinstance(stage[i].shortcut, nn.Identity):
-                raise ValueError(f"{stage_name}.{i} changes shape: it cannot be removed")
-            stage[i] = nn.Identity()
-    return reduced
+        blocks = len(getattr(model, stage_name))
+        kept = set(kept_blocks(blocks, keep))
+        names += [f"{stage_name}.{i}" for i in range(blocks) if i not in kept]
+    if not set(names) <= removable:
+        raise ValueError(f"not removable: {sorted(set(names) - removable)}")
+    return names
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -121,7 +124,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             full = base.baseline.cost
             for keep in args.keep:
                 began = time.perf_counter()
-                model = remove_blocks(base.model, keep)
+                model = remove_blocks(
+                    base.model, blocks_to_remove(base.model, base.info.input_shape, keep)
+                )
                 depth_macs = measure_cost(model, base.info.input_shape).macs
                 # the same budget in MACs, as a fraction of the reduced model
                 budget_spec = spec.budget.model_copy(

@@ -11,6 +11,10 @@ single input-to-hidden and hidden-to-hidden weights by magnitude along the AGP c
 (:func:`agp_sparsity`, :func:`magnitude_masks`) while a model fine-tunes, and
 :func:`keep_recurrent_masked` holds such zeros while a model trains.
 
+Depth: :func:`removable_blocks` finds residual blocks that can go whole (their branch
+zeroed, they pass their input through) and :func:`remove_blocks` replaces them by
+``nn.Identity``.
+
 Kernel granularity: :func:`kernel_masks` picks single k×k kernels to remove
 (:class:`KernelMasks`), :func:`zero_kernels` / :func:`keep_kernels_masked` enforce them,
 and :func:`apply_sequence` runs a hybrid sequence of channel, kernel and (recurrent)
@@ -20,6 +24,7 @@ weight :class:`PruningStep` s, turning columns no filter reads into channel cuts
 from __future__ import annotations
 
 from models.prune._apply import CALIBRATION_BATCHES, apply_plan, score_channels
+from models.prune._depth import removable_blocks, remove_blocks
 from models.prune._global import global_magnitude_widths
 from models.prune._graph import (
     ChannelGroup,
@@ -89,6 +94,8 @@ __all__ = [
     "magnitude_masks",
     "output_channels",
     "recurrent_weights",
+    "removable_blocks",
+    "remove_blocks",
     "score_channels",
     "score_kernels",
     "uniform_plan",

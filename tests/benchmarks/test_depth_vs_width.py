@@ -11,8 +11,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from depth_vs_width import kept_blocks, remove_blocks  # noqa: E402
+from depth_vs_width import blocks_to_remove, kept_blocks  # noqa: E402
 
+from models.prune import remove_blocks  # noqa: E402
 from models.zoo import build_model  # noqa: E402
 
 
@@ -33,7 +34,7 @@ def test_removing_a_block_computes_what_zeroing_its_branch_computes() -> None:
             for i in (1, 2):
                 stage[i].bn2.weight.zero_()
                 stage[i].bn2.bias.zero_()
-    reduced = remove_blocks(model, keep=1).eval()
+    reduced = remove_blocks(model, blocks_to_remove(model, (1, 28, 28), keep=1)).eval()
     assert [type(b) for b in reduced.layer2] == [type(model.layer2[0]), nn.Identity, nn.Identity]
     assert isinstance(model.layer2[1], type(model.layer2[0]))  # the original is untouched
     x = torch.randn(4, 1, 28, 28)

@@ -1,0 +1,120 @@
+"""Depth: residual blocks that can be removed whole, and removing them.
+
+A block ``M`` with an identity shortcut computes ``act(x + branch(x))``. With every
+weight and bias of ``M`` at zero its branch outputs zero, so it computes ``act(x)``,
+which is ``x`` when ``act`` is a ReLU fed the output of an earlier ReLU (ResNets) or
+absent (MobileNetV2's inverted residuals). :func:`removable_blocks` finds such blocks by
+that property alone, with no knowledge of the architecture: a submodule that holds
+parameters, keeps its input's shape, and maps a non-negative input to itself once its
+own parameters are zeroed. The smallest such modules are reported (a ResNet stage of
+shape-keeping blocks passes the test too, but its blocks are the units). Replacing a
+block by ``nn.Identity`` (:func:`remove_blocks`) is then the same as zeroing its branch,
+and the rest of the network is untouched: a pretrained model loses only what the
+block's branch contributed.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from models.errors import PlanError
+
+__all__ = ["removable_blocks", "remove_blocks"]
+
+_TOLERANCE = 1e-6
+
+
+def _input_shapes(model: nn.Module, input_shape: Sequence[int]) -> dict[str, torch.Size]:
+    """Return, per submodule called exactly once with one tensor that it returns
+    reshaped to the same shape, that shape (one forward pass of a zero batch of one)."""
+    calls: dict[str, list[tuple[torch.Size | None, torch.Size | None]]] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def record(mod: nn.Module, args: tuple[object, ...], out: object, name: str = name) -> None:
+            shape_in = (
+                args[0].shape if len(args) == 1 and isinstance(args[0], torch.Tensor) else None
+            )
+            shape_out = out.shape if isinstance(out, torch.Tensor) else None
+            calls.setdefault(name, []).append((shape_in, shape_out))
+
+        handles.append(module.register_forward_hook(record))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    shapes: dict[str, torch.Size] = {}
+    for name, seen in calls.items():
+        if len(seen) == 1 and seen[0][0] is not None and seen[0][0] == seen[0][1]:
+            shapes[name] = seen[0][0]
+    return shapes
+
+
+def _passes_input_when_zeroed(module: nn.Module, shape: torch.Size) -> bool:
+    """Return whether ``module`` with all its parameters zeroed returns a non-negative
+    input unchanged (its branch vanishes and its shortcut is the identity)."""
+    if next(module.parameters(), None) is None:
+        return False
+    zeroed = copy.deepcopy(module).eval()
+    with torch.no_grad():
+        for parameter in zeroed.parameters():
+            parameter.zero_()
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(0)) + 0.5
+        try:
+            y = zeroed(x)
+        except Exception:  # a module that cannot run alone is no block
+            return False
+    return (
+        isinstance(y, torch.Tensor)
+        and y.shape == x.shape
+        and bool(torch.allclose(y, x, atol=_TOLERANCE))
+    )
+
+
+def removable_blocks(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
+    """Return the module paths of ``model``'s removable residual blocks, in module order.
+
+    A block is removable when it holds parameters, is called once with one tensor whose
+    shape it keeps, and returns a non-negative input unchanged once all its parameters
+    are zeroed (see the module docstring); of nested ones only the innermost count.
+    ``model`` is not changed.
+
+    Args:
+        model: any module taking one ``(N, *input_shape)`` tensor.
+        input_shape: one sample's shape, without the batch dimension.
+    """
+    shapes = _input_shapes(model, input_shape)
+    modules = dict(model.named_modules())
+    candidates = [
+        name for name, shape in shapes.items() if _passes_input_when_zeroed(modules[name], shape)
+    ]
+    return [
+        name for name in candidates if not any(other.startswith(f"{name}.") for other in candidates)
+    ]
+
+
+def remove_blocks(model: nn.Module, names: Iterable[str]) -> nn.Module:
+    """Return a copy of ``model`` with the blocks ``names`` replaced by ``nn.Identity``.
+
+    Raises:
+        PlanError: a name is not a submodule of ``model``.
+    """
+    reduced = copy.deepcopy(model)
+    for name in names:
+        try:
+            reduced.get_submodule(name)
+        except AttributeError:
+            raise PlanError(f"{name!r} is not a block of this model") from None
+        reduced.set_submodule(name, nn.Identity())
+    return reduced
