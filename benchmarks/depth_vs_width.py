@@ -28,7 +28,7 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +79,9 @@ def blocks_to_remove(model: nn.Module, input_shape: Sequence[int], keep: int) ->
     return names
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Train every (seed, budget, keep) and return the report."""
+def run(args: argparse.Namespace, on_run: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Train every (seed, budget, keep) and return the report; ``on_run(report)`` after
+    each, with the runs so far (so that an interrupted run keeps what it finished)."""
     dataset = make_subset(
         args.dataset,
         args.input_shape,
@@ -162,6 +163,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "wall_s": round(time.perf_counter() - began, 1),
                 }
                 runs.append(run)
+                on_run(report(settings, args, baselines, runs, started))
                 logger.info(
                     "seed %d budget %.4f keep %d: MACs %.4f test %.4f val %.4f (%.0f s)",
                     seed,
@@ -172,12 +174,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     run["val_accuracy"],
                     run["wall_s"],
                 )
-    return {
+    return report(settings, args, baselines, runs, started)
+
+
+def report(
+    settings: Settings,
+    args: argparse.Namespace,
+    baselines: dict[int, dict[str, Any]],
+    runs: list[dict[str, Any]],
+    started: float,
+) -> dict[str, Any]:
+    """Return the report of ``runs`` (machine, settings, baselines, compared rows)."""
+    payload = {
         "benchmark": "depth_vs_width",
         "machine": machine(),
         "settings": {
             "arch": args.arch,
-            "dataset": dataset,
+            "dataset": settings.dataset,
             "compute_epochs": args.compute_epochs,
             "base_epochs": args.base_epochs,
             "lr": args.lr,
@@ -190,8 +203,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "baselines": {str(s): b for s, b in baselines.items()},
         "wall_s": round(time.perf_counter() - started, 1),
-        "runs": runs,
+        "runs": list(runs),
     }
+    payload["compared"] = compare(payload, [json.loads(p.read_text()) for p in args.compare])
+    return payload
 
 
 def compare(payload: dict[str, Any], reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -314,11 +329,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(1)
-    payload = run(args)
-    payload["compared"] = compare(payload, [json.loads(p.read_text()) for p in args.compare])
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"{args.name}.json").write_text(json.dumps(payload, indent=1) + "\n")
-    (args.out_dir / f"{args.name}.md").write_text(markdown(payload))
+
+    def write(payload: dict[str, Any]) -> None:
+        (args.out_dir / f"{args.name}.json").write_text(json.dumps(payload, indent=1) + "\n")
+        (args.out_dir / f"{args.name}.md").write_text(markdown(payload))
+
+    write(run(args, on_run=write))
     logger.info("wrote %s", args.out_dir / f"{args.name}.md")
     return 0
 
