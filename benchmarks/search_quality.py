@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -487,8 +488,10 @@ def run_cell(
     methods: Sequence[str],
     settings: Settings,
     weights: Path,
+    on_run: Callable[[list[dict[str, Any]], dict[str, Any]], None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Run every method at one budget and seed; return the runs and the baseline numbers."""
+    """Run every method at one budget and seed; return the runs and the baseline numbers
+    (``on_run(runs, baseline)`` is told the same after each method)."""
     base_spec = settings.spec(budget, seed, "tpe", settings.final_epochs)
     problem = load_problem(
         base_spec, weights=weights, data_root=settings.data_root, device=settings.device
@@ -535,6 +538,8 @@ def run_cell(
         )
         run = _result(method, budget, seed, job, choice, final, interference) | space
         runs.append(run)
+        if on_run is not None:
+            on_run(runs, baseline)
         logger.info(
             "budget %.3f seed %d %-10s test %.4f val %.4f MACs %.3f  %.0f s",
             budget,
@@ -1272,6 +1277,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         methods.append("uniform" + EQUAL_COMPUTE)
     runs: list[dict[str, Any]] = []
     baselines: dict[int, dict[str, Any]] = {}
+    report = _report_builder(args, settings, methods, note, started, interference)
+
+    def write_so_far(
+        done: list[dict[str, Any]],
+        seed: int,
+        trained: dict[str, Any],
+        cell: list[dict[str, Any]],
+        measured: dict[str, Any],
+    ) -> None:
+        """Write the report with a cell's finished methods: an interrupted run keeps what
+        it finished (a cell takes hours on a CPU)."""
+        so_far = baselines | {seed: {"train": trained, "measured": measured}}
+        write_report(report(done + cell, so_far), args.out_dir, args.name)
+
     for seed in args.seeds:
         weights, trained = ensure_baseline(
             seed,
@@ -1287,41 +1306,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.baselines_only:
             continue
         for budget in args.budgets:
-            cell, measured = run_cell(budget, seed, methods, settings, weights)
+            on_run = functools.partial(write_so_far, list(runs), seed, trained)
+            cell, measured = run_cell(budget, seed, methods, settings, weights, on_run)
             runs += cell
             baselines.setdefault(seed, {"train": trained, "measured": measured})
     if args.baselines_only:
         return 0
-    sizes = next(iter(baselines.values()))["measured"]
-    split_sizes = {"val": sizes["val_images"], "test": sizes["test_images"]}
-    payload = {
-        "benchmark": "search_quality",
-        "machine": machine(),
-        "settings": {
-            **dataclasses.asdict(settings),
-            "seeds": args.seeds,
-            "budgets": args.budgets,
-            "final_share": search.fidelity.FINAL_SHARE,
-        },
-        "arch": args.arch,
-        "pruner": PRUNER,
-        "dataset": args.dataset,
-        "dataset_note": note,
-        "input_shape": args.input_shape,
-        "split_sizes": split_sizes,
-        "methods": methods,
-        "wall_s": round(time.perf_counter() - started, 1),
-        "interference_cores": interference.cores(),
-        "baselines": baselines,
-        "summary": summarize(runs, methods),
-        "proxy_correlations": proxy_correlations(runs, split_sizes["val"]),
-        "runs": runs,
-    }
+    payload = report(runs, baselines)
     logger.info("wrote %s", write_report(payload, args.out_dir, args.name))
     if args.compute_epochs is not None:
         summary = update_summary(args.out_dir / "search_quality_summary.json", payload)
         logger.info("updated %s", summary)
     return 0
+
+
+def _report_builder(
+    args: argparse.Namespace,
+    settings: Settings,
+    methods: list[str],
+    note: str | None,
+    started: float,
+    interference: Interference,
+) -> Callable[[list[dict[str, Any]], dict[int, dict[str, Any]]], dict[str, Any]]:
+    """Return ``report(runs, baselines)``: the JSON payload of a run's results so far."""
+
+    def report(runs: list[dict[str, Any]], baselines: dict[int, dict[str, Any]]) -> dict[str, Any]:
+        sizes = next(iter(baselines.values()))["measured"]
+        split_sizes = {"val": sizes["val_images"], "test": sizes["test_images"]}
+        return {
+            "benchmark": "search_quality",
+            "machine": machine(),
+            "settings": {
+                **dataclasses.asdict(settings),
+                "seeds": args.seeds,
+                "budgets": args.budgets,
+                "final_share": search.fidelity.FINAL_SHARE,
+            },
+            "arch": args.arch,
+            "pruner": PRUNER,
+            "dataset": args.dataset,
+            "dataset_note": note,
+            "input_shape": args.input_shape,
+            "split_sizes": split_sizes,
+            "methods": methods,
+            "wall_s": round(time.perf_counter() - started, 1),
+            "interference_cores": interference.cores(),
+            "baselines": baselines,
+            "summary": summarize(runs, methods),
+            "proxy_correlations": proxy_correlations(runs, split_sizes["val"]),
+            "runs": runs,
+        }
+
+    return report
 
 
 if __name__ == "__main__":
