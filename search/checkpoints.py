@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from torch import nn
 
 from models.io import CheckpointInfo, checkpoint_bytes, read_checkpoint_info, read_checkpoint_state
-from models.prune import Plan, widths_of
+from models.prune import Plan, complete_plan, widths_of
 from search.hybrid import kernels_removed
 from search.problem import PruningProblem, build_candidate
 
@@ -174,7 +174,7 @@ def checkpoint_info(
         arch=problem.info.arch,
         num_classes=problem.info.num_classes,
         input_shape=problem.input_shape,
-        plan=Plan({g.name: plan.get(g.name, g.channels) for g in problem.graph.groups}),
+        plan=complete_plan(plan, problem.graph),
         round_to=problem.spec.pruning.round_to,
         normalization={"mean": list(norm.mean), "std": list(norm.std)} if norm else None,
         extra={k: str(v) for k, v in extra.items()},

@@ -58,8 +58,9 @@ MIN_FIRST_RUNG = 0.5
 """Shortest first rung, in epochs, while the compute allows :data:`TOP_ENTRANTS` at the
 top at all; below that the first rung shrinks rather than the top rung going uncontested."""
 
-REFERENCE_KINDS = ("uniform", "global", "sensitivity")
-"""The warm starts of a budgeted job (``search.warm_start.WARM_STARTS``)."""
+REFERENCE_KINDS = ("uniform", "global", "sensitivity", "depth")
+"""The warm starts of a budgeted job (``search.warm_start.WARM_STARTS``); ``depth`` only
+where the search removes blocks."""
 
 FINAL_SHARE = 0.75
 """Share of ``compute_epochs`` that is the delivered model's whole training (its search
@@ -170,11 +171,15 @@ def _most_candidates(budget: float, first: float, rungs: int, references: int) -
 
 def references(spec: JobSpec) -> int:
     """Return the warm starts a job's study begins with (``search.warm_start``): the
-    uniform, global-magnitude and sensitivity plans with a MACs or parameter budget, the
-    half-width uniform plan without (at most: equal plans are tried once)."""
+    uniform, global-magnitude and sensitivity plans with a MACs or parameter budget, and
+    the half-depth one when the search removes blocks; the half-width uniform plan
+    without a budget (at most: equal plans are tried once, and a model without removable
+    blocks has no half-depth plan)."""
     budget = spec.budget
     limited = budget.flops is not None or budget.macs is not None or budget.params is not None
-    return len(REFERENCE_KINDS) if limited else 1
+    if not limited:
+        return 1
+    return len(REFERENCE_KINDS) - (0 if spec.searches_depth else 1)
 
 
 def plan_fidelity(spec: JobSpec) -> FidelityPlan | None:

@@ -34,6 +34,7 @@ from models.prune import (
     SparsePruned,
     apply_plan,
     apply_sequence,
+    complete_plan,
     keep_kernels_masked,
     keep_recurrent_masked,
     zeroed_kernel_masks,
@@ -169,8 +170,13 @@ def prune_hybrid(
     pruned = apply_plan(
         model, plan, criterion, calib, input_shape=shape, graph=graph, seed=seed, scores=scores
     )
-    full = Plan({g.name: plan.width(g) for g in graph.groups})
+    full = complete_plan(plan, graph)
     sparse_steps = [s for s in sequence or () if s.granularity != "channel"]
     if not sparse_steps:
         return SparsePruned(pruned, full, KernelMasks())
+    if graph.removed_blocks(plan):
+        raise ModelsError(
+            "kernel and weight steps prune the layers of the whole model; a plan that "
+            "removes blocks cannot be followed by them (keep the blocks, or drop the steps)"
+        )
     return apply_sequence(pruned, sparse_steps, calib, input_shape=shape, graph=graph, seed=seed)

@@ -34,6 +34,7 @@ from models.prune import (
     Plan,
     PruningStep,
     build_pruning_graph,
+    complete_plan,
     has_recurrent_weights,
     keep_kernels_masked,
     uniform_plan,
@@ -207,6 +208,12 @@ def apply_once(
     graph = build_pruning_graph(model, shape, round_to=round_to)
     if plan is None and ratio is not None:
         plan = uniform_plan(graph, ratio)
+    if plan is not None and graph.removed_blocks(plan) and (config.name != "one_shot" or sequence):
+        raise SpecError(
+            "this plan removes residual blocks, which only the one_shot schedule without a "
+            "sequence does; give it widths only, or drop --schedule/--sequence",
+            fields=("pruning.schedule", "pruning.sequence"),
+        )
     data = None
     calib = None
     if dataset:
@@ -255,7 +262,7 @@ def apply_once(
         info.arch,
         info.num_classes,
         shape,
-        Plan({g.name: plan.width(g) for g in graph.groups}),
+        complete_plan(plan, graph),
         round_to=round_to,
         normalization=info.normalization,
         extra=_extra(criterion, sequence),

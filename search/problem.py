@@ -373,7 +373,13 @@ def problem_from_model(
     table = None
     if spec.latency.predictor == "table" and spec.measures_latency:
         table = build_latency_table(model, graph, meter, spec.latency, seed=spec.search.seed)
-    space = SearchSpace(graph, cost, budget, latency=budget_predictor(table) if table else None)
+    space = SearchSpace(
+        graph,
+        cost,
+        budget,
+        latency=budget_predictor(table) if table else None,
+        depth=spec.searches_depth,
+    )
     space.check_reachable()
     problem = PruningProblem(
         spec=spec,

@@ -1,7 +1,12 @@
-"""The search space: one integer per group, and budget-aware projection of samples.
+"""The search space: one integer per group (and per stage of blocks), and budget-aware
+projection of samples.
 
 Each prunable group contributes one integer parameter, the channels it keeps, from its
-minimum to its full width in steps of ``round_to``. A sampled width vector that breaks
+minimum to its full width in steps of ``round_to``. With depth (``pruning.depth``),
+each module that holds removable residual blocks (a ResNet stage) contributes one more,
+``depth:<module>``: how many of its blocks are removed, spread evenly over the stage
+(:func:`models.prune.spread_removal`); the groups inside removed blocks then do not
+matter. Depth is never changed by projection. A sampled width vector that breaks
 the MACs/parameter budget is *projected*: every group is shrunk toward its minimum by
 the same fraction of its slack, the largest fraction that fits (binary search on the
 analytic cost model, and the device's layer latency table for a latency budget with
@@ -19,11 +24,16 @@ import optuna
 from optuna.distributions import BaseDistribution, IntDistribution
 
 from models.cost import AnalyticCost, Cost
-from models.prune import ChannelGroup, Plan, PruningGraph
+from models.prune import ChannelGroup, Plan, PruningGraph, block_containers, spread_removal
+from models.prune._graph import inside
 from search.budget import ResolvedBudget
 from search.errors import BudgetUnreachableError
 
-__all__ = ["FLOORS_ATTR", "SearchSpace", "study_floors"]
+__all__ = ["DEPTH_PREFIX", "FLOORS_ATTR", "SearchSpace", "study_floors"]
+
+DEPTH_PREFIX = "depth:"
+"""Trial parameters named ``depth:<module>`` count the blocks removed from ``<module>``
+(``depth:`` alone for blocks at the top level)."""
 
 FLOORS_ATTR = "space_floors"
 """Study user attribute holding the sensitivity prior's per-group floors (set once when
@@ -50,6 +60,8 @@ class SearchSpace:
         cost: AnalyticCost,
         budget: ResolvedBudget,
         latency: Callable[[Mapping[str, int]], float] | None = None,
+        *,
+        depth: bool = False,
     ) -> None:
         """Args:
         graph: the model's groups.
@@ -57,12 +69,38 @@ class SearchSpace:
         budget: the limits samples are projected onto.
         latency: predicts a plan's median latency in ms (the device's layer table);
             with it, samples are projected onto ``budget.max_latency_ms`` too.
+        depth: also search how many removable blocks (``graph.blocks``) each stage loses.
         """
         self.graph = graph
         self.cost = cost
         self.budget = budget
         self.latency = latency if budget.max_latency_ms is not None else None
         self.groups: tuple[ChannelGroup, ...] = tuple(g for g in graph.groups if g.prunable)
+        self.stages: dict[str, tuple[str, ...]] = block_containers(graph.blocks) if depth else {}
+        """Removable blocks by the module that holds them (empty without depth)."""
+
+    # -- depth --------------------------------------------------------------------------
+    def removal(self, counts: Mapping[str, int]) -> dict[str, int]:
+        """Return the plan entries (block → 0) that remove ``counts[stage]`` blocks of each
+        stage, spread evenly over it."""
+        return {
+            block: 0
+            for stage, blocks in self.stages.items()
+            for block in spread_removal(blocks, min(int(counts.get(stage, 0)), len(blocks)))
+        }
+
+    def removed_counts(self, plan: Mapping[str, int]) -> dict[str, int]:
+        """Return how many blocks of each stage ``plan`` removes."""
+        return {
+            stage: sum(1 for b in blocks if plan.get(b, 1) == 0)
+            for stage, blocks in self.stages.items()
+        }
+
+    def _live(self, removed: Mapping[str, int]) -> tuple[ChannelGroup, ...]:
+        """Return the searched groups that are not inside a removed block."""
+        if not removed:
+            return self.groups
+        return tuple(g for g in self.groups if not inside(g.name, removed))
 
     # -- parameters ---------------------------------------------------------------------
     def distributions(self, floors: Mapping[str, int] | None = None) -> dict[str, BaseDistribution]:
@@ -81,22 +119,29 @@ class SearchSpace:
                 out[g.name] = IntDistribution(allowed[low], g.channels, step=g.step)
             else:
                 out[f"{g.name}#index"] = IntDistribution(low, len(allowed) - 1)
+        for stage, blocks in self.stages.items():
+            out[DEPTH_PREFIX + stage] = IntDistribution(0, len(blocks))
         return out
 
     def widths_from_params(self, params: Mapping[str, int]) -> dict[str, int]:
-        """Return group widths from a trial's parameters (see :meth:`distributions`)."""
+        """Return the plan of a trial's parameters (see :meth:`distributions`): a width
+        per group outside the removed blocks, and 0 per removed block."""
+        removed = self.removal(
+            {stage: int(params.get(DEPTH_PREFIX + stage, 0)) for stage in self.stages}
+        )
         widths = {}
-        for g in self.groups:
+        for g in self._live(removed):
             if g.name in params:
                 widths[g.name] = int(params[g.name])
             elif f"{g.name}#index" in params:
                 widths[g.name] = g.allowed_widths()[int(params[f"{g.name}#index"])]
             else:
                 widths[g.name] = g.channels
-        return widths
+        return {**widths, **removed}
 
     def params_from_widths(self, widths: Mapping[str, int]) -> dict[str, int]:
-        """Return the trial parameters that give ``widths`` (inverse of the above)."""
+        """Return the trial parameters that give ``widths`` (inverse of the above, for a
+        plan whose removed blocks are spread as :meth:`removal` spreads them)."""
         params = {}
         for g in self.groups:
             width = int(widths.get(g.name, g.channels))
@@ -104,6 +149,8 @@ class SearchSpace:
                 params[g.name] = width
             else:
                 params[f"{g.name}#index"] = g.allowed_widths().index(width)
+        for stage, count in self.removed_counts(widths).items():
+            params[DEPTH_PREFIX + stage] = count
         return params
 
     def suggest(
@@ -127,8 +174,10 @@ class SearchSpace:
         return self.latency is None or limit is None or self.latency(widths) <= limit
 
     def smallest(self) -> Plan:
-        """Return the plan keeping every group at its minimum: the cheapest reachable."""
-        return Plan({g.name: g.min_channels for g in self.groups})
+        """Return the plan keeping every group at its minimum (and, with depth, removing
+        every removable block): the cheapest reachable."""
+        everything = self.removal({stage: len(blocks) for stage, blocks in self.stages.items()})
+        return Plan({**{g.name: g.min_channels for g in self._live(everything)}, **everything})
 
     def check_reachable(self) -> None:
         """Raise :class:`BudgetUnreachableError` if even :meth:`smallest` breaks the budget."""
@@ -171,10 +220,14 @@ class SearchSpace:
         )
 
     def _shrunk(
-        self, widths: Mapping[str, int], alpha: float, floors: Mapping[str, int]
+        self,
+        widths: Mapping[str, int],
+        alpha: float,
+        floors: Mapping[str, int],
+        removed: Mapping[str, int],
     ) -> dict[str, int]:
-        out = {}
-        for g in self.groups:
+        out = dict(removed)
+        for g in self._live(removed):
             w = widths.get(g.name, g.channels)
             if w == g.channels and (g.channels - g.min_channels) % g.step:
                 w = g.min_channels + ((g.channels - g.min_channels) // g.step) * g.step
@@ -189,27 +242,35 @@ class SearchSpace:
         Every group shrinks toward its minimum (or its floor, when ``floors`` give one
         and the floors themselves fit) by the same fraction of its slack (the largest
         that fits), then groups get single steps back, widest deficit first, while the
-        budget allows. Never returns a plan wider than ``widths`` in any group.
+        budget allows. Never returns a plan wider than ``widths`` in any group. The
+        blocks ``widths`` removes stay removed; only when even the narrowest widths do
+        not fit with them are more removed (:meth:`_deepen`).
 
         Raises:
             BudgetUnreachableError: no plan fits (see :meth:`check_reachable`).
         """
-        full = {g.name: widths.get(g.name, g.channels) for g in self.groups}
+        removed = {b: 0 for b in self.graph.removed_blocks(widths) if self.stages}
+        live = self._live(removed)
+        full = {**{g.name: widths.get(g.name, g.channels) for g in live}, **removed}
         if self.fits(full):
             return Plan(full)
         self.check_reachable()
+        if not self.fits(self._shrunk(full, 0.0, {}, removed)):
+            removed = self._deepen(removed)
+            live = self._live(removed)
+            full = {**{g.name: full.get(g.name, g.channels) for g in live}, **removed}
         toward = dict(floors or {})
-        if toward and not self.fits(self._shrunk(full, 0.0, toward)):
+        if toward and not self.fits(self._shrunk(full, 0.0, toward, removed)):
             toward = {}  # the floors alone break the budget: shrink toward the minimum
         low, high = 0.0, 1.0  # fits at low, not at high
         for _ in range(_BISECTION_STEPS):
             mid = (low + high) / 2
-            if self.fits(self._shrunk(full, mid, toward)):
+            if self.fits(self._shrunk(full, mid, toward, removed)):
                 low = mid
             else:
                 high = mid
-        plan = self._shrunk(full, low, toward)
-        by_deficit = sorted(self.groups, key=lambda g: plan[g.name] - full[g.name])
+        plan = self._shrunk(full, low, toward, removed)
+        by_deficit = sorted(live, key=lambda g: plan[g.name] - full[g.name])
         for g in by_deficit:
             while plan[g.name] + g.step <= full[g.name]:
                 plan[g.name] += g.step
@@ -217,6 +278,20 @@ class SearchSpace:
                     plan[g.name] -= g.step
                     break
         return Plan(plan)
+
+    def _deepen(self, removed: Mapping[str, int]) -> dict[str, int]:
+        """Return ``removed`` with blocks added, one at a time from the stage that has
+        lost the smallest share of its blocks, until the narrowest widths fit."""
+        counts = self.removed_counts(removed)
+        while True:
+            open_stages = [s for s, blocks in self.stages.items() if counts[s] < len(blocks)]
+            if not open_stages:
+                return self.removal(counts)  # everything: check_reachable said it fits
+            stage = min(open_stages, key=lambda s: counts[s] / len(self.stages[s]))
+            counts[stage] += 1
+            deeper = self.removal(counts)
+            if self.fits(self._shrunk(deeper, 0.0, {}, deeper)):
+                return deeper
 
     def uniform_at_budget(self) -> Plan:
         """Return the widest uniform plan (same kept fraction everywhere) that fits.
@@ -226,28 +301,43 @@ class SearchSpace:
         group's step, so the kept fraction is rounded per group; with narrow groups
         (16 channels, step 8) each way of rounding leaves a different part of the
         budget unused. The largest fitting fraction is found for rounding down, to the
-        nearest and up, and the plan that uses the most of the budget is returned.
+        nearest and up, and the plan that uses the most of the budget is returned. Only
+        when no widths fit the whole model (a budget that depth alone reaches) are the
+        fewest blocks removed that make them fit (:meth:`_deepen`).
         """
-        top = {g.name: g.channels for g in self.groups}
+        self.check_reachable()
+        plan = self.uniform_at_depth({})
+        if plan is None:
+            plan = self.uniform_at_depth(self._deepen({}))
+        assert plan is not None  # reachable: the smallest plan fits
+        return plan
+
+    def uniform_at_depth(self, removed: Mapping[str, int]) -> Plan | None:
+        """Return the widest uniform plan that fits with the blocks ``removed`` (block →
+        0, e.g. from :meth:`removal`) gone, as :meth:`uniform_at_budget` does for the
+        whole model; None when even the narrowest widths do not fit with them."""
+        gone = dict(removed)
+        top = {**{g.name: g.channels for g in self._live(gone)}, **gone}
         if self.fits(top):
             return Plan(top)
-        self.check_reachable()
-        candidates = [self._widest_uniform(rounding) for rounding in _ROUNDINGS]
+        if not self.fits(self._shrunk(gone, 0.0, {}, gone)):
+            return None
+        candidates = [self._widest_uniform(rounding, gone) for rounding in _ROUNDINGS]
         return Plan(max(candidates, key=lambda plan: self.predict(plan).macs))
 
-    def _widest_uniform(self, rounding: str) -> dict[str, int]:
+    def _widest_uniform(self, rounding: str, removed: Mapping[str, int]) -> dict[str, int]:
         low, high = 0.0, 1.0
         for _ in range(_BISECTION_STEPS):
             mid = (low + high) / 2
-            if self.fits(self._uniform(mid, rounding)):
+            if self.fits(self._uniform(mid, rounding, removed)):
                 low = mid
             else:
                 high = mid
-        return self._uniform(low, rounding)
+        return self._uniform(low, rounding, removed)
 
-    def _uniform(self, keep: float, rounding: str) -> dict[str, int]:
-        out = {}
-        for g in self.groups:
+    def _uniform(self, keep: float, rounding: str, removed: Mapping[str, int]) -> dict[str, int]:
+        out = dict(removed)
+        for g in self._live(removed):
             steps = g.channels * keep / g.step
             whole = _ROUNDINGS[rounding](steps)
             out[g.name] = min(g.channels, max(g.min_channels, whole * g.step))

@@ -266,6 +266,17 @@ class PruningSettings(SpecSection):
         "and parameters.",
     )
 
+    depth: bool | None = Field(
+        None,
+        description="Whether the search may also remove residual blocks whole (depth): "
+        "per stage, how many of its removable blocks go is searched beside the widths "
+        "(blocks whose branch, zeroed, leaves the shortcut: ResNet basic blocks, "
+        "MobileNetV2's inverted residuals with a shortcut). null: yes for a one_shot "
+        "schedule without a sequence and without latency.predictor table, no otherwise "
+        "(gradual schedules, kernel steps and the layer latency table know widths only); "
+        "true with one of those is refused; false: widths only.",
+    )
+
     @model_validator(mode="after")
     def _schedule_settings(self) -> PruningSettings:
         if self.schedule == "one_shot" and self.schedule_steps is not None:
@@ -287,6 +298,20 @@ class PruningSettings(SpecSection):
             raise ValueError(
                 f"pruning.schedule_steps: {len(self.criteria)} criteria need at least "
                 f"{len(self.criteria)} steps"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _depth_needs_one_shot(self) -> PruningSettings:
+        if self.depth and self.schedule != "one_shot":
+            raise ValueError(
+                f"pruning.depth: the {self.schedule} schedule reaches widths gradually and "
+                "cannot remove blocks; use schedule one_shot, or set depth to false"
+            )
+        if self.depth and self.sequence is not None:
+            raise ValueError(
+                "pruning.depth: a hybrid sequence prunes widths and kernels, not blocks; "
+                "leave the sequence out, or set depth to false"
             )
         return self
 

@@ -9,7 +9,9 @@ passes only, as AIMET's greedy ratio selection and ModelOpt's FastNAS do: the gr
 whose narrowing costs the least accuracy per MAC saved give up the most). A scan
 depends on the weights and data, not on the budget, so it is cached
 (:class:`SensitivityCache`): the service keeps it in its store, and the next job on the
-same model reuses it.
+same model reuses it. When the search removes blocks too (``pruning.depth``), a fourth
+follows: half of each stage's removable blocks removed, evenly spread, and the uniform
+widths that fit the budget with them gone (a shallower, wider network at the same MACs).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ __all__ = [
     "warm_start_plans",
 ]
 
-WARM_STARTS = ("uniform", "global", "sensitivity")
+WARM_STARTS = ("uniform", "global", "sensitivity", "depth")
 """The kinds of warm-start plan, in the order a study tries them."""
 
 _RATIO_STEP = 0.05
@@ -127,8 +129,9 @@ def warm_start_plans(
     """Return the plans to try first, each with its kind (one of :data:`WARM_STARTS`).
 
     The uniform plan at the budget (or at half width without a MACs or parameter limit);
-    with ``compute_epochs``, also the global magnitude pruner's widths and, given a scan,
-    the budget allocated by sensitivity; a plan equal to an earlier one is left out.
+    with ``compute_epochs``, also the global magnitude pruner's widths, given a scan the
+    budget allocated by sensitivity, and with depth the uniform plan of the model with
+    half of each stage's blocks removed; a plan equal to an earlier one is left out.
     """
     budget = problem.budget
     if budget.max_macs is None and budget.max_params is None:
@@ -138,6 +141,9 @@ def warm_start_plans(
         plans.append(("global", global_magnitude_plan(problem)))
     if sensitivity is not None:
         plans.append(("sensitivity", allocate_by_sensitivity(sensitivity, problem.space)))
+    if problem.fidelity is not None and problem.space.stages:
+        half = {stage: len(blocks) // 2 for stage, blocks in problem.space.stages.items()}
+        plans.append(("depth", problem.space.uniform_at_depth(problem.space.removal(half))))
     unique: list[tuple[str, Plan]] = []
     for kind, plan in plans:
         if plan is not None and all(plan.to_dict() != p.to_dict() for _, p in unique):

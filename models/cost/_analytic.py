@@ -44,7 +44,7 @@ class AnalyticCost:
     """
 
     def __init__(self, model: nn.Module, graph: PruningGraph) -> None:
-        total_macs, layer_macs = macs_by_layer(model, graph.input_shape)
+        total_macs, layer_macs = macs_by_layer(model, graph.input_shape, also=graph.blocks)
         modules = dict(model.named_modules())
         self.graph = graph
         self._channels = {g.name: g.channels for g in graph.groups}
@@ -77,12 +77,17 @@ class AnalyticCost:
             self.baseline.params - covered_params,
             self.baseline.size_bytes - covered_bytes,
         )
+        self._blocks = {
+            name: _block_share(name, modules[name], layer_macs.get(name, 0), terms)
+            for name in graph.blocks
+        }
 
     def predict(self, plan: Mapping[str, int]) -> Cost:
         """Return the :class:`Cost` the model would have after ``plan``.
 
         ``plan`` is not validated here (the search calls this in its inner loop); groups it
-        does not name keep all their channels.
+        does not name keep all their channels; a removable block it names with 0 costs
+        nothing (nor do the layers inside it).
         """
         fractions = {
             name: plan[name] / channels for name, channels in self._channels.items() if name in plan
@@ -90,7 +95,18 @@ class AnalyticCost:
         macs = float(self._fixed.macs)
         params = float(self._fixed.params)
         nbytes = float(self._fixed.size_bytes)
-        for term in self._terms:
+        terms = self._terms
+        removed = [name for name in self._blocks if plan.get(name, 1) == 0]
+        if removed:  # their layers go, and what of them no layer term counts
+            gone: set[int] = set()
+            for name in removed:
+                indices, fixed = self._blocks[name]
+                gone.update(indices)
+                macs -= fixed.macs
+                params -= fixed.params
+                nbytes -= fixed.size_bytes
+            terms = tuple(t for i, t in enumerate(terms) if i not in gone)
+        for term in terms:
             out_f = term.layer.outputs.kept_fraction(fractions)
             if term.layer.kind == "dense":
                 both = term.layer.inputs.kept_fraction(fractions) * out_f
@@ -106,3 +122,17 @@ class AnalyticCost:
     def ratio(self, plan: Mapping[str, int]) -> float:
         """Return predicted MACs of ``plan`` as a fraction of the unpruned model's."""
         return self.predict(plan).macs / max(self.baseline.macs, 1)
+
+
+def _block_share(
+    name: str, block: nn.Module, macs: int, terms: list[_Term]
+) -> tuple[frozenset[int], Cost]:
+    """Return which terms lie inside removable block ``name`` and the part of its cost
+    they do not count (ops outside any layer, tensors of layers no group touches)."""
+    indices = frozenset(i for i, t in enumerate(terms) if t.layer.name.startswith(f"{name}."))
+    inside = [terms[i] for i in indices]
+    return indices, Cost(
+        macs - sum(t.macs for t in inside),
+        count_params(block) - sum(t.weight_params + t.channel_params for t in inside),
+        size_bytes(block) - sum(t.weight_bytes + t.channel_bytes for t in inside),
+    )

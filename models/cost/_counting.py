@@ -65,8 +65,11 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     return int(_analysis(model, input_shape).total())
 
 
-def macs_by_layer(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, dict[str, int]]:
-    """Return fvcore's total MACs and the MACs of each leaf module (by module path).
+def macs_by_layer(
+    model: nn.Module, input_shape: Sequence[int], also: Sequence[str] = ()
+) -> tuple[int, dict[str, int]]:
+    """Return fvcore's total MACs and the MACs of each leaf module (by module path),
+    and of the modules ``also`` names (parents: everything run inside them).
 
     The total may exceed the sum of the leaves: functional ops called directly in a
     parent's ``forward`` are counted but belong to no leaf.
@@ -78,6 +81,7 @@ def macs_by_layer(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, di
         for name, module in model.named_modules()
         if name and not list(module.children())
     }
+    leaves.update({name: int(by_module.get(name, 0)) for name in also})
     return int(analysis.total()), {k: v for k, v in leaves.items() if v}
 
 

@@ -12,8 +12,9 @@ single input-to-hidden and hidden-to-hidden weights by magnitude along the AGP c
 :func:`keep_recurrent_masked` holds such zeros while a model trains.
 
 Depth: :func:`removable_blocks` finds residual blocks that can go whole (their branch
-zeroed, they pass their input through) and :func:`remove_blocks` replaces them by
-``nn.Identity``.
+zeroed, they pass their input through; :attr:`PruningGraph.blocks`) and
+:func:`remove_blocks` replaces them by ``nn.Identity``; a plan removes one by giving it
+width 0, and :func:`spread_removal` picks which blocks of a stage go.
 
 Kernel granularity: :func:`kernel_masks` picks single k×k kernels to remove
 (:class:`KernelMasks`), :func:`zero_kernels` / :func:`keep_kernels_masked` enforce them,
@@ -24,7 +25,7 @@ weight :class:`PruningStep` s, turning columns no filter reads into channel cuts
 from __future__ import annotations
 
 from models.prune._apply import CALIBRATION_BATCHES, apply_plan, score_channels
-from models.prune._depth import removable_blocks, remove_blocks
+from models.prune._depth import block_containers, removable_blocks, remove_blocks, spread_removal
 from models.prune._global import global_magnitude_widths
 from models.prune._graph import (
     ChannelGroup,
@@ -44,7 +45,7 @@ from models.prune._kernels import (
     zero_kernels,
     zeroed_kernel_masks,
 )
-from models.prune._plan import Plan, uniform_plan, validate_plan
+from models.prune._plan import Plan, complete_plan, uniform_plan, validate_plan
 from models.prune._recurrent import RECURRENT_CRITERIA
 from models.prune._recurrent_masks import (
     AgpRecurrentMasking,
@@ -81,7 +82,9 @@ __all__ = [
     "agp_sparsity",
     "apply_plan",
     "apply_sequence",
+    "block_containers",
     "build_pruning_graph",
+    "complete_plan",
     "cut_dead_channels",
     "find_groups",
     "find_output_layer",
@@ -98,6 +101,7 @@ __all__ = [
     "remove_blocks",
     "score_channels",
     "score_kernels",
+    "spread_removal",
     "uniform_plan",
     "validate_plan",
     "weight_step",

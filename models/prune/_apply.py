@@ -13,12 +13,14 @@ from torch import nn
 
 from models.criteria import Calibration, Criterion, as_batches, make_criterion
 from models.errors import ModelsError
+from models.prune._depth import remove_blocks
 from models.prune._graph import (
     PRUNABLE_ROOTS,
     ChannelGroup,
     PruningGraph,
     build_pruning_graph,
     group_name,
+    inside,
     trace_dependencies,
 )
 from models.prune._plan import Plan, validate_plan
@@ -135,13 +137,15 @@ def apply_plan(
 ) -> nn.Module:
     """Return a new, physically smaller model whose groups keep exactly ``plan``'s widths.
 
-    Within each group the channels with the lowest ``criterion`` scores are removed,
-    together with every coupled slice (BN, consumers' inputs, residual partners). The
-    input model is not modified.
+    The blocks ``plan`` removes (width 0) are replaced by ``nn.Identity`` first. Then,
+    within each group left, the channels with the lowest ``criterion`` scores are
+    removed, together with every coupled slice (BN, consumers' inputs, residual
+    partners). The input model is not modified.
 
     Args:
         model: the unpruned model.
-        plan: group name → channels kept; groups not named keep all their channels.
+        plan: group name → channels kept; groups not named keep all their channels;
+            a removable block (``graph.blocks``) named with 0 is removed.
         criterion: a name from :data:`models.criteria.CRITERIA`.
         calib: calibration batches, required by data-driven criteria.
         input_shape: (C, H, W) of one input; (T, F) for a recurrent model, whose groups
@@ -169,15 +173,14 @@ def apply_plan(
         if scores is None:
             scores = recurrent_scores(model, graph, criterion, seed=seed)
         return prune_recurrent(model, graph, widths, scores)
-    pruned = copy.deepcopy(model).eval()
-    to_cut = [g for g in graph.groups if checked.width(g) < g.channels]
+    removed = graph.removed_blocks(checked)
+    pruned = remove_blocks(model, removed).eval()  # a copy, even with nothing removed
+    live = graph.live_groups(checked)
+    to_cut = [g for g in live if checked.width(g) < g.channels]
     if not to_cut:
         return pruned
     dg = trace_dependencies(pruned, _example(graph.input_shape))
-    groups = _tp_groups(dg, pruned, graph, ignored_layers)
-    missing = [g.name for g in to_cut if g.name not in groups]
-    if missing:
-        raise ModelsError(f"groups {missing} are not in this model; was it built differently?")
+    groups = _live_tp_groups(_tp_groups(dg, pruned, graph, ignored_layers), to_cut, removed)
     if scores is None:
         scores = _score(
             make_criterion(criterion, seed), pruned, groups, [g.name for g in to_cut], calib
@@ -187,6 +190,27 @@ def apply_plan(
             _cut(dg, groups[group.name], group, checked.width(group), scores[group.name])
     _check_widths(dg, pruned, graph, checked)
     return pruned
+
+
+def _live_tp_groups(
+    found: dict[str, Any], wanted: Sequence[ChannelGroup], removed: Sequence[str]
+) -> dict[str, Any]:
+    """Return the traced groups of ``wanted`` by name. With blocks removed, a group is
+    named by its first producer that is left (a residual group whose first producer
+    was removed is found by the layers it still has)."""
+    out = {}
+    for group in wanted:
+        if group.name in found:
+            out[group.name] = found[group.name]
+            continue
+        layers = {name for name in group.layers if not inside(name, removed)}
+        match = [tp_group for name, tp_group in found.items() if name in layers]
+        if len(match) != 1:
+            raise ModelsError(
+                f"group {group.name!r} is not in this model; was it built differently?"
+            )
+        out[group.name] = match[0]
+    return out
 
 
 def _cut(
@@ -213,7 +237,7 @@ def _check_widths(
     dg: tp.DependencyGraph, model: nn.Module, graph: PruningGraph, plan: Plan
 ) -> None:
     modules = dict(model.named_modules())
-    for group in graph.groups:
+    for group in graph.live_groups(plan):
         got = dg.get_out_channels(modules[group.name])
         if got != plan.width(group):
             raise ModelsError(

@@ -16,6 +16,7 @@ block's branch contributed.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -23,7 +24,7 @@ from torch import nn
 
 from models.errors import PlanError
 
-__all__ = ["removable_blocks", "remove_blocks"]
+__all__ = ["block_containers", "removable_blocks", "remove_blocks", "spread_removal"]
 
 _TOLERANCE = 1e-6
 
@@ -63,18 +64,28 @@ def _input_shapes(model: nn.Module, input_shape: Sequence[int]) -> dict[str, tor
 
 def _passes_input_when_zeroed(module: nn.Module, shape: torch.Size) -> bool:
     """Return whether ``module`` with all its parameters zeroed returns a non-negative
-    input unchanged (its branch vanishes and its shortcut is the identity)."""
-    if next(module.parameters(), None) is None:
+    input unchanged (its branch vanishes and its shortcut is the identity). The
+    parameters are zeroed in place for one forward pass and then restored."""
+    parameters = list(module.parameters())
+    if not parameters:
         return False
-    zeroed = copy.deepcopy(module).eval()
-    with torch.no_grad():
-        for parameter in zeroed.parameters():
-            parameter.zero_()
-        x = torch.rand(shape, generator=torch.Generator().manual_seed(0)) + 0.5
-        try:
-            y = zeroed(x)
-        except Exception:  # a module that cannot run alone is no block
-            return False
+    saved = [p.detach().clone() for p in parameters]
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            for parameter in parameters:
+                parameter.zero_()
+            x = torch.rand(shape, generator=torch.Generator().manual_seed(0)) + 0.5
+            try:
+                y = module(x)
+            except Exception:  # a module that cannot run alone is no block
+                return False
+    finally:
+        with torch.no_grad():
+            for parameter, value in zip(parameters, saved, strict=True):
+                parameter.copy_(value)
+        module.train(was_training)
     return (
         isinstance(y, torch.Tensor)
         and y.shape == x.shape
@@ -82,26 +93,67 @@ def _passes_input_when_zeroed(module: nn.Module, shape: torch.Size) -> bool:
     )
 
 
-def removable_blocks(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
+def _is_torch_layer(module: nn.Module) -> bool:
+    """Return whether ``module`` is one of PyTorch's own leaf layers (a conv, a norm, an
+    activation...): zeroed, none of them passes its input through, so they need no test."""
+    return not list(module.children()) and type(module).__module__.startswith("torch.nn.")
+
+
+def removable_blocks(
+    model: nn.Module, input_shape: Sequence[int], keep_layers: Iterable[str] = ()
+) -> list[str]:
     """Return the module paths of ``model``'s removable residual blocks, in module order.
 
     A block is removable when it holds parameters, is called once with one tensor whose
     shape it keeps, and returns a non-negative input unchanged once all its parameters
     are zeroed (see the module docstring); of nested ones only the innermost count.
-    ``model`` is not changed.
+    ``model`` is left as it was (each candidate's parameters are zeroed for one forward
+    pass and restored).
 
     Args:
         model: any module taking one ``(N, *input_shape)`` tensor.
         input_shape: one sample's shape, without the batch dimension.
+        keep_layers: module paths that must stay (ignored layers, the classifier): a
+            block that holds one is not removable.
     """
     shapes = _input_shapes(model, input_shape)
     modules = dict(model.named_modules())
     candidates = [
-        name for name, shape in shapes.items() if _passes_input_when_zeroed(modules[name], shape)
+        name
+        for name, shape in shapes.items()
+        if not _is_torch_layer(modules[name]) and _passes_input_when_zeroed(modules[name], shape)
     ]
+    kept = set(keep_layers)
     return [
-        name for name in candidates if not any(other.startswith(f"{name}.") for other in candidates)
+        name
+        for name in candidates
+        if not any(other.startswith(f"{name}.") for other in candidates)
+        and not any(layer == name or layer.startswith(f"{name}.") for layer in kept)
     ]
+
+
+def block_containers(blocks: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """Return the blocks grouped by the module that holds them (``layer1.3`` is in
+    ``layer1``; a top-level block is in ``""``), in module order."""
+    out: dict[str, list[str]] = {}
+    for name in blocks:
+        out.setdefault(name.rpartition(".")[0], []).append(name)
+    return {container: tuple(names) for container, names in out.items()}
+
+
+def spread_removal(blocks: Sequence[str], count: int) -> tuple[str, ...]:
+    """Return ``count`` of ``blocks`` to remove, evenly spread over them, so that the
+    blocks that stay are spread too (of 8 blocks, removing 4 takes every other one,
+    the first included).
+
+    Raises:
+        PlanError: ``count`` is negative or more than there are blocks.
+    """
+    total = len(blocks)
+    if not 0 <= count <= total:
+        raise PlanError(f"cannot remove {count} of {total} blocks")
+    # the centres of ``count`` equal slices of the stage, rounded half down
+    return tuple(blocks[math.ceil((i + 0.5) * total / count - 1.0)] for i in range(count))
 
 
 def remove_blocks(model: nn.Module, names: Iterable[str]) -> nn.Module:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +13,7 @@ import torch_pruning as tp
 from torch import nn
 
 from models.errors import ModelsError
+from models.prune._depth import removable_blocks
 
 __all__ = [
     "ChannelGroup",
@@ -22,6 +23,7 @@ __all__ = [
     "build_pruning_graph",
     "find_output_layer",
     "group_name",
+    "inside",
     "trace_dependencies",
 ]
 
@@ -117,6 +119,8 @@ class PruningGraph:
             model (whose groups are hidden units: :mod:`models.prune._recurrent`).
         output_layer: module path of the classifier layer (never pruned on its outputs).
         round_to: the channel multiple the groups' ``step`` was derived from.
+        blocks: module paths of the residual blocks a plan may remove whole
+            (:func:`models.prune.removable_blocks`; a plan gives such a block width 0).
     """
 
     groups: tuple[ChannelGroup, ...]
@@ -124,6 +128,17 @@ class PruningGraph:
     input_shape: tuple[int, ...]
     output_layer: str
     round_to: int
+    blocks: tuple[str, ...] = ()
+
+    def removed_blocks(self, plan: Mapping[str, int]) -> tuple[str, ...]:
+        """Return the blocks ``plan`` removes (those it gives width 0), in module order."""
+        return tuple(b for b in self.blocks if plan.get(b, 1) == 0)
+
+    def live_groups(self, plan: Mapping[str, int]) -> tuple[ChannelGroup, ...]:
+        """Return the groups that are still in the model after ``plan`` removes its blocks
+        (a group rooted inside a removed block goes with it)."""
+        removed = self.removed_blocks(plan)
+        return tuple(g for g in self.groups if not inside(g.name, removed))
 
     def group(self, name: str) -> ChannelGroup:
         """Return the group called ``name``.
@@ -140,6 +155,11 @@ class PruningGraph:
     def names(self) -> list[str]:
         """Names of all groups, in order."""
         return [g.name for g in self.groups]
+
+
+def inside(name: str, blocks: Iterable[str]) -> bool:
+    """Return whether module path ``name`` is one of ``blocks`` or lies within one."""
+    return any(name == b or name.startswith(f"{b}.") for b in blocks)
 
 
 def find_output_layer(model: nn.Module, example: torch.Tensor) -> str:
@@ -203,11 +223,13 @@ def build_pruning_graph(
     """Trace ``model`` and return its prunable groups and per-layer coverage.
 
     Args:
-        model: the unpruned network; it is run once, not modified.
+        model: the unpruned network; it is run (each candidate block once more with its
+            parameters zeroed, then restored: :func:`removable_blocks`), not modified.
         input_shape: (C, H, W) of one input; (T, F) for a model with LSTM/GRU layers,
             whose groups are hidden units (:func:`build_recurrent_graph`).
         round_to: widths are multiples of this unless a group is narrower.
-        ignored_layers: module paths whose output channels must never be pruned.
+        ignored_layers: module paths whose output channels must never be pruned (a
+            block holding one is never removed either).
 
     Returns:
         The :class:`PruningGraph`.
@@ -288,6 +310,7 @@ def build_pruning_graph(
             input_shape=(shape[0], shape[1], shape[2]),
             output_layer=output_layer,
             round_to=round_to,
+            blocks=tuple(removable_blocks(model, shape, keep_layers=ignored)),
         )
     finally:
         model.train(was_training)

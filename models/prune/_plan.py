@@ -12,7 +12,7 @@ from typing import Any
 from models.errors import PlanError
 from models.prune._graph import ChannelGroup, PruningGraph
 
-__all__ = ["Plan", "uniform_plan", "validate_plan"]
+__all__ = ["Plan", "complete_plan", "uniform_plan", "validate_plan"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,9 @@ class Plan(Mapping[str, int]):
     A plan is the whole description of a structured pruning: applied to the same
     architecture with the same criterion it replays the same surgery, so it is what
     checkpoints store and what the search optimizes. Groups a plan does not name keep
-    all their channels.
+    all their channels. Depth is in the same mapping: a removable residual block
+    (:attr:`PruningGraph.blocks`) named with width 0 is removed whole, and the groups
+    rooted inside it go with it (their widths, if named, do not matter).
     """
 
     widths: Mapping[str, int] = field(default_factory=dict)
@@ -81,18 +83,27 @@ def validate_plan(plan: Mapping[str, int], graph: PruningGraph) -> Plan:
     """Check ``plan`` against ``graph`` and return it as a :class:`Plan`.
 
     Raises:
-        PlanError: a name is not a group of this model, or a width is not allowed; the
-            message lists the close names or the allowed widths.
+        PlanError: a name is neither a group nor a removable block of this model, or a
+            width is not allowed (a block's only width is 0); the message lists the close
+            names or the allowed widths.
     """
     plan = plan if isinstance(plan, Plan) else Plan(plan)
     by_name = {g.name: g for g in graph.groups}
+    blocks = set(graph.blocks)
     for name, width in plan.items():
         group = by_name.get(name)
+        if group is None and name in blocks:
+            if width != 0:
+                raise PlanError(
+                    f"{name!r} is a residual block: width 0 removes it, leave it out to keep "
+                    f"it (got {width})"
+                )
+            continue
         if group is None:
-            close = difflib.get_close_matches(name, list(by_name), n=3, cutoff=0.6)
+            close = difflib.get_close_matches(name, [*by_name, *blocks], n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise PlanError(
-                f"{name!r} is not a prunable group of this model{hint} "
+                f"{name!r} is not a prunable group or removable block of this model{hint} "
                 "(`inferprune groups --arch ...` lists them)"
             )
         if not group.is_allowed(width):
@@ -101,6 +112,14 @@ def validate_plan(plan: Mapping[str, int], graph: PruningGraph) -> Plan:
                 f"{_describe_widths(group)}, not {width}"
             )
     return plan
+
+
+def complete_plan(plan: Mapping[str, int], graph: PruningGraph) -> Plan:
+    """Return ``plan`` spelled out: the width of every group left in the model, and 0
+    for every block it removes (what a checkpoint records, so that the structure can be
+    rebuilt without defaults)."""
+    live = {g.name: plan.get(g.name, g.channels) for g in graph.live_groups(plan)}
+    return Plan({**live, **dict.fromkeys(graph.removed_blocks(plan), 0)})
 
 
 def _describe_widths(group: ChannelGroup) -> str:

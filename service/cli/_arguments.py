@@ -147,6 +147,18 @@ def add_schedule_arguments(parser: Any, *, default: str | None = "one_shot") -> 
     )
 
 
+def add_depth_argument(parser: Any) -> None:
+    """Add --depth / --no-depth (``pruning.depth``; default None: the spec's own rule)."""
+    parser.add_argument(
+        "--depth",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also search how many residual blocks of each stage to remove whole (default: "
+        "yes with the one_shot schedule, no sequence and measured latency; --no-depth: "
+        "widths only)",
+    )
+
+
 def add_sequence_argument(parser: Any, *, search: bool) -> None:
     """Add --sequence FILE, a hybrid sequence of pruning steps (``pruning.sequence``);
     ``search`` words its help for a search, whose widths stand for the channel steps."""

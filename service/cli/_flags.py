@@ -59,6 +59,7 @@ SPEC_FLAGS: Mapping[str, str] = MappingProxyType(
         "pruning.schedule_steps": "--schedule-steps",
         "pruning.criteria": "--criteria",
         "pruning.sequence": "--sequence",
+        "pruning.depth": "--depth",
         "latency.backend": "--latency-backend",
         "latency.threads": "--latency-threads",
         "latency.target": "--latency-target",

@@ -112,6 +112,7 @@ def run_groups(args: argparse.Namespace) -> int:
                     }
                     for g in graph.groups
                 ],
+                "removable_blocks": list(graph.blocks),
             }
         )
         return 0
@@ -133,6 +134,11 @@ def run_groups(args: argparse.Namespace) -> int:
         shown = ", ".join(g.layers[:4]) + (f" +{len(g.layers) - 4}" if len(g.layers) > 4 else "")
         table.add_row(g.name, str(g.channels), keep, shown)
     console.print(table)
+    if graph.blocks:
+        console.print(
+            f"{len(graph.blocks)} residual blocks can be removed whole (width 0 in a plan): "
+            + ", ".join(graph.blocks)
+        )
     return 0
 
 

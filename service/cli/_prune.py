@@ -11,6 +11,7 @@ from typing import Any
 from service.cli._arguments import (
     add_criterion_argument,
     add_data_arguments,
+    add_depth_argument,
     add_device_argument,
     add_json_argument,
     add_model_arguments,
@@ -172,6 +173,7 @@ def register(commands: Any) -> None:
     add_criterion_argument(pruning)
     add_schedule_arguments(pruning)
     add_sequence_argument(pruning, search=True)
+    add_depth_argument(pruning)
     pruning.add_argument(
         "--round-to",
         type=positive_int,
@@ -251,6 +253,7 @@ def _spec(args: argparse.Namespace, arch: str | None) -> Any:
             "schedule_steps": args.schedule_steps,
             "criteria": list(args.criteria or ()),
             "sequence": _sequence(args.sequence),
+            "depth": args.depth,
         },
     }
     if latency:

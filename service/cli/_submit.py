@@ -14,6 +14,7 @@ from typing import Any
 from service.cli._arguments import (
     INPUT_SHAPE_HELP,
     add_criterion_argument,
+    add_depth_argument,
     add_schedule_arguments,
     add_sequence_argument,
     dataset_names_help,
@@ -61,6 +62,7 @@ _SPEC_FIELDS: dict[str, tuple[str, ...]] = {
     "schedule": ("pruning", "schedule"),
     "schedule_steps": ("pruning", "schedule_steps"),
     "criteria": ("pruning", "criteria"),
+    "depth": ("pruning", "depth"),
     "latency_backend": ("latency", "backend"),
     "latency_threads": ("latency", "threads"),
     "latency_target": ("latency", "target"),
@@ -164,6 +166,7 @@ def register(commands: Any) -> None:
     add_criterion_argument(search, default=None)
     add_schedule_arguments(search, default=None)
     add_sequence_argument(search, search=True)
+    add_depth_argument(search)
     search.add_argument("--round-to", type=positive_int, metavar="R", help="default: 8")
     search.add_argument(
         "--latency-backend", choices=("onnxruntime", "torch"), help="default: onnxruntime"

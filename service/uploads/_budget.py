@@ -95,7 +95,7 @@ def validate_budget(
     except ModelsError as exc:
         raise UploadError("invalid_spec", str(exc)) from None
     budget = resolve_budget(spec.budget, cost.baseline, None)
-    space = SearchSpace(graph, cost, budget)
+    space = SearchSpace(graph, cost, budget, depth=spec.searches_depth)
     floor = cost.predict(space.smallest())
     base = cost.baseline
     try:

@@ -30,6 +30,7 @@ from search.checkpoints import Lineage, restore_candidate
 from search.fidelity import (
     ETA,
     MIN_FIRST_RUNG,
+    REFERENCE_KINDS,
     TOP_ENTRANTS,
     FidelityPlan,
     compute_spent,
@@ -109,7 +110,9 @@ def test_the_plan_spends_at_most_the_compute_and_contests_the_top_rung() -> None
         # the top rung decides between candidates (the best third of each rung and the
         # baselines' plans, carried by right); the winner's rungs are its training
         top = fidelity.trials // ETA ** (len(rungs) - 1) + fidelity.references
-        assert fidelity.references == 3 and min(fidelity.trials, top) >= TOP_ENTRANTS
+        # uniform, global, sensitivity and (the search removes blocks by default) depth
+        assert fidelity.references == len(REFERENCE_KINDS) == 4
+        assert min(fidelity.trials, top) >= TOP_ENTRANTS
         assert rungs[-1] <= fidelity.final_epochs
         spent = fidelity.planned_epochs() + fidelity.final_epochs - rungs[-1]
         assert spent == pytest.approx(compute)
