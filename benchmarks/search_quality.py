@@ -75,13 +75,18 @@ from search import (
     select_delivered,
 )
 from search.fidelity import compute_spent
+from search.space import SearchSpace
 
 logger = logging.getLogger("benchmarks.search_quality")
 
 ARCH = "resnet20_cifar"
 DATASET = "digits"
 INPUT_SHAPE = (3, 32, 32)
-SEARCH_METHODS = ("tpe", "gp", "random")
+SEARCH_METHODS = ("tpe", "gp", "random", "tpe_widths")
+SAMPLERS = {"tpe": "tpe", "gp": "gp", "random": "random", "tpe_widths": "tpe"}
+"""Each search method's Optuna sampler; ``tpe_widths`` is the product's search with
+``pruning.depth`` false (widths only: the search as it was before it removed blocks)."""
+WIDTHS_ONLY = ("tpe_widths",)
 ONE_SHOT_METHODS = ("uniform", "global", "sensitivity", "fastnas")
 METHODS = SEARCH_METHODS + ONE_SHOT_METHODS
 DEFAULT_METHODS = ("tpe", "gp", "random", "uniform", "global")
@@ -122,9 +127,17 @@ class Settings:
     distill: bool = False
     device: str = "cpu"
 
-    def spec(self, budget: float, seed: int, sampler: str, final_epochs: float) -> JobSpec:
+    def spec(
+        self,
+        budget: float,
+        seed: int,
+        sampler: str,
+        final_epochs: float,
+        depth: bool | None = None,
+    ) -> JobSpec:
         """Return the job spec of one run (with ``compute_epochs`` the search decides its
-        trials, and the one-shot methods get the whole compute as ``final_epochs``)."""
+        trials, and the one-shot methods get the whole compute as ``final_epochs``;
+        ``depth`` is ``pruning.depth``, None: the product's default)."""
         search: dict[str, Any] = {"trials": self.trials, "sampler": sampler, "seed": seed}
         if self.compute_epochs is not None:
             search = {"compute_epochs": self.compute_epochs, "sampler": sampler, "seed": seed}
@@ -144,7 +157,11 @@ class Settings:
                     "batch_size": self.batch_size,
                     "distill": self.distill,
                 },
-                "pruning": {"criterion": self.criterion, "round_to": self.round_to},
+                "pruning": {
+                    "criterion": self.criterion,
+                    "round_to": self.round_to,
+                    "depth": depth,
+                },
                 "latency": {"backend": "onnxruntime", "threads": 1, "batch_size": 1},
             }
         )
@@ -427,13 +444,14 @@ def fastnas_choice(problem: PruningProblem) -> Choice:
     return Choice(plan=plan, trial=0, seconds=time.perf_counter() - started)
 
 
-SCAN_USERS = ("tpe", "gp", "random", "sensitivity")
+SCAN_USERS = ("tpe", "gp", "random", "tpe_widths", "sensitivity")
 """Methods that read the sensitivity scan (the searches for their warm start)."""
 
 CHOOSERS: dict[str, Callable[..., Choice]] = {
     "tpe": search_choice,
     "gp": search_choice,
     "random": search_choice,
+    "tpe_widths": search_choice,
     "uniform": uniform_choice,
     "global": global_choice,
     "sensitivity": sensitivity_choice,
@@ -478,6 +496,8 @@ def _result(
         "interference_cores": interference.cores(),
         "trial": choice.trial,
         "plan": choice.plan.to_dict(),
+        "depth_searched": problem.spec.searches_depth and method in SEARCH_METHODS,
+        "blocks_removed": len(problem.graph.removed_blocks(choice.plan)),
         **choice.details,
     }
 
@@ -514,9 +534,19 @@ def run_cell(
         final_epochs = settings.final_epochs
         if method.endswith(EQUAL_COMPUTE):
             final_epochs += settings.trials * settings.epochs_per_trial
-        sampler = method if method in SEARCH_METHODS else "tpe"
-        spec = settings.spec(budget, seed, sampler, final_epochs)
-        job = dataclasses.replace(problem, spec=spec)  # same model, data and budget
+        sampler = SAMPLERS.get(method, "tpe")
+        depth = False if method in WIDTHS_ONLY else None
+        spec = settings.spec(budget, seed, sampler, final_epochs, depth)
+        if spec.searches_depth != problem.spec.searches_depth:  # another space
+            job = dataclasses.replace(
+                problem,
+                spec=spec,
+                space=SearchSpace(
+                    problem.graph, problem.cost, problem.budget, depth=spec.searches_depth
+                ),
+            )
+        else:
+            job = dataclasses.replace(problem, spec=spec)  # same model, data and budget
         interference = Interference()
         try:
             name = method.removesuffix(EQUAL_COMPUTE)

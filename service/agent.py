@@ -244,7 +244,10 @@ class Agent:
                 "Authorization": f"Bearer {token}",
                 "User-Agent": f"inferprune-agent/{PROTOCOL}",
             },
-            timeout=httpx.Timeout(30.0, read=None),
+            # (connect, read, write, pool) as a tuple: httpx and httpx2 (which Starlette's
+            # test client prefers when installed) both take it; neither takes the other's
+            # Timeout object
+            timeout=(30.0, None, 30.0, 30.0),
         )
         self._wait_s = 20.0
         self._lease_s = 30.0
@@ -322,7 +325,7 @@ class Agent:
         response = self._post(
             "/v1/agent/next",
             {"agent_id": self.agent_id, "wait_s": self._wait_s},
-            timeout=httpx.Timeout(30.0, read=self._wait_s + 30.0),
+            timeout=(30.0, self._wait_s + 30.0, 30.0, 30.0),  # (connect, read, write, pool)
         )
         return None if response.status_code == 204 else dict(response.json())
 

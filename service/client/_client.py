@@ -181,7 +181,7 @@ class Client:
                         ) from None
                     files[field] = (path.name, handle)
             # the server validates the model, weights and data before answering
-            timeout = httpx.Timeout(self._timeout, read=max(self._timeout, SUBMIT_TIMEOUT_S))
+            timeout = _timeout(self._timeout, read=max(self._timeout, SUBMIT_TIMEOUT_S))
             return self._json("POST", "/v1/jobs", files=files, headers=headers, timeout=timeout)
 
     def job(self, job_id: str) -> dict[str, Any]:
@@ -304,7 +304,7 @@ class Client:
             ClientError: ``not_found``, the server is unreachable, or the connection
                 drops (``connection_lost``).
         """
-        timeout = httpx.Timeout(self._timeout, read=read_timeout)
+        timeout = _timeout(self._timeout, read=read_timeout)
         with self._stream(
             "GET",
             f"/v1/jobs/{job_id}/events",
@@ -408,3 +408,10 @@ def _user_agent() -> str:
         return f"inferprune-client/{version('inferprune')}"
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "inferprune-client"
+
+
+def _timeout(seconds: float, *, read: float | None) -> tuple[float, float | None, float, float]:
+    """Return httpx's (connect, read, write, pool) timeouts as a tuple, which httpx and
+    httpx2 (Starlette's test client, when installed) both accept; neither takes the
+    other's ``Timeout`` object."""
+    return (seconds, read, seconds, seconds)
