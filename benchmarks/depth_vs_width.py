@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 from _machine import machine
-from search_quality import Settings, ensure_baseline, make_subset
+from search_quality import Settings, ensure_baseline, make_subset, same_baseline
 from torch import nn
 
 from models.cost import measure_cost
@@ -217,7 +217,7 @@ def compare(payload: dict[str, Any], reports: Sequence[dict[str, Any]]) -> list[
     for report in reports:
         for seed, baseline in report["baselines"].items():
             mine = payload["baselines"].get(seed)
-            if mine and mine.get("weights_sha256") != baseline["train"].get("weights_sha256"):
+            if mine and not same_baseline({"train": mine}, baseline):
                 raise ValueError(f"seed {seed}: the reports trained different baselines")
         for r in report["runs"]:
             if r.get("reachable"):

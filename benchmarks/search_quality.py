@@ -53,6 +53,7 @@ import optuna
 import torch
 from _machine import Interference, machine
 from _summary import GOAL_METHOD, summary_rows, update_summary
+from safetensors import safe_open
 from scipy.stats import spearmanr
 
 import search.fidelity
@@ -202,6 +203,7 @@ def ensure_baseline(
     if weights.exists() and report.exists():
         cached: dict[str, Any] = json.loads(report.read_text())
         cached.setdefault("weights_sha256", hashlib.sha256(weights.read_bytes()).hexdigest())
+        cached.setdefault("tensors_sha256", tensors_sha256(weights))
         return weights, cached
     cache_dir.mkdir(parents=True, exist_ok=True)
     logger.info("training the baseline on %s: seed %d, %d epochs", dataset, seed, epochs)
@@ -231,8 +233,23 @@ def ensure_baseline(
     data: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     data["command"] = " ".join(command)
     data["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    data["tensors_sha256"] = tensors_sha256(weights)
     report.write_text(json.dumps(data, indent=1))
     return weights, data
+
+
+def tensors_sha256(path: Path) -> str:
+    """Return the SHA-256 of a safetensors file's tensors (names, dtypes, shapes, bytes,
+    in name order): the weights' identity. The file's own hash is not one: safetensors
+    writes its metadata in hash-map order, which changes from process to process, so
+    the same weights saved twice differ in their bytes."""
+    digest = hashlib.sha256()
+    with safe_open(str(path), "pt") as handle:
+        for name in sorted(handle.keys()):
+            tensor = handle.get_tensor(name).contiguous()
+            digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def make_subset(
@@ -1118,16 +1135,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _same_baseline(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Return whether two reports' baselines of a seed are the same weights: their
-    SHA-256 when both recorded it, and the accuracies their training reported (equal
-    weights give equal ones)."""
+def same_baseline(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Return whether two reports' baselines of a seed are the same weights: the SHA-256
+    of their tensors when both recorded it (:func:`tensors_sha256`), else equal file
+    hashes, else the accuracies their training reported on the val and test splits
+    (equal weights give equal ones; a file hash alone proves nothing either way, see
+    :func:`tensors_sha256`)."""
     ta, tb = a.get("train", {}), b.get("train", {})
-    if ta.get("weights_sha256") and tb.get("weights_sha256"):
-        if ta["weights_sha256"] != tb["weights_sha256"]:
-            return False
+    if ta.get("tensors_sha256") and tb.get("tensors_sha256"):
+        return bool(ta["tensors_sha256"] == tb["tensors_sha256"])
+    if ta.get("weights_sha256") and ta.get("weights_sha256") == tb.get("weights_sha256"):
+        return True
     keys = ("val_accuracy", "test_accuracy")
-    return all(ta.get(k) == tb.get(k) for k in keys)
+    return all(ta.get(k) is not None and ta.get(k) == tb.get(k) for k in keys)
 
 
 def _check_same_baselines(reports: Sequence[dict[str, Any]]) -> None:
@@ -1135,7 +1155,7 @@ def _check_same_baselines(reports: Sequence[dict[str, Any]]) -> None:
     for report in reports:
         for seed, baseline in report["baselines"].items():
             first = seen.setdefault(seed, baseline)
-            if not _same_baseline(first, baseline):
+            if not same_baseline(first, baseline):
                 accuracies = [b.get("train", {}).get("test_accuracy") for b in (first, baseline)]
                 raise ValueError(
                     f"the reports started seed {seed} from different baselines (test "
