@@ -1,0 +1,51 @@
+"""search_quality.py: a baseline is known by its tensors, not by its file's bytes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from search_quality import same_baseline, tensors_sha256  # noqa: E402
+
+_SAVE = """
+import sys, numpy as np
+from safetensors.numpy import save_file
+rng = np.random.default_rng(0)
+tensors = {"a.weight": rng.standard_normal((4, 3)), "b.bias": rng.standard_normal(5)}
+save_file(tensors, sys.argv[1], metadata={f"key{i}": str(i) for i in range(12)})
+"""
+
+
+def test_the_same_weights_saved_by_two_processes_have_one_tensor_hash(tmp_path: Path) -> None:
+    paths = [tmp_path / "one.safetensors", tmp_path / "two.safetensors"]
+    for seed, path in zip(("1", "2"), paths, strict=True):
+        env = {"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}
+        subprocess.run([sys.executable, "-c", _SAVE, str(path)], check=True, env=env)
+    assert tensors_sha256(paths[0]) == tensors_sha256(paths[1])
+
+
+def test_different_weights_have_different_tensor_hashes(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_file({"w": torch.zeros(3)}, str(first))
+    save_file({"w": torch.tensor([0.0, 0.0, 1e-7])}, str(second))
+    assert tensors_sha256(first) != tensors_sha256(second)
+
+
+def test_baselines_are_matched_by_tensors_then_file_hash_then_accuracies() -> None:
+    def base(**train: object) -> dict[str, object]:
+        return {"train": {"val_accuracy": 0.9, "test_accuracy": 0.89, **train}}
+
+    assert same_baseline(base(tensors_sha256="x", weights_sha256="f1"), base(tensors_sha256="x"))
+    assert not same_baseline(base(tensors_sha256="x"), base(tensors_sha256="y"))
+    # an older report without the tensor hash: a different file hash proves nothing, the
+    # accuracies on the same val and test splits decide
+    assert same_baseline(base(weights_sha256="f1"), base(tensors_sha256="x", weights_sha256="f2"))
+    other = {"train": {"val_accuracy": 0.9, "test_accuracy": 0.88}}
+    assert not same_baseline(base(weights_sha256="f1"), other)
+    assert not same_baseline({"train": {}}, {"train": {}})
