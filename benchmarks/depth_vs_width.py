@@ -34,7 +34,13 @@ from typing import Any
 
 import torch
 from _machine import machine
-from search_quality import Settings, ensure_baseline, make_subset, same_baseline
+from search_quality import (
+    Settings,
+    ensure_baseline,
+    make_subset,
+    same_baseline,
+    write_report,
+)
 from torch import nn
 
 from models.cost import measure_cost
@@ -321,6 +327,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--name", default="depth_vs_width")
+    parser.add_argument(
+        "--compare-only",
+        action="store_true",
+        help="train nothing: recompute NAME.json's comparison with the --compare reports "
+        "and rewrite NAME.json and NAME.md",
+    )
     return parser.parse_args(argv)
 
 
@@ -332,10 +344,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
     def write(payload: dict[str, Any]) -> None:
-        (args.out_dir / f"{args.name}.json").write_text(json.dumps(payload, indent=1) + "\n")
-        (args.out_dir / f"{args.name}.md").write_text(markdown(payload))
+        write_report(payload, args.out_dir, args.name, render=markdown)
 
-    write(run(args, on_run=write))
+    if args.compare_only:
+        payload = json.loads((args.out_dir / f"{args.name}.json").read_text())
+        payload["compared"] = compare(payload, [json.loads(p.read_text()) for p in args.compare])
+        write(payload)
+    else:
+        write(run(args, on_run=write))
     logger.info("wrote %s", args.out_dir / f"{args.name}.md")
     return 0
 

@@ -1211,15 +1211,22 @@ def combine(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def write_report(payload: dict[str, Any], out_dir: Path, name: str) -> Path:
-    """Write NAME.json and NAME.md, keeping hand-written findings below the marker."""
+def write_report(
+    payload: dict[str, Any],
+    out_dir: Path,
+    name: str,
+    render: Callable[[dict[str, Any]], str] | None = None,
+) -> Path:
+    """Write NAME.json and NAME.md (``render(payload)``, this benchmark's
+    :func:`markdown` by default), keeping hand-written findings below the marker."""
+    render = render or markdown
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
     page = out_dir / f"{name}.md"
     notes = ""
     if page.exists() and NOTES_MARKER in page.read_text():
         notes = page.read_text().split(NOTES_MARKER, 1)[1]
-    page.write_text(markdown(payload) + "\n" + NOTES_MARKER + notes)
+    page.write_text(render(payload) + "\n" + NOTES_MARKER + notes)
     return page
 
 
