@@ -50,7 +50,8 @@ def register(commands: Any) -> None:
         "--plan",
         type=Path,
         metavar="PLAN.json",
-        help="channels to keep per group (see `inferprune groups`)",
+        help="channels to keep per group, and 0 for each residual block to remove whole "
+        '(e.g. {"layer1.2": 0, "layer2.0.conv1": 16}; `inferprune groups` lists both)',
     )
     how.add_argument(
         "--ratio",
