@@ -80,3 +80,17 @@ def test_behind_within_the_seed_to_seed_spread_is_reported_as_such() -> None:
     assert verdict["spread_points"] == pytest.approx(1.0)
     assert verdict["behind_by_more_than_spread"] is False
     assert verdict["goal_met"] is False
+
+
+def test_the_best_baseline_is_judged_on_the_seeds_the_search_ran() -> None:
+    # uniform is best on seed 1 (the only seed tpe ran); fastnas ran on seed 1 only and
+    # beats uniform's mean over both seeds, but not uniform on seed 1
+    payload = _payload({"uniform": [0.8764, 0.8846]}, [0.8827, 0.8942])
+    payload["runs"] += [
+        {"method": m, "budget": 0.0625, "seed": 1, "reachable": True, "test_accuracy": acc}
+        for m, acc in (("fastnas", 0.8807), ("tpe", 0.8852))
+    ]
+    tpe = _row(summary_rows(payload), "tpe")
+    assert tpe["best_baseline"] == "uniform"
+    assert tpe["best_baseline_test_accuracy_mean"] == pytest.approx(0.8846)
+    assert tpe["paired_vs_best_baseline_mean"] == pytest.approx(0.06)
