@@ -1,8 +1,8 @@
 """``search_quality_summary.json``: one row per (data set, model, budget, method), each
 method compared with the best equal-compute one-shot baseline of its cell: the one with
 the highest mean test accuracy, over the seeds the method ran, among those that
-reached the budget on every one of them (paired differences over those seeds). The default search's rows also carry
-issue 11's goal, judged per cell (:func:`goal_verdict`)."""
+reached the budget on every one of them (paired differences over those seeds). The
+default search's rows also carry issue 11's goal, judged per cell (:func:`goal_verdict`)."""
 
 from __future__ import annotations
 

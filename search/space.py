@@ -25,7 +25,6 @@ from optuna.distributions import BaseDistribution, IntDistribution
 
 from models.cost import AnalyticCost, Cost
 from models.prune import ChannelGroup, Plan, PruningGraph, block_containers, spread_removal
-from models.prune._graph import inside
 from search.budget import ResolvedBudget
 from search.errors import BudgetUnreachableError
 
@@ -100,7 +99,8 @@ class SearchSpace:
         """Return the searched groups that are not inside a removed block."""
         if not removed:
             return self.groups
-        return tuple(g for g in self.groups if not inside(g.name, removed))
+        live = set(self.graph.live_groups(removed))
+        return tuple(g for g in self.groups if g in live)
 
     # -- parameters ---------------------------------------------------------------------
     def distributions(self, floors: Mapping[str, int] | None = None) -> dict[str, BaseDistribution]:
