@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from models.data import BatchSource
-from models.errors import ModelsError
+from models.errors import ModelsError, PlanError
 from models.prune import Plan, PruningGraph, apply_plan, build_pruning_graph, output_channels
 from models.schedules._base import Feedback, Move, Schedule
 from models.schedules._soft import channel_scores, zero_channels
@@ -135,9 +135,15 @@ def train_with_schedule(
         ModelsError: a data criterion without calibration batches, a schedule that
             watches accuracy without a validation split, or a schedule that broke its
             contract (the message says how).
-        PlanError: the plan does not fit the graph.
+        PlanError: the plan does not fit the graph, or removes residual blocks (a
+            schedule moves widths gradually; a block goes at once, by a one-shot plan).
     """
     graph = context.graph
+    if graph.removed_blocks(plan):
+        raise PlanError(
+            f"the {schedule.name} schedule narrows channels gradually and cannot remove "
+            f"blocks ({', '.join(graph.removed_blocks(plan))}); prune them one-shot"
+        )
     device = _device_of(model)
     current = copy.deepcopy(model).to(device)
     reference = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from models.data import DataSplits, load_dataset
-from models.errors import ModelsError
+from models.errors import ModelsError, PlanError
 from models.io import CheckpointInfo, export_onnx, load_pruned, save_pruned
 from models.names import SCHEDULE_NAMES
 from models.prune import Plan, PruningGraph, apply_plan, build_pruning_graph, output_channels
@@ -396,3 +397,10 @@ def test_bad_settings_name_their_field(config: ScheduleConfig, field: str) -> No
     with pytest.raises(ModelsError, match=field.replace(".", r"\.")) as err:
         make_schedule(config)
     assert field in err.value.fields
+
+
+def test_a_schedule_refuses_a_plan_that_removes_blocks(task: Task) -> None:
+    # tiny_cnn has no removable block: pretend conv_a is one
+    graph = dataclasses.replace(task.graph, blocks=("conv_a",))
+    with pytest.raises(PlanError, match="cannot remove blocks \\(conv_a\\)"):
+        run(task, config_for("iterative"), graph=graph, plan=Plan({"conv_a": 0}))
