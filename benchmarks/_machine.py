@@ -26,7 +26,7 @@ def _cpu_model() -> str:
 
 def machine_info() -> dict[str, Any]:
     """Return CPU model, core count, Python and key library versions, and the date."""
-    libraries = {}
+    libraries: dict[str, str | None] = {}
     for name in ("torch", "onnxruntime", "optuna", "torch-pruning", "fastapi", "sqlalchemy"):
         try:
             libraries[name] = version(name)

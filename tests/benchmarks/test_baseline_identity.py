@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,27 @@ def test_baselines_are_matched_by_tensors_then_file_hash_then_accuracies() -> No
     other = {"train": {"val_accuracy": 0.9, "test_accuracy": 0.88}}
     assert not same_baseline(base(weights_sha256="f1"), other)
     assert not same_baseline({"train": {}}, {"train": {}})
+
+
+def test_one_shot_plans_are_reused_only_from_the_same_baseline(tmp_path: Path) -> None:
+    from search_quality import reusable_plans, reused_choice
+
+    ours = {"tensors_sha256": "abc", "test_accuracy": 0.9}
+    runs = [
+        {"method": "fastnas", "budget": 0.125, "seed": 1, "plan": {"g": 4}, "choose_s": 1076.0},
+        {"method": "tpe", "budget": 0.125, "seed": 1, "plan": {"g": 8}, "choose_s": 900.0},
+        {"method": "fastnas", "budget": 0.125, "seed": 2, "plan": {"g": 6}, "choose_s": 1000.0},
+    ]
+    same = tmp_path / "same.json"
+    same.write_text(json.dumps({"baselines": {"1": {"train": ours}}, "runs": runs}))
+    other = tmp_path / "other.json"
+    retrained = {"tensors_sha256": "def", "test_accuracy": 0.9}
+    other.write_text(json.dumps({"baselines": {"1": {"train": retrained}}, "runs": runs}))
+
+    found = reusable_plans([other, same], seed=1, trained=ours)
+    assert set(found) == {("fastnas", 0.125)}  # a search's plan needs its checkpoint
+    choice = reused_choice(*found[("fastnas", 0.125)])
+    assert dict(choice.plan) == {"g": 4}
+    assert choice.seconds == 1076.0
+    assert choice.details == {"plan_reused_from": "same.json"}
+    assert reusable_plans([other], seed=1, trained=ours) == {}

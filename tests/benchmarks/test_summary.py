@@ -94,3 +94,39 @@ def test_the_best_baseline_is_judged_on_the_seeds_the_search_ran() -> None:
     assert tpe["best_baseline"] == "uniform"
     assert tpe["best_baseline_test_accuracy_mean"] == pytest.approx(0.8846)
     assert tpe["paired_vs_best_baseline_mean"] == pytest.approx(0.06)
+
+
+def test_the_same_compute_yardstick_raises_the_unpruned_accuracy_and_the_margin() -> None:
+    payload = _payload({"tpe": [0.880], "uniform": [0.875]}, unpruned=[0.876])
+    no_yardstick = _row(summary_rows(payload), "tpe")
+    assert no_yardstick["goal_margin_points"] == pytest.approx(0.05)  # half of 0.1
+    assert no_yardstick["goal_met"] is True
+    payload["runs"].append(
+        {
+            "method": "unpruned",
+            "budget": 0.0625,
+            "seed": 0,
+            "reachable": True,
+            "test_accuracy": 0.895,
+        }
+    )
+    rows = summary_rows(payload)
+    tpe = _row(rows, "tpe")
+    assert tpe["unpruned_test_accuracy_mean"] == pytest.approx(0.895)
+    assert tpe["goal_margin_points"] == pytest.approx(1.0)  # half of 2.0 points
+    assert tpe["goal_met"] is False
+    assert all(r["method"] != "unpruned" for r in rows)  # a yardstick, not a method
+
+
+def test_a_yardstick_below_the_trained_baseline_changes_nothing() -> None:
+    payload = _payload({"tpe": [0.880], "uniform": [0.875]}, unpruned=[0.890])
+    payload["runs"].append(
+        {
+            "method": "unpruned",
+            "budget": 0.0625,
+            "seed": 0,
+            "reachable": True,
+            "test_accuracy": 0.885,
+        }
+    )
+    assert _row(summary_rows(payload), "tpe")["unpruned_test_accuracy_mean"] == pytest.approx(0.890)
