@@ -59,8 +59,9 @@ MIN_FIRST_RUNG = 0.5
 top at all; below that the first rung shrinks rather than the top rung going uncontested."""
 
 REFERENCE_KINDS = ("uniform", "global", "sensitivity", "depth")
-"""The warm starts of a budgeted job (``search.warm_start.WARM_STARTS``); ``depth`` only
-where the search removes blocks."""
+"""The warm starts of a budgeted job, in the order a study tries them (the one list:
+``search.warm_start.WARM_STARTS`` is this); ``depth`` only where the search removes
+blocks."""
 
 FINAL_SHARE = 0.75
 """Share of ``compute_epochs`` that is the delivered model's whole training (its search

@@ -20,6 +20,7 @@ import logging
 from typing import Protocol
 
 from models.prune import Plan, global_magnitude_widths, uniform_plan
+from search.fidelity import REFERENCE_KINDS
 from search.problem import PruningProblem
 from search.sensitivity import (
     DEFAULT_FRACTIONS,
@@ -36,8 +37,9 @@ __all__ = [
     "warm_start_plans",
 ]
 
-WARM_STARTS = ("uniform", "global", "sensitivity", "depth")
-"""The kinds of warm-start plan, in the order a study tries them."""
+WARM_STARTS = REFERENCE_KINDS
+"""The kinds of warm-start plan, in the order a study tries them (defined beside the
+fidelity plan, which counts them without importing torch)."""
 
 _RATIO_STEP = 0.05
 _RATIO_BISECTIONS = 10

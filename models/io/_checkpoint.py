@@ -248,7 +248,12 @@ def _rebuild(info: CheckpointInfo, recipe: str) -> nn.Module:
     if not any(True for _ in info.plan.items()):
         return model
     try:
-        graph = build_pruning_graph(model, info.input_shape, round_to=info.round_to)
+        graph = build_pruning_graph(
+            model,
+            info.input_shape,
+            round_to=info.round_to,
+            find_blocks=any(width == 0 for width in info.plan.values()),  # only blocks go to 0
+        )
         # replay the plan keeping the first channels: the loaded tensors replace them all
         first = {g.name: torch.arange(g.channels, 0, -1, dtype=torch.float32) for g in graph.groups}
         return apply_plan(model, info.plan, input_shape=info.input_shape, graph=graph, scores=first)

@@ -125,6 +125,19 @@ def test_the_graph_lists_the_blocks_a_plan_may_remove() -> None:
     assert {g.name for g in graph.groups} - live == {"layer1.1.conv1", "layer2.1.conv1"}
 
 
+def test_a_graph_built_without_blocks_lists_none_and_still_replays_widths() -> None:
+    model = build_model("resnet20_cifar", 10, (3, 32, 32)).eval()
+    graph = build_pruning_graph(model, (3, 32, 32), round_to=4, find_blocks=False)
+    assert graph.blocks == ()
+    assert graph.groups == build_pruning_graph(model, (3, 32, 32), round_to=4).groups
+    plan = Plan({graph.groups[0].name: 8})
+    pruned = apply_plan(model, plan, input_shape=(3, 32, 32), graph=graph)
+    info = CheckpointInfo("resnet20_cifar", 10, (3, 32, 32), plan, round_to=4)
+    loaded, _ = load_pruned(checkpoint_bytes(pruned, info))  # built without blocks, too
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded.eval()(x), pruned.eval()(x))
+
+
 @pytest.mark.parametrize(
     ("arch", "shape", "removed"),
     [
