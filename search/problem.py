@@ -378,7 +378,7 @@ def problem_from_model(
         cost,
         budget,
         latency=budget_predictor(table) if table else None,
-        depth=spec.searches_depth,
+        depth=spec.searches_depth and _table_knows_depth(spec, graph, table),
     )
     space.check_reachable()
     problem = PruningProblem(
@@ -424,6 +424,26 @@ def _local_meter(
             fields=("latency.target",),
         )
     return LocalMeter(settings, input_shape, device)
+
+
+def _table_knows_depth(spec: JobSpec, graph: PruningGraph, table: LatencyTable | None) -> bool:
+    """Return whether the latency table (if any) predicts plans that remove blocks; with
+    ``pruning.depth`` null a table that cannot turns depth off, with true it is refused.
+
+    Raises:
+        SpecError: ``pruning.depth`` is true and the table cannot.
+    """
+    if table is None or not graph.blocks or table.knows_depth:
+        return True
+    if spec.pruning.depth:
+        raise SpecError(
+            "pruning.depth: this model's ONNX export does not say which module each op "
+            "ran in, so the layer latency table cannot predict plans that remove blocks; "
+            "set pruning.depth to false, or latency.predictor to measure",
+            fields=("pruning.depth",),
+        )
+    logger.info("depth off: the latency table cannot predict plans that remove blocks")
+    return False
 
 
 def build_candidate(problem: PruningProblem, plan: Plan) -> nn.Module:

@@ -247,26 +247,13 @@ class JobSpec(SpecSection):
             )
         return self
 
-    @model_validator(mode="after")
-    def _table_predicts_widths(self) -> JobSpec:
-        if self.latency.predictor == "table" and self.pruning.depth:
-            raise ValueError(
-                "pruning.depth: the layer latency table predicts narrowed layers, not "
-                "removed blocks; set latency.predictor to measure, or depth to false"
-            )
-        return self
-
     @property
     def searches_depth(self) -> bool:
         """True when the search may remove residual blocks (``pruning.depth``, where null
         means: when nothing in the spec rules it out)."""
         if self.pruning.depth is not None:
             return self.pruning.depth
-        return (
-            self.pruning.schedule == "one_shot"
-            and self.pruning.sequence is None
-            and self.latency.predictor != "table"
-        )
+        return self.pruning.schedule == "one_shot" and self.pruning.sequence is None
 
     @model_validator(mode="after")
     def _table_needs_images(self) -> JobSpec:

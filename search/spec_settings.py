@@ -272,9 +272,8 @@ class PruningSettings(SpecSection):
         "per stage, how many of its removable blocks go is searched beside the widths "
         "(blocks whose branch, zeroed, leaves the shortcut: ResNet basic blocks, "
         "MobileNetV2's inverted residuals with a shortcut). null: yes for a one_shot "
-        "schedule without a sequence and without latency.predictor table, no otherwise "
-        "(gradual schedules, kernel steps and the layer latency table know widths only); "
-        "true with one of those is refused; false: widths only.",
+        "schedule without a sequence, no otherwise (gradual schedules and kernel steps "
+        "know widths only); true with one of those is refused; false: widths only.",
     )
 
     @model_validator(mode="after")

@@ -112,9 +112,11 @@ class KernelPlanner:
             return (_padded(cin, block),)
         return (cin,)
 
-    def kernels(self, channels: Sequence[int]) -> list[Kernel]:
-        """Return the kernels onnxruntime runs when tensor ``i`` has ``channels[i]``."""
-        return _Run(self, channels).kernels()
+    def kernels(self, channels: Sequence[int], network: Network | None = None) -> list[Kernel]:
+        """Return the kernels onnxruntime runs when tensor ``i`` has ``channels[i]``: of
+        this planner's network, or of ``network``, the same with blocks removed
+        (:meth:`Network.without`: the same ops, some of them ``removed``)."""
+        return _Run(self, channels, network or self.network).kernels()
 
     def conv_is_blocked(self, op: OpNode, cin: int, cout: int) -> bool:
         """Return whether onnxruntime runs this convolution on the NCHWc layout."""
@@ -125,7 +127,9 @@ class KernelPlanner:
         g, b = op.groups, self.block
         return cin % b == 0 and cout % b == 0 and (cout // g) % b == 0
 
-    def variants(self, values: Sequence[set[int]]) -> dict[LayerShape, list[set[int]]]:
+    def variants(
+        self, values: Sequence[set[int]], networks: Sequence[Network] = ()
+    ) -> dict[LayerShape, list[set[int]]]:
         """Return every kernel template some plan can use, with its reachable coordinates.
 
         An over-approximation: every layout an op could be given is listed, whether
@@ -133,12 +137,22 @@ class KernelPlanner:
 
         Args:
             values: for each tensor, the channel counts plans can give it.
+            networks: this planner's network with blocks removed
+                (:meth:`Network.without`), whose fusions may differ; their variants are
+                added to the full network's.
 
         Returns:
             template -> one set of coordinate values per axis.
         """
         found: dict[LayerShape, list[set[int]]] = {}
-        net, block = self.network, self.block
+        for net in (self.network, *networks):
+            self._add_variants(net, values, found)
+        return found
+
+    def _add_variants(
+        self, net: Network, values: Sequence[set[int]], found: dict[LayerShape, list[set[int]]]
+    ) -> None:
+        block = self.block
         blocked = "nchwc" if block > 1 else "nchw"
 
         def add(template: LayerShape, cin: set[int], cout: set[int]) -> None:
@@ -160,9 +174,11 @@ class KernelPlanner:
                 if whole:
                     add(self.reorder(t, "reorder_in"), whole, set())
         for i, op in enumerate(net.ops):
+            if op.op == "removed":
+                continue
             cin, cout = values[op.inputs[0]], values[op.output]
             if op.op == "conv":
-                for template, ins, outs in self._conv_variants(i, op, cin, cout):
+                for template, ins, outs in self._conv_variants(net, i, op, cin, cout):
                     add(template, ins, outs)
             elif op.op in ("unary", "add", "mul"):
                 if block > 1 and (op.op != "unary" or op.function in _BLOCKED_UNARY):
@@ -175,12 +191,11 @@ class KernelPlanner:
                 add(self.template(i, "nchw"), cin - aligned or cin, set())
             elif op.op in ("scale", "linear"):
                 add(self.template(i, "nchw"), cin, cout)
-        return found
 
     def _conv_variants(
-        self, i: int, op: OpNode, cin: set[int], cout: set[int]
+        self, net: Network, i: int, op: OpNode, cin: set[int], cout: set[int]
     ) -> list[tuple[LayerShape, set[int], set[int]]]:
-        net, block = self.network, self.block
+        block = self.block
         fusions: list[tuple[str, bool]] = [(op.function, False)]
         reader = _sole_reader(net, op.output)
         if block > 1 and not op.function and reader is not None and reader.op == "add":
@@ -221,8 +236,9 @@ def _sole_reader(network: Network, tensor: int) -> OpNode | None:
 class _Run:
     """One pass over the ops at given channel counts (see the module docstring)."""
 
-    def __init__(self, planner: KernelPlanner, channels: Sequence[int]) -> None:
+    def __init__(self, planner: KernelPlanner, channels: Sequence[int], network: Network) -> None:
         self.p = planner
+        self.net = network
         self.ch = channels
         count = len(channels)
         self.blocked = [False] * count  # the tensor is produced on the NCHWc layout
@@ -247,9 +263,11 @@ class _Run:
             self.emit(self.p.reorder(t, "reorder_in"), self.ch[t], self.ch[t])
 
     def kernels(self) -> list[Kernel]:
-        net, p = self.p.network, self.p
+        net, p = self.net, self.p
         block = p.block
         for i, op in enumerate(net.ops):
+            if op.op == "removed":
+                continue
             x, y = op.inputs[0], op.output
             cin, cout = self.ch[x], self.ch[y]
             if op.op == "conv":
@@ -297,7 +315,7 @@ class _Run:
             self.to_blocked(x)
         kernel = self.emit(self.p.template(i, "nchwc", op.function), cin, cout, i)
         self.blocked[y] = True
-        if not op.function and self.p.network.uses[y] == 1:
+        if not op.function and self.net.uses[y] == 1:
             self.fusable[y] = kernel
 
     def fuse_add(self, a: int, b: int, y: int) -> bool:
@@ -307,7 +325,7 @@ class _Run:
                 index = kernel[2]
                 assert isinstance(index, int)
                 kernel[0] = self.p.template(index, "nchwc", "", True)
-                if self.p.network.uses[y] == 1:
+                if self.net.uses[y] == 1:
                     self.fusable[y] = kernel
                 return True
         return False

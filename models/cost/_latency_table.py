@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from models.cost._kernel_plan import KernelPlanner, instantiate
+from models.cost._kernel_plan import Kernel, KernelPlanner, instantiate
 from models.cost._latency import measure_onnx_latency
 from models.cost._latency_calibration import Calibration, fit_calibration
 from models.cost._latency_grid import Grid, grid_axis, reachable_channels
@@ -38,6 +38,10 @@ _OVERHEAD = LayerShape("unary", 1, 1, function="Relu")  # one run of a trivial m
 _STREAM = LayerShape("linear", 8192, 8192)  # 256 MiB of weights: larger than any cache
 _MIB = 2**20 / 4  # float32 weights per MiB
 _FORMAT = 1
+
+_SHALLOW_CACHE = 512
+"""Networks with blocks removed a table keeps (one per set of removed blocks a search
+tried; rebuilding one takes a pass over the ops)."""
 
 
 def onnxruntime_timer(
@@ -89,7 +93,9 @@ def _prepare(
     block = channel_block or onnxruntime_channel_block()
     widths = {g.name: (g.channels, g.allowed_widths()) for g in graph.groups}
     values = [reachable_channels(t.channels, t.by_group, widths) for t in network.tensors]
-    variants = KernelPlanner(network, block).variants(values)
+    # with every removable block gone, fusions across the gaps appear too
+    shallow = [network.without(graph.blocks)] if graph.blocks and network.scoped else []
+    variants = KernelPlanner(network, block).variants(values, shallow)
     axes = {
         template: tuple(grid_axis(v, GRID_POINTS[len(sets)], block) for v in sets)
         for template, sets in variants.items()
@@ -129,6 +135,12 @@ class LatencyTable:
     Ops the table does not time (listed in :attr:`untimed`) end up in the calibration's
     offset, as if their cost did not change with the plan.
 
+    A plan may remove residual blocks (names of the graph's ``blocks`` with width 0):
+    their ops drop out and the next op reads the block's input
+    (:meth:`Network.without`, which needs the export's module scopes:
+    :attr:`knows_depth`); the kernels around the gap are replayed as onnxruntime runs
+    them in the shallower model.
+
     Instances are immutable and safe to share between threads.
     """
 
@@ -153,6 +165,8 @@ class LatencyTable:
         self._grids = dict(grids)
         self._entries: dict[int, tuple[Grid, float, bool]] = {}
         self._planner = KernelPlanner(network, block)
+        self._shallow: dict[tuple[str, ...], Network] = {}  # removed blocks -> network
+        self._names = frozenset(name for name, _ in self.groups)
         position = {name: i for i, (name, _) in enumerate(self.groups)}
         self._full = np.array([c for _, c in self.groups], dtype=np.float64)
         self._base = np.array([t.channels for t in network.tensors], dtype=np.float64)
@@ -244,6 +258,25 @@ class LatencyTable:
         """How many layer shapes were measured (the two reference shapes included)."""
         return 2 + sum(len(g.values) for g in self._grids.values())
 
+    @property
+    def knows_depth(self) -> bool:
+        """Whether the table predicts plans that remove residual blocks (its network's
+        ops know their modules: :attr:`Network.scoped`)."""
+        return self.network.scoped
+
+    def _network(self, plan: Mapping[str, int]) -> Network:
+        """Return the network ``plan`` runs: without the blocks it removes (names that
+        are no group, with width 0)."""
+        removed = tuple(sorted(n for n, w in plan.items() if w == 0 and n not in self._names))
+        if not removed:
+            return self.network
+        found = self._shallow.get(removed)
+        if found is None:
+            if len(self._shallow) >= _SHALLOW_CACHE:
+                self._shallow.clear()
+            found = self._shallow[removed] = self.network.without(removed)
+        return found
+
     def _channels(self, plan: Mapping[str, int]) -> list[int]:
         widths = np.array([plan.get(name, c) for name, c in self.groups], dtype=np.float64)
         channels = np.rint(self._base + self._coef @ widths) if len(widths) else self._base
@@ -257,8 +290,11 @@ class LatencyTable:
         """
         return [
             (instantiate(template, coords), self._kernel(template, coords)[0])
-            for template, coords in self._planner.kernels(self._channels(plan))
+            for template, coords in self._kernels(plan)
         ]
+
+    def _kernels(self, plan: Mapping[str, int]) -> list[Kernel]:
+        return self._planner.kernels(self._channels(plan), self._network(plan))
 
     def _kernel(self, template: LayerShape, coords: tuple[int, ...]) -> tuple[float, float]:
         """Return a kernel's latency (ms) and the weights of a spatial convolution it
@@ -291,7 +327,7 @@ class LatencyTable:
     def _terms(self, plan: Mapping[str, int]) -> tuple[float, float]:
         """Return ``plan``'s kernel sum (ms) and its spatial convolutions' weights (MiB)."""
         total = weights = 0.0
-        for template, coords in self._planner.kernels(self._channels(plan)):
+        for template, coords in self._kernels(plan):
             ms, w = self._kernel(template, coords)
             total += ms
             weights += w

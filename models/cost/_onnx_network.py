@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import ast
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -70,6 +71,7 @@ class _Reader:
         self.index: dict[str, int] = {}
         self.tensors: list[TensorInfo] = []
         self.ops: list[OpNode] = []
+        self.scoped = True  # every op's module was read, and the convolutions' agree
 
     def tensor(self, name: str, channels: DimCoverage | None = None) -> int:
         shape = self.shapes.get(name, [])
@@ -148,7 +150,42 @@ def read_network(model: nn.Module, graph: PruningGraph, onnx_bytes: bytes) -> Ne
     outputs = tuple(reader.index[alias.get(o.name, o.name)] for o in reader.onnx.graph.output)
     ops, outputs = _fuse(reader.ops, outputs, len(reader.tensors))
     uses = _uses(ops, outputs, len(reader.tensors))
-    return Network(tuple(reader.tensors), tuple(ops), outputs, uses)
+    return Network(tuple(reader.tensors), tuple(ops), outputs, uses, scoped=reader.scoped)
+
+
+def node_scope(node: onnx.NodeProto) -> str | None:
+    """Return the module path an exported node ran in ("" at the top level), or None if
+    the export does not say.
+
+    The torch.export-based exporter lists the fully qualified modules in the node's
+    ``pkg.torch.onnx.name_scopes`` metadata; the TorchScript-based one names the node
+    ``/layer1/layer1.0/conv1/Conv``, each part a module's name in its parent, where a
+    child of a ``Sequential`` is named with the parent's (``layer1.0``, ``conv.0.0``).
+    """
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                return None
+            if not isinstance(scopes, list) or not all(isinstance(x, str) for x in scopes):
+                return None
+            modules = [x for x in scopes[:-1] if x]  # the last one names the op itself
+            return modules[-1] if modules else ""
+    if not node.name.startswith("/"):
+        return None
+    path: list[str] = []
+    for part in node.name.split("/")[1:-1]:
+        path = _joined(path, part.split("."))
+    return ".".join(path)
+
+
+def _joined(path: Sequence[str], part: Sequence[str]) -> list[str]:
+    """Return ``path`` extended by a scope name that may repeat its last components."""
+    for k in range(min(len(path), len(part)), 0, -1):
+        if list(path[-k:]) == list(part[:k]):
+            return [*path, *part[k:]]
+    return [*path, *part]
 
 
 def _add_op(
@@ -165,13 +202,18 @@ def _add_op(
     out_shape = reader.shapes.get(out_name, [])
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     weight = reader.constants.get(inputs[1]) if len(inputs) > 1 else None
+    scope = node_scope(node)
     if op_type in ("Conv", "Gemm", "MatMul") and weight is not None and len(ins) == 1:
         name, module = _matching_call(calls, op_type, weight, attrs)
+        # the export may name a convolution by the BatchNorm folded into it: its parent
+        # module must be the matched layer's
+        if scope is None or scope.rpartition(".")[0] != name.rpartition(".")[0]:
+            reader.scoped = False
         layer = reader.graph.layers.get(name)
         coverage = layer.outputs if layer is not None else None
         out = reader.tensor(out_name, coverage)
         if op_type != "Conv" or len(weight) != 4:
-            reader.ops.append(OpNode("linear", ins, out))
+            reader.ops.append(OpNode("linear", ins, out, scope=name))
             return
         groups = int(attrs.get("group", 1))
         kernel = (int(weight[2]), int(weight[3]))
@@ -186,9 +228,12 @@ def _add_op(
                 dilation=_pair(attrs.get("dilations")),
                 groups=groups,
                 depthwise=groups > 1 and groups == weight[0] and weight[1] == 1,
+                scope=name,
             )
         )
         return
+    if scope is None:
+        reader.scoped = False
     follows = _follows_input(reader, ins, out_shape)
     out = reader.tensor(out_name, reader.coverage(follows) if follows is not None else None)
     op, function = _classify(op_type, ins, reader, out_shape, attrs)
@@ -203,12 +248,14 @@ def _add_op(
                 stride=_pair(attrs.get("strides")),
                 padding=_quad(attrs.get("pads")),
                 dilation=_pair(attrs.get("dilations")),
+                scope=scope or "",
             )
         )
         return
     if op == "scale":  # the scaled tensor first, the per-channel vector second
         ins = tuple(sorted(ins, key=lambda i: -reader.tensors[i].height * reader.tensors[i].width))
-    reader.ops.append(OpNode(op, ins if op in ("add", "mul", "scale") else (first,), out, function))
+    kept = ins if op in ("add", "mul", "scale") else (first,)
+    reader.ops.append(OpNode(op, kept, out, function, scope=scope or ""))
 
 
 def _matching_call(
@@ -311,7 +358,7 @@ def _fuse(
                 if maker is not None and uses[s] == 1 and ops[maker].inputs == (x,):
                     if ops[maker].op == "unary" and ops[maker].function == "Sigmoid":
                         replaced[maker] = None
-                        replaced[i] = OpNode("unary", (x,), op.output, "SiLU")
+                        replaced[i] = OpNode("unary", (x,), op.output, "SiLU", scope=op.scope)
                         break
     result = []
     for i, op in enumerate(ops):

@@ -154,7 +154,7 @@ def add_depth_argument(parser: Any) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="also search how many residual blocks of each stage to remove whole (default: "
-        "yes with the one_shot schedule, no sequence and measured latency; --no-depth: "
+        "yes with the one_shot schedule and no sequence; --no-depth: "
         "widths only)",
     )
 

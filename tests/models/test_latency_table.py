@@ -8,8 +8,10 @@ the channels the way a real one does.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import random
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -31,6 +33,7 @@ from models.cost import (
     onnxruntime_channel_block,
     onnxruntime_timer,
 )
+from models.cost._onnx_network import read_network
 from models.errors import ModelsError
 from models.io import onnx_model_bytes
 from models.prune import PruningGraph, apply_plan, build_pruning_graph, uniform_plan, validate_plan
@@ -256,6 +259,49 @@ def test_the_table_runs_the_kernels_onnxruntime_runs(arch: str) -> None:
         pruned = apply_plan(model, plan, input_shape=shape, graph=graph)
         expected = onnxruntime_kernels(onnx_model_bytes(pruned, shape))
         assert table_kernels(table, plan) == expected, f"plan {seed}"
+
+
+@needs_nchwc
+@pytest.mark.parametrize("arch", ["resnet20_cifar", "mobilenet_v2"])
+def test_the_table_runs_the_kernels_onnxruntime_runs_with_blocks_removed(arch: str) -> None:
+    # a plan that removes blocks: the same network with their ops gone and the next
+    # block reading the removed one's input (fusions and reorders at the gaps included)
+    shape = (3, 32, 32)
+    model = build_model(arch, 10, shape)
+    graph = build_pruning_graph(model, shape)
+    table = LatencyTable.build(model, graph, FakeTimer())
+    assert table.knows_depth and graph.blocks
+    rng = random.Random(0)
+    removals = [list(graph.blocks), graph.blocks[:2], rng.sample(graph.blocks, 3)]
+    for seed, removed in enumerate(removals):
+        plan = dict(random_plan(graph, seed)) if seed else {}
+        plan |= dict.fromkeys(removed, 0)
+        pruned = apply_plan(model, plan, input_shape=shape, graph=graph)
+        expected = onnxruntime_kernels(onnx_model_bytes(pruned, shape))
+        assert table_kernels(table, plan) == expected, f"removed {removed}"
+        assert table.predict_raw(plan) < table.predict_raw({k: v for k, v in plan.items() if v})
+
+
+def test_removing_blocks_from_the_network_reroutes_their_readers(
+    resnet: tuple[nn.Module, PruningGraph],
+) -> None:
+    model, graph = resnet
+    network = read_network(model, graph, onnx_model_bytes(model, SHAPE))
+    assert network.scoped
+    first, second = graph.blocks[0], graph.blocks[1]  # consecutive blocks of one stage
+    both = network.without([second, first])
+    kept = [op for op in both.ops if op.op != "removed"]
+    assert all(not op.inside(first) and not op.inside(second) for op in kept)
+    assert len(both.ops) == len(network.ops)  # indices stay: one planner serves both
+    block_input = next(op for op in network.ops if op.inside(first)).inputs[0]
+    reader = next(op for op in kept if op.scope.startswith(graph.blocks[2]))
+    assert reader.inputs == (block_input,)  # the third block reads the first one's input
+    assert both.uses[block_input] == network.uses[block_input]
+    with pytest.raises(ModelsError, match="no ops in block"):
+        network.without(["layer9.9"])
+    unscoped = dataclasses.replace(network, scoped=False)
+    with pytest.raises(ModelsError, match="do not know their modules"):
+        unscoped.without([first])
 
 
 def test_a_prediction_is_near_the_measured_latency(resnet: tuple[nn.Module, PruningGraph]) -> None:

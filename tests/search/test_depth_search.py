@@ -125,7 +125,7 @@ def test_depth_can_be_turned_off() -> None:
 
 def test_depth_is_on_by_default_only_where_the_rest_of_the_spec_allows_it() -> None:
     assert tiny_spec().searches_depth
-    assert not tiny_spec(latency={"predictor": "table"}).searches_depth
+    assert tiny_spec(latency={"predictor": "table"}).searches_depth  # the table knows blocks
     assert not tiny_spec(
         pruning={"schedule": "iterative"}, finetune={"final_epochs": 1}
     ).searches_depth
@@ -138,8 +138,13 @@ def test_depth_is_on_by_default_only_where_the_rest_of_the_spec_allows_it() -> N
     [
         ({"pruning": {"depth": True, "schedule": "agp"}}, "agp schedule reaches widths"),
         (
-            {"pruning": {"depth": True}, "latency": {"predictor": "table"}},
-            "latency table predicts narrowed layers",
+            {
+                "pruning": {
+                    "depth": True,
+                    "sequence": [{"granularity": "kernel", "criterion": "l1", "amount": 0.5}],
+                }
+            },
+            "hybrid sequence prunes widths and kernels",
         ),
     ],
 )
@@ -148,6 +153,47 @@ def test_asking_for_depth_where_it_cannot_work_is_refused(
 ) -> None:
     with pytest.raises((SpecError, ValueError), match=message):
         tiny_spec(**overrides)
+
+
+def test_a_latency_table_search_removes_blocks_with_predicted_latency() -> None:
+    table = {"predictor": "table", "repeats": 3, "warmup": 1}
+    probe = load_problem(_resnet_spec())
+    unpruned = probe.measure_latency(probe.model).median_ms
+    spec = _resnet_spec(
+        budget={"flops": 0.3, "latency_ms": 0.5 * unpruned},
+        latency=table,
+        search={"compute_epochs": 0.6},
+    )
+    problem = load_problem(spec)
+    table_ = problem.latency_table
+    assert table_ is not None and table_.knows_depth
+    assert set(problem.space.stages) == set(STAGES)  # depth is searched beside the widths
+    predict = problem.space.latency
+    assert predict is not None
+    half = {"layer1.1": 0, "layer2.2": 0, "layer3.2": 0}
+    assert predict(half) < predict({})  # removed blocks cost nothing
+    study = open_study(problem, optuna.storages.InMemoryStorage())
+    fidelity = problem.fidelity
+    assert fidelity is not None
+    run_search(problem, study, trials=fidelity.trials)
+    predicted = [t for t in study.trials if t.user_attrs.get("latency_source") == "table"]
+    assert predicted
+    removing = [t for t in study.trials if t.user_attrs.get("warm_start_kind") == "depth"]
+    assert removing and removing[0].user_attrs.get("latency_source") == "table"
+
+
+def test_a_table_that_cannot_remove_blocks_turns_automatic_depth_off(
+    resnet: PruningProblem,
+) -> None:
+    from types import SimpleNamespace
+
+    from search.problem import _table_knows_depth
+
+    blind: Any = SimpleNamespace(knows_depth=False)  # an export without module scopes
+    assert _table_knows_depth(_resnet_spec(), resnet.graph, blind) is False
+    assert _table_knows_depth(_resnet_spec(), resnet.graph, None) is True
+    with pytest.raises(SpecError, match="set pruning.depth to false"):
+        _table_knows_depth(_resnet_spec(pruning={"depth": True}), resnet.graph, blind)
 
 
 def test_a_search_with_depth_delivers_a_model_that_loads_alone() -> None:
