@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ONE_SHOT = ("uniform", "global", "sensitivity", "fastnas")
+ONE_SHOT = ("uniform", "global", "sensitivity", "fastnas", "depth")
 """Methods that choose widths once and spend the whole compute fine-tuning them."""
 
 YARDSTICK = "unpruned"

@@ -74,6 +74,7 @@ from search import (
     planned_trials,
     run_search,
     select_delivered,
+    warm_start_plans,
 )
 from search.fidelity import compute_spent
 from search.space import SearchSpace
@@ -88,7 +89,10 @@ SAMPLERS = {"tpe": "tpe", "gp": "gp", "random": "random", "tpe_widths": "tpe"}
 """Each search method's Optuna sampler; ``tpe_widths`` is the product's search with
 ``pruning.depth`` false (widths only: the search as it was before it removed blocks)."""
 WIDTHS_ONLY = ("tpe_widths",)
-ONE_SHOT_METHODS = ("uniform", "global", "sensitivity", "fastnas")
+ONE_SHOT_METHODS = ("uniform", "global", "sensitivity", "fastnas", "depth")
+"""``depth`` is the search's own half-depth reference (half of each stage's removable
+blocks removed, uniform widths at the budget) trained alone: like ``sensitivity``, one
+of the product's plans, and a baseline the search must beat."""
 YARDSTICK = "unpruned"
 """Not a pruning method: the unpruned baseline trained on with the same compute and
 recipe as every method (a 15-epoch baseline under-states what the architecture reaches,
@@ -452,6 +456,16 @@ def sensitivity_choice(problem: PruningProblem, scans: ScanFile | None = None) -
     return Choice(plan=plan, trial=0, seconds=time.perf_counter() - started)
 
 
+def depth_choice(problem: PruningProblem) -> Choice:
+    """Return the search's half-depth reference plan (``search.warm_start``) as a
+    one-shot method."""
+    started = time.perf_counter()
+    plans = dict(warm_start_plans(problem))
+    if "depth" not in plans:
+        raise ValueError("the depth plan needs removable blocks, compute_epochs and a budget")
+    return Choice(plan=plans["depth"], trial=0, seconds=time.perf_counter() - started)
+
+
 def fastnas_choice(problem: PruningProblem) -> Choice:
     """Return the widths NVIDIA ModelOpt's FastNAS chooses at the budget (its own search
     on BN-recalibrated validation accuracy; see ``benchmarks/_fastnas.py``)."""
@@ -514,6 +528,7 @@ CHOOSERS: dict[str, Callable[..., Choice]] = {
     "global": global_choice,
     "sensitivity": sensitivity_choice,
     "fastnas": fastnas_choice,
+    "depth": depth_choice,
     YARDSTICK: unpruned_choice,
 }
 
@@ -604,7 +619,11 @@ def run_cell(
                 problem,
                 spec=spec,
                 space=SearchSpace(
-                    problem.graph, problem.cost, problem.budget, depth=spec.searches_depth
+                    problem.graph,
+                    problem.cost,
+                    problem.budget,
+                    depth=spec.searches_depth,
+                    contributions=problem.space.contributions,
                 ),
             )
         else:

@@ -20,10 +20,11 @@ import optuna
 from optuna.trial import TrialState
 from torch import nn
 
+from models.cost import Cost
 from models.prune import Plan
 from models.train import evaluate, fine_tune, recalibrate_batchnorm
 from search.checkpoints import CheckpointStore, Lineage, MemoryCheckpoints, restore_candidate
-from search.hybrid import measure_candidate_cost, sparse_record, zeros_held
+from search.hybrid import has_sparse_steps, measure_candidate_cost, sparse_record, zeros_held
 from search.problem import PruningProblem, build_candidate
 from search.promotion import is_promotable, is_reference, rung_entries
 from search.rungs import train_rungs
@@ -225,20 +226,18 @@ def run_trial(
     if resumed is None:
         model = build_candidate(problem, plan)
         lap("apply")
-    cost = measure_candidate_cost(model, problem.input_shape, spec.pruning.sequence)
-    for key, count in sparse_record(cost).items():
-        trial.set_user_attr(key, count)
-    lap("cost")
-    latency, latency_ms = None, None
-    if spec.measures_latency and problem.latency_table is not None:
-        latency_ms = problem.latency_table.predict(plan)  # the front is measured at the end
-        trial.set_user_attr("latency_device", problem.latency_meter.where)
-        trial.set_user_attr("latency_source", "table")
-    elif spec.measures_latency:
-        latency = problem.measure_latency(model)
-        latency_ms = latency.median_ms
-        trial.set_user_attr("latency_device", latency.device)
-        trial.set_user_attr("latency_source", "measured")
+    inherited = _inherited(trial, spec.pruning.sequence) if resumed is not None else None
+    if inherited is not None:  # its origin's structure, measured there: nothing to redo
+        cost, latency_ms, latency_p90_ms, recorded = inherited
+        for key, value in recorded.items():
+            trial.set_user_attr(key, value)
+        lap("cost")
+    else:
+        cost = measure_candidate_cost(model, problem.input_shape, spec.pruning.sequence)
+        for key, count in sparse_record(cost).items():
+            trial.set_user_attr(key, count)
+        lap("cost")
+        latency_ms, latency_p90_ms = _measure_latency(problem, trial, model, plan)
     lap("latency")
     trial.set_user_attr("sampled", sampled)
     trial.set_user_attr("macs", cost.macs)  # rung rivals compare costs while this one runs
@@ -265,7 +264,7 @@ def run_trial(
             size_bytes=cost.size_bytes,
             macs_predicted=predicted.macs,
             latency_ms=latency_ms,
-            latency_p90_ms=latency.p90_ms if latency else None,
+            latency_p90_ms=latency_p90_ms,
             proxy_accuracy=proxy,
             val_accuracy=accuracy,
             constraints=constraints,
@@ -363,6 +362,51 @@ def run_trial(
         extra={"trial": trial.number},
     )
     return finish(skipped, proxy, accuracy, None if skipped else values), model
+
+
+def _measure_latency(
+    problem: PruningProblem, trial: optuna.Trial, model: nn.Module, plan: Plan
+) -> tuple[float | None, float | None]:
+    """Return a fresh candidate's median and p90 latency where the job asks for it: the
+    device's layer table predicts the median (the front is measured at the end), else
+    the meter measures both. Where it came from goes into the trial's attributes."""
+    spec = problem.spec
+    if not spec.measures_latency:
+        return None, None
+    if problem.latency_table is not None:
+        trial.set_user_attr("latency_device", problem.latency_meter.where)
+        trial.set_user_attr("latency_source", "table")
+        return problem.latency_table.predict(plan), None
+    latency = problem.measure_latency(model)
+    trial.set_user_attr("latency_device", latency.device)
+    trial.set_user_attr("latency_source", "measured")
+    return latency.median_ms, latency.p90_ms
+
+
+_INHERITED = ("latency_device", "latency_source", "nonzero_params", "effective_macs")
+"""Attributes of its origin a continuation carries over with the cost and latency."""
+
+
+def _inherited(
+    trial: optuna.Trial, sequence: Any
+) -> tuple[Cost, float | None, float | None, dict[str, Any]] | None:
+    """Return the cost, median and p90 latency and the attributes that record them of the
+    trial a continuation resumes (``resume_of``): the same structure, so measuring them
+    again would only cost time (fvcore and a latency measurement per rung). None when
+    the origin did not finish recording them (a lost trial) or when its cost is sparse
+    (a hybrid sequence's; measured again)."""
+    if has_sparse_steps(sequence):
+        return None
+    origin = trial.user_attrs.get("resume_of")
+    found = [t for t in trial.study.get_trials(deepcopy=False) if t.number == origin]
+    if not found:
+        return None
+    attrs = found[0].user_attrs
+    if any(not isinstance(attrs.get(k), int) for k in ("macs", "params", "size_bytes")):
+        return None
+    cost = Cost(attrs["macs"], attrs["params"], attrs["size_bytes"])
+    recorded = {k: attrs[k] for k in _INHERITED if k in attrs}
+    return cost, attrs.get("latency_ms"), attrs.get("latency_p90_ms"), recorded
 
 
 def _resumed(

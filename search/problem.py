@@ -35,6 +35,7 @@ from models.prune import (
     Plan,
     PruningGraph,
     apply_plan,
+    block_contributions,
     build_pruning_graph,
     score_channels,
 )
@@ -373,12 +374,18 @@ def problem_from_model(
     table = None
     if spec.latency.predictor == "table" and spec.measures_latency:
         table = build_latency_table(model, graph, meter, spec.latency, seed=spec.search.seed)
+    depth = spec.searches_depth and _table_knows_depth(spec, graph, table)
     space = SearchSpace(
         graph,
         cost,
         budget,
         latency=budget_predictor(table) if table else None,
-        depth=spec.searches_depth and _table_knows_depth(spec, graph, table),
+        depth=depth,
+        contributions=(
+            block_contributions(model, graph.blocks, calibration[0][0])
+            if depth and graph.blocks and pretrained and calibration
+            else None
+        ),
     )
     space.check_reachable()
     problem = PruningProblem(

@@ -4,15 +4,17 @@ projection of samples.
 Each prunable group contributes one integer parameter, the channels it keeps, from its
 minimum to its full width in steps of ``round_to``. With depth (``pruning.depth``),
 each module that holds removable residual blocks (a ResNet stage) contributes one more,
-``depth:<module>``: how many of its blocks are removed, spread evenly over the stage
-(:func:`models.prune.spread_removal`); the groups inside removed blocks then do not
-matter. Depth is never changed by projection. A sampled width vector that breaks
-the MACs/parameter budget is *projected*: every group is shrunk toward its minimum by
-the same fraction of its slack, the largest fraction that fits (binary search on the
-analytic cost model, and the device's layer latency table for a latency budget with
-``latency.predictor: table``), then single steps are handed back greedily while the
-budget allows. The objective is thus a deterministic function of the sampled vector, the
-sampler learns on its own coordinates, and nearly every trial is feasible.
+``depth:<module>``: how many of its blocks are removed, those that change their input
+the least (:func:`models.prune.block_contributions`, measured when the problem loads),
+or spread evenly over the stage without that (:func:`models.prune.spread_removal`); the
+groups inside removed blocks then do not matter. Depth is never changed by projection.
+A sampled width vector that breaks the MACs/parameter budget is *projected*: every
+group is shrunk toward its minimum by the same fraction of its slack, the largest
+fraction that fits (binary search on the analytic cost model, and the device's layer
+latency table for a latency budget with ``latency.predictor: table``), then single
+steps are handed back greedily while the budget allows. The objective is thus a
+deterministic function of the sampled vector, the sampler learns on its own
+coordinates, and nearly every trial is feasible.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ import optuna
 from optuna.distributions import BaseDistribution, IntDistribution
 
 from models.cost import AnalyticCost, Cost
-from models.prune import ChannelGroup, Plan, PruningGraph, block_containers, spread_removal
+from models.prune import (
+    ChannelGroup,
+    Plan,
+    PruningGraph,
+    block_containers,
+    removal_order,
+    spread_removal,
+)
 from search.budget import ResolvedBudget
 from search.errors import BudgetUnreachableError
 
@@ -61,6 +70,7 @@ class SearchSpace:
         latency: Callable[[Mapping[str, int]], float] | None = None,
         *,
         depth: bool = False,
+        contributions: Mapping[str, float] | None = None,
     ) -> None:
         """Args:
         graph: the model's groups.
@@ -69,6 +79,10 @@ class SearchSpace:
         latency: predicts a plan's median latency in ms (the device's layer table);
             with it, samples are projected onto ``budget.max_latency_ms`` too.
         depth: also search how many removable blocks (``graph.blocks``) each stage loses.
+        contributions: each removable block's contribution
+            (:func:`models.prune.block_contributions`): a stage loses its blocks
+            smallest contribution first. Without them the removed blocks are spread
+            evenly over the stage.
         """
         self.graph = graph
         self.cost = cost
@@ -77,16 +91,26 @@ class SearchSpace:
         self.groups: tuple[ChannelGroup, ...] = tuple(g for g in graph.groups if g.prunable)
         self.stages: dict[str, tuple[str, ...]] = block_containers(graph.blocks) if depth else {}
         """Removable blocks by the module that holds them (empty without depth)."""
+        self.contributions = dict(contributions) if contributions and self.stages else None
+        self._orders = (
+            {s: removal_order(blocks, self.contributions) for s, blocks in self.stages.items()}
+            if self.contributions
+            else None
+        )
 
     # -- depth --------------------------------------------------------------------------
     def removal(self, counts: Mapping[str, int]) -> dict[str, int]:
         """Return the plan entries (block → 0) that remove ``counts[stage]`` blocks of each
-        stage, spread evenly over it."""
-        return {
-            block: 0
-            for stage, blocks in self.stages.items()
-            for block in spread_removal(blocks, min(int(counts.get(stage, 0)), len(blocks)))
-        }
+        stage: those of the smallest contributions, or without contributions spread
+        evenly over it."""
+        out: dict[str, int] = {}
+        for stage, blocks in self.stages.items():
+            count = min(int(counts.get(stage, 0)), len(blocks))
+            if self._orders is not None:
+                out |= dict.fromkeys(sorted(self._orders[stage][:count], key=blocks.index), 0)
+            else:
+                out |= dict.fromkeys(spread_removal(blocks, count), 0)
+        return out
 
     def removed_counts(self, plan: Mapping[str, int]) -> dict[str, int]:
         """Return how many blocks of each stage ``plan`` removes."""
@@ -141,7 +165,7 @@ class SearchSpace:
 
     def params_from_widths(self, widths: Mapping[str, int]) -> dict[str, int]:
         """Return the trial parameters that give ``widths`` (inverse of the above, for a
-        plan whose removed blocks are spread as :meth:`removal` spreads them)."""
+        plan whose removed blocks are those :meth:`removal` picks)."""
         params = {}
         for g in self.groups:
             width = int(widths.get(g.name, g.channels))

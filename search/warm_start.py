@@ -10,8 +10,9 @@ whose narrowing costs the least accuracy per MAC saved give up the most). A scan
 depends on the weights and data, not on the budget, so it is cached
 (:class:`SensitivityCache`): the service keeps it in its store, and the next job on the
 same model reuses it. When the search removes blocks too (``pruning.depth``), a fourth
-follows: half of each stage's removable blocks removed, evenly spread, and the uniform
-widths that fit the budget with them gone (a shallower, wider network at the same MACs).
+follows: half of each stage's removable blocks removed (those that change their input
+the least: ``SearchSpace.removal``), and the uniform widths that fit the budget with
+them gone (a shallower, wider network at the same MACs).
 """
 
 from __future__ import annotations

