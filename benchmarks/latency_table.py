@@ -13,7 +13,8 @@ For each model (random init: latency does not depend on the weights; onnxruntime
    seeded by ``--seed``; never a calibration plan) are pruned, exported and measured end
    to end with ``measure_onnx_latency`` (``--warmup``, ``--repeats``; ``--rounds``
    passes over all the plans, each plan reporting its lowest median, since other
-   processes only ever add time), and compared with ``predict``.
+   processes only ever add time), and compared with ``predict``; so are
+   ``--depth-plans`` more that also remove residual blocks, for a model that has some.
 
 Per model it reports the median, 90th-percentile and largest absolute relative error,
 the share of plans within ±10 %, the same for the uncalibrated kernel sum, the fit, the
@@ -96,6 +97,17 @@ def _random_plans(graph: PruningGraph, count: int, seed: int) -> list[dict[str, 
     return [{g.name: rng.choice(g.allowed_widths()) for g in graph.groups} for _ in range(count)]
 
 
+def _depth_plans(graph: PruningGraph, count: int, seed: int) -> list[dict[str, int]]:
+    """Return random plans that also remove blocks: each removable block goes with a
+    probability drawn per plan (from none to nearly all)."""
+    rng = random.Random(seed)
+    plans = []
+    for plan in _random_plans(graph, count, seed):
+        share = rng.random()
+        plans.append(plan | {b: 0 for b in graph.blocks if rng.random() < share})
+    return plans
+
+
 def _errors(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
     rel = np.abs(np.asarray(predicted) / np.asarray(measured) - 1.0)
     return {
@@ -139,6 +151,22 @@ def benchmark_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         fitted.predict(plan)
     predict_us = (time.perf_counter() - start) / min(calls, len(plans)) * 1e6
     errors = _errors(predicted, measured)
+    depth: dict[str, Any] | None = None
+    if graph.blocks and args.depth_plans:
+        deep = _depth_plans(graph, args.depth_plans, args.seed + 2)
+        deep_measured = _measure([_exported(model, graph, p) for p in deep], args)
+        deep_predicted = [fitted.predict(p) for p in deep]
+        depth = {
+            "plans": len(deep),
+            "blocks_removed_mean": statistics.fmean(len(graph.removed_blocks(p)) for p in deep),
+            "removable_blocks": len(graph.blocks),
+            **_errors(deep_predicted, deep_measured),
+        }
+        logger.info(
+            "%s, plans removing blocks: median error %.1f %%",
+            name,
+            100 * depth["median_abs_error"],
+        )
     logger.info(
         "%s: median error %.1f %%, %.0f %% within 10 %%",
         name,
@@ -162,6 +190,7 @@ def benchmark_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "offset_ms": fitted.calibration.offset_ms,
         },
         "raw": _errors(raw, measured),
+        "depth": depth,
         "unpruned_ms": cal_measured[0],
         "measured_ms": {"min": min(measured), "median": statistics.median(measured)},
         "predict_us": round(predict_us, 1),
@@ -216,6 +245,25 @@ def markdown(report: dict[str, Any]) -> str:
             f"{r['predict_us']:.0f} | {r['interference_cores']:.2f} | "
             f"{r['load_before']} / {r['load_after']} |"
         )
+    deep = [r for r in report["rows"] if r.get("depth")]
+    if deep:
+        lines += [
+            "",
+            "Plans that also remove residual blocks (each removable block gone with a "
+            "probability drawn per plan; the same calibration, which saw no such plan):",
+            "",
+            "| model | plans | blocks removed (mean of) | median error | p90 error | "
+            "max error | within ±10 % |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in deep:
+            d = r["depth"]
+            lines.append(
+                f"| {r['model']} | {d['plans']} | {d['blocks_removed_mean']:.1f} of "
+                f"{d['removable_blocks']} | {d['median_abs_error']:.1%} | "
+                f"{d['p90_abs_error']:.1%} | {d['max_abs_error']:.1%} | "
+                f"{d['within_10pct']:.0%} |"
+            )
     lines += ["", "Calibration (`latency ≈ scale × kernels + per_mb × weight MiB + offset`):", ""]
     for r in report["rows"]:
         c = r["calibration"]
@@ -265,6 +313,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--plans", type=int, default=50, help="random plans per model")
+    parser.add_argument(
+        "--depth-plans",
+        type=int,
+        default=20,
+        help="random plans that also remove residual blocks, per model that has some",
+    )
     parser.add_argument("--calibration", type=int, default=6, help="calibration plans")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs per plan")
