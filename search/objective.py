@@ -383,7 +383,7 @@ def _measure_latency(
     return latency.median_ms, latency.p90_ms
 
 
-_INHERITED = ("latency_device", "latency_source", "nonzero_params", "effective_macs")
+_INHERITED = ("latency_device", "latency_source")
 """Attributes of its origin a continuation carries over with the cost and latency."""
 
 
