@@ -35,7 +35,12 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import Interference, machine  # noqa: E402
-from search_quality import Settings, ensure_baseline, make_subset  # noqa: E402
+from search_quality import (  # noqa: E402
+    Settings,
+    add_resnet56_arguments,
+    baseline_of,
+    subset_of,
+)
 
 from models.prune import block_containers, removal_order, spread_removal  # noqa: E402
 from models.train import evaluate, recalibrate_batchnorm  # noqa: E402
@@ -71,25 +76,8 @@ def half_of_each_stage(
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure one baseline; return the JSON payload."""
     started, interference = time.perf_counter(), Interference()
-    dataset = args.dataset
-    if args.train_subset:
-        dataset = make_subset(
-            args.dataset,
-            args.input_shape,
-            args.data_root,
-            args.train_subset,
-            args.test_subset,
-            args.cache_dir,
-        )
-    weights, trained = ensure_baseline(
-        args.seed,
-        args.base_epochs,
-        args.cache_dir,
-        arch=args.arch,
-        dataset=dataset,
-        input_shape=args.input_shape,
-        data_root=args.data_root,
-    )
+    dataset = subset_of(args)
+    weights, trained = baseline_of(args, args.seed, dataset)
     settings = Settings(
         trials=1,
         epochs_per_trial=0.0,
@@ -195,27 +183,10 @@ def markdown(payload: dict[str, Any]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line (the defaults are issue 11's resnet56 configuration)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", default="resnet56_cifar")
-    parser.add_argument("--dataset", default="fashion_mnist")
-    parser.add_argument(
-        "--input-shape",
-        type=lambda text: tuple(int(v) for v in text.split(",")),
-        default=(1, 28, 28),
-        help="C,H,W the model is built for",
-    )
-    parser.add_argument("--data-root", help="where the data set's files live")
-    parser.add_argument("--train-subset", type=int, default=12000)
-    parser.add_argument("--test-subset", type=int, default=10000)
-    parser.add_argument("--base-epochs", type=int, default=15)
-    parser.add_argument("--round-to", type=int, default=4)
+    add_resnet56_arguments(parser)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=Path("/tmp/inferprune-bench"),
-        help="search_quality.py's baseline cache (trained there if missing)",
-    )
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
     return parser.parse_args(argv)
 

@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,9 +35,10 @@ import torch
 from _machine import machine
 from search_quality import (
     Settings,
-    ensure_baseline,
-    make_subset,
+    add_resnet56_arguments,
+    baseline_of,
     same_baseline,
+    subset_of,
     write_report,
 )
 from torch import nn
@@ -88,14 +88,7 @@ def blocks_to_remove(model: nn.Module, input_shape: Sequence[int], keep: int) ->
 def run(args: argparse.Namespace, on_run: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Train every (seed, budget, keep) and return the report; ``on_run(report)`` after
     each, with the runs so far (so that an interrupted run keeps what it finished)."""
-    dataset = make_subset(
-        args.dataset,
-        args.input_shape,
-        args.data_root,
-        args.train_subset,
-        args.test_subset,
-        args.cache_dir,
-    )
+    dataset = subset_of(args)
     settings = Settings(
         trials=16,
         epochs_per_trial=0.5,
@@ -115,15 +108,7 @@ def run(args: argparse.Namespace, on_run: Callable[[dict[str, Any]], None]) -> d
     baselines: dict[int, dict[str, Any]] = {}
     started = time.perf_counter()
     for seed in args.seeds:
-        weights, trained = ensure_baseline(
-            seed,
-            args.base_epochs,
-            args.cache_dir,
-            arch=args.arch,
-            dataset=dataset,
-            input_shape=args.input_shape,
-            data_root=args.data_root,
-        )
+        weights, trained = baseline_of(args, seed, dataset)
         baselines[seed] = trained
         for budget in args.budgets:
             spec = settings.spec(budget, seed, "tpe", args.compute_epochs)
@@ -291,22 +276,11 @@ def markdown(payload: dict[str, Any]) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (the defaults are issue 11's resnet56 configuration)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", default="resnet56_cifar", help="a CIFAR ResNet of the zoo")
-    parser.add_argument("--dataset", default="fashion_mnist")
-    parser.add_argument("--data-root", default="/usr/share/datasets")
-    parser.add_argument(
-        "--input-shape",
-        type=lambda text: tuple(int(v) for v in text.split(",")),
-        default=(1, 28, 28),
-    )
-    parser.add_argument("--train-subset", type=int, default=12000)
-    parser.add_argument("--test-subset", type=int, default=10000)
-    parser.add_argument("--base-epochs", type=int, default=15)
+    add_resnet56_arguments(parser)
     parser.add_argument("--compute-epochs", type=float, default=20.0)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--criterion", default="l1")
-    parser.add_argument("--round-to", type=int, default=4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.125, 0.0625])
     parser.add_argument(
@@ -318,12 +292,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs="*",
         default=[],
         help="search_quality reports on the same baselines",
-    )
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=Path(tempfile.gettempdir()) / "inferprune-bench",
-        help="search_quality.py's baselines and data subsets",
     )
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--name", default="depth_vs_width")

@@ -260,6 +260,60 @@ def tensors_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def add_resnet56_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments that name a baseline of issue 11's proof (architecture, data,
+    subset, baseline epochs, channel step, cache), defaulting to its configuration:
+    resnet56_cifar on a 12,000/10,000-image Fashion-MNIST subset, 15 epochs."""
+    parser.add_argument("--arch", default="resnet56_cifar", help="a CIFAR ResNet of the zoo")
+    parser.add_argument("--dataset", default="fashion_mnist")
+    parser.add_argument("--data-root", default="/usr/share/datasets")
+    parser.add_argument(
+        "--input-shape",
+        type=lambda text: tuple(int(v) for v in text.split(",")),
+        default=(1, 28, 28),
+        help="C,H,W the model is built for",
+    )
+    parser.add_argument("--train-subset", type=int, default=12000)
+    parser.add_argument("--test-subset", type=int, default=10000)
+    parser.add_argument("--base-epochs", type=int, default=15)
+    parser.add_argument("--round-to", type=int, default=4)
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "inferprune-bench",
+        help="search_quality.py's baselines and data subsets (trained and written if missing)",
+    )
+
+
+def subset_of(args: argparse.Namespace) -> str:
+    """Return the data set name of the subset ``add_resnet56_arguments`` describes
+    (written to the cache on first use)."""
+    return make_subset(
+        args.dataset,
+        args.input_shape,
+        args.data_root,
+        args.train_subset,
+        args.test_subset,
+        args.cache_dir,
+    )
+
+
+def baseline_of(args: argparse.Namespace, seed: int, dataset: str) -> tuple[Path, dict[str, Any]]:
+    """Return :func:`ensure_baseline` of ``seed`` on ``dataset`` for the architecture,
+    input shape, data root, baseline epochs, cache and device (CPU if not given) that
+    ``args`` name."""
+    return ensure_baseline(
+        seed,
+        args.base_epochs,
+        args.cache_dir,
+        arch=args.arch,
+        dataset=dataset,
+        input_shape=args.input_shape,
+        data_root=args.data_root,
+        device=getattr(args, "device", "cpu"),
+    )
+
+
 def make_subset(
     dataset: str,
     input_shape: tuple[int, int, int],
@@ -1381,14 +1435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started, interference = time.perf_counter(), Interference()
     dataset, note = args.dataset, None
     if args.train_subset:
-        dataset = make_subset(
-            args.dataset,
-            args.input_shape,
-            args.data_root,
-            args.train_subset,
-            args.test_subset,
-            args.cache_dir,
-        )
+        dataset = subset_of(args)
         note = (
             f"a class-balanced subset of `{args.dataset}`: {args.train_subset} training "
             f"images (split into train and val) and {args.test_subset} test images"
@@ -1430,16 +1477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_report(report(done + cell, so_far), args.out_dir, args.name)
 
     for seed in args.seeds:
-        weights, trained = ensure_baseline(
-            seed,
-            settings.base_epochs,
-            args.cache_dir,
-            arch=args.arch,
-            dataset=dataset,
-            input_shape=args.input_shape,
-            data_root=args.data_root,
-            device=args.device,
-        )
+        weights, trained = baseline_of(args, seed, dataset)
         logger.info("baseline seed %d: test accuracy %.4f", seed, trained["test_accuracy"])
         if args.baselines_only:
             continue

@@ -32,9 +32,9 @@ def tiny_spec(**overrides: Any) -> JobSpec:
     return JobSpec.model_validate(data)
 
 
-@pytest.fixture(scope="session")
-def trained_weights(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """tiny_cnn trained briefly on the synthetic set, as checkpoint bytes."""
+def trained_checkpoint(arch: str, epochs: int) -> bytes:
+    """Return ``arch`` trained ``epochs`` epochs on the synthetic set (3x16x16, seed 0),
+    as checkpoint bytes."""
     from models.data import load_dataset
     from models.io import CheckpointInfo, checkpoint_bytes
     from models.prune import Plan
@@ -43,17 +43,23 @@ def trained_weights(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
     torch.manual_seed(0)
     data = load_dataset("synthetic", input_shape=(3, 16, 16))
-    model = build_model("tiny_cnn", data.num_classes, (3, 16, 16))
-    fine_tune(model, data.train, epochs=3, lr=0.05, batch_size=32)
+    model = build_model(arch, data.num_classes, (3, 16, 16))
+    fine_tune(model, data.train, epochs=epochs, lr=0.05, batch_size=32)
     norm = data.normalization
     info = CheckpointInfo(
-        "tiny_cnn",
+        arch,
         data.num_classes,
         (3, 16, 16),
         Plan(),
         normalization={"mean": list(norm.mean), "std": list(norm.std)} if norm else None,
     )
     return checkpoint_bytes(model, info)
+
+
+@pytest.fixture(scope="session")
+def trained_weights(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """tiny_cnn trained briefly on the synthetic set, as checkpoint bytes."""
+    return trained_checkpoint("tiny_cnn", 3)
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from search.lifecycle import conclude_search
 from search.oneshot import apply_once
 from search.space import DEPTH_PREFIX
 from search.warm_start import warm_start_plans
-from tests.search.conftest import tiny_spec
+from tests.search.conftest import tiny_spec, trained_checkpoint
 
 STAGES = {
     "layer1": ("layer1.0", "layer1.1", "layer1.2"),
@@ -45,23 +45,7 @@ def _resnet_spec(**overrides: Any) -> JobSpec:
 @pytest.fixture(scope="module")
 def trained_resnet() -> bytes:
     """resnet20 trained one epoch on the synthetic set, as checkpoint bytes."""
-    from models.data import load_dataset
-    from models.io import CheckpointInfo
-    from models.train import fine_tune
-
-    torch.manual_seed(0)
-    data = load_dataset("synthetic", input_shape=(3, 16, 16))
-    model = build_model("resnet20_cifar", data.num_classes, (3, 16, 16))
-    fine_tune(model, data.train, epochs=1, lr=0.05, batch_size=32)
-    norm = data.normalization
-    info = CheckpointInfo(
-        "resnet20_cifar",
-        data.num_classes,
-        (3, 16, 16),
-        Plan(),
-        normalization={"mean": list(norm.mean), "std": list(norm.std)} if norm else None,
-    )
-    return checkpoint_bytes(model, info)
+    return trained_checkpoint("resnet20_cifar", 1)
 
 
 @pytest.fixture(scope="module")
