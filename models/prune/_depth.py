@@ -16,6 +16,7 @@ block's branch contributed.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -176,7 +177,10 @@ def block_contributions(
     goes (Veit et al. 2016). On resnet56 trained on Fashion-MNIST the contribution falls
     along each stage, from 0.6-1.1 at the first removable block to 0.25-0.29 at the last,
     and ranks the blocks as the accuracy after removing each one (BatchNorm
-    recalibrated, 1,800 validation images) does, Spearman 0.65.
+    recalibrated, 1,800 validation images) does, Spearman 0.65. That holds before
+    training only: after half an epoch of fine-tuning, plans of half the blocks removed
+    by contribution and spread evenly score alike (``search_quality_compute_resnet56.md``,
+    stop 23).
 
     Raises:
         PlanError: a block is not a submodule of ``model`` or never ran.
@@ -195,11 +199,7 @@ def block_contributions(
             module = model.get_submodule(name)
         except AttributeError:
             raise PlanError(f"{name!r} is not a block of this model") from None
-        handles.append(
-            module.register_forward_hook(
-                lambda mod, args, out, name=name: record(mod, args, out, name)
-            )
-        )
+        handles.append(module.register_forward_hook(functools.partial(record, name=name)))
     was_training = model.training
     try:
         model.eval()
