@@ -5,6 +5,12 @@ projected onto the budget analytically; latency (which depends only on the struc
 is measured before any training and an over-budget candidate stops there; the
 accuracy after BatchNorm recalibration alone is reported to the pruner (single
 objective) or screened against the front (pareto) before fine-tuning.
+
+With ``search.compute_epochs`` there is no such proxy: a candidate's first rung is its
+cheap signal (it ranks plans as their last rung does, Spearman 0.64-0.72 on resnet56
+against 0.11 for the recalibrated accuracy, ``search_quality_compute_resnet56.md``), and
+the recalibration and the extra pass over the validation split would cost about a tenth
+of that rung for nothing the promotion uses.
 """
 
 from __future__ import annotations
@@ -66,7 +72,8 @@ class TrialResult:
         macs, params, size_bytes: measured on the pruned model (fvcore for MACs).
         macs_predicted: the analytic model's MACs for the plan.
         latency_ms, latency_p90_ms: median and p90 latency, when measured.
-        proxy_accuracy: validation accuracy after BN recalibration, before fine-tuning.
+        proxy_accuracy: validation accuracy after BN recalibration, before fine-tuning
+            (None with ``search.compute_epochs``: rungs compute no proxy).
         val_accuracy: validation accuracy after fine-tuning (None if skipped).
         constraints: Optuna constraint values (feasible when all <= 0).
         skipped: why the fine-tune was skipped or cut short (``infeasible``, ``pruned``,
@@ -190,7 +197,8 @@ def run_trial(
         problem: the job's fixed inputs.
         trial: a trial from ``study.ask()``.
         screen: in pareto mode, decides from the proxy accuracy whether to skip the
-            fine-tune of a clearly dominated candidate.
+            fine-tune of a clearly dominated candidate (a rung search computes no
+            proxy and never screens).
         should_stop: checked between training steps (cancellation).
         checkpoints: where a multi-fidelity candidate's rungs are saved (a fresh
             in-memory store if None: nothing outlives the process then).
@@ -291,7 +299,7 @@ def run_trial(
     problem.place(model)  # recalibrated, trained and evaluated on the worker's device
     seed = spec.search.seed * 100_003 + trial.number
     proxy = trial.user_attrs.get("proxy_accuracy")
-    if resumed is None:
+    if resumed is None and fidelity is None:
         recalibrate_batchnorm(model, problem.data.train, batches=BN_BATCHES, seed=seed)
         lap("bn_recal")
         proxy = evaluate(model, problem.data.val).top1

@@ -192,6 +192,21 @@ def test_compute_spent_never_exceeds_compute_epochs(
     assert paused and promoted
 
 
+def test_rung_candidates_are_judged_by_their_first_rung_not_a_proxy(
+    searched: tuple[optuna.Study, RecordingCheckpoints],
+) -> None:
+    # no BN recalibration and no extra pass over the val split before a first rung
+    study, _ = searched
+    trained = [t for t in study.get_trials(deepcopy=False) if "seconds" in t.user_attrs]
+    assert trained
+    for t in trained:
+        assert t.user_attrs.get("proxy_accuracy") is None
+        assert "bn_recal" not in t.user_attrs["seconds"]
+        assert t.user_attrs.get("skipped") != "dominated"
+    fresh = [t for t in trained if t.user_attrs.get("resume_of") is None]
+    assert any("finetune" in t.user_attrs["seconds"] for t in fresh)
+
+
 def test_a_promoted_candidate_continues_its_own_weights_and_steps(
     compute_problem: PruningProblem, searched: tuple[optuna.Study, RecordingCheckpoints]
 ) -> None:
