@@ -32,6 +32,7 @@ Writes ``search_quality.json`` (machine, settings, every run's numbers and trial
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -926,10 +927,10 @@ def _results_table(payload: dict[str, Any]) -> list[str]:
 
 def _diagnostics_table(payload: dict[str, Any]) -> list[str]:
     lines = [
-        "| MACs budget | method | smallest plan | uniform plan | picked uniform | distinct "
-        "plans | pruned trials | fine-tuned trials | best − median trial val (pts) "
-        "| sampling s/trial |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| MACs budget | method | smallest plan | uniform plan | picks | distinct "
+        "plans | sampled plans | pruned trials | fine-tuned trials | best − median trial "
+        "val (pts) | sampling s/trial |",
+        "|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     searched = [r for r in payload["runs"] if r["method"] in SEARCH_METHODS and r["reachable"]]
     for budget in sorted({r["budget"] for r in searched}, reverse=True):
@@ -946,13 +947,32 @@ def _diagnostics_table(payload: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {budget:g} | {method} | {mine[0]['smallest_macs_ratio']:.3f} | "
                 f"{mine[0]['uniform_macs_ratio']:.3f} | "
-                f"{sum(r['best_is_uniform_warm_start'] for r in mine)}/{len(mine)} | "
+                f"{_picks(mine)} | "
                 f"{statistics.fmean(r['distinct_plans'] for r in mine):.1f} | "
+                f"{statistics.fmean(_sampled_plans(r) for r in mine):.1f} | "
                 f"{statistics.fmean(r['pruned_trials'] for r in mine):.1f} | "
                 f"{statistics.fmean(r['fine_tuned_trials'] for r in mine):.1f} | "
                 f"{100 * spread:.2f} | {sampling:.3f} |"
             )
     return lines
+
+
+def _picks(runs: list[dict[str, Any]]) -> str:
+    """Return what the searches of ``runs`` delivered: a reference plan's kind
+    (``uniform``, ``depth``, ...) or ``sampled``, with counts."""
+    kinds = collections.Counter(
+        r.get("best_warm_start_kind")
+        or ("uniform" if r["best_is_uniform_warm_start"] else "sampled")
+        for r in runs
+    )
+    return ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()))
+
+
+def _sampled_plans(run: dict[str, Any]) -> int:
+    """Return how many different plans of a search's trials no reference proposed."""
+    return len(
+        {json.dumps(t["plan"], sort_keys=True) for t in run["trials"] if not t["warm_start_kind"]}
+    )
 
 
 def _compute_paragraph(payload: dict[str, Any]) -> str:
@@ -1089,9 +1109,11 @@ def markdown(payload: dict[str, Any]) -> str:
         "## Search diagnostics (mean over seeds)",
         "",
         "*smallest plan* / *uniform plan*: MACs ratio of the narrowest plan the space "
-        "allows and of the uniform plan at the budget. *picked uniform*: searches whose "
-        "pick was the warm start (the uniform plan). *distinct plans*: different plans "
-        "among the trials after projection onto the budget. *best − median trial val*: "
+        "allows and of the uniform plan at the budget. *picks*: what the searches delivered, "
+        "one of the reference plans (the one-shot methods' widths, trained in the search) "
+        "or a sampled plan. *distinct plans*: different plans among the trials after "
+        "projection onto the budget; *sampled plans*: those that are no reference's. "
+        "*best − median trial val*: "
         "spread of the fine-tuned trials' val accuracy (one val image = "
         f"{100 / val_images:.2g} points).",
         "",
@@ -1100,13 +1122,15 @@ def markdown(payload: dict[str, Any]) -> str:
         "Trial signals, pooled over the searches of a budget: Spearman correlation of the "
         "BN-recalibrated accuracy (the median pruner's input) with the val accuracy after "
         "the trial fine-tune (the ranking `select_best` uses), and how many trials were "
-        f"at chance (≤ {10 + 200 / val_images:.1f} %) after BN recalibration alone.",
+        f"at chance (≤ {10 + 200 / val_images:.1f} %) after BN recalibration alone. A rung "
+        "search (`--compute-epochs`) computes no proxy since 2026-12-06 (its first rung is "
+        "the cheap signal); its trials count only where an earlier run recorded one.",
         "",
         "With `--compute-epochs`: Spearman correlation of a promoted candidate's accuracy "
         "after its first rung with its accuracy after its last (does the cheap rung rank "
         "candidates as the longer ones do?).",
         "",
-        "| MACs budget | fine-tuned trials | Spearman proxy vs val | proxy at chance "
+        "| MACs budget | trials with a proxy | Spearman proxy vs val | proxy at chance "
         "| promoted trials | Spearman first vs last rung |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
