@@ -383,8 +383,9 @@ def markdown(payload: dict[str, Any]) -> str:
         "",
         f"* **bn_recal** forwards {payload['bn_recalibration_images']} training images "
         "(`search.objective.BN_BATCHES` batches of 64; `bn_recal.md` shows that more "
-        "batches do not change the proxy's ranking) in every trial, whatever the "
-        "fine-tune length: "
+        "batches do not change the proxy's ranking) in every trial of a classic search, "
+        "whatever the fine-tune length (a rung search computes no proxy: its first rung "
+        "is the signal, and a first rung spends its time training and evaluating): "
         + ", ".join(
             f"{r['median_s']['bn_recal'] / r['median_s']['finetune']:.0%} of the "
             f"{r['steps_per_trial']}-step fine-tune's time ({r['arch']})"
@@ -393,7 +394,7 @@ def markdown(payload: dict[str, Any]) -> str:
         + ".",
         "* **latency** exports the candidate to ONNX (most of the stage), opens an "
         f"onnxruntime session and runs it {payload['latency_runs']} times, in every trial "
-        "of a job that measures latency.",
+        "of a job that measures latency (a rung's continuation carries its origin's).",
         "* **sample**, **unattributed**, **storage**, **ask** are mostly SQLite commits: "
         "one per group for the sampled widths (`suggest_int`), one per user attribute and "
         "constraint written after the last stage, one for the tell. One commit costs "
