@@ -202,7 +202,6 @@ def test_rung_candidates_are_judged_by_their_first_rung_not_a_proxy(
     for t in trained:
         assert t.user_attrs.get("proxy_accuracy") is None
         assert "bn_recal" not in t.user_attrs["seconds"]
-        assert t.user_attrs.get("skipped") != "dominated"
     fresh = [t for t in trained if t.user_attrs.get("resume_of") is None]
     assert any("finetune" in t.user_attrs["seconds"] for t in fresh)
 
@@ -291,6 +290,9 @@ def test_pareto_rungs_promote_by_non_dominated_rank(trained_weights: bytes) -> N
     trials = study.get_trials(deepcopy=False)
     assert compute_spent(trials) <= fidelity.search_epochs + 1e-9
     assert any(t.state == TrialState.COMPLETE for t in trials)
+    # the rank decides, not the BN-recalibrated proxy's dominance screen
+    assert all(t.user_attrs.get("proxy_accuracy") is None for t in trials)
+    assert not any(t.user_attrs.get("skipped") == "dominated" for t in trials)
 
 
 @dataclass
