@@ -71,9 +71,7 @@ def run_one_trial(
     trial = study.ask()
     if on_ask is not None:
         on_ask(trial)
-    # rung searches judge candidates by their first rung, not by a proxy
-    pareto_screened = len(study.directions) > 1 and problem.fidelity is None
-    screen = dominance_screen(problem, study) if pareto_screened else None
+    screen = dominance_screen(problem, study) if len(study.directions) > 1 else None
     try:
         result, model = run_trial(
             problem, trial, screen=screen, should_stop=should_stop, checkpoints=checkpoints
