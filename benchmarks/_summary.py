@@ -73,7 +73,11 @@ def summary_rows(payload: dict[str, Any]) -> list[dict[str, Any]]:
                     statistics.fmean(covering[best]) if best else None
                 ),
                 "compute_epochs": compute,
-                "distill": bool(payload["settings"].get("distill")),
+                "distill": any(
+                    r.get("distilled", bool(payload["settings"].get("distill")))
+                    for r in cell
+                    if r["method"] == method
+                ),
                 "paired_vs_best_baseline_mean": None,
                 "wins": None,
                 "losses": None,

@@ -85,15 +85,24 @@ logger = logging.getLogger("benchmarks.search_quality")
 ARCH = "resnet20_cifar"
 DATASET = "digits"
 INPUT_SHAPE = (3, 32, 32)
-SEARCH_METHODS = ("tpe", "gp", "random", "tpe_widths")
-SAMPLERS = {"tpe": "tpe", "gp": "gp", "random": "random", "tpe_widths": "tpe"}
+SEARCH_METHODS = ("tpe", "gp", "random", "tpe_widths", "tpe_plain")
+SAMPLERS = {"tpe": "tpe", "gp": "gp", "random": "random", "tpe_widths": "tpe", "tpe_plain": "tpe"}
 """Each search method's Optuna sampler; ``tpe_widths`` is the product's search with
-``pruning.depth`` false (widths only: the search as it was before it removed blocks)."""
+``pruning.depth`` false (widths only: the search as it was before it removed blocks),
+``tpe_plain`` the product's search with ``finetune.distill`` false (labels only: the
+search as it was before it distilled by default)."""
 WIDTHS_ONLY = ("tpe_widths",)
-ONE_SHOT_METHODS = ("uniform", "global", "sensitivity", "fastnas", "depth")
+ONE_SHOT_METHODS = ("uniform", "global", "sensitivity", "fastnas", "depth", "uniform_distilled")
 """``depth`` is the search's own half-depth reference (half of each stage's removable
 blocks removed, uniform widths at the budget) trained alone: like ``sensitivity``, one
-of the product's plans, and a baseline the search must beat."""
+of the product's plans, and a baseline the search must beat. ``uniform_distilled`` is
+not a baseline but an ablation: the uniform plan trained with the distillation the
+search has, to show how much of the search's lead is the distillation."""
+DISTILLS = {"tpe_plain": False, "uniform_distilled": True}
+"""Methods whose distillation is fixed. Otherwise (unless ``--distill`` or
+``--no-distill`` sets it for every method) a search distills as the product does by
+default (``finetune.distill`` null: with ``compute_epochs``), and a one-shot method and
+the yardstick train on labels only, as the one-liners they stand for do."""
 YARDSTICK = "unpruned"
 """Not a pruning method: the unpruned baseline trained on with the same compute and
 recipe as every method (a 15-epoch baseline under-states what the architecture reaches,
@@ -134,8 +143,19 @@ class Settings:
     data_root: str | None = None
     arch: str = ARCH
     compute_epochs: float | None = None
-    distill: bool = False
+    distill: bool | None = None
     device: str = "cpu"
+
+    def distills(self, method: str) -> bool | None:
+        """Return ``finetune.distill`` for ``method``: ``--distill`` / ``--no-distill``
+        where given, else :data:`DISTILLS`, else null (the product's default) for a
+        search and false for the others."""
+        if self.distill is not None:
+            return self.distill
+        name = method.removesuffix(EQUAL_COMPUTE)
+        if name in DISTILLS:
+            return DISTILLS[name]
+        return None if name in SEARCH_METHODS else False
 
     def spec(
         self,
@@ -144,10 +164,12 @@ class Settings:
         sampler: str,
         final_epochs: float,
         depth: bool | None = None,
+        distill: bool | None = None,
     ) -> JobSpec:
         """Return the job spec of one run (with ``compute_epochs`` the search decides its
         trials, and the one-shot methods get the whole compute as ``final_epochs``;
-        ``depth`` is ``pruning.depth``, None: the product's default)."""
+        ``depth`` is ``pruning.depth`` and ``distill`` ``finetune.distill``, None: the
+        product's default)."""
         search: dict[str, Any] = {"trials": self.trials, "sampler": sampler, "seed": seed}
         if self.compute_epochs is not None:
             search = {"compute_epochs": self.compute_epochs, "sampler": sampler, "seed": seed}
@@ -165,7 +187,7 @@ class Settings:
                     "final_epochs": final_epochs,
                     "lr": self.lr,
                     "batch_size": self.batch_size,
-                    "distill": self.distill,
+                    "distill": distill,
                 },
                 "pruning": {
                     "criterion": self.criterion,
@@ -571,7 +593,7 @@ def reusable_plans(
     return found
 
 
-SCAN_USERS = ("tpe", "gp", "random", "tpe_widths", "sensitivity")
+SCAN_USERS = ("tpe", "gp", "random", "tpe_widths", "tpe_plain", "sensitivity")
 """Methods that read the sensitivity scan (the searches for their warm start)."""
 
 CHOOSERS: dict[str, Callable[..., Choice]] = {
@@ -579,7 +601,9 @@ CHOOSERS: dict[str, Callable[..., Choice]] = {
     "gp": search_choice,
     "random": search_choice,
     "tpe_widths": search_choice,
+    "tpe_plain": search_choice,
     "uniform": uniform_choice,
+    "uniform_distilled": uniform_choice,
     "global": global_choice,
     "sensitivity": sensitivity_choice,
     "fastnas": fastnas_choice,
@@ -626,6 +650,7 @@ def _result(
         "trial": choice.trial,
         "plan": choice.plan.to_dict(),
         "depth_searched": problem.spec.searches_depth and method in SEARCH_METHODS,
+        "distilled": problem.spec.distills,
         "blocks_removed": len(problem.graph.removed_blocks(choice.plan)),
         **choice.details,
     }
@@ -668,7 +693,7 @@ def run_cell(
             final_epochs += settings.trials * settings.epochs_per_trial
         sampler = SAMPLERS.get(method, "tpe")
         depth = False if method in WIDTHS_ONLY else None
-        spec = settings.spec(budget, seed, sampler, final_epochs, depth)
+        spec = settings.spec(budget, seed, sampler, final_epochs, depth, settings.distills(method))
         if spec.searches_depth != problem.spec.searches_depth:  # another space
             job = dataclasses.replace(
                 problem,
@@ -991,7 +1016,22 @@ def _compute_paragraph(payload: dict[str, Any]) -> str:
         "the winner trained on from its checkpoint with everything left "
         "(`compute_epochs_spent` in the JSON). Identical for every method: lr "
         f"{s['lr']}, batch {s['batch_size']}, criterion {s['criterion']}, round_to "
-        f"{s['round_to']}. "
+        f"{s['round_to']}. {_distill_sentence(s.get('distill'))}"
+    )
+
+
+def _distill_sentence(distill: bool | None) -> str:
+    """Return who distilled the unpruned model in a report (``--distill``'s setting)."""
+    if distill is True:
+        return "Every method distills the unpruned model in all its training. "
+    if distill is False:
+        return "No method distills: every one trains on labels only. "
+    return (
+        "The searches distill the unpruned model as the product does by default (its "
+        "logits on the training split computed once per job, `models.train.SoftTargets`; "
+        "`tpe_plain`: labels only); the one-shot methods and the yardstick train on "
+        "labels only, as the one-liners they stand for do (`uniform_distilled`: the "
+        "uniform plan with the searches' distillation, an ablation). "
     )
 
 
@@ -1018,19 +1058,29 @@ def _goal_lines(payload: dict[str, Any]) -> list[str]:
         f"the `{YARDSTICK}` yardstick ran (the unpruned model trained on with the same "
         "compute and recipe) a seed's unpruned accuracy is the better of the two. "
         "*Spread*: the best method's seed-to-seed std; the goal also asks that the search "
-        "is never behind by more than that in any cell.",
+        "is never behind by more than that in any cell. The one-shot methods train on "
+        "labels only, as the one-liners they stand for do; the search distills the "
+        "unpruned model as the product does by default. *vs uniform distilled*: the "
+        "search against the uniform plan trained with the same distillation (an "
+        "ablation, not a baseline: how much of the lead is the distillation).",
         "",
         "| MACs budget | best one-shot | seeds | paired (pts) | W/L | margin (pts) | met | "
-        "spread (pts) | behind by more than spread |",
-        "|---:|---|---:|---:|---:|---:|---|---:|---|",
+        "spread (pts) | behind by more than spread | vs uniform distilled (pts, W/L) |",
+        "|---:|---|---:|---:|---:|---:|---|---:|---|---:|",
     ]
     for r in rows:
         spread = "—" if r["spread_points"] is None else f"{r['spread_points']:.2f}"
+        cell = [x for x in payload["runs"] if x["budget"] == r["budget"] and x.get("reachable")]
+        ablation = _paired(
+            [x for x in cell if x["method"] == GOAL_METHOD],
+            [x for x in cell if x["method"] == "uniform_distilled"],
+        )
         lines.append(
             f"| {r['budget']:g} | {r['best_baseline']} | {len(r['seeds'])} | "
             f"{r['paired_vs_best_baseline_mean']:+.2f} | {r['wins']}/{r['losses']} | "
             f"{r['goal_margin_points']:.2f} | {'yes' if r['goal_met'] else '**no**'} | "
-            f"{spread} | {'**yes**' if r['behind_by_more_than_spread'] else 'no'} |"
+            f"{spread} | {'**yes**' if r['behind_by_more_than_spread'] else 'no'} | "
+            f"{_gain(ablation)} |"
         )
     return [*lines, ""]
 
@@ -1185,9 +1235,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--distill",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="every method distills the unpruned model in its fine-tune (with "
-        "--compute-epochs, in the searches' rungs too)",
+        "--compute-epochs, in the searches' rungs too); --no-distill: none does "
+        "(default: the searches as the product does, with --compute-epochs, the others "
+        "on labels only)",
     )
     parser.add_argument(
         "--compute-epochs",

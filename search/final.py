@@ -111,8 +111,8 @@ def finalize(
     is pruned afresh and fine-tuned ``finetune.final_epochs``: at once, or along
     ``pruning.schedule`` over the fine-tune (ending at the plan's widths exactly). The
     test split is used here for the first time: the search chose on validation accuracy
-    only. With
-    ``finetune.distill`` the unpruned model teaches the pruned one.
+    only. With distillation (``finetune.distill``; on by default with
+    ``compute_epochs``) the unpruned model teaches the pruned one.
 
     Args:
         problem: the job's fixed inputs.

@@ -39,7 +39,7 @@ from models.prune import (
     build_pruning_graph,
     score_channels,
 )
-from models.train import evaluate, steps_per_epoch
+from models.train import SoftTargets, evaluate, steps_per_epoch
 from models.zoo import get_architecture
 from search.budget import ResolvedBudget, resolve_budget
 from search.errors import SpecError
@@ -143,6 +143,15 @@ class PruningProblem:
         if self.device.type == "cpu":
             return self.model
         return copy.deepcopy(self.model).to(self.device).eval()
+
+    @cached_property
+    def soft_targets(self) -> SoftTargets | nn.Module:
+        """What distillation learns from: the :attr:`teacher`'s logits on the training
+        split, computed on the first call (one forward pass; every candidate and the
+        delivered model reuse them), or the teacher itself where the split cannot hold
+        them (:meth:`models.train.SoftTargets.of`)."""
+        targets = SoftTargets.of(self.teacher, self.data.train)
+        return targets if targets is not None else self.teacher
 
     def place(self, model: nn.Module) -> nn.Module:
         """Move a candidate to :attr:`device` for recalibration, training and evaluation

@@ -111,7 +111,7 @@ def train_segment(
             seed=seed,
             start_step=lineage.steps + offset,
             lr_window=lr_window,
-            teacher=problem.teacher if finetune.distill else None,
+            teacher=problem.soft_targets if problem.spec.distills else None,
             amp=finetune.amp,
             on_step=on_step,
             should_stop=should_stop,

@@ -255,6 +255,14 @@ class JobSpec(SpecSection):
             return self.pruning.depth
         return self.pruning.schedule == "one_shot" and self.pruning.sequence is None
 
+    @property
+    def distills(self) -> bool:
+        """True when training distills the unpruned model (``finetune.distill``, where
+        null means: with ``search.compute_epochs``)."""
+        if self.finetune.distill is not None:
+            return self.finetune.distill
+        return self.search.compute_epochs is not None
+
     @model_validator(mode="after")
     def _table_needs_images(self) -> JobSpec:
         if self.latency.predictor == "table" and self.reads_sequences:
@@ -329,6 +337,8 @@ class JobSpec(SpecSection):
         if data["search"]["compute_epochs"] is None:
             data["search"].pop("compute_epochs")  # studies named before it existed resume
             data["finetune"].pop("distill")  # then it changes only the final fine-tune
+        else:
+            data["finetune"]["distill"] = self.distills  # null and true: the same search
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 

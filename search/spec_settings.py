@@ -177,11 +177,15 @@ class FinetuneSettings(SpecSection):
     )
     lr: float = Field(0.01, gt=0, le=10, description="Initial learning rate (cosine decay).")
     batch_size: int = Field(64, ge=1, le=4096, description="Samples per training step.")
-    distill: bool = Field(
-        False,
+    distill: bool | None = Field(
+        None,
         description="Distill the unpruned model into the chosen one when finalizing; with "
         "`search.compute_epochs`, into every candidate's rungs too (the delivered model's "
-        "training is one run from its first rung to the end).",
+        "training is one run from its first rung to the end). null (the default): on with "
+        "`search.compute_epochs`, off without. The unpruned model's logits on the "
+        "training split are computed once per job and worker (one forward pass) and "
+        "reused by every candidate, so distilling costs about that one pass, not a "
+        "teacher pass per step (splits too large to hold them fall back to the latter).",
     )
     amp: bool = Field(
         False,

@@ -20,7 +20,14 @@ from models.data._npz import MAX_NPZ_BYTES, check_npz, check_npz_sequences
 from models.data._registry import DATASETS, describe_datasets, inspect_dataset, load_dataset
 from models.data._root import DATA_ROOT_ENV, resolve_data_root
 from models.data._source import DatasetInfo
-from models.data._split import BatchSource, DataSplits, Normalization, TensorSplit
+from models.data._split import (
+    BatchSource,
+    DataSplits,
+    IndexedSource,
+    Normalization,
+    TensorSplit,
+    batch_indices,
+)
 
 __all__ = [
     "DATASETS",
@@ -29,9 +36,11 @@ __all__ = [
     "BatchSource",
     "DataSplits",
     "DatasetInfo",
+    "IndexedSource",
     "InputSplit",
     "Normalization",
     "TensorSplit",
+    "batch_indices",
     "check_npz",
     "check_npz_sequences",
     "collect_batches",

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from models.data._split import Batch
+from models.data._split import Batch, batch_indices
 from models.errors import DataError
 
 __all__ = ["InputSplit", "collect_batches"]
@@ -39,21 +39,17 @@ class InputSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def batch_at(self, index: torch.Tensor) -> Batch:
+        """Return the samples at ``index`` as one ``(inputs, labels)`` batch."""
+        return self.inputs[index], self.labels[index]
+
     def batches(
         self, batch_size: int, *, shuffle: bool = False, seed: int = 0, limit: int | None = None
     ) -> Iterator[Batch]:
         """Yield ``(inputs, labels)`` batches, shuffled with ``seed`` if asked (the last
         batch may be smaller; at most ``limit`` batches)."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        n = len(self)
-        generator = torch.Generator().manual_seed(seed)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        for count, start in enumerate(range(0, n, batch_size)):
-            if limit is not None and count >= limit:
-                return
-            index = order[start : start + batch_size]
-            yield self.inputs[index], self.labels[index]
+        for index in batch_indices(len(self), batch_size, shuffle=shuffle, seed=seed, limit=limit):
+            yield self.batch_at(index)
 
     def split(self, fraction: float, seed: int) -> tuple[InputSplit, InputSplit]:
         """Return a random ``1 - fraction`` / ``fraction`` partition of the samples."""

@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
-from models.data._split import Batch, BatchSource, DataSplits
+import torch
+
+from models.data._split import Batch, BatchSource, DataSplits, IndexedSource
 
 __all__ = ["SequenceSplit", "as_sequences", "image_shape_of"]
 
@@ -42,6 +44,18 @@ class SequenceSplit:
         """Yield ``(inputs, labels)`` with inputs (B, T, F); as :class:`BatchSource`."""
         for x, y in self.images.batches(batch_size, shuffle=shuffle, seed=seed, limit=limit):
             yield x[:, 0], y
+
+    def batch_at(self, index: torch.Tensor) -> Batch:
+        """Return the samples at ``index`` as (B, T, F) sequences, when the image split
+        serves samples by index (:class:`IndexedSource`; the bundled splits do).
+
+        Raises:
+            TypeError: the image split does not.
+        """
+        if not isinstance(self.images, IndexedSource):
+            raise TypeError(f"{type(self.images).__name__} does not serve samples by index")
+        x, y = self.images.batch_at(index)
+        return x[:, 0], y
 
 
 def as_sequences(splits: DataSplits) -> DataSplits:

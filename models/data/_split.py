@@ -9,7 +9,14 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch.nn import functional as F
 
-__all__ = ["BatchSource", "DataSplits", "Normalization", "TensorSplit"]
+__all__ = [
+    "BatchSource",
+    "DataSplits",
+    "IndexedSource",
+    "Normalization",
+    "TensorSplit",
+    "batch_indices",
+]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -28,6 +35,36 @@ class BatchSource(Protocol):
     def batches(
         self, batch_size: int, *, shuffle: bool = False, seed: int = 0, limit: int | None = None
     ) -> Iterator[Batch]: ...
+
+
+@runtime_checkable
+class IndexedSource(BatchSource, Protocol):
+    """A :class:`BatchSource` that also serves any samples by index, in the order of
+    :func:`batch_indices`: ``batches(...)`` yields ``batch_at(i)`` for each ``i`` that
+    ``batch_indices(len(self), ...)`` yields. Whatever is kept per sample (a teacher's
+    logits, :class:`models.train.SoftTargets`) lines up with its batches."""
+
+    def batch_at(self, index: torch.Tensor) -> Batch: ...
+
+
+def batch_indices(
+    n: int, batch_size: int, *, shuffle: bool = False, seed: int = 0, limit: int | None = None
+) -> Iterator[torch.Tensor]:
+    """Yield the sample indices of each batch of a split of ``n`` samples: in order, or
+    permuted reproducibly by ``seed``; the last batch may be smaller; at most ``limit``
+    batches. The one place the bundled splits order their batches.
+
+    Raises:
+        ValueError: ``batch_size`` is below 1.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for count, start in enumerate(range(0, n, batch_size)):
+        if limit is not None and count >= limit:
+            return
+        yield order[start : start + batch_size]
 
 
 @dataclass(frozen=True)
@@ -95,6 +132,10 @@ class TensorSplit:
             x = self.normalization.apply(x)
         return x.contiguous()
 
+    def batch_at(self, index: torch.Tensor) -> Batch:
+        """Return the samples at ``index`` as one ``(inputs, labels)`` batch."""
+        return self.to_model_input(self.images[index]), self.labels[index]
+
     def batches(
         self, batch_size: int, *, shuffle: bool = False, seed: int = 0, limit: int | None = None
     ) -> Iterator[Batch]:
@@ -106,19 +147,8 @@ class TensorSplit:
             seed: seeds the permutation.
             limit: stop after this many batches.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        n = len(self)
-        order = (
-            torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-            if shuffle
-            else torch.arange(n)
-        )
-        for count, start in enumerate(range(0, n, batch_size)):
-            if limit is not None and count >= limit:
-                return
-            idx = order[start : start + batch_size]
-            yield self.to_model_input(self.images[idx]), self.labels[idx]
+        for index in batch_indices(len(self), batch_size, shuffle=shuffle, seed=seed, limit=limit):
+            yield self.batch_at(index)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 import torch
 from torch import nn
@@ -19,6 +20,10 @@ __all__ = [
     "on_device",
 ]
 
+Tensors = TypeVar("Tensors", bound=tuple[torch.Tensor, ...])
+"""A batch: ``(inputs, labels)``, or with more tensors per sample after them (such as a
+teacher's logits)."""
+
 
 def module_device(module: nn.Module) -> torch.device:
     """Return the device of the module's first parameter or buffer (CPU if it has none)."""
@@ -29,24 +34,21 @@ def module_device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def on_device(
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``batches`` on ``device``. On CUDA each batch is copied from pinned memory
-    without blocking, one batch ahead: the next copy runs while the device computes on
-    the current one. On the CPU the batches pass through untouched."""
+def on_device(batches: Iterable[Tensors], device: torch.device) -> Iterator[Tensors]:
+    """Yield ``batches`` (tuples of tensors) on ``device``. On CUDA each batch is copied
+    from pinned memory without blocking, one batch ahead: the next copy runs while the
+    device computes on the current one. On the CPU the batches pass through untouched."""
     if device.type == "cpu":
         yield from batches
         return
     pin = device.type == "cuda"
 
-    def move(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, labels = batch
+    def move(batch: Tensors) -> Tensors:
         if pin:
-            inputs, labels = inputs.pin_memory(), labels.pin_memory()
-        return inputs.to(device, non_blocking=pin), labels.to(device, non_blocking=pin)
+            return cast(Tensors, tuple(t.pin_memory().to(device, non_blocking=True) for t in batch))
+        return cast(Tensors, tuple(t.to(device) for t in batch))
 
-    ahead: tuple[torch.Tensor, torch.Tensor] | None = None
+    ahead: Tensors | None = None
     for batch in batches:
         moved = move(batch)
         if ahead is not None:
@@ -107,15 +109,14 @@ class LabelChecks:
     classes: int | None = None
     _checked_on_cpu: list[bool] = field(default_factory=list)
 
-    def on_cpu(
-        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``batches``, checking their labels first once the class count is known."""
-        for inputs, labels in batches:
+    def on_cpu(self, batches: Iterable[Tensors]) -> Iterator[Tensors]:
+        """Yield ``batches`` (``(inputs, labels, ...)``), checking their labels first once
+        the class count is known."""
+        for batch in batches:
             self._checked_on_cpu.append(self.classes is not None)
             if self.classes is not None:
-                check_label_range(labels, self.classes)
-            yield inputs, labels
+                check_label_range(batch[1], self.classes)
+            yield batch
 
     def after_forward(self, index: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
         """Check batch ``index``'s ``logits`` shape, and its labels unless :meth:`on_cpu`

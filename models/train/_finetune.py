@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -13,13 +14,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.data._split import Batch, BatchSource
+from models.data._split import BatchSource
 from models.errors import DataError, TrainingDivergedError
-from models.train._batches import LabelChecks, module_device, on_device
+from models.train._batches import LabelChecks, Tensors, module_device, on_device
 from models.train._carry import OptimizerCarry
 from models.train._distill import distillation_loss
 from models.train._loss_reads import LossReads, NonFiniteLoss
 from models.train._schedule import cosine_lr, steps_per_epoch, total_steps
+from models.train._soft_targets import SoftTargets
 
 __all__ = ["TrainProgress", "TrainResult", "fine_tune"]
 
@@ -114,16 +116,21 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContex
 
 
 def _stream(
-    data: BatchSource, batch_size: int, per_epoch: int, total: int, seed: int, start: int = 0
-) -> Iterator[Batch]:
-    """Yield ``total`` training batches, reshuffled every epoch with ``seed + epoch``,
-    beginning where a run that already took ``start`` steps would be."""
+    batches: Callable[..., Iterator[Tensors]],
+    samples: int,
+    per_epoch: int,
+    total: int,
+    seed: int,
+    start: int = 0,
+) -> Iterator[Tensors]:
+    """Yield ``total`` training batches of ``batches`` (a split's, or its soft targets'),
+    reshuffled every epoch with ``seed + epoch``, beginning where a run that already took
+    ``start`` steps would be."""
     served = 0
     epoch, skip = divmod(start, per_epoch)
     while served < total:
         served_before = served
-        batches = data.batches(batch_size, shuffle=True, seed=seed + epoch, limit=per_epoch)
-        for index, batch in enumerate(batches):
+        for index, batch in enumerate(batches(shuffle=True, seed=seed + epoch, limit=per_epoch)):
             if index < skip:
                 continue
             yield batch
@@ -131,7 +138,7 @@ def _stream(
             if served == total:
                 return
         if served == served_before and not skip:
-            raise DataError(f"the training split has {len(data)} samples but gave no batch")
+            raise DataError(f"the training split has {samples} samples but gave no batch")
         skip = 0
         epoch += 1
 
@@ -160,7 +167,7 @@ def fine_tune(
     batch_size: int = 64,
     seed: int = 0,
     start_step: int = 0,
-    teacher: nn.Module | None = None,
+    teacher: nn.Module | SoftTargets | None = None,
     distill_weight: float = 0.5,
     temperature: float = 4.0,
     on_step: Callable[[TrainProgress], None] | None = None,
@@ -185,7 +192,9 @@ def fine_tune(
     the distillation loss of Hinton et al.:
     ``(1 - distill_weight) · CE + distill_weight · T² · KL(teacher ‖ student)`` at
     temperature ``T``. The teacher runs in eval mode without autograd and is never
-    changed; its train/eval mode is restored afterwards.
+    changed; its train/eval mode is restored afterwards. A :class:`SoftTargets` of
+    ``data`` stands in for the teacher with the logits it gave each sample once: the
+    same loss and the same batches, without a teacher pass per step.
 
     Args:
         model: the classifier to train, giving (B, num_classes) logits.
@@ -202,7 +211,8 @@ def fine_tune(
             size: the data continue where those steps left off (a candidate promoted
             to a longer rung sees the next batches, not the first ones again). The
             learning-rate decay covers this call's steps only.
-        teacher: a frozen model to distill from, or ``None`` for plain cross-entropy.
+        teacher: a frozen model to distill from, its :class:`SoftTargets` on ``data``,
+            or ``None`` for plain cross-entropy.
         distill_weight: share of the distillation term, in [0, 1].
         temperature: softening temperature of the distillation term.
         on_step: called after every step with a :class:`TrainProgress`.
@@ -228,13 +238,16 @@ def fine_tune(
         DataError: ``data`` is empty, or its labels do not fit the model's outputs.
         ValueError: an argument is out of range, neither or both of ``epochs`` and
             ``steps`` are given, ``lr_window`` does not hold the steps, ``teacher`` is
-            ``model``, or the model has no trainable parameter.
+            ``model`` or soft targets of another split, or the model has no trainable
+            parameter.
     """
     _check_hyperparameters(lr, momentum, weight_decay, batch_size, distill_weight, temperature)
     if start_step < 0:
         raise ValueError(f"start_step must be zero or positive, got {start_step}")
     if teacher is model:
         raise ValueError("the teacher must be a separate model (e.g. a copy made before pruning)")
+    if isinstance(teacher, SoftTargets) and teacher.split is not data:
+        raise ValueError("the soft targets belong to another split than the one to train on")
     samples = len(data)
     if samples == 0:
         raise DataError("there are no samples to fine-tune on; the training split is empty")
@@ -256,24 +269,35 @@ def fine_tune(
 
     optimizer = carry.optimizer_for(params, sgd) if carry is not None else sgd()
     device = module_device(model)
-    teacher_device = module_device(teacher) if teacher is not None else device
+    live_teacher = teacher if isinstance(teacher, nn.Module) else None
+    teacher_device = module_device(live_teacher) if live_teacher is not None else device
     precision = _autocast_dtype(device) if amp else None
     scaler = torch.amp.GradScaler("cuda") if precision == torch.float16 else None
-    teacher_was_training = teacher.training if teacher is not None else False
+    teacher_was_training = live_teacher.training if live_teacher is not None else False
     losses = LossReads(device, keep=total // 10)
     done = 0
     step_lr = lr
     stopped = False
     start = time.perf_counter()
+    source = teacher.batches if isinstance(teacher, SoftTargets) else data.batches
     try:
         with _local_rng(device):
             torch.manual_seed(seed + start_step)
             model.train()
-            if teacher is not None:
-                teacher.eval()
-            stream = _stream(data, batch_size, per_epoch, total, seed, start_step)
+            if live_teacher is not None:
+                live_teacher.eval()
+            stream = _stream(
+                functools.partial(source, batch_size),
+                samples,
+                per_epoch,
+                total,
+                seed,
+                start_step,
+            )
             labels_fit = LabelChecks()
-            for step, (inputs, labels) in enumerate(on_device(labels_fit.on_cpu(stream), device)):
+            for step, (inputs, labels, *kept) in enumerate(
+                on_device(labels_fit.on_cpu(stream), device)
+            ):
                 if should_stop is not None and should_stop():
                     stopped = True
                     break
@@ -286,8 +310,11 @@ def fine_tune(
                     if teacher is None:
                         loss = F.cross_entropy(logits.float(), labels)
                     else:
-                        with torch.no_grad():
-                            soft_targets = teacher(inputs.to(teacher_device)).to(device)
+                        if live_teacher is None:
+                            (soft_targets,) = kept  # the split's logits, computed once
+                        else:
+                            with torch.no_grad():
+                                soft_targets = live_teacher(inputs.to(teacher_device)).to(device)
                         loss = distillation_loss(
                             logits.float(),
                             soft_targets.float(),
@@ -312,8 +339,8 @@ def fine_tune(
                 raise _diverged(done, total, "the weights became NaN or infinite", step_lr, lr)
     finally:
         model.eval()
-        if teacher is not None:
-            teacher.train(teacher_was_training)
+        if live_teacher is not None:
+            live_teacher.train(teacher_was_training)
     seconds = time.perf_counter() - start
     result = TrainResult(
         steps=done,

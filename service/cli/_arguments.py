@@ -159,6 +159,19 @@ def add_depth_argument(parser: Any) -> None:
     )
 
 
+def add_distill_argument(parser: Any) -> None:
+    """Add --distill / --no-distill (``finetune.distill``; default None: with
+    ``--compute-epochs``)."""
+    parser.add_argument(
+        "--distill",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="distill the unpruned model into the candidates and the chosen one (default: "
+        "yes with --compute-epochs, whose jobs compute its logits once; --no-distill: "
+        "labels only)",
+    )
+
+
 def add_sequence_argument(parser: Any, *, search: bool) -> None:
     """Add --sequence FILE, a hybrid sequence of pruning steps (``pruning.sequence``);
     ``search`` words its help for a search, whose widths stand for the channel steps."""

@@ -13,6 +13,7 @@ from service.cli._arguments import (
     add_data_arguments,
     add_depth_argument,
     add_device_argument,
+    add_distill_argument,
     add_json_argument,
     add_model_arguments,
     add_schedule_arguments,
@@ -166,9 +167,7 @@ def register(commands: Any) -> None:
     train.add_argument(
         "--batch-size", type=positive_int, default=64, metavar="B", help="default: 64"
     )
-    train.add_argument(
-        "--distill", action="store_true", help="distill the unpruned model into the chosen one"
-    )
+    add_distill_argument(train)
     pruning = prune.add_argument_group("pruning and latency")
     add_criterion_argument(pruning)
     add_schedule_arguments(pruning)

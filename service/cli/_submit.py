@@ -15,6 +15,7 @@ from service.cli._arguments import (
     INPUT_SHAPE_HELP,
     add_criterion_argument,
     add_depth_argument,
+    add_distill_argument,
     add_schedule_arguments,
     add_sequence_argument,
     dataset_names_help,
@@ -160,9 +161,7 @@ def register(commands: Any) -> None:
     search.add_argument("--final-epochs", type=float, metavar="E", help="default: 3")
     search.add_argument("--lr", type=positive_float, metavar="LR", help="default: 0.01")
     search.add_argument("--batch-size", type=positive_int, metavar="B", help="default: 64")
-    search.add_argument(
-        "--distill", action="store_true", default=None, help="distill the unpruned model"
-    )
+    add_distill_argument(search)
     add_criterion_argument(search, default=None)
     add_schedule_arguments(search, default=None)
     add_sequence_argument(search, search=True)

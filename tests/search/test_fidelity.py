@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,9 +14,10 @@ import torch
 from optuna.trial import TrialState
 from torch import nn
 
+import search.rungs
 from models.cost import Latency
 from models.io import read_checkpoint_info, read_state_dict
-from models.train import fine_tune, steps_per_epoch
+from models.train import SoftTargets, fine_tune, steps_per_epoch
 from models.train._finetune import _stream
 from search import (
     JobSpec,
@@ -156,8 +158,10 @@ def test_a_data_stream_continued_at_a_step_serves_the_next_batches(
 ) -> None:
     train = compute_problem.data.train
     per_epoch = steps_per_epoch(len(train), 32)
-    whole = [labels for _, labels in _stream(train, 32, per_epoch, per_epoch + 5, seed=3)]
-    tail = [labels for _, labels in _stream(train, 32, per_epoch, 7, seed=3, start=per_epoch - 2)]
+    batches = functools.partial(train.batches, 32)
+    n = len(train)
+    whole = [labels for _, labels in _stream(batches, n, per_epoch, per_epoch + 5, seed=3)]
+    tail = [labels for _, labels in _stream(batches, n, per_epoch, 7, seed=3, start=per_epoch - 2)]
     assert all(torch.equal(a, b) for a, b in zip(whole[per_epoch - 2 :], tail, strict=True))
 
 
@@ -219,7 +223,8 @@ def test_a_promoted_candidate_continues_its_own_weights_and_steps(
     assert after.history[:1] == before.history
     assert after.history[1]["steps"] == [ends[0], ends[1]]
     # replaying the second rung from the first rung's weights gives its weights exactly:
-    # it continued them (a restart from the pruned model would not match)
+    # it continued them (a restart from the pruned model would not match), distilling
+    # the teacher's logits computed once
     seed = compute_problem.spec.search.seed * 100_003 + trial.number
     fine_tune(
         model,
@@ -229,6 +234,7 @@ def test_a_promoted_candidate_continues_its_own_weights_and_steps(
         batch_size=32,
         seed=seed,
         start_step=ends[0],
+        teacher=compute_problem.soft_targets,  # rungs distill by default
     )
     stored = read_state_dict(second)
     for name, tensor in model.state_dict().items():
@@ -427,24 +433,49 @@ def test_report_json_lists_rungs_per_trial(
 
 def test_distillation_defines_a_compute_search_but_not_a_classic_one() -> None:
     # with rungs the teacher trains every candidate: another search, another study
-    plain, taught = _compute_spec(), _compute_spec(finetune={"distill": True})
+    taught, plain = _compute_spec(), _compute_spec(finetune={"distill": False})
+    assert taught.distills and not plain.distills  # on by default with compute_epochs
     assert plain.study_name() != taught.study_name()
+    assert _compute_spec(finetune={"distill": True}).study_name() == taught.study_name()
     # without, it changes only the final fine-tune: the same study resumes
+    assert not tiny_spec().distills
     assert tiny_spec().study_name() == tiny_spec(finetune={"distill": True}).study_name()
 
 
-def test_rungs_distill_the_unpruned_model_when_asked(trained_weights: bytes) -> None:
-    taught = load_problem(_compute_spec(finetune={"distill": True}), weights=trained_weights)
-    plain = load_problem(_compute_spec(), weights=trained_weights)
+def test_rungs_distill_the_unpruned_models_logits_computed_once(
+    trained_weights: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taught = load_problem(_compute_spec(), weights=trained_weights)
+    plain = load_problem(_compute_spec(finetune={"distill": False}), weights=trained_weights)
+    passes: list[int] = []
+    teachers: list[object] = []
+    computed = SoftTargets.of
+
+    def counted(teacher: torch.nn.Module, split: object, **kw: Any) -> SoftTargets | None:
+        passes.append(len(split))  # type: ignore[arg-type]
+        return computed(teacher, split, **kw)
+
+    def trained(*args: Any, **kw: Any) -> Any:
+        teachers.append(kw["teacher"])
+        return fine_tune(*args, **kw)
+
+    monkeypatch.setattr(SoftTargets, "of", staticmethod(counted))
+    monkeypatch.setattr(search.rungs, "fine_tune", trained)
     results = []
     for problem in (plain, taught):
         study = open_study(problem, optuna.storages.InMemoryStorage())
         checkpoints = MemoryCheckpoints()
         run_one_trial(problem, study, checkpoints=checkpoints)
+        run_one_trial(problem, study, checkpoints=checkpoints)
         results.append(read_state_dict(checkpoints.load(0) or b""))
     # same plan, seed and data: only the loss differs, so the weights do
     assert results[0].keys() == results[1].keys()
     assert any(not torch.equal(results[0][k], results[1][k]) for k in results[0])
+    # one teacher pass over the training split served both candidates of the taught job
+    assert passes == [len(taught.data.train)]
+    half = len(teachers) // 2  # the plain job's rungs, then the taught job's
+    assert half > 0 and teachers[:half] == [None] * half
+    assert all(t is taught.soft_targets for t in teachers[half:])
 
 
 def test_a_warm_start_goes_on_where_a_candidate_as_poor_pauses(
