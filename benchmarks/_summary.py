@@ -73,11 +73,7 @@ def summary_rows(payload: dict[str, Any]) -> list[dict[str, Any]]:
                     statistics.fmean(covering[best]) if best else None
                 ),
                 "compute_epochs": compute,
-                "distill": any(
-                    r.get("distilled", bool(payload["settings"].get("distill")))
-                    for r in cell
-                    if r["method"] == method
-                ),
+                "distill": distillation(payload),
                 "paired_vs_best_baseline_mean": None,
                 "wins": None,
                 "losses": None,
@@ -148,18 +144,33 @@ def goal_verdict(
     }
 
 
+def distillation(payload: dict[str, Any]) -> str:
+    """Return who distilled the unpruned model in a report: ``"all"`` (``--distill``),
+    ``"none"`` (``--no-distill``, and every report written before the searches distilled
+    by default) or ``"searches"`` (the default since: the searches as the product does,
+    the one-shot baselines on labels only)."""
+    setting = payload["settings"].get("distill")
+    return {True: "all", False: "none"}.get(setting, "searches")
+
+
+def _recipe(row: dict[str, Any]) -> str:
+    """A summary row's ``distill``, written as a bool before it could be ``searches``."""
+    value = row.get("distill", False)
+    return {True: "all", False: "none"}.get(value, value)
+
+
 def update_summary(path: Path, payload: dict[str, Any]) -> Path:
     """Merge one report's rows into the summary file at ``path`` (a row of the same data
-    set, model, budget, method and training recipe (``distill``) is replaced); return
-    the path."""
+    set, model, budget, method and training recipe (``distill``, see
+    :func:`distillation`) is replaced); return the path."""
     rows = json.loads(path.read_text()) if path.exists() else []
     new = summary_rows(payload)
 
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
-        return (r["dataset"], r["arch"], r["budget"], r["method"], r.get("distill", False))
+        return (r["dataset"], r["arch"], r["budget"], r["method"], _recipe(r))
 
     keys = {key(r) for r in new}
-    kept = [r | {"distill": r.get("distill", False)} for r in rows if key(r) not in keys]
+    kept = [r | {"distill": _recipe(r)} for r in rows if key(r) not in keys]
     merged = sorted(
         kept + new,
         key=lambda r: (r["dataset"], r["arch"], r["distill"], -r["budget"], r["method"]),

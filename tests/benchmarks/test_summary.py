@@ -130,3 +130,17 @@ def test_a_yardstick_below_the_trained_baseline_changes_nothing() -> None:
         }
     )
     assert _row(summary_rows(payload), "tpe")["unpruned_test_accuracy_mean"] == pytest.approx(0.890)
+
+
+def test_the_distilled_uniform_ablation_is_never_the_baseline_to_beat() -> None:
+    payload = _payload(
+        {"tpe": [0.890, 0.885], "uniform": [0.870, 0.868], "uniform_distilled": [0.895, 0.890]},
+        unpruned=[0.900, 0.900],
+    )
+    rows = summary_rows(payload)
+    assert _row(rows, "tpe")["best_baseline"] == "uniform"
+    assert _row(rows, "tpe")["distill"] == "searches"  # the default recipe
+    payload["settings"]["distill"] = True
+    assert _row(summary_rows(payload), "tpe")["distill"] == "all"
+    payload["settings"]["distill"] = False
+    assert _row(summary_rows(payload), "tpe")["distill"] == "none"
