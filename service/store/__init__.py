@@ -35,12 +35,15 @@ from service.store._jobs import (
     trial_seconds,
 )
 from service.store._leases import (
+    REAPED_AFTER_RESULT,
+    REAPED_ERROR,
     ReapedLease,
     fail_job,
     finish_finalize,
     finish_trial,
     hand_back_finalize,
     reap_expired,
+    recount_reaped_trial,
     release_finalize,
     set_best_so_far,
 )
@@ -131,6 +134,8 @@ __all__ = [
     "MeasurementState",
     "MeasurementStatus",
     "NewJob",
+    "REAPED_AFTER_RESULT",
+    "REAPED_ERROR",
     "ReapedLease",
     "SchemaOutdatedError",
     "SensitivityKey",
@@ -181,6 +186,7 @@ __all__ = [
     "put_artifact",
     "put_sensitivity",
     "reap_expired",
+    "recount_reaped_trial",
     "recent_trials",
     "register_agent",
     "register_worker",

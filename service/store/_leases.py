@@ -22,13 +22,22 @@ from service.store._states import (
 )
 from service.store._tables import Job, Lease, TrialLog, utcnow
 
+REAPED_ERROR = "worker lost: its lease expired"
+"""The error of a trial whose worker stopped renewing its lease mid-trial."""
+
+REAPED_AFTER_RESULT = "worker lost after its result was recorded (the result stands)"
+"""The note on a reaped trial whose result the study had already been told."""
+
 __all__ = [
+    "REAPED_AFTER_RESULT",
+    "REAPED_ERROR",
     "ReapedLease",
     "fail_job",
     "finish_finalize",
     "finish_trial",
     "hand_back_finalize",
     "reap_expired",
+    "recount_reaped_trial",
     "release_finalize",
     "set_best_so_far",
 ]
@@ -266,10 +275,10 @@ def reap_expired(session: Session, *, max_failed_trials: int) -> list[ReapedLeas
                     seconds=0.0,
                     worker_id=row.worker_id,
                     finished_at=now,
-                    error="worker lost: its lease expired",
+                    error=REAPED_ERROR,
                 )
             )
-            _settle(session, row.job_id, max_failed_trials, "worker lost: its lease expired")
+            _settle(session, row.job_id, max_failed_trials, REAPED_ERROR)
         else:
             _reopen_finalize(session, row.job_id)
         reaped.append(
@@ -278,3 +287,29 @@ def reap_expired(session: Session, *, max_failed_trials: int) -> list[ReapedLeas
             )
         )
     return reaped
+
+
+def recount_reaped_trial(
+    session: Session, job_id: str, trial_number: int, state: TrialOutcome, *, queued: int
+) -> None:
+    """Count a reaped trial as ``state`` after all: its worker died after telling the
+    study its result (while storing its artifacts, or releasing its lease), so the
+    reaper's failed attempt was a finished trial.
+
+    ``queued`` is how many trials the study holds queued (``WAITING``): the job's total is
+    raised to cover them, since the lost worker may have queued continuations of paused
+    candidates it did not live to count.
+    """
+    job = session.execute(select(Job).where(Job.id == job_id).with_for_update()).scalar_one()
+    job.trials_failed = max(0, job.trials_failed - 1)
+    job.trials_finished += 1 if state.is_finished else 0
+    job.trials_total = max(job.trials_total, job.trials_finished + job.trials_running + queued)
+    session.execute(
+        update(TrialLog)
+        .where(
+            TrialLog.job_id == job_id,
+            TrialLog.trial_number == trial_number,
+            TrialLog.error == REAPED_ERROR,
+        )
+        .values(state=state, error=REAPED_AFTER_RESULT)
+    )

@@ -22,6 +22,7 @@ from search import JobSpec, SearchError, requeue_trial
 from service.logs import log_context
 from service.settings import Settings
 from service.store import (
+    REAPED_ERROR,
     BlobStore,
     Claim,
     ClaimKind,
@@ -38,6 +39,7 @@ from service.store import (
     make_engine,
     make_session_factory,
     reap_expired,
+    recount_reaped_trial,
     register_worker,
     release_finalize,
     stop_worker,
@@ -303,7 +305,10 @@ class Worker:
 
     def _retry(self, lease: ReapedLease) -> None:
         """Fail the lost trial in Optuna and queue it again (attempts capped): resumed
-        from its last finished rung when it trains in rungs, else redone."""
+        from its last finished rung when it trains in rungs, else redone.
+
+        A trial whose result the study already holds (its worker died after the tell)
+        is neither failed nor redone: it counts as finished after all."""
         try:
             study = optuna.load_study(study_name=lease.study_name, storage=self.storage)
             trial = study.trials[lease.trial_number] if lease.trial_number is not None else None
@@ -311,12 +316,19 @@ class Worker:
             return
         if trial is None:
             return
-        if trial.state == optuna.trial.TrialState.RUNNING:
+        states = optuna.trial.TrialState
+        if trial.state in (states.COMPLETE, states.PRUNED):
+            outcome = TrialOutcome(trial.state.name.lower())  # complete or pruned
+            queued = len(study.get_trials(deepcopy=False, states=(states.WAITING,)))
+            with self.sessions.begin() as session:
+                recount_reaped_trial(session, lease.job_id, trial.number, outcome, queued=queued)
+            return
+        if trial.state == states.RUNNING:
             trial_id = self.storage.get_trial_id_from_study_id_trial_number(
                 self.storage.get_study_id_from_name(lease.study_name), trial.number
             )
-            self.storage.set_trial_user_attr(trial_id, "error", "worker lost: its lease expired")
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            self.storage.set_trial_user_attr(trial_id, "error", REAPED_ERROR)
+            study.tell(trial.number, state=states.FAIL)
         requeue_trial(study, trial, max_attempts=self.settings.max_trial_attempts)
 
 

@@ -115,9 +115,11 @@ def test_two_workers_a_killed_one_and_the_job_still_completes(
 
     assert finished["status"] == "succeeded", finished
     assert finished["progress"]["trials_done"] == 6
-    assert finished["progress"]["trials_failed"] >= 1  # the killed worker's trial
     trials = client.trials(job["id"])["items"]
-    assert any("lease expired" in (t.get("error") or "") for t in trials)
+    # the kill lands mid-trial (that trial fails and is redone) or, rarely, after the
+    # trial's result was told (the result stands and nothing counts as failed)
+    lost = [t for t in trials if "lease expired" in (t.get("error") or "")]
+    assert finished["progress"]["trials_failed"] == len(lost) <= 1
     onnx = client.download(job["id"], tmp_path / "model.onnx", format="onnx")
     session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
     out = session.run(None, {"input": np.zeros((2, 3, 16, 16), dtype=np.float32)})[0]
@@ -125,5 +127,6 @@ def test_two_workers_a_killed_one_and_the_job_still_completes(
     log = (tmp_path / "server.log").read_text()
     assert "database is locked" not in log
     assert "starting a new one" in log  # the supervisor replaced the killed worker
+    assert "reaped trial of job" in log  # and its lease was taken back
 
     assert process.stop() == 0  # SIGINT: the server and its workers end cleanly

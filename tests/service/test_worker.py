@@ -17,9 +17,11 @@ import search.runner
 from models.io import load_pruned
 from service.settings import Settings
 from service.store import (
+    REAPED_AFTER_RESULT,
     Artifact,
     Job,
     Lease,
+    TrialLog,
     claim_work,
     has_open_work,
     make_engine,
@@ -143,6 +145,45 @@ def test_a_lost_worker_is_reaped_and_its_trial_retried(api: TestClient, settings
     retried = [t for t in study.trials if t.user_attrs.get("retry_of") == trial.number]
     assert retried and retried[0].params == lost.params
     assert retried[0].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_a_worker_lost_after_telling_its_result_keeps_the_trial(
+    api: TestClient, settings: Settings
+) -> None:
+    """The worker dies between the tell and releasing its lease (while storing the
+    trial's weights): the reaper's failed attempt is counted back as the finished trial
+    it was, and the trial is not run again."""
+    job = submit(api, job_spec(search={"trials": 2})).json()["id"]
+    sessions = _sessions(settings)
+    worker = Worker(settings)
+    with sessions.begin() as session:
+        claim = claim_work(session, "dead-worker", 60)
+    assert claim is not None
+    from search import JobSpec
+
+    loaded = worker.cache.get(
+        claim, JobSpec.model_validate(claim.spec), weights=None, dataset=None, data_root=None
+    )
+    trial = loaded.study.ask()
+    loaded.problem.space.suggest(trial)
+    with sessions.begin() as session:
+        set_lease_trial(session, claim.lease_id, trial.number)
+    loaded.study.tell(trial, 0.5)  # the result is in the study; the lease is never released
+    with sessions.begin() as session:
+        session.execute(update(Lease).values(expires_at=utcnow() - timedelta(seconds=1)))
+    worker.run(exit_when_idle=True)
+
+    body = api.get(f"/v1/jobs/{job}").json()
+    assert body["status"] == "succeeded", body
+    assert body["progress"]["trials_failed"] == 0
+    assert body["progress"]["trials_done"] == body["progress"]["trials_total"] == 2
+    study = optuna.load_study(study_name=f"inferprune-job-{job}", storage=worker.storage)
+    assert [t.user_attrs.get("retry_of") for t in study.trials] == [None, None]
+    assert study.trials[trial.number].state == optuna.trial.TrialState.COMPLETE
+    with sessions() as session:
+        logs = session.scalars(select(TrialLog).where(TrialLog.job_id == job)).all()
+    lost = [log for log in logs if log.trial_number == trial.number]
+    assert [(log.state, log.error) for log in lost] == [("complete", REAPED_AFTER_RESULT)]
 
 
 def test_only_the_front_and_the_best_keep_weights(api: TestClient, settings: Settings) -> None:
