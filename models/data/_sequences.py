@@ -14,9 +14,15 @@ from collections.abc import Iterator
 
 import torch
 
-from models.data._split import Batch, BatchSource, DataSplits, IndexedSource
+from models.data._split import Batch, BatchSource, DataSplits, IndexedSource, batch_indices
 
-__all__ = ["SequenceSplit", "as_sequences", "image_shape_of"]
+__all__ = [
+    "IndexedSequenceSplit",
+    "SequenceSplit",
+    "as_sequences",
+    "image_shape_of",
+    "sequence_split",
+]
 
 
 def image_shape_of(sequence_shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -26,7 +32,8 @@ def image_shape_of(sequence_shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 
 class SequenceSplit:
-    """A split of one-channel images served as (B, T, F) sequences.
+    """A split of one-channel images served as (B, T, F) sequences, in the image split's
+    batch order. Use :func:`sequence_split`, which serves by index where the images do.
 
     Args:
         images: a split yielding (B, 1, T, F) model inputs.
@@ -45,17 +52,39 @@ class SequenceSplit:
         for x, y in self.images.batches(batch_size, shuffle=shuffle, seed=seed, limit=limit):
             yield x[:, 0], y
 
-    def batch_at(self, index: torch.Tensor) -> Batch:
-        """Return the samples at ``index`` as (B, T, F) sequences, when the image split
-        serves samples by index (:class:`IndexedSource`; the bundled splits do).
 
-        Raises:
-            TypeError: the image split does not.
-        """
-        if not isinstance(self.images, IndexedSource):
-            raise TypeError(f"{type(self.images).__name__} does not serve samples by index")
-        x, y = self.images.batch_at(index)
+class IndexedSequenceSplit(SequenceSplit):
+    """A :class:`SequenceSplit` of an image split that serves samples by index: itself an
+    :class:`IndexedSource`, its batches are :meth:`batch_at` of :func:`batch_indices`.
+
+    Args:
+        images: an indexed split yielding (B, 1, T, F) model inputs.
+    """
+
+    def __init__(self, images: IndexedSource) -> None:
+        super().__init__(images)
+        self.indexed = images
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool = False, seed: int = 0, limit: int | None = None
+    ) -> Iterator[Batch]:
+        """Yield ``(inputs, labels)`` with inputs (B, T, F), in :func:`batch_indices` order."""
+        for index in batch_indices(len(self), batch_size, shuffle=shuffle, seed=seed, limit=limit):
+            yield self.batch_at(index)
+
+    def batch_at(self, index: torch.Tensor) -> Batch:
+        """Return the samples at ``index`` as (B, T, F) sequences."""
+        x, y = self.indexed.batch_at(index)
         return x[:, 0], y
+
+
+def sequence_split(images: BatchSource) -> SequenceSplit:
+    """Return ``images`` served as sequences: an :class:`IndexedSequenceSplit` where the
+    image split serves samples by index (the bundled splits do), else a
+    :class:`SequenceSplit`."""
+    if isinstance(images, IndexedSource):
+        return IndexedSequenceSplit(images)
+    return SequenceSplit(images)
 
 
 def as_sequences(splits: DataSplits) -> DataSplits:
@@ -70,8 +99,8 @@ def as_sequences(splits: DataSplits) -> DataSplits:
     """
     return dataclasses.replace(
         splits,
-        train=SequenceSplit(splits.train),
-        val=SequenceSplit(splits.val),
-        test=SequenceSplit(splits.test),
+        train=sequence_split(splits.train),
+        val=sequence_split(splits.val),
+        test=sequence_split(splits.test),
         input_shape=tuple(splits.input_shape[1:]),
     )

@@ -75,10 +75,6 @@ class SoftTargets:
         """
         if not isinstance(split, IndexedSource) or len(split) == 0:
             return None
-        try:
-            split.batch_at(torch.arange(1))
-        except TypeError:  # a wrapper whose inner split does not serve by index
-            return None
         started = time.perf_counter()
         device = module_device(teacher)
         was_training = teacher.training

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from models.data import InputSplit, batch_indices
-from models.data._sequences import SequenceSplit
-from models.data._split import Batch
+from models.data._sequences import IndexedSequenceSplit, sequence_split
+from models.data._split import Batch, IndexedSource
 from models.train import SoftTargets, fine_tune
 from tests.models.test_train import quadrant_split, tiny_cnn
 
@@ -72,9 +72,17 @@ def test_the_batch_order_is_the_one_batch_indices_gives() -> None:
     assert [len(i) for i in order] == [4, 4, 2]
     served = [y for _, y in split.batches(4, shuffle=True, seed=2)]
     assert all(torch.equal(a, b) for a, b in zip(order, served, strict=True))
-    sequences = SequenceSplit(quadrant_split(6, seed=1))
+    images = quadrant_split(6, seed=1)
+    sequences = sequence_split(images)
+    assert isinstance(sequences, IndexedSequenceSplit)
     x, y = sequences.batch_at(torch.tensor([4, 1]))
     assert x.shape == (2, 8, 8) and len(y) == 2
+    for (sx, sy), (ix, iy) in zip(
+        sequences.batches(4, shuffle=True, seed=3),
+        images.batches(4, shuffle=True, seed=3),
+        strict=True,
+    ):  # the same samples in the same order as the image split's, one channel dropped
+        assert torch.equal(sx, ix[:, 0]) and torch.equal(sy, iy)
 
 
 def test_a_fine_tune_from_soft_targets_trains_as_one_with_the_live_teacher(
@@ -110,4 +118,6 @@ def test_the_live_teacher_stays_where_the_logits_cannot_be_kept(teacher: nn.Modu
     assert SoftTargets.of(teacher, split, max_bytes=64 * 4 * 4) is not None
     plain = InputSplit(torch.randn(8, 1, 8, 8), torch.zeros(8, dtype=torch.long))
     assert SoftTargets.of(teacher, Unindexed(plain)) is None  # no samples by index
-    assert SoftTargets.of(teacher, SequenceSplit(Unindexed(plain))) is None
+    sequences = sequence_split(Unindexed(plain))
+    assert not isinstance(sequences, IndexedSource)  # nor do its sequences
+    assert SoftTargets.of(teacher, sequences) is None
