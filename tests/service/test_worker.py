@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import optuna
 import pytest
@@ -15,10 +16,12 @@ from sqlalchemy import select, update
 import search.lifecycle
 import search.runner
 from models.io import load_pruned
+from search import JobSpec
 from service.settings import Settings
 from service.store import (
     REAPED_AFTER_RESULT,
     Artifact,
+    Claim,
     Job,
     Lease,
     TrialLog,
@@ -30,11 +33,28 @@ from service.store import (
     utcnow,
 )
 from service.worker import Worker
+from service.worker._inputs import LoadedJob
 from tests.service.conftest import job_spec, run_worker, submit
 
 
 def _sessions(settings: Settings):  # type: ignore[no-untyped-def]
     return make_session_factory(make_engine(settings.database_url))
+
+
+def _claimed_by_a_dead_worker(
+    api: TestClient, settings: Settings, spec: dict[str, Any], weights: bytes | None = None
+) -> tuple[str, Worker, Claim, LoadedJob]:
+    """Submit ``spec`` and claim its first trial as a worker about to die; return the
+    job's id, a live worker to reap it, the dead worker's claim and its loaded job."""
+    job = submit(api, spec, weights=weights).json()["id"]
+    worker = Worker(settings)
+    with _sessions(settings).begin() as session:
+        claim = claim_work(session, "dead-worker", 60)
+    assert claim is not None
+    loaded = worker.cache.get(
+        claim, JobSpec.model_validate(claim.spec), weights=weights, dataset=None, data_root=None
+    )
+    return job, worker, claim, loaded
 
 
 def test_claims_share_workers_fairly_between_jobs(api: TestClient, settings: Settings) -> None:
@@ -115,20 +135,10 @@ def test_too_many_failures_fail_the_job(
 
 
 def test_a_lost_worker_is_reaped_and_its_trial_retried(api: TestClient, settings: Settings) -> None:
-    job = submit(api, job_spec(search={"trials": 2})).json()["id"]
-    sessions = _sessions(settings)
-    worker = Worker(settings)
     # a worker claims a trial, asks Optuna for it, and dies (its lease is never renewed)
-    loaded = None
-    with sessions.begin() as session:
-        claim = claim_work(session, "dead-worker", 60)
-    assert claim is not None
-    from search import JobSpec
-
-    with sessions() as session:
-        loaded = worker.cache.get(
-            claim, JobSpec.model_validate(claim.spec), weights=None, dataset=None, data_root=None
-        )
+    spec = job_spec(search={"trials": 2})
+    job, worker, claim, loaded = _claimed_by_a_dead_worker(api, settings, spec)
+    sessions = _sessions(settings)
     trial = loaded.study.ask()
     loaded.problem.space.suggest(trial)  # it got as far as choosing the plan
     with sessions.begin() as session:
@@ -153,17 +163,9 @@ def test_a_worker_lost_after_telling_its_result_keeps_the_trial(
     """The worker dies between the tell and releasing its lease (while storing the
     trial's weights): the reaper's failed attempt is counted back as the finished trial
     it was, and the trial is not run again."""
-    job = submit(api, job_spec(search={"trials": 2})).json()["id"]
+    spec = job_spec(search={"trials": 2})
+    job, worker, claim, loaded = _claimed_by_a_dead_worker(api, settings, spec)
     sessions = _sessions(settings)
-    worker = Worker(settings)
-    with sessions.begin() as session:
-        claim = claim_work(session, "dead-worker", 60)
-    assert claim is not None
-    from search import JobSpec
-
-    loaded = worker.cache.get(
-        claim, JobSpec.model_validate(claim.spec), weights=None, dataset=None, data_root=None
-    )
     trial = loaded.study.ask()
     loaded.problem.space.suggest(trial)
     with sessions.begin() as session:
@@ -306,26 +308,15 @@ def test_a_worker_killed_mid_rung_loses_that_rung_only(
     api: TestClient, settings: Settings, tiny_weights: bytes
 ) -> None:
     from models.train import steps_per_epoch
-    from search import JobSpec, run_trial
+    from search import run_trial
     from search.promotion import promote_paused
     from search.rungs import rung_steps
     from service.worker._checkpoints import StoreCheckpoints
 
     spec = job_spec(search={"seed": 0, "compute_epochs": 6.0})
     del spec["search"]["trials"]  # compute_epochs decides
-    job = submit(api, spec, weights=tiny_weights).json()["id"]
+    job, worker, claim, loaded = _claimed_by_a_dead_worker(api, settings, spec, tiny_weights)
     sessions = _sessions(settings)
-    worker = Worker(settings)
-    with sessions.begin() as session:
-        claim = claim_work(session, "dead-worker", 60)
-    assert claim is not None
-    loaded = worker.cache.get(
-        claim,
-        JobSpec.model_validate(claim.spec),
-        weights=tiny_weights,
-        dataset=None,
-        data_root=None,
-    )
     problem, study = loaded.problem, loaded.study
     fidelity = problem.fidelity
     assert fidelity is not None
