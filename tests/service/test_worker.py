@@ -25,10 +25,13 @@ from service.store import (
     Job,
     Lease,
     TrialLog,
+    TrialOutcome,
     claim_work,
     has_open_work,
     make_engine,
     make_session_factory,
+    reap_expired,
+    recount_reaped_trial,
     set_lease_trial,
     utcnow,
 )
@@ -186,6 +189,36 @@ def test_a_worker_lost_after_telling_its_result_keeps_the_trial(
         logs = session.scalars(select(TrialLog).where(TrialLog.job_id == job)).all()
     lost = [log for log in logs if log.trial_number == trial.number]
     assert [(log.state, log.error) for log in lost] == [("complete", REAPED_AFTER_RESULT)]
+
+
+def test_a_reaped_trial_counted_back_makes_room_for_what_it_queued(
+    api: TestClient, settings: Settings
+) -> None:
+    job = submit(api, job_spec(search={"trials": 2})).json()["id"]
+    sessions = _sessions(settings)
+    with sessions.begin() as session:
+        lost = claim_work(session, "dead-worker", 60)
+        alive = claim_work(session, "live-worker", 60)
+    assert lost is not None and alive is not None
+    with sessions.begin() as session:
+        set_lease_trial(session, lost.lease_id, 0)
+        session.execute(
+            update(Lease)
+            .where(Lease.id == lost.lease_id)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    with sessions.begin() as session:
+        assert [r.trial_number for r in reap_expired(session, max_failed_trials=5)] == [0]
+    with sessions.begin() as session:
+        # its result was told, and it had queued three continuations the job never counted
+        recount_reaped_trial(session, job, 0, TrialOutcome.pruned, queued=3)
+    with sessions() as session:
+        row = session.get(Job, job)
+        assert row is not None
+        assert (row.trials_finished, row.trials_failed, row.trials_running) == (1, 0, 1)
+        assert row.trials_total == 1 + 1 + 3  # finished + running + queued
+        (log,) = session.scalars(select(TrialLog).where(TrialLog.job_id == job)).all()
+        assert (log.state, log.error) == ("pruned", REAPED_AFTER_RESULT)
 
 
 def test_only_the_front_and_the_best_keep_weights(api: TestClient, settings: Settings) -> None:
