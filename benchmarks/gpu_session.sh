@@ -18,7 +18,9 @@
 #    with a machine's start that is ~10 minutes of device time: one part per session.
 #      checks  the CUDA-relevant tests, an LSTM fine-tuned on CUDA with its recurrent zeros
 #              held (with and without amp), then benchmarks/gpu.py (~5 min, unverified)
-#      grid-a  issue #11's proof grid (resnet56 on Fashion-MNIST, 3 seeds, 6 methods),
+#      grid-a  issue #11's proof grid (resnet56 on Fashion-MNIST, 3 seeds: the search, random
+#              search, the five one-shot baselines, the distilled uniform plan (the ablation)
+#              and the unpruned yardstick),
 #              budgets 0.125 and 0.0625, six cells at once (timing unverified)
 #      grid-b  the same grid at budget 0.25, three cells at once (timing unverified)
 #    Run grid-a first; it brings back baselines.tar (the baselines both halves must share:
@@ -51,7 +53,8 @@ SEEDS=(0 1 2)
 GRID=(
     --device cuda --arch resnet56_cifar --dataset fashion_mnist --input-shape 1,28,28
     --compute-epochs 20 --base-epochs 15 --round-to 4 --train-subset 12000 --test-subset 10000
-    --methods tpe random uniform global sensitivity fastnas --seeds "${SEEDS[@]}"
+    --methods tpe random uniform global sensitivity fastnas depth uniform_distilled unpruned
+    --seeds "${SEEDS[@]}"
 )
 CHECK_TESTS=(
     tests/models/test_device.py tests/models/test_latency.py tests/models/test_train.py
