@@ -459,6 +459,7 @@ def search_choice(problem: PruningProblem, scans: ScanFile | None = None) -> Cho
                 "seconds": attrs.get("seconds"),
                 "rung": attrs.get("rung"),
                 "rung_accuracy": attrs.get("rung_accuracy"),
+                "rung_loss": attrs.get("rung_loss"),
                 "epochs_trained": attrs.get("epochs_trained"),
                 "warm_start_kind": attrs.get("warm_start_kind"),
             }
@@ -835,11 +836,15 @@ def top_rung_vs_final(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any
     training. Reports the seeds where both pick the same plan, Spearman over the pooled
     within-seed ranks, and how the delivered plan fared: ``delivered_best``, seeds where
     the search delivered the reference that tests best trained alone;
-    ``delivered_sampled``, seeds where it delivered a sampled plan instead.
+    ``delivered_sampled``, seeds where it delivered a sampled plan instead;
+    ``same_pick_by_loss`` (of ``seeds_with_loss``, the seeds whose search recorded
+    ``rung_loss``): seeds where the lowest top-rung val loss, not the highest accuracy,
+    names the plan best after full training (is the loss the earlier signal?).
     """
     out: dict[str, dict[str, Any]] = {}
     for budget in sorted({r["budget"] for r in runs}, reverse=True):
         agree = seeds = delivered_best = delivered_sampled = 0
+        by_loss = [0, 0]  # seeds where the lowest top-rung val loss names the best; of
         rank_pairs: list[tuple[float, float]] = []
         for seed in sorted({r["seed"] for r in runs if r["budget"] == budget}):
             cell = {
@@ -851,16 +856,24 @@ def top_rung_vs_final(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any
             if search is None:
                 continue
             rung: dict[str, float] = {}
+            loss: dict[str, float] = {}
             for trial in search["trials"]:
                 kind, accuracies = trial.get("warm_start_kind"), trial.get("rung_accuracy")
                 if kind in REFERENCE_KINDS and kind in cell and accuracies:
-                    rung[kind] = max(rung.get(kind, 0.0), accuracies[-1])
+                    if accuracies[-1] >= rung.get(kind, 0.0):
+                        rung[kind] = accuracies[-1]
+                        if trial.get("rung_loss"):
+                            loss[kind] = trial["rung_loss"][-1]
             kinds = sorted(rung)
             if len(kinds) < 2:
                 continue
             final = {kind: cell[kind]["test_accuracy"] for kind in kinds}
+            best = max(final, key=final.__getitem__)
             seeds += 1
-            agree += max(rung, key=rung.__getitem__) == max(final, key=final.__getitem__)
+            agree += max(rung, key=rung.__getitem__) == best
+            if set(loss) == set(kinds):  # recorded since 2026-12-06 (stop 26)
+                by_loss[0] += min(loss, key=loss.__getitem__) == best
+                by_loss[1] += 1
             picked = search.get("best_warm_start_kind")
             delivered_best += picked == max(final, key=final.__getitem__)
             delivered_sampled += picked is None
@@ -876,6 +889,8 @@ def top_rung_vs_final(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any
             "spearman_ranks": rho,
             "delivered_best": delivered_best,
             "delivered_sampled": delivered_sampled,
+            "same_pick_by_loss": by_loss[0] if by_loss[1] else None,
+            "seeds_with_loss": by_loss[1],
         }
     return out
 
@@ -1224,19 +1239,22 @@ def markdown(payload: dict[str, Any]) -> str:
             "training (test); *Spearman*: of the plans' ranks, pooled over seeds; "
             "*delivered the best reference*: seeds where the search delivered the "
             "reference that tests best trained alone (its pick among the references was "
-            "right); *delivered a sampled plan*: seeds where it delivered none of them.",
+            "right); *delivered a sampled plan*: seeds where it delivered none of them; "
+            "*same pick by val loss*: as *same pick*, ranking the top rung by val "
+            "cross-entropy instead of accuracy (seeds whose search recorded it).",
             "",
             "| MACs budget | seeds | same pick | Spearman of ranks | delivered the best "
-            "reference | delivered a sampled plan |",
-            "|---:|---:|---:|---:|---:|---:|",
+            "reference | delivered a sampled plan | same pick by val loss |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for budget, row in versus.items():
             if row["seeds"]:
-                n = row["seeds"]
+                n, with_loss = row["seeds"], row.get("seeds_with_loss", 0)
+                by_loss = f"{row['same_pick_by_loss']}/{with_loss}" if with_loss else "—"
                 lines.append(
                     f"| {float(budget):g} | {n} | {row['same_pick']}/{n} "
                     f"| {number(row['spearman_ranks'])} | {row.get('delivered_best', 0)}/{n} "
-                    f"| {row.get('delivered_sampled', 0)}/{n} |"
+                    f"| {row.get('delivered_sampled', 0)}/{n} | {by_loss} |"
                 )
         lines.append("")
     return "\n".join(lines)

@@ -182,7 +182,8 @@ def promote_paused(spec: JobSpec, fidelity: FidelityPlan, study: optuna.Study) -
 def continuation_attrs(trial: FrozenTrial, candidate: int) -> dict[str, object]:
     """Return the user attributes of a trial that continues ``trial``'s candidate."""
     attrs: dict[str, object] = {"resume_of": trial.number, "candidate": candidate}
-    for key in ("rung_accuracy", "rung_score", "proxy_accuracy", "warm_start", "warm_start_kind"):
+    carried = ("rung_accuracy", "rung_loss", "rung_score", "proxy_accuracy")
+    for key in (*carried, "warm_start", "warm_start_kind"):
         if key in trial.user_attrs:
             attrs[key] = trial.user_attrs[key]
     return attrs

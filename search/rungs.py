@@ -143,8 +143,9 @@ def train_rungs(
     """Train ``model`` through the rungs after ``lineage.rung`` until it stops or tops.
 
     After each rung the model is saved to ``checkpoints`` under the trial's number and
-    the trial's user attributes ``rung``, ``rung_accuracy`` (one per rung, from the
-    first) and ``epochs_trained`` are updated, so that other workers see this trial's
+    the trial's user attributes ``rung``, ``rung_accuracy`` and ``rung_loss`` (val
+    top-1 and mean cross-entropy, one per rung, from the first) and ``epochs_trained``
+    are updated, so that other workers see this trial's
     spending and its place in the rung while it runs.
 
     Args:
@@ -165,6 +166,7 @@ def train_rungs(
     # the rungs before this lineage's next one: a continuation carries them; a candidate
     # restarted afresh (its checkpoint lost) must not keep them
     accuracies = list(trial.user_attrs.get("rung_accuracy") or [])[: lineage.rung + 1]
+    losses = list(trial.user_attrs.get("rung_loss") or [])[: lineage.rung + 1]
     accuracy = accuracies[-1] if accuracies else float("nan")
     seconds = {"finetune": 0.0, "evaluate": 0.0, "checkpoint": 0.0, "promote": 0.0}
     clock = time.perf_counter()
@@ -194,13 +196,16 @@ def train_rungs(
             rung=rung,
         )
         lap("finetune")
-        accuracy = evaluate(model, problem.data.val).top1
+        evaluation = evaluate(model, problem.data.val)
+        accuracy = evaluation.top1
         lap("evaluate")
         accuracies = accuracies[:rung] + [accuracy]
+        losses = losses[:rung] + [evaluation.loss]
         checkpoints.save(trial.number, save_candidate(problem, model, plan, lineage))
         lap("checkpoint")
         trial.set_user_attr("rung", rung)
         trial.set_user_attr("rung_accuracy", accuracies)
+        trial.set_user_attr("rung_loss", losses)
         trial.set_user_attr(
             "epochs_trained", round(float(trial.user_attrs.get("epochs_trained", 0.0)) + epochs, 6)
         )

@@ -241,6 +241,10 @@ def test_a_promoted_candidate_continues_its_own_weights_and_steps(
         assert torch.equal(tensor, stored[name]), name
     _, _, last = restore_candidate(compute_problem, checkpoints.saved[trial.number][-1])
     assert trial.user_attrs["epochs_trained"] == pytest.approx(last.epochs)
+    # one val accuracy and one val loss per rung it trained
+    rungs = len(checkpoints.saved[trial.number])
+    assert len(trial.user_attrs["rung_accuracy"]) == len(trial.user_attrs["rung_loss"]) == rungs
+    assert all(loss > 0 for loss in trial.user_attrs["rung_loss"])
 
 
 def test_the_delivered_model_is_the_winner_trained_on(
