@@ -145,8 +145,8 @@ def train_rungs(
     After each rung the model is saved to ``checkpoints`` under the trial's number and
     the trial's user attributes ``rung``, ``rung_accuracy`` and ``rung_loss`` (val
     top-1 and mean cross-entropy, one per rung, from the first) and ``epochs_trained``
-    are updated, so that other workers see this trial's
-    spending and its place in the rung while it runs.
+    are updated, so that other workers see this trial's spending and its place in the
+    rung while it runs.
 
     Args:
         problem: the job's fixed inputs.
