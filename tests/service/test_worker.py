@@ -60,6 +60,19 @@ def _claimed_by_a_dead_worker(
     return job, worker, claim, loaded
 
 
+def _reaped_and_finished(
+    api: TestClient, settings: Settings, worker: Worker, job: str
+) -> tuple[dict[str, Any], optuna.Study]:
+    """Expire every lease (its worker is dead), let ``worker`` reap them and finish the
+    job; return the job as the API shows it and its study."""
+    with _sessions(settings).begin() as session:
+        session.execute(update(Lease).values(expires_at=utcnow() - timedelta(seconds=1)))
+    worker.run(exit_when_idle=True)
+    body = api.get(f"/v1/jobs/{job}").json()
+    study = optuna.load_study(study_name=f"inferprune-job-{job}", storage=worker.storage)
+    return body, study
+
+
 def test_claims_share_workers_fairly_between_jobs(api: TestClient, settings: Settings) -> None:
     first = submit(api, job_spec(search={"trials": 4})).json()["id"]
     second = submit(api, job_spec(search={"trials": 4})).json()["id"]
@@ -146,11 +159,8 @@ def test_a_lost_worker_is_reaped_and_its_trial_retried(api: TestClient, settings
     loaded.problem.space.suggest(trial)  # it got as far as choosing the plan
     with sessions.begin() as session:
         set_lease_trial(session, claim.lease_id, trial.number)
-        session.execute(update(Lease).values(expires_at=utcnow() - timedelta(seconds=1)))
-    worker.run(exit_when_idle=True)
-    body = api.get(f"/v1/jobs/{job}").json()
+    body, study = _reaped_and_finished(api, settings, worker, job)
     assert body["status"] == "succeeded" and body["progress"]["trials_failed"] == 1
-    study = optuna.load_study(study_name=f"inferprune-job-{job}", storage=worker.storage)
     lost = study.trials[trial.number]
     assert (
         lost.state == optuna.trial.TrialState.FAIL and "lease expired" in lost.user_attrs["error"]
@@ -174,15 +184,11 @@ def test_a_worker_lost_after_telling_its_result_keeps_the_trial(
     with sessions.begin() as session:
         set_lease_trial(session, claim.lease_id, trial.number)
     loaded.study.tell(trial, 0.5)  # the result is in the study; the lease is never released
-    with sessions.begin() as session:
-        session.execute(update(Lease).values(expires_at=utcnow() - timedelta(seconds=1)))
-    worker.run(exit_when_idle=True)
+    body, study = _reaped_and_finished(api, settings, worker, job)
 
-    body = api.get(f"/v1/jobs/{job}").json()
     assert body["status"] == "succeeded", body
     assert body["progress"]["trials_failed"] == 0
     assert body["progress"]["trials_done"] == body["progress"]["trials_total"] == 2
-    study = optuna.load_study(study_name=f"inferprune-job-{job}", storage=worker.storage)
     assert [t.user_attrs.get("retry_of") for t in study.trials] == [None, None]
     assert study.trials[trial.number].state == optuna.trial.TrialState.COMPLETE
     with sessions() as session:
@@ -387,14 +393,10 @@ def test_a_worker_killed_mid_rung_loses_that_rung_only(
         promote_paused(problem.spec, fidelity, study)
     else:
         pytest.fail("no candidate went on to the second rung")
-    with sessions.begin() as session:
-        session.execute(update(Lease).values(expires_at=utcnow() - timedelta(seconds=1)))
-    worker.run(exit_when_idle=True)
+    body, study = _reaped_and_finished(api, settings, worker, job)
 
-    body = api.get(f"/v1/jobs/{job}").json()
     assert body["status"] == "succeeded", body
     assert body["progress"]["trials_failed"] == 1
-    study = optuna.load_study(study_name=f"inferprune-job-{job}", storage=worker.storage)
     lost = study.trials[trial.number]
     # it died in its candidate's second rung (a fresh candidate or a continuation)
     assert lost.state == optuna.trial.TrialState.FAIL
