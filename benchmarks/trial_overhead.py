@@ -9,14 +9,15 @@ storage (``study.tell``, timed by ``run_one_trial``). Two more are measured arou
 of the wall-clock time from ask to the end of the tell that no stage claims (the trial's
 constraints and user attributes are written to the storage after the last stage).
 
-The job is the realistic worst case for overhead: objective ``pareto`` with latency
-(so every trial measures latency) within ``budget.flops`` 0.5 (so samples are
-projected), a SQLite storage file opened as the product opens it
-(``search.optuna_storage``), randomly initialised weights (stage times do not depend on
-weight values, and with an untrained model the pareto screen skips no fine-tune), each
-``--steps-per-trial`` length of fine-tune steps of batch 64 (default 10, half an epoch
-of ``digits``, and 19, one epoch: the default trial, as ``finetune.epochs_per_trial``
-is 1). Models: ``resnet20_cifar`` on ``digits`` at 3x32x32 and
+The jobs (:data:`JOBS`) are the realistic worst case for overhead, objective ``pareto``
+with latency measured end to end for every candidate, the same with latency predicted by
+the layer table, and the default objective (``constrained``) without latency; all within
+``budget.flops`` 0.5 (so samples are projected), on a SQLite storage file opened as the
+product opens it (``search.optuna_storage``), randomly initialised weights (stage times
+do not depend on weight values, and with an untrained model the pareto screen skips no
+fine-tune), each ``--steps-per-trial`` length of fine-tune steps of batch 64 (default
+10, half an epoch of ``digits``, and 19, one epoch: the default trial, as
+``finetune.epochs_per_trial`` is 1). Models: ``resnet20_cifar`` on ``digits`` at 3x32x32 and
 ``resnet50`` (torchvision) on ``digits`` resized to 3x64x64.
 
 The overhead share is (wall − fine-tune − evaluation) / wall of a trial, median over
@@ -24,6 +25,7 @@ trials; the target is under 10 %. Writes ``trial_overhead.json`` and
 ``trial_overhead.md`` to ``--out-dir``. Run from the repository root::
 
     .venv/bin/python benchmarks/trial_overhead.py            # both models, both lengths, ~20 min
+    .venv/bin/python benchmarks/trial_overhead.py --compute-epochs 10   # and rungs, per job
     .venv/bin/python benchmarks/trial_overhead.py --quick    # smoke run, ~2 min
     .venv/bin/python benchmarks/trial_overhead.py --models resnet50 --trials 10
 """
@@ -115,10 +117,34 @@ class TrialTiming:
         return (self.wall - work) / self.wall
 
 
+JOBS: dict[str, tuple[str, dict[str, Any]]] = {
+    "latency": (
+        "objective `pareto` with latency measured end to end for every candidate (onnxruntime, "
+        "batch 1, 1 thread): the worst case",
+        {"objective": "pareto", "latency": {"predictor": "measure"}},
+    ),
+    "latency-table": (
+        "objective `pareto` with latency predicted by the layer table "
+        "(`latency.predictor: table`, built once when the job loads)",
+        {"objective": "pareto", "latency": {"predictor": "table"}},
+    ),
+    "constrained": (
+        "objective `constrained` (the default: best accuracy within the budget), no latency",
+        {"objective": "constrained"},
+    ),
+}
+"""Job kind → (what it is, the spec fields that make it). Every job has ``budget.flops``
+0.5 (so samples are projected); only the first two measure or predict latency."""
+
+
 def spec_for(
-    arch: str, trials: int, steps_per_trial: int, compute_epochs: float | None = None
+    arch: str,
+    trials: int,
+    steps_per_trial: int,
+    compute_epochs: float | None = None,
+    job: str = "latency",
 ) -> JobSpec:
-    """Return the timed job: pareto with latency, half the MACs, on digits.
+    """Return the timed job (:data:`JOBS`): half the MACs, on digits.
 
     ``trials`` sets the sampler's random start-up as production would (a quarter of the
     trials, at least 3), so the later trials time TPE's model-based sampling. With
@@ -130,17 +156,23 @@ def spec_for(
     if compute_epochs is not None:
         search = {"compute_epochs": compute_epochs, "sampler": "tpe", "seed": 0}
         finetune = {"batch_size": 64}
+    fields = JOBS[job][1]
     return JobSpec.model_validate(
         {
             "arch": arch,
             "input_shape": list(MODELS[arch]),
             "dataset": "digits",
             "budget": {"flops": 0.5},
-            "objective": "pareto",
+            "objective": fields["objective"],
             "search": search,
             "finetune": finetune,
             "pruning": {"criterion": "l1", "round_to": 8},
-            "latency": {"backend": "onnxruntime", "threads": 1, "batch_size": 1},
+            "latency": {
+                "backend": "onnxruntime",
+                "threads": 1,
+                "batch_size": 1,
+                **fields.get("latency", {}),
+            },
         }
     )
 
@@ -151,21 +183,27 @@ def time_trials(
     steps_per_trial: int,
     workdir: Path,
     compute_epochs: float | None = None,
+    job: str = "latency",
 ) -> dict[str, Any]:
-    """Run ``trials`` trials of ``arch`` on a SQLite study; return per-trial timings.
+    """Run ``trials`` trials of ``arch`` as ``job`` (:data:`JOBS`) on a SQLite study;
+    return per-trial timings.
 
     With ``compute_epochs`` the trials train in rungs, saving a checkpoint after each
-    (in memory: what the service adds is one blob write per rung).
+    (in memory: what the service adds is one blob write per rung). The job's load
+    (``setup_s``) includes what is done once per job: a layer latency table's build,
+    and the first trial checks the analytic cost model against fvcore
+    (:attr:`search.PruningProblem.cost_is_exact`).
     """
-    spec = spec_for(arch, trials, steps_per_trial, compute_epochs)
+    spec = spec_for(arch, trials, steps_per_trial, compute_epochs, job)
     started = time.perf_counter()
     problem = load_problem(spec)
     workdir.mkdir(parents=True, exist_ok=True)
-    storage = optuna_storage(f"sqlite:///{workdir / f'{arch}.db'}")
+    storage = optuna_storage(f"sqlite:///{workdir / f'{arch}-{job}.db'}")
     commits = [0]
     event.listen(storage.engine, "commit", lambda conn: commits.__setitem__(0, commits[0] + 1))
     study = open_study(problem, storage)
     checkpoints = MemoryCheckpoints()
+    cost_is_exact = problem.cost_is_exact  # once per job: not a trial's time
     setup_s = time.perf_counter() - started
     interference = Interference()
     timings: list[TrialTiming] = []
@@ -209,6 +247,8 @@ def time_trials(
     steps_for_target = (overhead_s / OVERHEAD_TARGET - overhead_s - medians["evaluate"]) / step_s
     return {
         "arch": arch,
+        "job": job,
+        "cost_is_exact": cost_is_exact,
         "steps_per_trial": 0 if rungs else steps_per_trial,
         "compute_epochs": compute_epochs,
         "fidelity": problem.fidelity.to_dict() if problem.fidelity else None,
@@ -337,46 +377,62 @@ def markdown(payload: dict[str, Any]) -> str:
     lib = m["libraries"]
     sqlite_ms = payload["sqlite_commit_ms"]
     lengths = sorted({r["steps_per_trial"] for r in results})
+    jobs = [job for job in JOBS if any(r.get("job", "latency") == job for r in results)]
     lines = [
         "# Trial overhead: where a search trial's time goes",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, torch on 1 thread; torch {lib['torch']}, "
         f"optuna {lib['optuna']}, onnxruntime {lib['onnxruntime']}, sqlalchemy "
-        f"{lib['sqlalchemy']}; finished {m['finished_at']}. Objective `pareto` with latency "
-        "(onnxruntime, "
-        f"batch 1, 1 thread, {payload['latency_runs']} runs) within `budget.flops` 0.5, TPE, "
-        "Optuna storage on a SQLite file opened by `search.optuna_storage` (WAL), "
+        f"{lib['sqlalchemy']}; finished {m['finished_at']}. Jobs within `budget.flops` 0.5, "
+        "TPE, Optuna storage on a SQLite file opened by `search.optuna_storage` (WAL), "
         f"{' or '.join(str(n) for n in lengths if n > 0)} fine-tune steps of batch 64 per "
         f"trial{' (or rungs)' if 0 in lengths else ''}, random "
         "initial weights. Medians over the trials that were fine-tuned; shares are of the "
         "median trial's wall time. *ask* and *unattributed* are measured around "
         "`run_one_trial` (see the script's docstring); the other stages are the trial's "
-        f"own `seconds`. Target: overhead under {100 * OVERHEAD_TARGET:.0f} % of a trial.",
+        f"own `seconds`. Target: overhead under {100 * OVERHEAD_TARGET:.0f} % of a trial. "
+        f"Latency is measured with {payload['latency_runs']} onnxruntime runs (warm-up "
+        "included). Jobs:",
+        "",
+        *(f"- `{job}`: {JOBS[job][0]}." for job in jobs),
         "",
     ]
     for steps in lengths:
-        block = [r for r in results if r["steps_per_trial"] == steps]
-        title = _length_title(steps, block[0]["train_samples"], block[0].get("compute_epochs"))
-        lines += [f"## {title}", ""]
-        lines += _stage_table(block)
-        lines.append("")
+        for job in jobs:
+            block = [
+                r
+                for r in results
+                if r["steps_per_trial"] == steps and r.get("job", "latency") == job
+            ]
+            if not block:
+                continue
+            title = _length_title(steps, block[0]["train_samples"], block[0].get("compute_epochs"))
+            lines += [f"## {title}; job `{job}`", ""]
+            lines += _stage_table(block)
+            lines.append("")
     lines += [
         "## Models",
         "",
-        "| model | trial steps | groups | MACs | params | train / val images | trials "
-        "(fine-tuned) | load + open study s | other processes (cores) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | job | trial steps | groups | MACs | params | train / val images | trials "
+        "(fine-tuned) | load + open study s | cost counted | other processes (cores) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in results:
+        counted = {True: "analytic (exact)", False: "fvcore", None: "fvcore"}
         lines.append(
-            f"| {r['arch']} | {r['steps_per_trial'] or 'rungs'} | {r['groups']} | "
+            f"| {r['arch']} | {r.get('job', 'latency')} | {r['steps_per_trial'] or 'rungs'} | "
+            f"{r['groups']} | "
             f"{r['macs'] / 1e6:.1f} M | {r['params'] / 1e6:.2f} M | "
             f"{r['train_samples']} / {r['val_samples']} | "
             f"{len(r['trials'])} ({r['fine_tuned_trials']}) | {r['setup_s']:.1f} | "
-            f"{r['interference_cores']:.2f} |"
+            f"{counted[r.get('cost_is_exact')]} | {r['interference_cores']:.2f} |"
         )
     fixed = [n for n in lengths if n > 0] or lengths  # 0: the rung runs
-    shortest = [r for r in results if r["steps_per_trial"] == fixed[0]]
+    shortest = [
+        r
+        for r in results
+        if r["steps_per_trial"] == fixed[0] and r.get("job", "latency") == jobs[0]
+    ]
     lines += [
         "",
         "## Where the overhead comes from",
@@ -401,7 +457,12 @@ def markdown(payload: dict[str, Any]) -> str:
         f"{sqlite_ms['wal_normal']:.1f} ms through `search.optuna_storage` (WAL, "
         f"`synchronous=NORMAL`) and {sqlite_ms['default']:.1f} ms with SQLite's defaults, "
         "as a plain `sqlite:///` URL gives Optuna (median of 40 `set_user_attr` calls).",
-        "* **cost** (fvcore on the pruned model) and **apply** are small.",
+        "* **cost** is fvcore on the pruned model (a trace per candidate) only where the "
+        "analytic cost model is not exact for the network; where it is (it matched fvcore "
+        "on a few pruned plans when the job loaded: *cost counted* above), a trial takes "
+        "the prediction, and the stage is a lookup. **apply** is Torch-Pruning's surgery.",
+        "* **latency-table** jobs time each distinct layer shape once when the job loads "
+        "(*load + open study s*); their trials look the candidate up in the table.",
         "",
     ]
     return "\n".join(lines)
@@ -428,6 +489,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="also time a compute-budgeted search (rungs and their checkpoints) of E epochs",
     )
     parser.add_argument(
+        "--jobs",
+        nargs="+",
+        choices=list(JOBS),
+        default=list(JOBS),
+        help="job kinds the rungs (--compute-epochs) are timed for; the fixed-length trials "
+        "are timed for the first only",
+    )
+    parser.add_argument(
         "--out-dir", type=Path, help="default: benchmarks/results (a temp folder with --quick)"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run (~2 minutes)")
@@ -450,13 +519,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="inferprune-overhead-") as tmp:
         results = [
-            time_trials(arch, args.trials, steps, Path(tmp) / f"{steps}")
+            time_trials(arch, args.trials, steps, Path(tmp) / f"{steps}", job=args.jobs[0])
             for steps in args.steps_per_trial
             for arch in args.models
         ]
         if args.compute_epochs is not None:
             results += [
-                time_trials(arch, args.trials, 1, Path(tmp) / "rungs", args.compute_epochs)
+                time_trials(arch, args.trials, 1, Path(tmp) / "rungs", args.compute_epochs, job=job)
+                for job in args.jobs
                 for arch in args.models
             ]
         sqlite_ms = {

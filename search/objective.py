@@ -1,10 +1,12 @@
 """One trial: plan → prune → BN recalibration → brief fine-tune → measure → score.
 
 The order puts every cheap way to give up before the expensive fine-tune: the plan is
-projected onto the budget analytically; latency (which depends only on the structure)
-is measured before any training and an over-budget candidate stops there; the
-accuracy after BatchNorm recalibration alone is reported to the pruner (single
-objective) or screened against the front (pareto) before fine-tuning.
+projected onto the budget analytically (and its cost is that prediction where the
+analytic model is exact for the network, :attr:`PruningProblem.cost_is_exact`; fvcore
+otherwise); latency (which depends only on the structure) is measured before any
+training and an over-budget candidate stops there; the accuracy after BatchNorm
+recalibration alone is reported to the pruner (single objective) or screened against the
+front (pareto) before fine-tuning.
 
 With ``search.compute_epochs`` there is no such proxy: a candidate's first rung is its
 cheap signal (it ranks plans as their last rung does, Spearman 0.64-0.72 on resnet56
@@ -242,7 +244,11 @@ def run_trial(
             trial.set_user_attr(key, value)
         lap("cost")
     else:
-        cost = measure_candidate_cost(model, problem.input_shape, spec.pruning.sequence)
+        cost = (
+            predicted
+            if problem.cost_is_exact
+            else measure_candidate_cost(model, problem.input_shape, spec.pruning.sequence)
+        )
         for key, count in sparse_record(cost).items():
             trial.set_user_attr(key, count)
         lap("cost")

@@ -17,11 +17,12 @@ from models.cost import (
     AnalyticCost,
     Cost,
     Latency,
+    check_plans,
     measure_cost,
 )
 from models.data import DataSplits, load_dataset
 from models.device import describe_device, resolve_device
-from models.errors import WeightsError
+from models.errors import ModelsError, WeightsError
 from models.io import (
     CheckpointInfo,
     check_against_onnxruntime,
@@ -152,6 +153,36 @@ class PruningProblem:
         them (:meth:`models.train.SoftTargets.of`)."""
         targets = SoftTargets.of(self.teacher, self.data.train)
         return targets if targets is not None else self.teacher
+
+    @cached_property
+    def cost_is_exact(self) -> bool:
+        """Whether :attr:`cost` predicts a candidate's cost exactly as fvcore counts it,
+        so that trials take the prediction instead of tracing every candidate (the
+        delivered model and the report are always counted by fvcore).
+
+        Checked on the first call, once per process: a few plans
+        (:func:`models.cost.check_plans`) are pruned for real and counted. False with
+        kernel or weight steps in ``pruning.sequence`` (their cost counts non-zeros).
+        """
+        if has_sparse_steps(self.spec.pruning.sequence):
+            return False
+        plans = check_plans(self.graph, self.spec.search.seed)
+        try:
+            exact = all(
+                self.cost.matches(plan, build_candidate(self, Plan(plan))) for plan in plans
+            )
+        except ModelsError as exc:  # a plan that cannot be built or counted: count each
+            logger.info("trials count their cost with fvcore: %s", exc)
+            return False
+        if exact:
+            logger.info(
+                "trials take their cost from the analytic model: it matched fvcore exactly "
+                "on %d pruned plans",
+                len(plans),
+            )
+        else:
+            logger.info("trials count their cost with fvcore: the analytic model missed one")
+        return exact
 
     def place(self, model: nn.Module) -> nn.Module:
         """Move a candidate to :attr:`device` for recalibration, training and evaluation

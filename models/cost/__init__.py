@@ -12,7 +12,7 @@ dense cost (:func:`measure_sparse_cost`: non-zero parameters, effective MACs).
 
 from __future__ import annotations
 
-from models.cost._analytic import AnalyticCost
+from models.cost._analytic import AnalyticCost, check_plans
 from models.cost._counting import (
     Cost,
     count_macs,
@@ -49,6 +49,7 @@ __all__ = [
     "OnnxTimer",
     "SparseCost",
     "calibration_plans",
+    "check_plans",
     "count_macs",
     "count_params",
     "fit_calibration",

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from models.cost._counting import Cost, count_params, macs_by_layer, size_bytes
+from models.cost._counting import Cost, count_params, macs_by_layer, measure_cost, size_bytes
+from models.cost._latency_calibration import calibration_plans
 from models.prune import LayerCoverage, PruningGraph
 
-__all__ = ["AnalyticCost"]
+__all__ = ["AnalyticCost", "check_plans"]
 
 _DENSE_WEIGHTS = ("weight", "weight_ih_l0", "weight_hh_l0")
 """Tensors that scale with kept inputs × kept outputs: conv/linear weights, and a
@@ -37,8 +38,10 @@ class AnalyticCost:
     the :class:`PruningGraph` says which groups own each layer's input and output
     channels. A dense conv/linear scales with kept-inputs × kept-outputs, a depthwise conv
     and channel-wise layers (BN, pooling) with kept channels; everything no group touches
-    stays constant. Exact for these layer types; the tests hold it to fvcore's count of
-    the really pruned model within 1 %.
+    stays constant. Exact for these layer types; a model that also runs ops no layer
+    term sees on pruned channels (a functional pooling in a parent's ``forward``, as
+    mobilenet_v2's) is off by those ops' share, well under 1 %. :meth:`matches` tells
+    the two apart on a really pruned model.
 
     Instances are immutable and safe to share between threads.
     """
@@ -119,6 +122,12 @@ class AnalyticCost:
                 nbytes += term.channel_bytes * out_f
         return Cost(round(macs), round(params), round(nbytes))
 
+    def matches(self, plan: Mapping[str, int], pruned: nn.Module) -> bool:
+        """Return whether :meth:`predict` gives exactly what fvcore and the state dict
+        count on ``pruned``, the model ``plan`` really prunes to (MACs, parameters and
+        bytes all equal)."""
+        return measure_cost(pruned, self.graph.input_shape) == self.predict(plan)
+
     def ratio(self, plan: Mapping[str, int]) -> float:
         """Return predicted MACs of ``plan`` as a fraction of the unpruned model's."""
         return self.predict(plan).macs / max(self.baseline.macs, 1)
@@ -136,3 +145,16 @@ def _block_share(
         count_params(block) - sum(t.weight_params + t.channel_params for t in inside),
         size_bytes(block) - sum(t.weight_bytes + t.channel_bytes for t in inside),
     )
+
+
+def check_plans(graph: PruningGraph, seed: int = 0) -> list[dict[str, int]]:
+    """Return plans that exercise every term of an :class:`AnalyticCost`, for
+    :meth:`AnalyticCost.matches`: every group at its narrowest, two mixed plans
+    (:func:`models.cost.calibration_plans`: widths ramping across the network, on and
+    off the channel step), and, where the graph has removable blocks, the narrowest plan
+    with every other block removed."""
+    narrowest = {g.name: g.min_channels for g in graph.groups}
+    plans = [narrowest, *calibration_plans(graph, 3, seed)[1:]]
+    if graph.blocks:
+        plans.append(narrowest | {name: 0 for name in graph.blocks[::2]})
+    return plans

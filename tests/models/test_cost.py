@@ -7,7 +7,14 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.cost import AnalyticCost, count_macs, count_params, measure_cost, size_bytes
+from models.cost import (
+    AnalyticCost,
+    check_plans,
+    count_macs,
+    count_params,
+    measure_cost,
+    size_bytes,
+)
 from models.prune import apply_plan, build_pruning_graph, uniform_plan
 from models.zoo import build_model
 from tests.models._plans import random_plan
@@ -78,3 +85,35 @@ def test_uniform_half_plan_roughly_quarters_the_convolutions() -> None:
     ratio = AnalyticCost(model, graph).ratio(uniform_plan(graph, 0.5))
     # halving inputs and outputs of every conv but the first quarters their MACs
     assert 0.25 <= ratio <= 0.3
+
+
+@pytest.mark.parametrize("arch", ["resnet20_cifar", "vgg11_cifar"])
+def test_the_analytic_cost_is_exact_on_every_check_plan(arch: str) -> None:
+    model = build_model(arch)
+    graph = build_pruning_graph(model, (3, 32, 32))
+    analytic = AnalyticCost(model, graph)
+    plans = check_plans(graph, seed=0)
+    assert len(plans) == 3 + bool(graph.blocks)
+    for plan in plans:
+        pruned = apply_plan(model, plan, input_shape=(3, 32, 32), graph=graph)
+        assert analytic.matches(plan, pruned)
+        assert analytic.predict(plan) == measure_cost(pruned, (3, 32, 32))
+
+
+def test_check_plans_remove_blocks_where_the_graph_has_them() -> None:
+    graph = build_pruning_graph(build_model("resnet20_cifar"), (3, 32, 32))
+    assert graph.blocks
+    removed = [name for name in graph.blocks if check_plans(graph)[-1].get(name) == 0]
+    assert removed == list(graph.blocks[::2])
+
+
+def test_a_pooling_the_layer_terms_miss_is_caught() -> None:
+    # mobilenet_v2 pools its last features in its own forward: fvcore counts the pool,
+    # the analytic model holds it constant, so a plan narrowing that group misses
+    model = build_model("mobilenet_v2", 10, (3, 32, 32))
+    graph = build_pruning_graph(model, (3, 32, 32))
+    analytic = AnalyticCost(model, graph)
+    narrowest = check_plans(graph)[0]
+    pruned = apply_plan(model, narrowest, input_shape=(3, 32, 32), graph=graph)
+    assert not analytic.matches(narrowest, pruned)
+    assert analytic.predict(narrowest).params == count_params(pruned)

@@ -16,10 +16,12 @@ from models.io import load_pruned
 from models.prune import Plan
 from search import (
     PruningProblem,
+    build_candidate,
     conclude_search,
     count_finished,
     dominance_screen,
     load_problem,
+    objective,
     open_study,
     run_one_trial,
     run_search,
@@ -225,3 +227,30 @@ def test_report_checkpoint_and_onnx_agree(tmp_path: Path, problem: PruningProble
     with torch.no_grad():
         np.testing.assert_allclose(onnx_out, model(x).numpy(), atol=1e-4)
         np.testing.assert_allclose(model(x).numpy(), final.model(x).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("exact", [True, False], ids=["predicted", "fvcore"])
+def test_each_trial_records_the_cost_fvcore_counts(
+    exact: bool, trained_weights: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    problem = load_problem(tiny_spec(), weights=trained_weights)
+    assert problem.cost_is_exact  # every MAC of tiny_cnn lies in a layer the groups scale
+    if not exact:  # as for a network running ops the analytic model cannot see
+        problem.__dict__["cost_is_exact"] = False
+    traced = []
+    measure = objective.measure_candidate_cost
+    monkeypatch.setattr(
+        objective, "measure_candidate_cost", lambda *args: traced.append(1) or measure(*args)
+    )
+    study = open_study(problem, optuna.storages.InMemoryStorage())
+    results = [run_one_trial(problem, study) for _ in range(3)]
+
+    for result in results:
+        assert result is not None
+        counted = measure_cost(build_candidate(problem, result.plan), problem.input_shape)
+        assert (result.macs, result.params, result.size_bytes) == (
+            counted.macs,
+            counted.params,
+            counted.size_bytes,
+        )
+    assert len(traced) == (0 if exact else 3)
