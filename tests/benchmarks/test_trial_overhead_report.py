@@ -25,7 +25,8 @@ def _trial(
 def test_the_time_weighted_share_weighs_long_trials_more() -> None:
     # a short trial with 50 % overhead and a long one with 10 %: the median trial is
     # either; the job spent 1 + 1 of 12 s outside training and evaluation
-    result: dict[str, Any] = {"steps_per_trial": 0, "trials": [_trial(2.0, 1.0, 0.0), _trial(10.0, 8.0, 1.0)]}
+    trials = [_trial(2.0, 1.0, 0.0), _trial(10.0, 8.0, 1.0)]
+    result: dict[str, Any] = {"steps_per_trial": 0, "trials": trials}
     assert time_weighted_share(result) == pytest.approx(2.0 / 12.0)
     # a trial skipped before training (infeasible) is no trial's work
     result["trials"].append(_trial(0.1, 0.0, 0.0, skipped="infeasible"))
