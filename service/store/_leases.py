@@ -7,6 +7,7 @@ towards the job's totals, and too many failed attempts fail the job.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,16 +29,20 @@ REAPED_ERROR = "worker lost: its lease expired"
 REAPED_AFTER_RESULT = "worker lost after its result was recorded (the result stands)"
 """The note on a reaped trial whose result the study had already been told."""
 
+TellLookup = Callable[[str, int], "tuple[TrialOutcome, int] | None"]
+"""``(study name, trial number) → (outcome, queued)`` when the study already holds that
+trial's result (``queued``: how many trials the study holds queued), else None."""
+
 __all__ = [
     "REAPED_AFTER_RESULT",
     "REAPED_ERROR",
     "ReapedLease",
+    "TellLookup",
     "fail_job",
     "finish_finalize",
     "finish_trial",
     "hand_back_finalize",
     "reap_expired",
-    "recount_reaped_trial",
     "release_finalize",
     "set_best_so_far",
 ]
@@ -45,13 +50,16 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ReapedLease:
-    """A lease whose worker stopped renewing it."""
+    """A lease whose worker stopped renewing it. ``result_recorded``: its trial's result
+    was in the study already (the worker died after telling it), so the trial counted as
+    finished and is not to be run again."""
 
     job_id: str
     kind: ClaimKind
     trial_number: int | None
     study_name: str
     worker_id: str
+    result_recorded: bool = False
 
 
 def _take_lease(session: Session, lease_id: str) -> Lease | None:
@@ -246,9 +254,19 @@ def fail_job(session: Session, job_id: str, code: str, message: str) -> None:
     )
 
 
-def reap_expired(session: Session, *, max_failed_trials: int) -> list[ReapedLease]:
+def reap_expired(
+    session: Session, *, max_failed_trials: int, told: TellLookup | None = None
+) -> list[ReapedLease]:
     """Take every expired lease: its trial counts as a failed attempt (the job goes on),
-    an expired finalization goes back to be claimed again."""
+    an expired finalization goes back to be claimed again.
+
+    ``told`` says which lost trials the study already holds a result for: their worker
+    died after the tell (while storing the trial's weights, or releasing the lease). Such
+    a trial counts as the finished trial it was, never as a failure (it cannot push the
+    job over its failure cap), and the job's total is raised to cover the trials the
+    study holds queued: continuations of paused candidates the lost worker may have
+    queued but not lived to count.
+    """
     now = utcnow()
     expired = session.execute(
         select(
@@ -259,9 +277,17 @@ def reap_expired(session: Session, *, max_failed_trials: int) -> list[ReapedLeas
     ).all()
     reaped = []
     for row in expired:
+        lost_trial = row.kind == ClaimKind.trial
+        result = (
+            told(row.study_name, row.trial_number)
+            if lost_trial and told is not None and row.trial_number is not None
+            else None
+        )
         if not session.execute(delete(Lease).where(Lease.id == row.id)).rowcount:  # type: ignore[attr-defined]
             continue  # another reaper or the worker itself got there first
-        if row.kind == ClaimKind.trial:
+        if lost_trial and result is not None:
+            _count_told(session, row.job_id, row.trial_number, row.worker_id, *result)
+        elif lost_trial:
             session.execute(
                 update(Job)
                 .where(Job.id == row.job_id)
@@ -283,33 +309,39 @@ def reap_expired(session: Session, *, max_failed_trials: int) -> list[ReapedLeas
             _reopen_finalize(session, row.job_id)
         reaped.append(
             ReapedLease(
-                row.job_id, ClaimKind(row.kind), row.trial_number, row.study_name, row.worker_id
+                row.job_id,
+                ClaimKind(row.kind),
+                row.trial_number,
+                row.study_name,
+                row.worker_id,
+                result_recorded=result is not None,
             )
         )
     return reaped
 
 
-def recount_reaped_trial(
-    session: Session, job_id: str, trial_number: int, state: TrialOutcome, *, queued: int
+def _count_told(
+    session: Session,
+    job_id: str,
+    trial_number: int,
+    worker_id: str,
+    state: TrialOutcome,
+    queued: int,
 ) -> None:
-    """Count a reaped trial as ``state`` after all: its worker died after telling the
-    study its result (while storing its artifacts, or releasing its lease), so the
-    reaper's failed attempt was a finished trial.
-
-    ``queued`` is how many trials the study holds queued (``WAITING``): the job's total is
-    raised to cover them, since the lost worker may have queued continuations of paused
-    candidates it did not live to count.
-    """
+    """Count a lost trial whose result the study holds as ``state``, and make the job's
+    total cover the ``queued`` trials."""
     job = session.execute(select(Job).where(Job.id == job_id).with_for_update()).scalar_one()
-    job.trials_failed = max(0, job.trials_failed - 1)
+    job.trials_running -= 1
     job.trials_finished += 1 if state.is_finished else 0
     job.trials_total = max(job.trials_total, job.trials_finished + job.trials_running + queued)
-    session.execute(
-        update(TrialLog)
-        .where(
-            TrialLog.job_id == job_id,
-            TrialLog.trial_number == trial_number,
-            TrialLog.error == REAPED_ERROR,
+    session.add(
+        TrialLog(
+            job_id=job_id,
+            trial_number=trial_number,
+            state=state,
+            seconds=0.0,
+            worker_id=worker_id,
+            finished_at=utcnow(),
+            error=REAPED_AFTER_RESULT,
         )
-        .values(state=state, error=REAPED_AFTER_RESULT)
     )

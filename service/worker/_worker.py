@@ -39,7 +39,6 @@ from service.store import (
     make_engine,
     make_session_factory,
     reap_expired,
-    recount_reaped_trial,
     register_worker,
     release_finalize,
     stop_worker,
@@ -291,24 +290,43 @@ class Worker:
 
     def _reap(self) -> None:
         with self.sessions.begin() as session:
-            reaped = reap_expired(session, max_failed_trials=self.settings.max_failed_trials)
+            reaped = reap_expired(
+                session, max_failed_trials=self.settings.max_failed_trials, told=self._told
+            )
         for lease in reaped:
             logger.warning(
-                "reaped %s of job %s from lost worker %s",
+                "reaped %s of job %s from lost worker %s%s",
                 lease.kind,
                 lease.job_id,
                 lease.worker_id,
+                " (its result stands)" if lease.result_recorded else "",
                 extra={"job": lease.job_id},
             )
-            if lease.kind == ClaimKind.trial and lease.trial_number is not None:
+            if (
+                lease.kind == ClaimKind.trial
+                and lease.trial_number is not None
+                and not lease.result_recorded
+            ):
                 self._retry(lease)
+
+    def _told(self, study_name: str, trial_number: int) -> tuple[TrialOutcome, int] | None:
+        """Return the outcome the study holds for a lost trial, and how many trials it
+        holds queued, if the trial's worker told its result before dying (None if not:
+        the trial is lost and is retried)."""
+        try:
+            study = optuna.load_study(study_name=study_name, storage=self.storage)
+            trial = study.trials[trial_number]
+        except (KeyError, IndexError):
+            return None
+        states = optuna.trial.TrialState
+        if trial.state not in (states.COMPLETE, states.PRUNED):
+            return None
+        queued = len(study.get_trials(deepcopy=False, states=(states.WAITING,)))
+        return TrialOutcome(trial.state.name.lower()), queued
 
     def _retry(self, lease: ReapedLease) -> None:
         """Fail the lost trial in Optuna and queue it again (attempts capped): resumed
-        from its last finished rung when it trains in rungs, else redone.
-
-        A trial whose result the study already holds (its worker died after the tell)
-        is neither failed nor redone: it counts as finished after all."""
+        from its last finished rung when it trains in rungs, else redone."""
         try:
             study = optuna.load_study(study_name=lease.study_name, storage=self.storage)
             trial = study.trials[lease.trial_number] if lease.trial_number is not None else None
@@ -318,11 +336,7 @@ class Worker:
             return
         states = optuna.trial.TrialState
         if trial.state in (states.COMPLETE, states.PRUNED):
-            outcome = TrialOutcome(trial.state.name.lower())  # complete or pruned
-            queued = len(study.get_trials(deepcopy=False, states=(states.WAITING,)))
-            with self.sessions.begin() as session:
-                recount_reaped_trial(session, lease.job_id, trial.number, outcome, queued=queued)
-            return
+            return  # told after the reaper looked (a worker alive after all): it stands
         if trial.state == states.RUNNING:
             trial_id = self.storage.get_trial_id_from_study_id_trial_number(
                 self.storage.get_study_id_from_name(lease.study_name), trial.number

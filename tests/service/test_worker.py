@@ -31,7 +31,6 @@ from service.store import (
     make_engine,
     make_session_factory,
     reap_expired,
-    recount_reaped_trial,
     set_lease_trial,
     utcnow,
 )
@@ -213,11 +212,12 @@ def test_a_reaped_trial_counted_back_makes_room_for_what_it_queued(
             .where(Lease.id == lost.lease_id)
             .values(expires_at=utcnow() - timedelta(seconds=1))
         )
+    # its result was told, and it had queued three continuations the job never counted
     with sessions.begin() as session:
-        assert [r.trial_number for r in reap_expired(session, max_failed_trials=5)] == [0]
-    with sessions.begin() as session:
-        # its result was told, and it had queued three continuations the job never counted
-        recount_reaped_trial(session, job, 0, TrialOutcome.pruned, queued=3)
+        reaped = reap_expired(
+            session, max_failed_trials=5, told=lambda study, number: (TrialOutcome.pruned, 3)
+        )
+    assert [(r.trial_number, r.result_recorded) for r in reaped] == [(0, True)]
     with sessions() as session:
         row = session.get(Job, job)
         assert row is not None
@@ -225,6 +225,26 @@ def test_a_reaped_trial_counted_back_makes_room_for_what_it_queued(
         assert row.trials_total == 1 + 1 + 3  # finished + running + queued
         (log,) = session.scalars(select(TrialLog).where(TrialLog.job_id == job)).all()
         assert (log.state, log.error) == ("pruned", REAPED_AFTER_RESULT)
+
+
+def test_a_worker_lost_after_its_result_cannot_fail_a_job_at_its_failure_cap(
+    api: TestClient, settings: Settings
+) -> None:
+    """One failed attempt is the cap: a lost worker whose result the study holds is no
+    second failure, and the job goes on (it was failed before the reaper asked)."""
+    spec = job_spec(search={"trials": 2})
+    capped = settings.model_copy(update={"max_failed_trials": 1})
+    job, worker, claim, loaded = _claimed_by_a_dead_worker(api, capped, spec)
+    sessions = _sessions(capped)
+    trial = loaded.study.ask()
+    loaded.problem.space.suggest(trial)
+    with sessions.begin() as session:
+        set_lease_trial(session, claim.lease_id, trial.number)
+    loaded.study.tell(trial, 0.5)
+    body, _ = _reaped_and_finished(api, capped, worker, job)
+
+    assert body["status"] == "succeeded", body
+    assert body["progress"]["trials_failed"] == 0
 
 
 def test_only_the_front_and_the_best_keep_weights(api: TestClient, settings: Settings) -> None:
