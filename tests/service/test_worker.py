@@ -182,7 +182,7 @@ def test_a_worker_lost_after_telling_its_result_keeps_the_trial(
     loaded.problem.space.suggest(trial)
     with sessions.begin() as session:
         set_lease_trial(session, claim.lease_id, trial.number)
-    loaded.study.tell(trial, 0.5)  # the result is in the study; the lease is never released
+    loaded.study.tell(trial, 0.0)  # the result is in the study; the lease is never released
     body, study = _reaped_and_finished(api, settings, worker, job)
 
     assert body["status"] == "succeeded", body
@@ -194,6 +194,11 @@ def test_a_worker_lost_after_telling_its_result_keeps_the_trial(
         logs = session.scalars(select(TrialLog).where(TrialLog.job_id == job)).all()
     lost = [log for log in logs if log.trial_number == trial.number]
     assert [(log.state, log.error) for log in lost] == [("complete", REAPED_AFTER_RESULT)]
+    # its weights were never stored: the download says why, not "not on the front"
+    assert body["best"]["trial"] != trial.number  # told 0.0: the live worker's trial wins
+    response = api.get(f"/v1/jobs/{job}/checkpoint", params={"trial": trial.number})
+    assert response.status_code == 404
+    assert "lost with its worker" in response.json()["error"]["message"]
 
 
 def test_a_reaped_trial_counted_back_makes_room_for_what_it_queued(

@@ -26,7 +26,7 @@ from service.api.schemas import (
 from service.api.state import AppState
 from service.api.views import trial_public
 from service.errors import ServiceError
-from service.store import Artifact, Job, get_job, put_artifact
+from service.store import REAPED_AFTER_RESULT, Artifact, Job, TrialLog, get_job, put_artifact
 
 __all__ = ["router"]
 
@@ -265,7 +265,8 @@ def _checkpoint(
             return state.blobs.get(session, rows[fmt].blob_id), name
         if "safetensors" not in rows:
             raise ServiceError(
-                f"trial {number} has no kept weights: only the chosen trial and the Pareto "
+                _lost_weights(session, job_id, number)
+                or f"trial {number} has no kept weights: only the chosen trial and the Pareto "
                 "front are kept (GET /pareto lists them)",
                 code="not_found",
                 status=404,
@@ -286,6 +287,25 @@ def _checkpoint(
     except IntegrityError:  # another request stored the same conversion first: fine
         logger.info("job %s trial %s: %s kept by a concurrent request", job_id, number, fmt)
     return data, name
+
+
+def _lost_weights(session: Any, job_id: str, number: int) -> str | None:
+    """Say so where trial ``number``'s worker died after recording its result and before
+    storing its weights (None for any other trial)."""
+    lost = session.scalar(
+        select(TrialLog.id).where(
+            TrialLog.job_id == job_id,
+            TrialLog.trial_number == number,
+            TrialLog.error == REAPED_AFTER_RESULT,
+        )
+    )
+    if lost is None:
+        return None
+    return (
+        f"trial {number}'s weights were lost with its worker, which died after recording the "
+        "trial's result and before storing them; its plan is in GET /pareto (or /trials): "
+        "`inferprune apply --plan plan.json` prunes the unpruned model to it (not fine-tuned)"
+    )
 
 
 def _convert(weights: bytes, fmt: str) -> bytes:
