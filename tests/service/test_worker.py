@@ -59,6 +59,19 @@ def _claimed_by_a_dead_worker(
     return job, worker, claim, loaded
 
 
+def _dead_worker_on_a_trial(
+    api: TestClient, settings: Settings, spec: dict[str, Any]
+) -> tuple[str, Worker, LoadedJob, optuna.Trial]:
+    """As :func:`_claimed_by_a_dead_worker`, the dead worker having asked Optuna for its
+    trial, chosen the plan and put the trial's number on its lease."""
+    job, worker, claim, loaded = _claimed_by_a_dead_worker(api, settings, spec)
+    trial = loaded.study.ask()
+    loaded.problem.space.suggest(trial)
+    with _sessions(settings).begin() as session:
+        set_lease_trial(session, claim.lease_id, trial.number)
+    return job, worker, loaded, trial
+
+
 def _reaped_and_finished(
     api: TestClient, settings: Settings, worker: Worker, job: str
 ) -> tuple[dict[str, Any], optuna.Study]:
@@ -152,12 +165,7 @@ def test_too_many_failures_fail_the_job(
 def test_a_lost_worker_is_reaped_and_its_trial_retried(api: TestClient, settings: Settings) -> None:
     # a worker claims a trial, asks Optuna for it, and dies (its lease is never renewed)
     spec = job_spec(search={"trials": 2})
-    job, worker, claim, loaded = _claimed_by_a_dead_worker(api, settings, spec)
-    sessions = _sessions(settings)
-    trial = loaded.study.ask()
-    loaded.problem.space.suggest(trial)  # it got as far as choosing the plan
-    with sessions.begin() as session:
-        set_lease_trial(session, claim.lease_id, trial.number)
+    job, worker, _, trial = _dead_worker_on_a_trial(api, settings, spec)
     body, study = _reaped_and_finished(api, settings, worker, job)
     assert body["status"] == "succeeded" and body["progress"]["trials_failed"] == 1
     lost = study.trials[trial.number]
@@ -173,17 +181,13 @@ def test_a_worker_lost_after_telling_its_result_keeps_the_trial(
     api: TestClient, settings: Settings
 ) -> None:
     """The worker dies between the tell and releasing its lease (while storing the
-    trial's weights): the reaper's failed attempt is counted back as the finished trial
-    it was, and the trial is not run again."""
+    trial's weights): the reaper counts the trial as the finished trial it was, and it
+    is not run again."""
     spec = job_spec(search={"trials": 2})
-    job, worker, claim, loaded = _claimed_by_a_dead_worker(api, settings, spec)
-    sessions = _sessions(settings)
-    trial = loaded.study.ask()
-    loaded.problem.space.suggest(trial)
-    with sessions.begin() as session:
-        set_lease_trial(session, claim.lease_id, trial.number)
+    job, worker, loaded, trial = _dead_worker_on_a_trial(api, settings, spec)
     loaded.study.tell(trial, 0.0)  # the result is in the study; the lease is never released
     body, study = _reaped_and_finished(api, settings, worker, job)
+    sessions = _sessions(settings)
 
     assert body["status"] == "succeeded", body
     assert body["progress"]["trials_failed"] == 0
@@ -239,12 +243,7 @@ def test_a_worker_lost_after_its_result_cannot_fail_a_job_at_its_failure_cap(
     second failure, and the job goes on (it was failed before the reaper asked)."""
     spec = job_spec(search={"trials": 2})
     capped = settings.model_copy(update={"max_failed_trials": 1})
-    job, worker, claim, loaded = _claimed_by_a_dead_worker(api, capped, spec)
-    sessions = _sessions(capped)
-    trial = loaded.study.ask()
-    loaded.problem.space.suggest(trial)
-    with sessions.begin() as session:
-        set_lease_trial(session, claim.lease_id, trial.number)
+    job, worker, loaded, trial = _dead_worker_on_a_trial(api, capped, spec)
     loaded.study.tell(trial, 0.5)
     body, _ = _reaped_and_finished(api, capped, worker, job)
 
