@@ -399,7 +399,7 @@ def markdown(payload: dict[str, Any]) -> str:
     lib = m["libraries"]
     sqlite_ms = payload["sqlite_commit_ms"]
     lengths = sorted({r["steps_per_trial"] for r in results})
-    jobs = [job for job in JOBS if any(r.get("job", "latency") == job for r in results)]
+    jobs = [job for job in JOBS if any(r["job"] == job for r in results)]
     lines = [
         "# Trial overhead: where a search trial's time goes",
         "",
@@ -421,11 +421,7 @@ def markdown(payload: dict[str, Any]) -> str:
     ]
     for steps in lengths:
         for job in jobs:
-            block = [
-                r
-                for r in results
-                if r["steps_per_trial"] == steps and r.get("job", "latency") == job
-            ]
+            block = [r for r in results if r["steps_per_trial"] == steps and r["job"] == job]
             if not block:
                 continue
             title = _length_title(steps, block[0]["train_samples"], block[0].get("compute_epochs"))
@@ -440,21 +436,17 @@ def markdown(payload: dict[str, Any]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in results:
-        counted = {True: "analytic (exact)", False: "fvcore", None: "fvcore"}
         lines.append(
             f"| {r['arch']} | {r.get('job', 'latency')} | {r['steps_per_trial'] or 'rungs'} | "
             f"{r['groups']} | "
             f"{r['macs'] / 1e6:.1f} M | {r['params'] / 1e6:.2f} M | "
             f"{r['train_samples']} / {r['val_samples']} | "
             f"{len(r['trials'])} ({r['fine_tuned_trials']}) | {r['setup_s']:.1f} | "
-            f"{counted[r.get('cost_is_exact')]} | {r['interference_cores']:.2f} |"
+            f"{'analytic (exact)' if r['cost_is_exact'] else 'fvcore'} | "
+            f"{r['interference_cores']:.2f} |"
         )
     fixed = [n for n in lengths if n > 0] or lengths  # 0: the rung runs
-    shortest = [
-        r
-        for r in results
-        if r["steps_per_trial"] == fixed[0] and r.get("job", "latency") == jobs[0]
-    ]
+    shortest = [r for r in results if r["steps_per_trial"] == fixed[0] and r["job"] == jobs[0]]
     lines += [
         "",
         "## Where the overhead comes from",
