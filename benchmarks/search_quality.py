@@ -144,6 +144,8 @@ class Settings:
     arch: str = ARCH
     compute_epochs: float | None = None
     distill: bool | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 4.0
     device: str = "cpu"
 
     def distills(self, method: str) -> bool | None:
@@ -188,6 +190,8 @@ class Settings:
                     "lr": self.lr,
                     "batch_size": self.batch_size,
                     "distill": distill,
+                    "distill_weight": self.distill_weight,
+                    "distill_temperature": self.distill_temperature,
                 },
                 "pruning": {
                     "criterion": self.criterion,
@@ -1048,6 +1052,7 @@ def _compute_paragraph(payload: dict[str, Any]) -> str:
         "(`compute_epochs_spent` in the JSON). Identical for every method: lr "
         f"{s['lr']}, batch {s['batch_size']}, criterion {s['criterion']}, round_to "
         f"{s['round_to']}. {_distill_sentence(s.get('distill'))}"
+        f"{_distill_loss_sentence(s)}"
     )
 
 
@@ -1063,6 +1068,19 @@ def _distill_sentence(distill: bool | None) -> str:
         "`tpe_plain`: labels only); the one-shot methods and the yardstick train on "
         "labels only, as the one-liners they stand for do (`uniform_distilled`: the "
         "uniform plan with the searches' distillation, an ablation). "
+    )
+
+
+def _distill_loss_sentence(settings: dict[str, Any]) -> str:
+    """Return the distillation loss's weight and temperature in a report where they are
+    not the product's defaults (``--distill-weight``, ``--distill-temperature``)."""
+    weight = settings.get("distill_weight", 0.5)
+    temperature = settings.get("distill_temperature", 4.0)
+    if (weight, temperature) == (0.5, 4.0) or settings.get("distill") is False:
+        return ""
+    return (
+        f"**Distillation loss: weight {weight:g}, temperature {temperature:g}** (the "
+        "product's defaults are 0.5 and 4). "
     )
 
 
@@ -1282,6 +1300,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--compute-epochs, in the searches' rungs too); --no-distill: none does "
         "(default: the searches as the product does, with --compute-epochs, the others "
         "on labels only)",
+    )
+    parser.add_argument(
+        "--distill-weight",
+        type=float,
+        default=0.5,
+        help="finetune.distill_weight of every method that distills (default 0.5, the product's)",
+    )
+    parser.add_argument(
+        "--distill-temperature",
+        type=float,
+        default=4.0,
+        help="finetune.distill_temperature of every method that distills (default 4, the "
+        "product's)",
     )
     parser.add_argument(
         "--compute-epochs",
@@ -1573,6 +1604,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         arch=args.arch,
         compute_epochs=args.compute_epochs,
         distill=args.distill,
+        distill_weight=args.distill_weight,
+        distill_temperature=args.distill_temperature,
         device=args.device,
     )
     methods = list(args.methods)

@@ -112,6 +112,8 @@ def train_segment(
             start_step=lineage.steps + offset,
             lr_window=lr_window,
             teacher=problem.soft_targets if problem.spec.distills else None,
+            distill_weight=finetune.distill_weight,
+            temperature=finetune.distill_temperature,
             amp=finetune.amp,
             on_step=on_step,
             should_stop=should_stop,

@@ -339,6 +339,10 @@ class JobSpec(SpecSection):
             data["finetune"].pop("distill")  # then it changes only the final fine-tune
         else:
             data["finetune"]["distill"] = self.distills  # null and true: the same search
+        for key in ("distill_weight", "distill_temperature"):
+            default = FinetuneSettings.model_fields[key].default
+            if not data["finetune"].get("distill") or data["finetune"][key] == default:
+                data["finetune"].pop(key)  # studies named before they existed resume
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -187,6 +187,22 @@ class FinetuneSettings(SpecSection):
         "reused by every candidate, so distilling costs about that one pass, not a "
         "teacher pass per step (splits too large to hold them fall back to the latter).",
     )
+    distill_weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of the distillation term in the loss when distilling "
+        "(`(1 - w) · cross-entropy + w · T² · KL(teacher ‖ student)`); 0 trains on labels "
+        "only, 1 on the teacher's soft targets only.",
+    )
+    distill_temperature: float = Field(
+        4.0,
+        gt=0,
+        le=100,
+        description="Softening temperature T of both models' outputs in the "
+        "distillation term (Hinton et al.): higher spreads the teacher's probability over "
+        "more classes.",
+    )
     amp: bool = Field(
         False,
         description="Mixed precision on workers that train on a CUDA GPU: bfloat16 where "

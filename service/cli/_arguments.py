@@ -161,7 +161,8 @@ def add_depth_argument(parser: Any) -> None:
 
 def add_distill_argument(parser: Any) -> None:
     """Add --distill / --no-distill (``finetune.distill``; default None: with
-    ``--compute-epochs``)."""
+    ``--compute-epochs``) and the distillation loss's --distill-weight and
+    --distill-temperature (default None: the spec's)."""
     parser.add_argument(
         "--distill",
         action=argparse.BooleanOptionalAction,
@@ -169,6 +170,19 @@ def add_distill_argument(parser: Any) -> None:
         help="distill the unpruned model into the candidates and the chosen one (default: "
         "yes with --compute-epochs, whose jobs compute its logits once; --no-distill: "
         "labels only)",
+    )
+    parser.add_argument(
+        "--distill-weight",
+        type=float,
+        metavar="W",
+        help="share of the distillation term in the loss, 0 to 1 (default 0.5): "
+        "(1 - W) * cross-entropy + W * T^2 * KL(teacher, student)",
+    )
+    parser.add_argument(
+        "--distill-temperature",
+        type=float,
+        metavar="T",
+        help="softening temperature of the distillation term (default 4)",
     )
 
 

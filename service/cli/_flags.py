@@ -53,6 +53,8 @@ SPEC_FLAGS: Mapping[str, str] = MappingProxyType(
         "finetune.lr": "--lr",
         "finetune.batch_size": "--batch-size",
         "finetune.distill": "--distill",
+        "finetune.distill_weight": "--distill-weight",
+        "finetune.distill_temperature": "--distill-temperature",
         "pruning.criterion": "--criterion",
         "pruning.round_to": "--round-to",
         "pruning.schedule": "--schedule",

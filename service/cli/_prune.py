@@ -244,6 +244,7 @@ def _spec(args: argparse.Namespace, arch: str | None) -> Any:
             "lr": args.lr,
             "batch_size": args.batch_size,
             "distill": args.distill,
+            **_given(args, "distill_weight", "distill_temperature"),
         },
         "pruning": {
             "criterion": args.criterion,
@@ -266,6 +267,12 @@ def _spec(args: argparse.Namespace, arch: str | None) -> Any:
             )
         del data["search"]["trials"]  # the fidelity plan decides
     return spec_from(data, args)
+
+
+def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """Return the flags among ``names`` the user gave (not None), for spec fields whose
+    default the spec keeps."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def _sequence(path: Path | None) -> list[dict[str, Any]] | None:

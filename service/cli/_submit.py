@@ -58,6 +58,8 @@ _SPEC_FIELDS: dict[str, tuple[str, ...]] = {
     "lr": ("finetune", "lr"),
     "batch_size": ("finetune", "batch_size"),
     "distill": ("finetune", "distill"),
+    "distill_weight": ("finetune", "distill_weight"),
+    "distill_temperature": ("finetune", "distill_temperature"),
     "criterion": ("pruning", "criterion"),
     "round_to": ("pruning", "round_to"),
     "schedule": ("pruning", "schedule"),

@@ -12,6 +12,7 @@ import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
+from pydantic import ValidationError
 from torch import nn
 
 import search.rungs
@@ -446,6 +447,31 @@ def test_distillation_defines_a_compute_search_but_not_a_classic_one() -> None:
     assert tiny_spec().study_name() == tiny_spec(finetune={"distill": True}).study_name()
 
 
+def test_the_distillation_loss_settings_define_a_distilling_search_only() -> None:
+    taught = _compute_spec()
+    hotter = _compute_spec(finetune={"distill_temperature": 2.0})
+    heavier = _compute_spec(finetune={"distill_weight": 0.9})
+    names = {s.study_name() for s in (taught, hotter, heavier)}
+    assert len(names) == 3  # another loss trains other candidates: another study
+    # the defaults spelled out name the study that predates the settings
+    spelled = _compute_spec(finetune={"distill_weight": 0.5, "distill_temperature": 4.0})
+    assert spelled.study_name() == taught.study_name()
+    # where nothing distills, or only the final fine-tune does, they change no search
+    plain = _compute_spec(finetune={"distill": False})
+    plain_heavier = _compute_spec(finetune={"distill": False, "distill_weight": 0.9})
+    assert plain_heavier.study_name() == plain.study_name()
+    assert tiny_spec(finetune={"distill_weight": 0.9}).study_name() == tiny_spec().study_name()
+
+
+@pytest.mark.parametrize(
+    "finetune",
+    [{"distill_weight": -0.1}, {"distill_weight": 1.5}, {"distill_temperature": 0.0}],
+)
+def test_the_distillation_loss_settings_are_checked(finetune: dict[str, float]) -> None:
+    with pytest.raises(ValidationError, match="distill_"):
+        _compute_spec(finetune=finetune)
+
+
 def test_rungs_distill_the_unpruned_models_logits_computed_once(
     trained_weights: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -480,6 +506,23 @@ def test_rungs_distill_the_unpruned_models_logits_computed_once(
     half = len(teachers) // 2  # the plain job's rungs, then the taught job's
     assert half > 0 and teachers[:half] == [None] * half
     assert all(t is taught.soft_targets for t in teachers[half:])
+
+
+def test_rungs_train_with_the_specs_distillation_loss(
+    trained_weights: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = _compute_spec(finetune={"distill_weight": 0.9, "distill_temperature": 2.0})
+    problem = load_problem(spec, weights=trained_weights)
+    losses: list[tuple[float, float]] = []
+
+    def trained(*args: Any, **kw: Any) -> Any:
+        losses.append((kw["distill_weight"], kw["temperature"]))
+        return fine_tune(*args, **kw)
+
+    monkeypatch.setattr(search.rungs, "fine_tune", trained)
+    study = open_study(problem, optuna.storages.InMemoryStorage())
+    run_one_trial(problem, study, checkpoints=MemoryCheckpoints())
+    assert losses and set(losses) == {(0.9, 2.0)}
 
 
 def test_a_warm_start_goes_on_where_a_candidate_as_poor_pauses(

@@ -1,7 +1,10 @@
-"""--distill / --no-distill: the flag reaches the spec; unsaid, compute_epochs decides."""
+"""--distill / --no-distill and the loss flags reach the spec; unsaid, compute_epochs decides."""
 
 from __future__ import annotations
 
+import pytest
+
+from search.errors import SpecError
 from service.cli import build_parser
 from service.cli._prune import _spec
 from service.cli._submit import build_spec
@@ -28,3 +31,20 @@ def test_prune_distills_by_default_only_with_a_compute_budget() -> None:
     assert not distills("--compute-epochs", "4", "--no-distill")
     assert not distills("--trials", "4")
     assert distills("--trials", "4", "--distill")
+
+
+def test_the_distillation_loss_flags_reach_the_spec_and_are_named_when_wrong() -> None:
+    argv = ["prune", "--arch", "resnet20_cifar", "--dataset", "digits", "--flops", "0.5"]
+    argv += ["--out", "x", "--compute-epochs", "4"]
+    parser = build_parser()
+    args = parser.parse_args([*argv, "--distill-weight", "0.9", "--distill-temperature", "2"])
+    finetune = _spec(args, args.arch).finetune
+    assert (finetune.distill_weight, finetune.distill_temperature) == (0.9, 2.0)
+    unsaid = _spec(parser.parse_args(argv), "resnet20_cifar").finetune
+    assert (unsaid.distill_weight, unsaid.distill_temperature) == (0.5, 4.0)
+    with pytest.raises(SpecError, match="--distill-weight"):
+        _spec(parser.parse_args([*argv, "--distill-weight", "1.5"]), "resnet20_cifar")
+    submitted = build_parser().parse_args(
+        ["submit", "--arch", "resnet20_cifar", "--distill-weight", "0.9"]
+    )
+    assert build_spec(submitted).get("finetune") == {"distill_weight": 0.9}
