@@ -1,8 +1,9 @@
 """Which kernels onnxruntime's CPU provider runs for a network at given channel counts.
 
-It mirrors the choices onnxruntime (1.2x-1.3x) makes at optimization level ``all``: every
-convolution runs on the blocked NCHWc layout with its channels padded to the block (a
-dense one narrower than the block reads its input unblocked); ReLU, sigmoid, tanh,
+It mirrors the choices onnxruntime (1.2x-1.3x) makes at optimization level ``all``: a
+convolution runs on the blocked NCHWc layout with its channels padded to the block when
+its channels allow (:meth:`KernelPlanner.conv_is_blocked`; a dense one narrower than the
+block reads its input unblocked), else on the plain layout; ReLU, sigmoid, tanh,
 SiLU and same-shaped adds stay blocked when their inputs are; a residual add is fused
 into the convolution producing one of its inputs (and a ReLU after it too); poolings
 are blocked only when their channels are a multiple of the block; everything else
@@ -25,6 +26,11 @@ __all__ = ["Kernel", "KernelPlanner"]
 Kernel = tuple[LayerShape, tuple[int, ...]]
 """A kernel: its template (a :class:`LayerShape` with zero channels; zero groups for a
 depthwise convolution) and its channel coordinates (in, out) or (channels,)."""
+
+CHANNEL_ALIGNMENT = 4
+"""A dense convolution at least a block wide, or a depthwise one, runs blocked only when
+its input channels are a multiple of this (whatever the block: measured with blocks of 8
+and 16, onnxruntime 1.32); others run on the plain layout."""
 
 _BLOCKED_UNARY = frozenset({"Relu", "Sigmoid", "Tanh", "SiLU"})
 _ADD_ACTIVATIONS = frozenset({"Relu", "Sigmoid", "Tanh"})
@@ -119,13 +125,18 @@ class KernelPlanner:
         return _Run(self, channels, network or self.network).kernels()
 
     def conv_is_blocked(self, op: OpNode, cin: int, cout: int) -> bool:
-        """Return whether onnxruntime runs this convolution on the NCHWc layout."""
+        """Return whether onnxruntime runs this convolution on the NCHWc layout: a dense
+        one narrower than the block or with input channels a multiple of
+        :data:`CHANNEL_ALIGNMENT`, a depthwise one with such channels, a grouped one whose
+        groups' input and output channels are multiples of the block."""
         if self.block == 1:
             return False
-        if op.groups == 1 or op.depthwise:
-            return True
+        if op.groups == 1:
+            return cin < self.block or cin % CHANNEL_ALIGNMENT == 0
+        if op.depthwise:
+            return cin % CHANNEL_ALIGNMENT == 0
         g, b = op.groups, self.block
-        return cin % b == 0 and cout % b == 0 and (cout // g) % b == 0
+        return cin % g == 0 and cout % g == 0 and (cin // g) % b == 0 and (cout // g) % b == 0
 
     def variants(
         self, values: Sequence[set[int]], networks: Sequence[Network] = ()
@@ -205,8 +216,10 @@ class KernelPlanner:
                 fusions.append((after.function, True))
         if block == 1:
             blocked_in, blocked_out, plain_in, plain_out = set(), set(), cin, cout
-        elif op.groups == 1 or op.depthwise:
-            blocked_in, blocked_out, plain_in, plain_out = cin, cout, set(), set()
+        elif op.groups == 1 or op.depthwise:  # the input channels alone decide
+            blocked_in = {c for c in cin if self.conv_is_blocked(op, c, c)}
+            plain_in = cin - blocked_in
+            blocked_out, plain_out = (cout if blocked_in else set()), (cout if plain_in else set())
         else:
             pairs = {(c, d) for c in cin for d in cout if self.conv_is_blocked(op, c, d)}
             blocked_in, blocked_out = {c for c, _ in pairs}, {d for _, d in pairs}

@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
@@ -158,7 +159,8 @@ def test_measure_onnx_latency_gives_a_symbolic_batch_and_refuses_two_inputs() ->
 def test_layer_shapes_are_deduplicated_across_layers(
     resnet: tuple[nn.Module, PruningGraph],
 ) -> None:
-    shapes = LatencyTable.shapes_to_measure(*resnet)
+    # the block sets how many channel counts a grid axis holds: fix it, not the host's
+    shapes = LatencyTable.shapes_to_measure(*resnet, channel_block=16)
     keys = [s.key for s in shapes]
     assert len(keys) == len(set(keys))
     convs = [s for s in shapes if s.op == "conv"]
@@ -166,7 +168,7 @@ def test_layer_shapes_are_deduplicated_across_layers(
     # resnet20's 19 convolutions come in a handful of configurations, so the 3x3 grids
     # of identical blocks are measured once, not once per layer
     assert len(convs) < layers * 16 / 2
-    assert shapes == LatencyTable.shapes_to_measure(*resnet)
+    assert shapes == LatencyTable.shapes_to_measure(*resnet, channel_block=16)
 
 
 def test_build_times_every_shape_in_one_call_of_the_timer(
@@ -224,13 +226,46 @@ def onnxruntime_kernels(data: bytes) -> Counter[tuple[str, ...]]:
         if node.op_type in ("Flatten", "Reshape"):
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type == "Conv":
+        if node.op_type in ("Conv", "FusedConv"):  # FusedConv: a plain one with its activation
             residual = len(node.input) > 3 and bool(node.input[3])
             activation = attrs.get("activation", b"").decode()
             counts[("conv", activation, str(residual))] += 1
         else:
             counts[(kinds.get(node.op_type, node.op_type),)] += 1
     return counts
+
+
+class _TwoConvs(nn.Module):
+    """A convolution whose input has ``cin`` channels, made by a dense one before it."""
+
+    def __init__(self, cin: int, cout: int, groups: int) -> None:
+        super().__init__()
+        self.first = nn.Conv2d(8, cin, 1)
+        self.second = nn.Conv2d(cin, cout, 3, padding=1, groups=groups)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(cout, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.pool(self.second(self.first(x))), 1))
+
+
+@needs_nchwc
+@pytest.mark.parametrize(
+    ("cin", "cout", "groups"),
+    [(c, 32, 1) for c in (6, 10, 12, 18, 20)]  # dense: narrow, unaligned, aligned
+    + [(c, c, c) for c in (10, 12, 24)]  # depthwise
+    + [(c, 2 * c, 2) for c in (16, 24, 32)],  # grouped
+)
+def test_the_table_knows_which_convolutions_onnxruntime_blocks(
+    cin: int, cout: int, groups: int
+) -> None:
+    # onnxruntime blocks a convolution only where its channels suit NCHWc; elsewhere it
+    # runs a plain one (and reorders around it): the table must know which, on this CPU
+    shape = (8, 8, 8)
+    model = _TwoConvs(cin, cout, groups)
+    graph = build_pruning_graph(model, shape)
+    table = LatencyTable.build(model, graph, FakeTimer())
+    assert table_kernels(table, {}) == onnxruntime_kernels(onnx_model_bytes(model, shape))
 
 
 def table_kernels(table: LatencyTable, plan: dict[str, int]) -> Counter[tuple[str, ...]]:
