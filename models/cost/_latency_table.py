@@ -37,7 +37,7 @@ about 2 % of a measured convolution at the 90th percentile)."""
 _OVERHEAD = LayerShape("unary", 1, 1, function="Relu")  # one run of a trivial model
 _STREAM = LayerShape("linear", 8192, 8192)  # 256 MiB of weights: larger than any cache
 _MIB = 2**20 / 4  # float32 weights per MiB
-_FORMAT = 1
+_FORMAT = 2  # 2: plain templates for convolutions onnxruntime does not block
 
 _SHALLOW_CACHE = 512
 """Networks with blocks removed a table keeps (one per set of removed blocks a search
