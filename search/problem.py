@@ -231,7 +231,8 @@ def load_problem(
 
     Args:
         spec: the job.
-        weights: the trained model (path or bytes), or None for random initialization.
+        weights: the trained model (path or bytes), or None for random initialization
+            (seeded by ``search.seed``: every worker of a job builds the same model).
         dataset: overrides ``spec.dataset`` (the service passes an uploaded file here).
         data_root: where public data sets live.
         device: where to train and evaluate (``auto``, ``cpu``, ``cuda:N``, ``mps``; None
@@ -261,9 +262,11 @@ def load_problem(
     shape = shape or get_architecture(spec.arch).default_input_shape
     classes = spec.num_classes or (stored.num_classes if stored else None)
     data = _job_data(spec, dataset, data_root, shape, classes)
-    model, info = load_model(
-        spec.arch, weights, num_classes=classes or data.num_classes, input_shape=shape
-    )
+    with torch.random.fork_rng(devices=[]):  # without weights: the same model on every worker
+        torch.manual_seed(spec.search.seed)
+        model, info = load_model(
+            spec.arch, weights, num_classes=classes or data.num_classes, input_shape=shape
+        )
     logger.info("loaded %s and %s in %.1f s", spec.arch, data.name, time.perf_counter() - started)
     pretrained = weights is not None
     return problem_from_model(

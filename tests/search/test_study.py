@@ -113,6 +113,18 @@ def test_same_seed_same_search(trained_weights: bytes) -> None:
     assert [t.user_attrs["plan"] for t in other.trials] != [r[0] for r in runs[0]]
 
 
+def test_a_job_without_weights_builds_the_same_model_on_every_worker() -> None:
+    # random initialization follows the job's seed, not whatever the process drew before
+    first = load_problem(tiny_spec()).model.state_dict()
+    torch.rand(1000)  # another process, or another job, consumed the global generator
+    state = torch.random.get_rng_state()
+    second = load_problem(tiny_spec()).model.state_dict()
+    assert torch.equal(torch.random.get_rng_state(), state)  # and it is left as it was
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other = load_problem(tiny_spec(search={"seed": 1})).model.state_dict()
+    assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
 def test_first_trial_is_the_uniform_plan_at_the_budget(problem: PruningProblem) -> None:
     study = _search(problem, 1)
     first = study.trials[0]
