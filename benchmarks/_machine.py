@@ -14,14 +14,22 @@ __all__ = ["Interference", "machine", "machine_info"]
 
 
 def _cpu_model() -> str:
+    """Return the CPU's model name with its widest vector extension ("AMD EPYC (AVX2)"):
+    VMs of one name differ in it, and with it in CPU training's numerics and
+    onnxruntime's kernels (a baseline trained on one does not reproduce on the other)."""
+    name, flags = "", set()
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if line.startswith("model name") and not name:
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    name = name or platform.processor() or "unknown"
+    widest = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
+    return f"{name} ({widest})" if widest else name
 
 
 def machine_info() -> dict[str, Any]:
