@@ -17,7 +17,7 @@ def _cpu_model() -> str:
     """Return the CPU's model name with its widest vector extension ("AMD EPYC (AVX2)"):
     VMs of one name differ in it, and with it in CPU training's numerics and
     onnxruntime's kernels (a baseline trained on one does not reproduce on the other)."""
-    name, flags = "", set()
+    name, flags = "", set[str]()
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:

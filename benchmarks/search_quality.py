@@ -79,10 +79,14 @@ from search import (
 )
 from search.fidelity import compute_spent
 from search.space import SearchSpace
+from search.spec import FinetuneSettings
 
 logger = logging.getLogger("benchmarks.search_quality")
 
 ARCH = "resnet20_cifar"
+DISTILL_WEIGHT = float(FinetuneSettings.model_fields["distill_weight"].default)
+DISTILL_TEMPERATURE = float(FinetuneSettings.model_fields["distill_temperature"].default)
+"""The product's distillation loss (``--distill-weight``, ``--distill-temperature``)."""
 DATASET = "digits"
 INPUT_SHAPE = (3, 32, 32)
 SEARCH_METHODS = ("tpe", "gp", "random", "tpe_widths", "tpe_plain")
@@ -144,8 +148,8 @@ class Settings:
     arch: str = ARCH
     compute_epochs: float | None = None
     distill: bool | None = None
-    distill_weight: float = 0.5
-    distill_temperature: float = 4.0
+    distill_weight: float = DISTILL_WEIGHT
+    distill_temperature: float = DISTILL_TEMPERATURE
     device: str = "cpu"
 
     def distills(self, method: str) -> bool | None:
@@ -1074,13 +1078,15 @@ def _distill_sentence(distill: bool | None) -> str:
 def _distill_loss_sentence(settings: dict[str, Any]) -> str:
     """Return the distillation loss's weight and temperature in a report where they are
     not the product's defaults (``--distill-weight``, ``--distill-temperature``)."""
-    weight = settings.get("distill_weight", 0.5)
-    temperature = settings.get("distill_temperature", 4.0)
-    if (weight, temperature) == (0.5, 4.0) or settings.get("distill") is False:
+    weight = settings.get("distill_weight", DISTILL_WEIGHT)
+    temperature = settings.get("distill_temperature", DISTILL_TEMPERATURE)
+    if (weight, temperature) == (DISTILL_WEIGHT, DISTILL_TEMPERATURE) or settings.get(
+        "distill"
+    ) is False:
         return ""
     return (
         f"**Distillation loss: weight {weight:g}, temperature {temperature:g}** (the "
-        "product's defaults are 0.5 and 4). "
+        f"product's defaults are {DISTILL_WEIGHT:g} and {DISTILL_TEMPERATURE:g}). "
     )
 
 
@@ -1304,15 +1310,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--distill-weight",
         type=float,
-        default=0.5,
-        help="finetune.distill_weight of every method that distills (default 0.5, the product's)",
+        default=DISTILL_WEIGHT,
+        help="finetune.distill_weight of every method that distills (default: the product's, "
+        f"{DISTILL_WEIGHT:g})",
     )
     parser.add_argument(
         "--distill-temperature",
         type=float,
-        default=4.0,
-        help="finetune.distill_temperature of every method that distills (default 4, the "
-        "product's)",
+        default=DISTILL_TEMPERATURE,
+        help="finetune.distill_temperature of every method that distills (default: the "
+        f"product's, {DISTILL_TEMPERATURE:g})",
     )
     parser.add_argument(
         "--compute-epochs",
