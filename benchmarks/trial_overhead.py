@@ -437,7 +437,7 @@ def markdown(payload: dict[str, Any]) -> str:
     ]
     for r in results:
         lines.append(
-            f"| {r['arch']} | {r.get('job', 'latency')} | {r['steps_per_trial'] or 'rungs'} | "
+            f"| {r['arch']} | {r['job']} | {r['steps_per_trial'] or 'rungs'} | "
             f"{r['groups']} | "
             f"{r['macs'] / 1e6:.1f} M | {r['params'] / 1e6:.2f} M | "
             f"{r['train_samples']} / {r['val_samples']} | "
