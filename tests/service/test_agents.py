@@ -238,6 +238,9 @@ def test_a_job_whose_device_has_no_live_agent_waits_then_fails_clearly(
     assert failed["detail"] is None
 
 
+# The agent sets per-request timeouts, as it must on a real network; Starlette
+# warns that its in-process TestClient ignores them.
+@pytest.mark.filterwarnings("ignore:You should not use the 'timeout' argument")
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_prune_on_the_command_line_measures_on_a_registered_device(
     settings: Settings, tmp_path: Path, tiny_weights: bytes, capsys: pytest.CaptureFixture[str]
