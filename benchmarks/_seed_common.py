@@ -1,5 +1,5 @@
 """What the parts of ``seed_methods.py`` share: the data sets, and one trained baseline per
-data set and seed (trained with the real CLI by ``search_quality.ensure_baseline`` and
+data set and seed (trained with the real CLI by ``_quality_baselines.ensure_baseline`` and
 cached), in the order every part runs them."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search_quality import ensure_baseline, make_subset
+from _quality_baselines import ensure_baseline, make_subset
 
 __all__ = ["BASE_EPOCHS", "FASHION_ROOT", "QUICK_BASE_EPOCHS", "SHAPE", "Baseline", "baselines"]
 

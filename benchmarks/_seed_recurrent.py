@@ -39,9 +39,9 @@ from typing import Any
 
 import numpy as np
 from _machine import Interference, machine
+from _quality_baselines import ensure_baseline, make_subset
 from _seed_recurrent_budget import recurrent_sparse_cost, unit_widths, weight_sparsity
 from _seed_recurrent_report import markdown
-from search_quality import ensure_baseline, make_subset
 from torch import nn
 
 from models.cost import measure_latency
@@ -131,7 +131,7 @@ def quiet_window(path: Path, poll_s: float = 5.0) -> Iterator[None]:
 
 def fashion_sequences(root: str, train: int, test: int, cache_dir: Path) -> str:
     """Return ``npz:<path>`` of a class-balanced Fashion-MNIST subset as (N, 28, 28)
-    sequences (:func:`search_quality.make_subset`'s images without their channel axis:
+    sequences (:func:`_quality_baselines.make_subset`'s images without their channel axis:
     a sequence model's ``.npz`` holds (N, T, F))."""
     images = Path(
         make_subset("fashion_mnist", (1, 28, 28), root, train, test, cache_dir).removeprefix("npz:")

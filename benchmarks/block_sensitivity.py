@@ -35,12 +35,8 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import Interference, machine  # noqa: E402
-from search_quality import (  # noqa: E402
-    Settings,
-    add_resnet56_arguments,
-    baseline_of,
-    subset_of,
-)
+from _quality_baselines import add_resnet56_arguments, baseline_of, subset_of  # noqa: E402
+from _quality_settings import Settings  # noqa: E402
 
 from models.prune import block_containers, removal_order, spread_removal  # noqa: E402
 from models.train import evaluate, recalibrate_batchnorm  # noqa: E402

@@ -45,8 +45,9 @@ from typing import Any
 import optuna
 import torch
 from _machine import Interference, machine
+from _quality_baselines import ensure_baseline
+from _quality_settings import ARCH, DATASET, INPUT_SHAPE
 from scipy.stats import spearmanr
-from search_quality import ARCH, DATASET, INPUT_SHAPE, ensure_baseline
 from torch import nn
 
 from models.train import TrainProgress, evaluate, fine_tune, recalibrate_batchnorm

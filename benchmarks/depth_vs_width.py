@@ -33,14 +33,9 @@ from typing import Any
 
 import torch
 from _machine import machine
-from search_quality import (
-    Settings,
-    add_resnet56_arguments,
-    baseline_of,
-    same_baseline,
-    subset_of,
-    write_report,
-)
+from _quality_baselines import add_resnet56_arguments, baseline_of, same_baseline, subset_of
+from _quality_report import write_report
+from _quality_settings import Settings
 from torch import nn
 
 from models.cost import measure_cost

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import optuna
 from _machine import Interference, machine
-from search_quality import ensure_baseline
+from _quality_baselines import ensure_baseline
 
 from models.data import load_dataset
 from models.prune import Plan

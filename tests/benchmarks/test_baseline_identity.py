@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from search_quality import same_baseline, tensors_sha256  # noqa: E402
+from _quality_baselines import same_baseline, tensors_sha256  # noqa: E402
 
 _SAVE = """
 import sys, numpy as np

@@ -9,7 +9,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from search_quality import top_rung_vs_final  # noqa: E402
+from _quality_analysis import top_rung_vs_final  # noqa: E402
 
 
 def _one_shot(method: str, seed: int, test: float) -> dict[str, Any]:

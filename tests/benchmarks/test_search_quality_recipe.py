@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from search_quality import Settings  # noqa: E402
+from _quality_settings import Settings  # noqa: E402
 
 
 def _settings(distill: bool | None = None) -> Settings:
