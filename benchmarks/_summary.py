@@ -161,19 +161,27 @@ def _recipe(row: dict[str, Any]) -> str:
 
 def update_summary(path: Path, payload: dict[str, Any]) -> Path:
     """Merge one report's rows into the summary file at ``path`` (a row of the same data
-    set, model, budget, method and training recipe (``distill``, see
-    :func:`distillation`) is replaced); return the path."""
+    set, model, budget, method, compute and training recipe (``distill``, see
+    :func:`distillation`) is replaced; runs at another ``compute_epochs`` are another
+    configuration and keep their rows); return the path."""
     rows = json.loads(path.read_text()) if path.exists() else []
     new = summary_rows(payload)
 
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
-        return (r["dataset"], r["arch"], r["budget"], r["method"], _recipe(r))
+        return (r["dataset"], r["arch"], r["budget"], r["method"], r["compute_epochs"], _recipe(r))
 
     keys = {key(r) for r in new}
     kept = [r | {"distill": _recipe(r)} for r in rows if key(r) not in keys]
     merged = sorted(
         kept + new,
-        key=lambda r: (r["dataset"], r["arch"], r["distill"], -r["budget"], r["method"]),
+        key=lambda r: (
+            r["dataset"],
+            r["arch"],
+            -(r["compute_epochs"] or 0.0),
+            r["distill"],
+            -r["budget"],
+            r["method"],
+        ),
     )
     path.write_text(json.dumps(merged, indent=1) + "\n")
     return path

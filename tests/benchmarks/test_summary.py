@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from _summary import goal_verdict, summary_rows  # noqa: E402
+from _summary import goal_verdict, summary_rows, update_summary  # noqa: E402
 
 
 def _payload(accuracies: dict[str, list[float]], unpruned: list[float]) -> dict[str, Any]:
@@ -144,3 +145,22 @@ def test_the_distilled_uniform_ablation_is_never_the_baseline_to_beat() -> None:
     assert _row(summary_rows(payload), "tpe")["distill"] == "all"
     payload["settings"]["distill"] = False
     assert _row(summary_rows(payload), "tpe")["distill"] == "none"
+
+
+def test_a_report_at_other_compute_keeps_the_rows_it_does_not_rerun(tmp_path: Path) -> None:
+    path = tmp_path / "summary.json"
+    ten = _payload({"tpe": [0.86, 0.85], "uniform": [0.85, 0.84]}, unpruned=[0.87, 0.87])
+    ten["settings"]["compute_epochs"] = 10.0
+    update_summary(path, ten)
+    twenty = _payload({"tpe": [0.89, 0.88], "uniform": [0.88, 0.87]}, unpruned=[0.89, 0.89])
+    update_summary(path, twenty)
+    twenty["runs"] = [r | {"test_accuracy": 0.9} for r in twenty["runs"]]
+    update_summary(path, twenty)  # a rerun at 20 epochs replaces its own rows only
+    rows = json.loads(path.read_text())
+    by_compute = sorted((r["compute_epochs"], r["method"], r["test_accuracy_mean"]) for r in rows)
+    assert by_compute == [
+        (10.0, "tpe", pytest.approx(0.855)),
+        (10.0, "uniform", pytest.approx(0.845)),
+        (20.0, "tpe", pytest.approx(0.9)),
+        (20.0, "uniform", pytest.approx(0.9)),
+    ]
