@@ -26,13 +26,11 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f}"
 
 
-def _gain(paired: dict[str, Any]) -> str:
-    if not paired["pairs"]:
+def _gain(diff: dict[str, Any]) -> str:
+    """Render a :func:`_quality_analysis.paired` difference in points, with wins/losses."""
+    if not diff["pairs"]:
         return "—"
-    return (
-        f"{100 * paired['mean']:+.2f} ± {100 * paired['std']:.2f} "
-        f"({paired['wins']}/{paired['losses']})"
-    )
+    return f"{100 * diff['mean']:+.2f} ± {100 * diff['std']:.2f} ({diff['wins']}/{diff['losses']})"
 
 
 def _results_table(payload: dict[str, Any]) -> list[str]:
