@@ -58,6 +58,18 @@ def test_one_seed_short_of_the_margin_fails_the_goal() -> None:
     tpe = _row(rows, "tpe")
     assert tpe["wins"] == 2  # both seeds win, but seed 1 by 0.5 points only
     assert tpe["goal_met"] is False
+    assert tpe["goal_met_on_mean"] is False  # the mean lead, 0.85, is short of 1.0 too
+
+
+def test_on_the_mean_a_short_seed_passes_but_a_lost_one_does_not() -> None:
+    """The two readings of the goal: every seed above the margin (strict), or the mean
+    above it with every seed a win (on the mean)."""
+    short = goal_verdict([1.8, 0.4], best_baseline=[0.86, 0.86], unpruned=[0.90, 0.90])
+    assert short["goal_margin_points"] == pytest.approx(1.0)
+    assert short["goal_met"] is False  # seed 1 leads by 0.4 only
+    assert short["goal_met_on_mean"] is True  # mean lead 1.1, both seeds won
+    lost = goal_verdict([2.5, -0.1], best_baseline=[0.86, 0.86], unpruned=[0.90, 0.90])
+    assert lost["goal_met_on_mean"] is False  # mean lead 1.2, but seed 1 lost
 
 
 def test_half_the_gap_is_the_margin_when_smaller() -> None:
