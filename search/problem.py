@@ -25,6 +25,7 @@ from models.device import describe_device, resolve_device
 from models.errors import ModelsError, WeightsError
 from models.io import (
     CheckpointInfo,
+    OnnxTemplate,
     check_against_onnxruntime,
     import_onnx,
     load_model,
@@ -203,9 +204,30 @@ class PruningProblem:
         """(C, H, W) of one input, or (T, F) for a sequence model."""
         return self.info.input_shape
 
+    @cached_property
+    def onnx_template(self) -> OnnxTemplate | None:
+        """The unpruned model's ONNX graph, which candidates' latency measurements fill
+        with their own tensors instead of exporting each candidate afresh (see
+        :class:`models.io.OnnxTemplate`; it checks every graph it makes). Made on the
+        first call; None where latency is not timed with onnxruntime or the model's
+        export has no reusable graph."""
+        if self.spec.latency.backend != "onnxruntime":
+            return None
+        started = time.perf_counter()
+        template = OnnxTemplate.of(self.model, self.input_shape)
+        logger.debug(
+            "ONNX template for candidates' latency: %s in %.2f s",
+            "made" if template else "none",
+            time.perf_counter() - started,
+        )
+        return template
+
     def measure_latency(self, model: nn.Module, onnx_bytes: bytes | None = None) -> Latency:
         """Return the latency of ``model`` measured end to end by :attr:`latency_meter`
-        (``onnx_bytes``: its ONNX export, if made already)."""
+        (``onnx_bytes``: its ONNX export, if made already; else the
+        :attr:`onnx_template` filled with its tensors where that fits, else an export)."""
+        if onnx_bytes is None and model is not self.model and self.onnx_template is not None:
+            onnx_bytes = self.onnx_template.bytes_for(model)
         return self.latency_meter.measure(model, onnx_bytes)
 
 

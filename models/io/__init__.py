@@ -6,7 +6,9 @@ is ever unpickled. Out: :func:`save_pruned` writes safetensors whose metadata (a
 num_classes, input_shape, plan) lets :func:`load_pruned` rebuild the exact structure
 (the state_dict's per-module versions travel with it, as some modules need them to
 load), and :func:`export_model` writes ONNX (dynamic batch), torch.export ``.pt2`` or
-TorchScript, each checked against torch's outputs.
+TorchScript, each checked against torch's outputs. For latency, :class:`OnnxTemplate`
+turns a channel-pruned copy of a model into ONNX without exporting it again: the
+model's graph, exported once, with the copy's tensors (checked in onnxruntime).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from models.io._onnx_import import (
     import_onnx,
     unfold_batchnorm,
 )
+from models.io._onnx_template import OnnxTemplate
 from models.io._weights import (
     StateDict,
     WeightsSource,
@@ -55,6 +58,7 @@ __all__ = [
     "CheckpointInfo",
     "OnnxImport",
     "OnnxNet",
+    "OnnxTemplate",
     "SUPPORTED_OPS",
     "StateDict",
     "WeightsSource",

@@ -16,6 +16,7 @@ from torch import nn
 import search.latency_table
 from models.cost import Latency, measure_cost, measure_latency, measure_onnx_latency
 from models.io import onnx_model_bytes
+from models.prune import uniform_plan
 from search import (
     LatencyMeter,
     LatencySettings,
@@ -29,6 +30,7 @@ from search import (
 )
 from search.errors import SpecError
 from search.latency_table import confirm_delivered
+from search.problem import build_candidate
 from tests.search.conftest import tiny_spec
 
 
@@ -251,3 +253,34 @@ def test_a_delivery_the_table_underestimated_is_narrowed_until_it_measures_withi
     assert not any("over budget.latency_ms" in w for w in conclusion.warnings)
     chosen = next(t for t in trials if t.number == best["trial"])
     assert best["plan"] != chosen.user_attrs["plan"]  # narrower than the trial it came from
+
+
+def test_candidates_are_timed_on_the_template_graph_not_a_fresh_export(
+    trained_weights: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exporting every candidate costs more than timing it; the unpruned model's graph
+    filled with the candidate's tensors is checked and timed instead."""
+    import models.io
+
+    exports: list[nn.Module] = []
+    export = models.io.onnx_model_bytes
+
+    def counted(model: nn.Module, input_shape: Sequence[int], **kwargs: Any) -> bytes:
+        exports.append(model)
+        return export(model, input_shape, **kwargs)
+
+    monkeypatch.setattr(models.io, "onnx_model_bytes", counted)
+    problem = load_problem(tiny_spec(), weights=trained_weights)
+    plan = uniform_plan(problem.graph, 0.5)
+    candidate = build_candidate(problem, plan)
+    latency = problem.measure_latency(candidate)
+    assert latency.median_ms > 0 and latency.device == "local"
+    assert exports == []
+    assert problem.onnx_template is not None and problem.onnx_template.usable
+    problem.measure_latency(problem.model)  # the unpruned model itself: exported as ever
+    assert exports == [problem.model]
+
+
+def test_without_onnxruntime_no_template_is_made(trained_weights: bytes) -> None:
+    problem = load_problem(tiny_spec(latency={"backend": "torch"}), weights=trained_weights)
+    assert problem.onnx_template is None

@@ -1,0 +1,181 @@
+"""ONNX for latency without running the exporter: one model's graph, another's weights.
+
+A search that measures every candidate's latency with onnxruntime would export each one
+to ONNX first, and the TorchScript exporter traces and rewrites the whole graph every
+time (about 70 ms for a pruned resnet20 on one core, more than the timed runs). A
+candidate pruned by channels has the unpruned model's graph, only with narrower tensors,
+so :class:`OnnxTemplate` exports the model once and then serializes each candidate as
+that graph with the candidate's own tensors in place of the initializers (about 2 ms).
+
+The template is exported with BatchNormalization left as it is (``TrainingMode.PRESERVE``
+on a model in eval mode, no constant folding), so that every initializer is a tensor of
+the model's ``state_dict`` under the same name; the exporter's own Conv+BN folding would
+have produced new, unnamed tensors. onnxruntime folds them again when it loads the graph
+(``ORT_ENABLE_ALL``, as latency is measured), so the timed graph is the same. The
+template is exported from a copy whose tensors are distinct random values, so that the
+exporter's de-duplication of equal initializers cannot merge two of them.
+
+Nothing is trusted by construction: :meth:`OnnxTemplate.bytes_for` runs each graph it
+makes once in onnxruntime and compares the logits with the candidate's own in torch. A
+model the graph does not fit (a removed block, a layer the candidate lacks, a shape the
+exporter baked into a constant) gets None, and the caller exports it the usual way; a
+template that produced a wrong graph once is not used again.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from models.io._export import (
+    _DEFAULT_ATOL,
+    _TRACE_BATCH,
+    BATCH_DIM,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    _eval_mode,
+    _example,
+    _stdout_discarded,
+)
+
+__all__ = ["OnnxTemplate"]
+
+logger = logging.getLogger(__name__)
+
+_TEMPLATE_SEED = 0
+_CHECK_BATCH = 1
+
+
+class OnnxTemplate:
+    """One model's ONNX graph, reusable for every model with the same structure.
+
+    Build it with :meth:`of`; :meth:`bytes_for` returns a checked ONNX export of a
+    candidate, or None where the template does not fit it. Not thread-safe (a latency
+    meter is called from one thread at a time).
+    """
+
+    def __init__(self, proto: onnx.ModelProto, input_shape: Sequence[int]) -> None:
+        self._proto = proto
+        self._names = [init.name for init in proto.graph.initializer]
+        self._dtypes = {init.name: init.data_type for init in proto.graph.initializer}
+        self._input_shape = tuple(input_shape)
+        self.usable = True
+        """False once the template produced a graph that did not match its model."""
+
+    @classmethod
+    def of(cls, model: nn.Module, input_shape: Sequence[int]) -> OnnxTemplate | None:
+        """Return the template of ``model``'s graph, or None where one cannot be made
+        (the exporter fails, or an initializer is not a tensor of the ``state_dict``,
+        e.g. a constant the exporter folded)."""
+        stand_in = _distinct_copy(model)
+        try:
+            proto = onnx.load_from_string(_export_unfolded(stand_in, input_shape))
+        except Exception as exc:  # the exporter raises many unrelated types
+            logger.debug("no ONNX template: the export failed (%s)", exc)
+            return None
+        state = stand_in.state_dict()
+        foreign = [init.name for init in proto.graph.initializer if init.name not in state]
+        if foreign:
+            logger.debug("no ONNX template: initializers %s are not model tensors", foreign[:3])
+            return None
+        return cls(proto, input_shape)
+
+    def bytes_for(self, model: nn.Module) -> bytes | None:
+        """Return ``model`` as ONNX (input ``"input"``, output ``"logits"``, dynamic batch),
+        checked against torch on a seeded input; None where the template does not fit
+        it (then export it with :func:`models.io.onnx_model_bytes`)."""
+        if not self.usable:
+            return None
+        state = model.state_dict()
+        tensors = []
+        for name in self._names:
+            tensor = state.get(name)
+            if tensor is None or tensor.device.type != "cpu":
+                return None
+            array = tensor.detach().numpy()
+            tensors.append(numpy_helper.from_array(array, name))
+            if tensors[-1].data_type != self._dtypes[name]:
+                return None
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self._proto)
+        del proto.graph.initializer[:]
+        proto.graph.initializer.extend(tensors)
+        data = proto.SerializeToString()
+        if not self._matches(model, data):
+            logger.warning(
+                "the ONNX template did not reproduce a candidate's outputs; candidates are "
+                "exported one by one from now on"
+            )
+            self.usable = False
+            return None
+        return data
+
+    def _matches(self, model: nn.Module, data: bytes) -> bool:
+        """Return whether the graph ``data`` computes ``model``'s logits."""
+        x = _example(self._input_shape, _CHECK_BATCH)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+            (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+        except Exception as exc:  # onnxruntime's own exception types
+            logger.debug("the ONNX template does not fit the model: %s", exc)
+            return False
+        with _eval_mode(model), torch.inference_mode():
+            reference = model(x).numpy()
+        out = np.asarray(out)
+        if out.shape != reference.shape:
+            return False
+        scale = max(1.0, float(np.abs(reference).max()))  # as the exports are checked
+        return bool(np.allclose(out, reference, rtol=0.0, atol=_DEFAULT_ATOL * scale))
+
+
+def _distinct_copy(model: nn.Module) -> nn.Module:
+    """Return a CPU copy of ``model`` with every floating tensor random and positive
+    (distinct, so the exporter merges none; positive, so BatchNorm variances are valid)."""
+    stand_in = copy.deepcopy(model).cpu()
+    generator = torch.Generator().manual_seed(_TEMPLATE_SEED)
+    with torch.no_grad():
+        for tensor in stand_in.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+    return stand_in
+
+
+def _export_unfolded(model: nn.Module, input_shape: Sequence[int]) -> bytes:
+    """Return the TorchScript exporter's ONNX of ``model`` with BatchNorm not folded into
+    the convolutions and no constant folding: every initializer a ``state_dict`` tensor."""
+    buffer = io.BytesIO()
+    x = _example(input_shape, _TRACE_BATCH)
+    with (
+        _eval_mode(model),
+        warnings.catch_warnings(),
+        torch.no_grad(),
+        _stdout_discarded(),
+    ):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (x,),
+            buffer,  # type: ignore[arg-type]  # the TorchScript exporter accepts a buffer
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
+            training=torch.onnx.TrainingMode.PRESERVE,
+            do_constant_folding=False,
+            dynamo=False,
+        )
+    return buffer.getvalue()

@@ -1,0 +1,125 @@
+"""The ONNX template: a candidate's latency graph made from the unpruned model's export
+with the candidate's tensors, checked, and refused wherever it does not fit."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from models.io import OnnxTemplate, onnx_model_bytes
+from models.prune import apply_plan, build_pruning_graph, remove_blocks, uniform_plan
+from models.zoo import build_model
+
+SHAPE = (3, 16, 16)
+
+
+def _logits(data: bytes, x: torch.Tensor) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    (out,) = session.run(["logits"], {"input": x.numpy()})
+    return np.asarray(out)
+
+
+@pytest.fixture(scope="module")
+def resnet() -> nn.Module:
+    torch.manual_seed(0)
+    model = build_model("resnet20_cifar", num_classes=10, input_shape=SHAPE)
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def test_a_pruned_candidate_gets_the_graph_its_own_export_would_compute(resnet: nn.Module) -> None:
+    graph = build_pruning_graph(resnet, SHAPE, round_to=4)
+    candidate = apply_plan(resnet, uniform_plan(graph, 0.5), input_shape=SHAPE, graph=graph)
+    template = OnnxTemplate.of(resnet, SHAPE)
+    assert template is not None
+    data = template.bytes_for(candidate)
+    assert data is not None
+    x = torch.randn(3, *SHAPE)  # a batch of 3: the batch dimension stays dynamic
+    exported = _logits(onnx_model_bytes(candidate, SHAPE), x)
+    np.testing.assert_allclose(_logits(data, x), exported, rtol=1e-4, atol=1e-4)
+    with torch.inference_mode():
+        np.testing.assert_allclose(_logits(data, x), candidate(x).numpy(), rtol=1e-4, atol=1e-4)
+    # the candidate's narrower tensors, under the names of its state_dict
+    shapes = {t.name: tuple(t.dims) for t in onnx.load_from_string(data).graph.initializer}
+    state = candidate.state_dict()
+    assert shapes["layer1.0.conv1.weight"] == tuple(state["layer1.0.conv1.weight"].shape)
+    assert shapes["layer1.0.conv1.weight"] != tuple(
+        resnet.state_dict()["layer1.0.conv1.weight"].shape
+    )
+
+
+def test_a_candidate_without_some_of_the_graphs_layers_is_exported_instead(
+    resnet: nn.Module,
+) -> None:
+    graph = build_pruning_graph(resnet, SHAPE, round_to=4)
+    shallower = remove_blocks(resnet, graph.blocks[:1])
+    template = OnnxTemplate.of(resnet, SHAPE)
+    assert template is not None
+    assert template.bytes_for(shallower) is None
+    assert template.usable  # a model it does not fit says nothing against the template
+    assert template.bytes_for(resnet) is not None
+
+
+class _FlattenedByView(nn.Module):
+    """A net whose forward bakes its width into a reshape: the exporter writes the
+    number into the graph, so the graph fits this width only."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.width = width
+        self.conv = nn.Conv2d(3, width, 3, padding=1)
+        self.fc = nn.Linear(width * 16 * 16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).reshape(-1, self.width * 16 * 16))
+
+
+def test_a_graph_that_computes_something_else_is_refused_and_not_used_again() -> None:
+    template = OnnxTemplate.of(_FlattenedByView(8).eval(), SHAPE)
+    assert template is not None  # every initializer is a model tensor
+    assert template.bytes_for(_FlattenedByView(4).eval()) is None  # the baked 8 * 16 * 16
+    assert not template.usable
+    assert template.bytes_for(_FlattenedByView(8).eval()) is None  # no longer trusted
+
+
+def _optimized_ops(data: bytes, folder: Path) -> Counter[str]:
+    """Return the op types of the graph onnxruntime runs for ``data`` (all
+    optimizations, as latency is measured)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(folder / "optimized.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    return Counter(node.op_type for node in onnx.load(folder / "optimized.onnx").graph.node)
+
+
+def test_onnxruntime_runs_the_same_graph_as_for_the_exporters_own(
+    resnet: nn.Module, tmp_path: Path
+) -> None:
+    """The template keeps BatchNorm apart (the exporter folds it into the convolutions);
+    onnxruntime folds it when it loads the graph, so what is timed is the same."""
+    graph = build_pruning_graph(resnet, SHAPE, round_to=4)
+    candidate = apply_plan(resnet, uniform_plan(graph, 0.5), input_shape=SHAPE, graph=graph)
+    template = OnnxTemplate.of(resnet, SHAPE)
+    assert template is not None
+    data = template.bytes_for(candidate)
+    assert data is not None
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    ours = _optimized_ops(data, tmp_path / "a")
+    assert "BatchNormalization" not in ours
+    assert ours == _optimized_ops(onnx_model_bytes(candidate, SHAPE), tmp_path / "b")
