@@ -6,6 +6,10 @@ time (about 70 ms for a pruned resnet20 on one core, more than the timed runs). 
 candidate pruned by channels has the unpruned model's graph, only with narrower tensors,
 so :class:`OnnxTemplate` exports the model once and then serializes each candidate as
 that graph with the candidate's own tensors in place of the initializers (about 2 ms).
+A candidate whose blocks were removed whole (``nn.Identity`` in their place, see
+:func:`models.prune.remove_blocks`) gets the graph without those blocks' nodes: the
+exporter names every node after the module it came from (``/layer1/layer1.2/...``), and
+the block's one input goes where its one output went.
 
 The template is exported with BatchNormalization left as it is (``TrainingMode.PRESERVE``
 on a model in eval mode, no constant folding), so that every initializer is a tensor of
@@ -97,19 +101,26 @@ class OnnxTemplate:
         if not self.usable:
             return None
         state = model.state_dict()
-        tensors = []
-        for name in self._names:
-            tensor = state.get(name)
-            if tensor is None or tensor.device.type != "cpu":
-                return None
-            array = tensor.detach().numpy()
-            tensors.append(numpy_helper.from_array(array, name))
-            if tensors[-1].data_type != self._dtypes[name]:
-                return None
+        removed = _removed_blocks(model, [name for name in self._names if name not in state])
+        if removed is None:
+            return None
         proto = onnx.ModelProto()
         proto.CopyFrom(self._proto)
         del proto.graph.initializer[:]
-        proto.graph.initializer.extend(tensors)
+        tensors = set(self._names)
+        if not all(_bypass(proto.graph, block, tensors) for block in removed):
+            return None
+        read = {name for node in proto.graph.node for name in node.input}
+        for name in self._names:
+            if name not in read:
+                continue  # a removed block's
+            tensor = state.get(name)
+            if tensor is None or tensor.device.type != "cpu":
+                return None
+            initializer = numpy_helper.from_array(tensor.detach().numpy(), name)
+            if initializer.data_type != self._dtypes[name]:
+                return None
+            proto.graph.initializer.append(initializer)
         data = proto.SerializeToString()
         if not self._matches(model, data):
             logger.warning(
@@ -141,6 +152,65 @@ class OnnxTemplate:
             return False
         scale = max(1.0, float(np.abs(reference).max()))  # as the exports are checked
         return bool(np.allclose(out, reference, rtol=0.0, atol=_DEFAULT_ATOL * scale))
+
+
+def _removed_blocks(model: nn.Module, missing: Sequence[str]) -> set[str] | None:
+    """Return the module paths ``model`` has replaced by ``nn.Identity`` that account
+    for the tensors it lacks (``missing``), or None where one is not so accounted for."""
+    blocks: set[str] = set()
+    for name in missing:
+        parts = name.split(".")[:-1]
+        for end in range(1, len(parts) + 1):
+            path = ".".join(parts[:end])
+            try:
+                module = model.get_submodule(path)
+            except AttributeError:
+                return None
+            if isinstance(module, nn.Identity):
+                blocks.add(path)
+                break
+        else:
+            return None
+    return blocks
+
+
+def _bypass(graph: onnx.GraphProto, block: str, tensors: set[str]) -> bool:
+    """Remove the nodes the exporter made for module ``block`` (named under its scope,
+    ``/a/a.b/`` for ``a.b``) and give their one input to whatever read their one output.
+
+    ``tensors`` are the model's tensors (initializers). Returns False, leaving the graph
+    unchanged, where the block is not such a section of the graph (no nodes, several
+    inputs or outputs, or the model's output itself).
+    """
+    parts = block.split(".")
+    scope = "/" + "/".join(".".join(parts[: i + 1]) for i in range(len(parts))) + "/"
+    inside = [node for node in graph.node if node.name.startswith(scope)]
+    made = {name for node in inside for name in node.output}
+    entering = {
+        name
+        for node in inside
+        for name in node.input
+        if name and name not in made and name not in tensors
+    }
+    leaving = {
+        name
+        for node in graph.node
+        if not node.name.startswith(scope)
+        for name in node.input
+        if name in made
+    }
+    if not inside or len(entering) != 1 or len(leaving) != 1:
+        return False
+    if made & {output.name for output in graph.output}:
+        return False
+    (source,), (target,) = entering, leaving
+    for node in inside:
+        graph.node.remove(node)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == target:
+                node.input[i] = source
+    return True
 
 
 def _distinct_copy(model: nn.Module) -> nn.Module:

@@ -3,6 +3,7 @@ with the candidate's tensors, checked, and refused wherever it does not fit."""
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from pathlib import Path
 
@@ -62,14 +63,32 @@ def test_a_pruned_candidate_gets_the_graph_its_own_export_would_compute(resnet: 
     )
 
 
-def test_a_candidate_without_some_of_the_graphs_layers_is_exported_instead(
-    resnet: nn.Module,
-) -> None:
+def test_a_candidate_without_some_blocks_gets_the_graph_without_them(resnet: nn.Module) -> None:
     graph = build_pruning_graph(resnet, SHAPE, round_to=4)
-    shallower = remove_blocks(resnet, graph.blocks[:1])
+    narrower = apply_plan(resnet, uniform_plan(graph, 0.25), input_shape=SHAPE, graph=graph)
+    shallower = remove_blocks(narrower, [graph.blocks[0], graph.blocks[-1]])
     template = OnnxTemplate.of(resnet, SHAPE)
     assert template is not None
-    assert template.bytes_for(shallower) is None
+    data = template.bytes_for(shallower)
+    assert data is not None
+    x = torch.randn(3, *SHAPE)
+    exported = onnx_model_bytes(shallower, SHAPE)
+    np.testing.assert_allclose(_logits(data, x), _logits(exported, x), rtol=1e-4, atol=1e-4)
+    convs = sum(node.op_type == "Conv" for node in onnx.load_from_string(data).graph.node)
+    full = sum(node.op_type == "Conv" for node in onnx.load_from_string(exported).graph.node)
+    assert convs == full  # the exporter's own graph of the shallower model has as many
+    assert convs == sum(isinstance(m, nn.Conv2d) for m in resnet.modules()) - 4
+    names = {t.name for t in onnx.load_from_string(data).graph.initializer}
+    assert not any(name.startswith(f"{graph.blocks[0]}.") for name in names)
+
+
+def test_a_candidate_missing_layers_some_other_way_is_exported_instead(resnet: nn.Module) -> None:
+    graph = build_pruning_graph(resnet, SHAPE, round_to=4)
+    changed = copy.deepcopy(resnet)
+    changed.set_submodule(graph.blocks[0], nn.Sequential())  # passes x on, but not Identity
+    template = OnnxTemplate.of(resnet, SHAPE)
+    assert template is not None
+    assert template.bytes_for(changed) is None
     assert template.usable  # a model it does not fit says nothing against the template
     assert template.bytes_for(resnet) is not None
 
