@@ -462,7 +462,10 @@ def markdown(payload: dict[str, Any]) -> str:
             for r in shortest
         )
         + ".",
-        "* **latency** exports the candidate to ONNX (most of the stage), opens an "
+        "* **latency** makes the candidate's ONNX graph (the unpruned model's graph, "
+        "exported once per job, filled with the candidate's tensors and checked against "
+        "torch on one input: `models.io.OnnxTemplate`; the first trial pays for the "
+        "export), opens an "
         f"onnxruntime session and runs it {payload['latency_runs']} times, in every trial "
         "of a job that measures latency (a rung's continuation carries its origin's).",
         "* **sample**, **unattributed**, **storage**, **ask** are mostly SQLite commits: "
