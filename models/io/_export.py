@@ -17,6 +17,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -160,8 +161,19 @@ def _stdout_discarded() -> Iterator[None]:
         os.close(saved)
 
 
-def _onnx_legacy(model: nn.Module, x: torch.Tensor, opset: int | None) -> bytes:
+def _onnx_legacy(
+    model: nn.Module, x: torch.Tensor, opset: int | None, *, unfolded: bool = False
+) -> bytes:
+    """Return the TorchScript exporter's ONNX of ``model`` traced on ``x``; ``unfolded``:
+    BatchNorm not folded into the convolutions and no constant folding, so that every
+    initializer is a ``state_dict`` tensor under its own name (for
+    :class:`models.io.OnnxTemplate`)."""
     buffer = io.BytesIO()
+    folding: dict[str, Any] = (
+        {"training": torch.onnx.TrainingMode.PRESERVE, "do_constant_folding": False}
+        if unfolded
+        else {}
+    )
     with warnings.catch_warnings(), torch.no_grad(), _stdout_discarded():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -173,6 +185,7 @@ def _onnx_legacy(model: nn.Module, x: torch.Tensor, opset: int | None) -> bytes:
             dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
             opset_version=opset,
             dynamo=False,
+            **folding,
         )
     return buffer.getvalue()
 

@@ -29,9 +29,7 @@ template that produced a wrong graph once is not used again.
 from __future__ import annotations
 
 import copy
-import io
 import logging
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -44,12 +42,11 @@ from torch import nn
 from models.io._export import (
     _DEFAULT_ATOL,
     _TRACE_BATCH,
-    BATCH_DIM,
     INPUT_NAME,
     OUTPUT_NAME,
     _eval_mode,
     _example,
-    _stdout_discarded,
+    _onnx_legacy,
 )
 
 __all__ = ["OnnxTemplate"]
@@ -226,26 +223,6 @@ def _distinct_copy(model: nn.Module) -> nn.Module:
 
 
 def _export_unfolded(model: nn.Module, input_shape: Sequence[int]) -> bytes:
-    """Return the TorchScript exporter's ONNX of ``model`` with BatchNorm not folded into
-    the convolutions and no constant folding: every initializer a ``state_dict`` tensor."""
-    buffer = io.BytesIO()
-    x = _example(input_shape, _TRACE_BATCH)
-    with (
-        _eval_mode(model),
-        warnings.catch_warnings(),
-        torch.no_grad(),
-        _stdout_discarded(),
-    ):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (x,),
-            buffer,  # type: ignore[arg-type]  # the TorchScript exporter accepts a buffer
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
-            training=torch.onnx.TrainingMode.PRESERVE,
-            do_constant_folding=False,
-            dynamo=False,
-        )
-    return buffer.getvalue()
+    """Return the ONNX of ``model`` with every initializer a ``state_dict`` tensor."""
+    with _eval_mode(model):
+        return _onnx_legacy(model, _example(input_shape, _TRACE_BATCH), None, unfolded=True)

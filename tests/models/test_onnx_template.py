@@ -42,13 +42,20 @@ def resnet() -> nn.Module:
     return model.eval()
 
 
-def test_a_pruned_candidate_gets_the_graph_its_own_export_would_compute(resnet: nn.Module) -> None:
-    graph = build_pruning_graph(resnet, SHAPE, round_to=4)
-    candidate = apply_plan(resnet, uniform_plan(graph, 0.5), input_shape=SHAPE, graph=graph)
-    template = OnnxTemplate.of(resnet, SHAPE)
+def _half_width(model: nn.Module) -> tuple[nn.Module, bytes]:
+    """Return ``model`` with half of every group's channels, and its graph from the
+    template of ``model``."""
+    graph = build_pruning_graph(model, SHAPE, round_to=4)
+    candidate = apply_plan(model, uniform_plan(graph, 0.5), input_shape=SHAPE, graph=graph)
+    template = OnnxTemplate.of(model, SHAPE)
     assert template is not None
     data = template.bytes_for(candidate)
     assert data is not None
+    return candidate, data
+
+
+def test_a_pruned_candidate_gets_the_graph_its_own_export_would_compute(resnet: nn.Module) -> None:
+    candidate, data = _half_width(resnet)
     x = torch.randn(3, *SHAPE)  # a batch of 3: the batch dimension stays dynamic
     exported = _logits(onnx_model_bytes(candidate, SHAPE), x)
     np.testing.assert_allclose(_logits(data, x), exported, rtol=1e-4, atol=1e-4)
@@ -56,11 +63,9 @@ def test_a_pruned_candidate_gets_the_graph_its_own_export_would_compute(resnet: 
         np.testing.assert_allclose(_logits(data, x), candidate(x).numpy(), rtol=1e-4, atol=1e-4)
     # the candidate's narrower tensors, under the names of its state_dict
     shapes = {t.name: tuple(t.dims) for t in onnx.load_from_string(data).graph.initializer}
-    state = candidate.state_dict()
-    assert shapes["layer1.0.conv1.weight"] == tuple(state["layer1.0.conv1.weight"].shape)
-    assert shapes["layer1.0.conv1.weight"] != tuple(
-        resnet.state_dict()["layer1.0.conv1.weight"].shape
-    )
+    name = "layer1.0.conv1.weight"
+    assert shapes[name] == tuple(candidate.state_dict()[name].shape)
+    assert shapes[name] != tuple(resnet.state_dict()[name].shape)
 
 
 def test_a_candidate_without_some_blocks_gets_the_graph_without_them(resnet: nn.Module) -> None:
@@ -131,12 +136,7 @@ def test_onnxruntime_runs_the_same_graph_as_for_the_exporters_own(
 ) -> None:
     """The template keeps BatchNorm apart (the exporter folds it into the convolutions);
     onnxruntime folds it when it loads the graph, so what is timed is the same."""
-    graph = build_pruning_graph(resnet, SHAPE, round_to=4)
-    candidate = apply_plan(resnet, uniform_plan(graph, 0.5), input_shape=SHAPE, graph=graph)
-    template = OnnxTemplate.of(resnet, SHAPE)
-    assert template is not None
-    data = template.bytes_for(candidate)
-    assert data is not None
+    candidate, data = _half_width(resnet)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     ours = _optimized_ops(data, tmp_path / "a")
