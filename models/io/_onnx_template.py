@@ -66,9 +66,10 @@ class OnnxTemplate:
     """
 
     def __init__(self, proto: onnx.ModelProto, input_shape: Sequence[int]) -> None:
-        self._proto = proto
         self._names = [init.name for init in proto.graph.initializer]
         self._dtypes = {init.name: init.data_type for init in proto.graph.initializer}
+        self._proto = proto  # the graph only: each candidate brings its own tensors
+        del self._proto.graph.initializer[:]
         self._input_shape = tuple(input_shape)
         self.usable = True
         """False once the template produced a graph that did not match its model."""
@@ -103,7 +104,6 @@ class OnnxTemplate:
             return None
         proto = onnx.ModelProto()
         proto.CopyFrom(self._proto)
-        del proto.graph.initializer[:]
         tensors = set(self._names)
         if not all(_bypass(proto.graph, block, tensors) for block in removed):
             return None
@@ -114,7 +114,10 @@ class OnnxTemplate:
             tensor = state.get(name)
             if tensor is None or tensor.device.type != "cpu":
                 return None
-            initializer = numpy_helper.from_array(tensor.detach().numpy(), name)
+            try:
+                initializer = numpy_helper.from_array(tensor.detach().numpy(), name)
+            except TypeError:  # a dtype numpy lacks (bfloat16): the exporter handles it
+                return None
             if initializer.data_type != self._dtypes[name]:
                 return None
             proto.graph.initializer.append(initializer)
