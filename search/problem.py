@@ -209,9 +209,11 @@ class PruningProblem:
         """The unpruned model's ONNX graph, which candidates' latency measurements fill
         with their own tensors instead of exporting each candidate afresh (see
         :class:`models.io.OnnxTemplate`; it checks every graph it makes). Made on the
-        first call; None where latency is not timed with onnxruntime or the model's
-        export has no reusable graph."""
-        if self.spec.latency.backend != "onnxruntime":
+        first call; None where the job does not time candidates (only the delivered
+        model's latency is measured then: one export is cheaper than a template), where
+        latency is not timed with onnxruntime, or where the model's export has no
+        reusable graph."""
+        if not self.spec.measures_latency or self.spec.latency.backend != "onnxruntime":
             return None
         started = time.perf_counter()
         template = OnnxTemplate.of(self.model, self.input_shape)

@@ -270,7 +270,10 @@ def test_candidates_are_timed_on_the_template_graph_not_a_fresh_export(
         return export(model, input_shape, **kwargs)
 
     monkeypatch.setattr(models.io, "onnx_model_bytes", counted)
-    problem = load_problem(tiny_spec(), weights=trained_weights)
+    spec = tiny_spec(budget={"latency_ms": 1000.0})  # the job times every candidate
+    problem = load_problem(spec, weights=trained_weights)
+    assert exports == [problem.model]  # the baseline's latency, when the job loads
+    exports.clear()
     plan = uniform_plan(problem.graph, 0.5)
     candidate = build_candidate(problem, plan)
     latency = problem.measure_latency(candidate)
@@ -281,6 +284,10 @@ def test_candidates_are_timed_on_the_template_graph_not_a_fresh_export(
     assert exports == [problem.model]
 
 
-def test_without_onnxruntime_no_template_is_made(trained_weights: bytes) -> None:
-    problem = load_problem(tiny_spec(latency={"backend": "torch"}), weights=trained_weights)
-    assert problem.onnx_template is None
+def test_no_template_is_made_without_onnxruntime_or_without_timed_candidates(
+    trained_weights: bytes,
+) -> None:
+    timed_by_torch = tiny_spec(budget={"latency_ms": 1000.0}, latency={"backend": "torch"})
+    assert load_problem(timed_by_torch, weights=trained_weights).onnx_template is None
+    # only the delivered model is timed: one export costs less than making a template
+    assert load_problem(tiny_spec(), weights=trained_weights).onnx_template is None
