@@ -204,8 +204,9 @@ def _bypass(graph: onnx.GraphProto, block: str, tensors: set[str]) -> bool:
     if made & {output.name for output in graph.output}:
         return False
     (source,), (target,) = entering, leaving
-    for node in inside:
-        graph.node.remove(node)
+    kept = [node for node in graph.node if not node.name.startswith(scope)]
+    del graph.node[:]
+    graph.node.extend(kept)
     for node in graph.node:
         for i, name in enumerate(node.input):
             if name == target:
