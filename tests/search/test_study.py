@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -266,3 +267,41 @@ def test_each_trial_records_the_cost_fvcore_counts(
             counted.size_bytes,
         )
     assert len(traced) == (0 if exact else 3)
+
+
+def test_a_trial_runs_with_the_older_objects_frozen(problem: PruningProblem) -> None:
+    study = open_study(problem, optuna.storages.InMemoryStorage())
+    older = [problem]  # tracked by the collector, alive before the trial
+    during: list[bool] = []
+
+    def on_ask(trial: optuna.Trial) -> None:
+        during.append(any(obj is older for obj in gc.get_objects()))
+
+    assert gc.get_freeze_count() == 0
+    run_one_trial(problem, study, on_ask=on_ask)
+    assert during == [False]  # frozen: out of the generations a collection walks
+    assert gc.get_freeze_count() == 0 and any(obj is older for obj in gc.get_objects())
+
+    def fail(trial: optuna.Trial) -> None:
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        run_one_trial(problem, study, on_ask=fail)
+    assert gc.get_freeze_count() == 0  # unfrozen however the trial ends
+
+
+def test_a_trial_leaves_a_heap_its_caller_froze_alone(problem: PruningProblem) -> None:
+    study = open_study(problem, optuna.storages.InMemoryStorage())
+    gc.freeze()
+    try:
+        newer = [problem]  # made after the caller's freeze: a trial must not freeze it
+        during: list[bool] = []
+
+        def on_ask(trial: optuna.Trial) -> None:
+            during.append(any(obj is newer for obj in gc.get_objects()))
+
+        run_one_trial(problem, study, on_ask=on_ask)
+        assert during == [True]
+        assert gc.get_freeze_count() > 0  # and the caller's freeze holds after it
+    finally:
+        gc.unfreeze()
