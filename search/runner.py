@@ -60,8 +60,8 @@ def older_objects_frozen() -> Iterator[None]:
     A worker that has imported torch and loaded a job holds ~450,000 objects the cyclic
     collector tracks; a full collection walks them all (0.25-0.35 s on the 2-core benchmark
     VMs, 0.4-0.8 s under load) and came about once per job of 8-16 trials, a fifth of a
-    small trial where it landed. Frozen, those collections happen between trials. Objects the block creates are collected as usual; cycles it
-    breaks among older ones wait until it ends.
+    small trial where it landed; frozen, they happen between trials. Objects the block
+    creates are collected as usual; cycles it breaks among older ones wait until it ends.
     """
     if gc.get_freeze_count():
         yield
