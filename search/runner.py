@@ -73,6 +73,7 @@ def older_objects_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
+@older_objects_frozen()
 def run_one_trial(
     problem: PruningProblem,
     study: optuna.Study,
@@ -100,28 +101,6 @@ def run_one_trial(
 
     The trial runs with the objects older than it frozen (:func:`older_objects_frozen`).
     """
-    with older_objects_frozen():
-        return _run_one_trial(
-            problem,
-            study,
-            on_trial=on_trial,
-            on_ask=on_ask,
-            should_stop=should_stop,
-            checkpoints=checkpoints,
-            on_promote=on_promote,
-        )
-
-
-def _run_one_trial(
-    problem: PruningProblem,
-    study: optuna.Study,
-    *,
-    on_trial: OnTrial | None,
-    on_ask: Callable[[optuna.Trial], None] | None,
-    should_stop: Callable[[], bool] | None,
-    checkpoints: CheckpointStore | None,
-    on_promote: Callable[[int], None] | None,
-) -> TrialResult | None:
     trial = study.ask()
     if on_ask is not None:
         on_ask(trial)
