@@ -41,20 +41,20 @@ from _quality_settings import Settings  # noqa: E402
 from models.prune import block_containers, removal_order, spread_removal  # noqa: E402
 from models.train import evaluate, recalibrate_batchnorm  # noqa: E402
 from search import PruningProblem, load_problem  # noqa: E402
-from search.objective import BN_BATCHES  # noqa: E402
 from search.problem import build_candidate  # noqa: E402
+from search.sensitivity import SCAN_BN_BATCHES  # noqa: E402
 
 logger = logging.getLogger("benchmarks.block_sensitivity")
 
 
 def accuracy_without(problem: PruningProblem, blocks: Sequence[str]) -> float:
     """Return the validation accuracy with ``blocks`` removed, BatchNorm recalibrated as
-    a trial's candidate is (the same seeded batches for every plan)."""
+    the sensitivity scan's candidates are (the same seeded batches for every plan)."""
     from models.prune import Plan
 
     model = problem.place(build_candidate(problem, Plan(dict.fromkeys(blocks, 0))))
     seed = problem.spec.search.seed * 100_003
-    recalibrate_batchnorm(model, problem.data.train, batches=BN_BATCHES, seed=seed)
+    recalibrate_batchnorm(model, problem.data.train, batches=SCAN_BN_BATCHES, seed=seed)
     return evaluate(model, problem.data.val).top1
 
 

@@ -243,7 +243,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--finetune-from",
         type=int,
         nargs="+",
-        default=[2, 8],
+        default=[1, 2, 8],
         help="recalibration batches the fine-tune starts from (each costs a fine-tune)",
     )
     parser.add_argument("--epochs", type=float, default=1.0, help="fine-tune epochs")

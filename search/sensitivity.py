@@ -24,12 +24,13 @@ from models.cost import Cost
 from models.prune import ChannelGroup, Plan
 from models.train import evaluate, recalibrate_batchnorm
 from search.errors import SearchError
-from search.objective import BN_BATCHES, build_candidate
+from search.objective import build_candidate
 from search.problem import PruningProblem
 from search.space import SearchSpace
 
 __all__ = [
     "DEFAULT_FRACTIONS",
+    "SCAN_BN_BATCHES",
     "GroupSensitivity",
     "Sensitivity",
     "SensitivityPoint",
@@ -41,6 +42,12 @@ __all__ = [
 
 DEFAULT_FRACTIONS = (0.75, 0.5, 0.25)
 """Kept fractions of each group's channels a scan evaluates by default."""
+
+SCAN_BN_BATCHES = 2
+"""Batches of 64 training images forwarded to re-estimate each scanned candidate's
+BatchNorm statistics. Twice a classic trial's (:data:`search.objective.BN_BATCHES`): the
+scan's accuracies are all its plan is allocated from, with no fine-tune after them, and
+the sensitivities cached in stores and the benchmarks' plans were measured with 2."""
 
 _FORMAT = 1  # version of to_dict's layout; from_dict refuses others
 
@@ -248,8 +255,8 @@ def scan_sensitivity(
     """Return the validation accuracy of the model with each group narrowed alone.
 
     Every candidate is pruned from the unpruned model with the job's channel scores,
-    its BatchNorm statistics are re-estimated as a trial's are (``BN_BATCHES`` batches,
-    the same seeded batches for every candidate, so their differences are the widths'),
+    its BatchNorm statistics are re-estimated (:data:`SCAN_BN_BATCHES` batches, the same
+    seeded batches for every candidate, so their differences are the widths'),
     and it is evaluated on the validation split. The unpruned model is recalibrated the
     same way for the reference. Nothing is trained; ``problem.model`` is not changed.
 
@@ -273,7 +280,7 @@ def scan_sensitivity(
 
     def accuracy(plan: Plan) -> float:
         model = problem.place(build_candidate(problem, plan))
-        recalibrate_batchnorm(model, problem.data.train, batches=BN_BATCHES, seed=seed)
+        recalibrate_batchnorm(model, problem.data.train, batches=SCAN_BN_BATCHES, seed=seed)
         return evaluate(model, problem.data.val).top1
 
     reference = accuracy(Plan())
