@@ -41,7 +41,7 @@ from torch import nn
 from models.cost import measure_cost
 from models.prune import removable_blocks, remove_blocks
 from search import finalize, load_problem
-from search.problem import problem_from_model
+from search.loading import problem_from_model
 
 logger = logging.getLogger("benchmarks.depth_vs_width")
 

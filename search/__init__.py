@@ -140,8 +140,8 @@ _EXPORTS = {
     "global_magnitude_plan": "search.warm_start",
     "warm_start_plans": "search.warm_start",
     "SensitivityCache": "search.warm_start",
-    "load_problem": "search.problem",
-    "load_onnx_problem": "search.problem",
+    "load_problem": "search.loading",
+    "load_onnx_problem": "search.loading",
     "prune_module": "search.user_model",
     "PrunedModule": "search.user_model",
     "make_pruner": "search.study",
@@ -194,6 +194,7 @@ if TYPE_CHECKING:  # the static view of the same names
     from search.final import FinalModel, Measured, finalize, measure_baseline
     from search.latency import LatencyMeter, LocalMeter
     from search.lifecycle import Conclusion, conclude_search, select_delivered, write_conclusion
+    from search.loading import load_onnx_problem, load_problem
     from search.objective import TrialResult, run_trial
     from search.oneshot import apply_once
     from search.pareto import (
@@ -205,13 +206,7 @@ if TYPE_CHECKING:  # the static view of the same names
         select_best,
         trial_points,
     )
-    from search.problem import (
-        Baseline,
-        PruningProblem,
-        build_candidate,
-        load_onnx_problem,
-        load_problem,
-    )
+    from search.problem import Baseline, PruningProblem, build_candidate
     from search.report import build_report, trial_summaries
     from search.runner import dominance_screen, requeue_trial, run_one_trial, run_search
     from search.sensitivity import Sensitivity, allocate_by_sensitivity, scan_sensitivity

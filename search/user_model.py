@@ -25,7 +25,7 @@ from models.prune import Plan, has_recurrent_weights
 from search.checkpoints import MemoryCheckpoints
 from search.errors import NoFeasibleTrialError, SpecError
 from search.lifecycle import conclude_search
-from search.problem import problem_from_model
+from search.loading import problem_from_model
 from search.runner import run_search
 from search.spec import JobSpec
 from search.study import open_study

@@ -48,7 +48,7 @@ def spec_for_onnx(spec: JobSpec, imported: OnnxImport) -> JobSpec:
             f"architecture (or send the zoo's {spec.arch} without the file)",
         )
     from search.errors import SpecError
-    from search.problem import spec_for_model
+    from search.loading import spec_for_model
 
     try:
         return spec_for_model(spec, imported.input_shape, imported.num_classes)

@@ -234,7 +234,7 @@ def test_a_table_that_cannot_remove_blocks_turns_automatic_depth_off(
 ) -> None:
     from types import SimpleNamespace
 
-    from search.problem import _table_knows_depth
+    from search.loading import _table_knows_depth
 
     blind: Any = SimpleNamespace(knows_depth=False)  # an export without module scopes
     assert _table_knows_depth(_resnet_spec(), resnet.graph, blind) is False

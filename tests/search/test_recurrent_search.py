@@ -18,7 +18,8 @@ from models.data import load_dataset
 from models.prune import global_magnitude_widths
 from search import SpecError, prune_module
 from search.latency_table import build_latency_table
-from search.problem import PruningProblem, build_candidate, load_problem
+from search.loading import load_problem
+from search.problem import PruningProblem, build_candidate
 from search.sensitivity import scan_sensitivity
 from search.spec import JobSpec
 from search.warm_start import warm_start_plans

@@ -11,7 +11,8 @@ from models.cost import SparseCost
 from models.prune import recurrent_weights
 from models.train import fine_tune
 from search.hybrid import measure_candidate_cost, zeros_held
-from search.problem import PruningProblem, build_candidate, load_problem
+from search.loading import load_problem
+from search.problem import PruningProblem, build_candidate
 from search.spec import JobSpec
 
 CHANNEL = {"granularity": "channel", "criterion": "l1", "amount": 0.3}

@@ -317,7 +317,7 @@ def _convert(weights: bytes, fmt: str) -> bytes:
     """
     from models.errors import ExportError
     from models.io import export_model, load_pruned, read_checkpoint_info
-    from search.problem import ONNX_ARCH
+    from search.loading import ONNX_ARCH
 
     if read_checkpoint_info(weights).arch == ONNX_ARCH:
         raise ExportError(
