@@ -29,19 +29,18 @@ import optuna
 from optuna.trial import TrialState
 from torch import nn
 
-from models.cost import Cost
 from models.prune import Plan
 from models.train import evaluate, fine_tune, recalibrate_batchnorm
-from search.checkpoints import CheckpointStore, Lineage, MemoryCheckpoints, restore_candidate
-from search.hybrid import has_sparse_steps, measure_candidate_cost, sparse_record, zeros_held
+from search.checkpoints import CheckpointStore, Lineage, MemoryCheckpoints
+from search.continuation import inherited_measurements, resumed_candidate, rung_promoter
+from search.hybrid import measure_candidate_cost, sparse_record, zeros_held
 from search.problem import PruningProblem, build_candidate
-from search.promotion import is_promotable, is_reference, rung_entries
 from search.rungs import train_rungs
+from search.scores import objective_values
 from search.space import study_floors
 from search.spec import directions
 
 __all__ = [
-    "SCALAR_EXPONENT",
     "SCREEN_MARGIN",
     "TrialResult",
     "build_candidate",
@@ -49,9 +48,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-SCALAR_EXPONENT = -0.07
-"""MnasNet's soft-constraint exponent: ``score = acc * prod((cost / target) ** -0.07)``."""
 
 SCREEN_MARGIN = 0.05
 """A pareto candidate is skipped when a finished trial no bigger than it was at least this
@@ -139,42 +135,9 @@ class TrialResult:
         }
 
 
-def scalar_score(
-    problem: PruningProblem, accuracy: float, macs: float, params: float, latency_ms: float | None
-) -> float:
-    """Return ``accuracy * prod((cost / target) ** SCALAR_EXPONENT)`` over limited costs."""
-    score = accuracy
-    budget = problem.budget
-    for cost, target in (
-        (macs, budget.max_macs),
-        (params, budget.max_params),
-        (latency_ms, budget.max_latency_ms),
-    ):
-        if target is not None and cost is not None and cost > 0:
-            score *= (cost / target) ** SCALAR_EXPONENT
-    return score
-
-
 def _chance_level(problem: PruningProblem) -> float:
     """Return the validation accuracy a guess reaches, plus two validation images."""
     return 1 / problem.data.num_classes + 2 / max(1, len(problem.data.val))
-
-
-def _values(
-    problem: PruningProblem, accuracy: float, macs: int, params: int, latency_ms: float | None
-) -> tuple[float, ...]:
-    spec = problem.spec
-    macs_ratio = macs / problem.baseline.cost.macs
-    if spec.objective == "pareto":
-        values: tuple[float, ...] = (accuracy, macs_ratio)
-        if spec.measures_latency:
-            values += (latency_ms if latency_ms is not None else float("inf"),)
-        return values
-    if spec.objective == "scalar":
-        return (scalar_score(problem, accuracy, macs, params, latency_ms),)
-    if not spec.budget.has_resource_limit:
-        return (macs_ratio,)
-    return (accuracy,)
 
 
 Screen = Callable[[float, int, float | None], bool]
@@ -227,7 +190,7 @@ def run_trial(
     floors = study_floors(trial.study) if fidelity is not None else None
     sampled = problem.space.suggest(trial, floors)
     lap("sample")
-    resumed = _resumed(problem, trial, store) if fidelity is not None else None
+    resumed = resumed_candidate(problem, trial, store) if fidelity is not None else None
     if resumed is not None:
         model, plan, lineage = resumed
         lap("restore")
@@ -239,7 +202,7 @@ def run_trial(
     if resumed is None:
         model = build_candidate(problem, plan)
         lap("apply")
-    inherited = _inherited(trial, spec.pruning.sequence) if resumed is not None else None
+    inherited = None if resumed is None else inherited_measurements(trial, spec.pruning.sequence)
     if inherited is not None:  # its origin's structure, measured there: nothing to redo
         cost, latency_ms, latency_p90_ms, recorded = inherited
         for key, value in recorded.items():
@@ -302,7 +265,7 @@ def run_trial(
     )
     if over_latency or not problem.budget.admits_cost(cost):
         # structure alone breaks the budget: no training can fix it
-        worst = _values(problem, 0.0, cost.macs, cost.params, latency_ms)
+        worst = objective_values(problem, 0.0, cost.macs, cost.params, latency_ms)
         return finish("infeasible", None, None, worst), None
 
     problem.place(model)  # recalibrated, trained and evaluated on the worker's device
@@ -332,7 +295,7 @@ def run_trial(
             lineage,
             fidelity=fidelity,
             checkpoints=store,
-            promote=_promoter(problem, trial, cost.macs, latency_ms),
+            promote=rung_promoter(problem, trial, cost.macs, latency_ms),
             seed=seed,
             should_stop=should_stop,
         )
@@ -368,7 +331,7 @@ def run_trial(
         lap("finetune")
         accuracy = evaluate(model, problem.data.val).top1
         lap("evaluate")
-    values = _values(problem, accuracy, cost.macs, cost.params, latency_ms)
+    values = objective_values(problem, accuracy, cost.macs, cost.params, latency_ms)
     logger.info(
         "trial %d: val %.4f (proxy %s), MACs %.3f of baseline%s",
         trial.number,
@@ -398,73 +361,3 @@ def _measure_latency(
     trial.set_user_attr("latency_device", latency.device)
     trial.set_user_attr("latency_source", "measured")
     return latency.median_ms, latency.p90_ms
-
-
-_INHERITED = ("latency_device", "latency_source")
-"""Attributes of its origin a continuation carries over with the cost and latency."""
-
-
-def _inherited(
-    trial: optuna.Trial, sequence: Any
-) -> tuple[Cost, float | None, float | None, dict[str, Any]] | None:
-    """Return the cost, median and p90 latency and the attributes that record them of the
-    trial a continuation resumes (``resume_of``): the same structure, so measuring them
-    again would only cost time (fvcore and a latency measurement per rung). None when
-    the origin did not finish recording them (a lost trial) or when its cost is sparse
-    (a hybrid sequence's; measured again)."""
-    if has_sparse_steps(sequence):
-        return None
-    origin = trial.user_attrs.get("resume_of")
-    found = [t for t in trial.study.get_trials(deepcopy=False) if t.number == origin]
-    if not found:
-        return None
-    attrs = found[0].user_attrs
-    if any(not isinstance(attrs.get(k), int) for k in ("macs", "params", "size_bytes")):
-        return None
-    cost = Cost(attrs["macs"], attrs["params"], attrs["size_bytes"])
-    recorded = {k: attrs[k] for k in _INHERITED if k in attrs}
-    return cost, attrs.get("latency_ms"), attrs.get("latency_p90_ms"), recorded
-
-
-def _resumed(
-    problem: PruningProblem, trial: optuna.Trial, checkpoints: CheckpointStore
-) -> tuple[nn.Module, Plan, Lineage] | None:
-    """Return the candidate of the trial this one resumes (``resume_of``), from its last
-    rung's checkpoint, or None for a fresh candidate (or when nothing was saved)."""
-    origin = trial.user_attrs.get("resume_of")
-    if origin is None:
-        return None
-    data = checkpoints.load(int(origin))
-    if data is None:
-        logger.warning("trial %s left no checkpoint; starting afresh", origin)
-        return None
-    return restore_candidate(problem, data)
-
-
-def _promoter(
-    problem: PruningProblem, trial: optuna.Trial, macs: int, latency_ms: float | None
-) -> Callable[[int, float], bool]:
-    """Return the job's rule for going on after a rung (see :mod:`search.promotion`).
-
-    For one maximized objective the rung's objective value is also reported to Optuna
-    (``trial.report`` at step ``3**rung``) and kept as ``rung_score``, so that TPE ranks
-    the trials that stopped by the rung they reached, as in BOHB.
-    """
-    fidelity = problem.fidelity
-    assert fidelity is not None
-    spec = problem.spec
-    single = directions(spec) == ["maximize"]
-    candidate = int(trial.user_attrs.get("candidate", trial.number))
-
-    def promote(rung: int, accuracy: float) -> bool:
-        if single:
-            value = _values(problem, accuracy, macs, 0, latency_ms)[0]
-            scores = list(trial.user_attrs.get("rung_score") or [])[:rung] + [value]
-            trial.set_user_attr("rung_score", scores)
-            trial.report(value, step=fidelity.report_step(rung))
-        if is_reference(fidelity, bool(trial.user_attrs.get("warm_start")), rung):
-            return True
-        entries = rung_entries(trial.study.get_trials(deepcopy=False), rung)
-        return candidate in entries and is_promotable(spec, fidelity, entries, candidate)
-
-    return promote
