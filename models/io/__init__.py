@@ -38,9 +38,9 @@ from models.io._onnx_import import (
     OnnxNet,
     check_against_onnxruntime,
     import_onnx,
-    unfold_batchnorm,
 )
 from models.io._onnx_template import OnnxTemplate
+from models.io._onnx_unfold import unfold_batchnorm
 from models.io._weights import (
     StateDict,
     WeightsSource,

@@ -16,7 +16,7 @@ couple the channels they join, and a flattening reshape is rebuilt as
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.errors import WeightsError
+from models.io._onnx_layers import parametric_layer, symmetric_pads
 
 __all__ = [
     "MAX_ONNX_NODES",
@@ -37,7 +38,6 @@ __all__ = [
     "OnnxNet",
     "check_against_onnxruntime",
     "import_onnx",
-    "unfold_batchnorm",
 ]
 
 MAX_ONNX_NODES = 5_000
@@ -117,6 +117,11 @@ class OnnxNet(nn.Module):
         self._input = input_name
         self._output = output_name
 
+    @property
+    def nodes(self) -> tuple[_Node, ...]:
+        """The graph's nodes, in the order ``forward`` runs them."""
+        return self._nodes
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values: dict[str, torch.Tensor] = {self._input: x}
         for name, buffer in self._constant_names.items():
@@ -187,18 +192,10 @@ def _pool_args(attrs: dict[str, Any]) -> dict[str, Any]:
     return {
         "kernel_size": kernel,
         "stride": tuple(attrs.get("strides", (1,) * len(kernel))),
-        "padding": _symmetric(pads, "pool"),
+        "padding": symmetric_pads(pads, "pool"),
         "dilation": tuple(attrs.get("dilations", (1,) * len(kernel))),
         "ceil_mode": bool(attrs.get("ceil_mode", 0)),
     }
-
-
-def _symmetric(pads: Sequence[int], what: str) -> tuple[int, ...]:
-    half = len(pads) // 2
-    begin, end = tuple(pads[:half]), tuple(pads[half:])
-    if begin != end:
-        raise WeightsError(f"ONNX {what} with asymmetric padding {list(pads)} is not supported")
-    return begin
 
 
 @dataclass(frozen=True)
@@ -375,7 +372,7 @@ def _rebuild(
         module = None
         if op in _PARAMETRIC:
             module = f"{op.lower()}_{index}"
-            layers[module] = _layer(op, node, attrs, constants)
+            layers[module] = parametric_layer(op, node, attrs, constants)
         inputs = tuple(node.input[:1]) if module is not None else tuple(node.input)
         nodes.append(_Node(op, inputs, tuple(node.output), attrs, module))
     used = {name for n in nodes for name in n.inputs}
@@ -388,74 +385,6 @@ def _is_flatten(node: onnx.NodeProto, constants: dict[str, torch.Tensor]) -> boo
         return False
     target = [int(v) for v in shape.reshape(-1).tolist()]
     return len(target) == 2 and target[1] == -1 or (len(target) == 2 and target[0] in (-1, 0, 1))
-
-
-def _weight(constants: dict[str, torch.Tensor], name: str, node: onnx.NodeProto) -> torch.Tensor:
-    if name not in constants:
-        raise WeightsError(f"{node.op_type} node {node.name!r} takes weights computed at run time")
-    return constants[name].float()
-
-
-def _layer(
-    op: str, node: onnx.NodeProto, attrs: dict[str, Any], constants: dict[str, torch.Tensor]
-) -> nn.Module:
-    """Return the torch layer of a parametric node, holding the node's initializers."""
-    if op == "Conv":
-        weight = _weight(constants, node.input[1], node)
-        if weight.dim() != 4:
-            raise WeightsError(f"Conv node {node.name!r} is not 2-D")
-        groups = int(attrs.get("group", 1))
-        out_channels, per_group, kh, kw = weight.shape
-        top, left = _symmetric(attrs.get("pads", (0, 0, 0, 0)), "convolution")
-        conv = nn.Conv2d(
-            per_group * groups,
-            out_channels,
-            (kh, kw),
-            stride=tuple(attrs.get("strides", (1, 1))),
-            padding=(top, left),
-            dilation=tuple(attrs.get("dilations", (1, 1))),
-            groups=groups,
-            bias=len(node.input) > 2 and bool(node.input[2]),
-        )
-        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-            raise WeightsError(f"Conv node {node.name!r} uses auto_pad; export with explicit pads")
-        with torch.no_grad():
-            conv.weight.copy_(weight)
-            if conv.bias is not None:
-                conv.bias.copy_(_weight(constants, node.input[2], node))
-        return conv
-    if op == "BatchNormalization":
-        scale, shift, mean, var = (_weight(constants, n, node) for n in node.input[1:5])
-        norm = nn.BatchNorm2d(len(scale), eps=float(attrs.get("epsilon", 1e-5)))
-        with torch.no_grad():
-            norm.weight.copy_(scale)
-            norm.bias.copy_(shift)
-            assert norm.running_mean is not None and norm.running_var is not None
-            norm.running_mean.copy_(mean)
-            norm.running_var.copy_(var)
-        return norm
-    # Gemm / MatMul with a constant weight: a linear layer
-    weight = _weight(constants, node.input[1], node)
-    if op == "Gemm":
-        if int(attrs.get("transA", 0)):
-            raise WeightsError(f"Gemm node {node.name!r} transposes its input")
-        if not int(attrs.get("transB", 0)):
-            weight = weight.t()
-        weight = weight * float(attrs.get("alpha", 1.0))
-    else:
-        weight = weight.t()
-    if weight.dim() != 2:
-        raise WeightsError(f"{op} node {node.name!r} has a weight of shape {list(weight.shape)}")
-    bias: torch.Tensor | None = None
-    if op == "Gemm" and len(node.input) > 2 and node.input[2]:
-        bias = _weight(constants, node.input[2], node) * float(attrs.get("beta", 1.0))
-    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    with torch.no_grad():
-        linear.weight.copy_(weight)
-        if bias is not None:
-            assert linear.bias is not None
-            linear.bias.copy_(bias.reshape(-1))
-    return linear
 
 
 def check_against_onnxruntime(
@@ -493,68 +422,3 @@ def check_against_onnxruntime(
             "this graph uses an operator in a way the importer does not reproduce"
         )
     return difference
-
-
-def unfold_batchnorm(
-    net: OnnxNet, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, eps: float = 1e-5
-) -> int:
-    """Give every convolution of ``net`` that no BatchNormalization follows a BatchNorm
-    that is the identity on ``batches``; return how many were added.
-
-    Exports fold BatchNorm into the convolutions, so an imported model usually has none,
-    and a pruned candidate's activations could not be re-normalized (adaptive BN) before
-    fine-tuning. Each new BatchNorm holds its convolution's per-channel output mean and
-    variance on ``batches`` as running statistics, and the same as its affine
-    parameters (weight ``sqrt(var + eps)``, bias ``mean``), so the model's outputs do not
-    change; after pruning, BN recalibration re-estimates the statistics and the affine
-    part restores the channels' original scale. ONNX export folds them again.
-    """
-    consumed_by_norm = {
-        name for node in net._nodes if node.op == "BatchNormalization" for name in node.inputs[:1]
-    }
-    bare = [
-        node.module
-        for node in net._nodes
-        if node.op == "Conv"
-        and node.module is not None
-        and node.outputs[0] not in consumed_by_norm
-        and isinstance(net.layers[node.module], nn.Conv2d)  # not unfolded already
-    ]
-    if not bare:
-        return 0
-    sums: dict[str, torch.Tensor] = {}
-    squares: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-
-    def hook(name: str) -> Callable[[nn.Module, Any, torch.Tensor], None]:
-        def record(module: nn.Module, args: Any, output: torch.Tensor) -> None:
-            values = output.detach().double().transpose(0, 1).reshape(output.shape[1], -1)
-            sums[name] = sums.get(name, 0) + values.sum(1)
-            squares[name] = squares.get(name, 0) + (values * values).sum(1)
-            counts[name] = counts.get(name, 0) + values.shape[1]
-
-        return record
-
-    handles = [net.layers[name].register_forward_hook(hook(name)) for name in bare]
-    try:
-        with torch.no_grad():
-            for inputs, _ in batches:
-                net(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    for name in bare:
-        if name not in counts:
-            raise WeightsError("no calibration batch reached the model to unfold BatchNorm")
-        mean = sums[name] / counts[name]
-        var = (squares[name] / counts[name] - mean * mean).clamp_min(0.0)
-        conv = net.layers[name]
-        norm = nn.BatchNorm2d(len(mean), eps=eps)
-        with torch.no_grad():
-            assert norm.running_mean is not None and norm.running_var is not None
-            norm.running_mean.copy_(mean.float())
-            norm.running_var.copy_(var.float())
-            norm.weight.copy_((var + eps).sqrt().float())
-            norm.bias.copy_(mean.float())
-        net.layers[name] = nn.Sequential(conv, norm).eval()
-    return len(bare)
