@@ -7,6 +7,7 @@ forward hooks. A group's score for a channel averages its consumers' statistics.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -43,18 +44,12 @@ class ActivationStatistic(Criterion):
     def prepare(self, model: nn.Module, batches: list[Batch]) -> None:
         if not batches:
             raise ValueError(f"criterion {self.name!r} needs calibration batches")
-        handles = [
-            m.register_forward_hook(self._hook)
-            for m in model.modules()
-            if isinstance(m, _CONSUMERS)
-        ]
-        try:
-            with torch.no_grad():
-                for x, _ in batches:
-                    model(x)
-        finally:
-            for h in handles:
-                h.remove()
+        with contextlib.ExitStack() as hooks, torch.no_grad():  # handles remove themselves
+            for m in model.modules():
+                if isinstance(m, _CONSUMERS):
+                    hooks.enter_context(m.register_forward_hook(self._hook))
+            for x, _ in batches:
+                model(x)
 
     def release(self, model: nn.Module) -> None:
         self._sums.clear()

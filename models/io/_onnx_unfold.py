@@ -3,6 +3,7 @@ candidates can be recalibrated."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -55,14 +56,11 @@ def unfold_batchnorm(
 
         return record
 
-    handles = [net.layers[name].register_forward_hook(hook(name)) for name in bare]
-    try:
-        with torch.no_grad():
-            for inputs, _ in batches:
-                net(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with contextlib.ExitStack() as hooks, torch.no_grad():  # handles remove themselves
+        for name in bare:
+            hooks.enter_context(net.layers[name].register_forward_hook(hook(name)))
+        for inputs, _ in batches:
+            net(inputs)
     for name in bare:
         if name not in counts:
             raise WeightsError("no calibration batch reached the model to unfold BatchNorm")
