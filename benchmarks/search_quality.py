@@ -90,13 +90,9 @@ from search import (
 )
 from search.fidelity import compute_spent
 from search.space import SearchSpace
+from search.warm_start import GLOBAL_RATIOS
 
 logger = logging.getLogger("benchmarks.search_quality")
-
-RATIO_SCAN_STEP = 0.05
-"""Global magnitude pruning at every multiple of this ratio says how far from the budget
-an unreachable one is (by its narrowest model: MACs do not fall monotonically with the
-ratio, see :func:`search.global_magnitude_plan`)."""
 
 # -- width choices ----------------------------------------------------------------------
 
@@ -229,7 +225,7 @@ def global_choice(problem: PruningProblem) -> Choice:
     started = time.perf_counter()
     plan = global_magnitude_plan(problem)
     if plan is None:
-        ratios = [step * RATIO_SCAN_STEP for step in range(1, round(1 / RATIO_SCAN_STEP))]
+        # its narrowest model over the ratios the plan scanned: MACs are not monotone in them
         narrowest = min(
             problem.space.predict(
                 global_magnitude_widths(
@@ -239,7 +235,7 @@ def global_choice(problem: PruningProblem) -> Choice:
                     ignored_layers=problem.spec.pruning.ignored_layers,
                 )
             ).macs
-            for ratio in ratios
+            for ratio in GLOBAL_RATIOS
         )
         raise UnreachableBudgetError(narrowest / problem.baseline.cost.macs)
     return Choice(plan=plan, trial=0, seconds=time.perf_counter() - started)

@@ -24,8 +24,7 @@ from models.cost import Cost
 from models.prune import ChannelGroup, Plan
 from models.train import evaluate, recalibrate_batchnorm
 from search.errors import SearchError
-from search.objective import build_candidate
-from search.problem import PruningProblem
+from search.problem import PruningProblem, build_candidate
 from search.space import SearchSpace
 
 __all__ = [

@@ -31,6 +31,7 @@ from search.sensitivity import (
 )
 
 __all__ = [
+    "GLOBAL_RATIOS",
     "WARM_STARTS",
     "SensitivityCache",
     "global_magnitude_plan",
@@ -43,6 +44,9 @@ WARM_STARTS = REFERENCE_KINDS
 fidelity plan, which counts them without importing torch)."""
 
 _RATIO_STEP = 0.05
+GLOBAL_RATIOS = tuple(step * _RATIO_STEP for step in range(1, round(1 / _RATIO_STEP)))
+"""Torch-Pruning ratios :func:`global_magnitude_plan` scans upward (0.05 to 0.95) for the
+first whose widths fit the budget."""
 _RATIO_BISECTIONS = 10
 
 logger = logging.getLogger(__name__)
@@ -106,8 +110,7 @@ def global_magnitude_plan(problem: PruningProblem) -> Plan | None:
         return global_magnitude_widths(problem.model, problem.graph, ratio, ignored_layers=ignored)
 
     low, fitting = 0.0, None
-    for step in range(1, round(1 / _RATIO_STEP)):
-        ratio = step * _RATIO_STEP
+    for ratio in GLOBAL_RATIOS:
         plan = widths(ratio)
         if problem.space.fits(plan):
             fitting = (ratio, plan)
