@@ -16,7 +16,7 @@ from models.prune import Plan
 from search.checkpoints import CheckpointStore, Lineage, restore_candidate
 from search.hybrid import has_sparse_steps
 from search.problem import PruningProblem
-from search.promotion import is_promotable, is_reference, rung_entries
+from search.promotion import affordable, is_promotable, is_reference, rung_entries
 from search.scores import objective_values
 from search.spec import directions
 
@@ -67,12 +67,16 @@ def resumed_candidate(
 
 def rung_promoter(
     problem: PruningProblem, trial: optuna.Trial, macs: int, latency_ms: float | None
-) -> Callable[[int, float], bool]:
-    """Return the job's rule for going on after a rung (see :mod:`search.promotion`).
+) -> Callable[[int, float, float], bool]:
+    """Return the job's rule for going on after a rung (see :mod:`search.promotion`):
+    ``promote(rung, accuracy, next_epochs)`` is True when the candidate is a reference
+    or among the best of the rung's entrants so far, and the compute left pays for
+    ``next_epochs`` more. Both are judged on one read of the study's trials.
 
     For one maximized objective the rung's objective value is also reported to Optuna
-    (``trial.report`` at step ``3**rung``) and kept as ``rung_score``, so that TPE ranks
-    the trials that stopped by the rung they reached, as in BOHB.
+    (``trial.report`` at step ``3**rung``) and kept as ``rung_score`` (before the read,
+    so the candidate's own entry carries it), so that TPE ranks the trials that stopped
+    by the rung they reached, as in BOHB.
     """
     fidelity = problem.fidelity
     assert fidelity is not None
@@ -80,15 +84,18 @@ def rung_promoter(
     single = directions(spec) == ["maximize"]
     candidate = int(trial.user_attrs.get("candidate", trial.number))
 
-    def promote(rung: int, accuracy: float) -> bool:
+    def promote(rung: int, accuracy: float, next_epochs: float) -> bool:
         if single:
             value = objective_values(problem, accuracy, macs, 0, latency_ms)[0]
             scores = list(trial.user_attrs.get("rung_score") or [])[:rung] + [value]
             trial.set_user_attr("rung_score", scores)
             trial.report(value, step=fidelity.report_step(rung))
+        trials = trial.study.get_trials(deepcopy=False)
+        if not affordable(trials, fidelity, next_epochs):
+            return False
         if is_reference(fidelity, bool(trial.user_attrs.get("warm_start")), rung):
             return True
-        entries = rung_entries(trial.study.get_trials(deepcopy=False), rung)
+        entries = rung_entries(trials, rung)
         return candidate in entries and is_promotable(spec, fidelity, entries, candidate)
 
     return promote

@@ -254,8 +254,10 @@ def run_trial(
             rung=lineage.rung if fidelity is not None else None,
             epochs=lineage.epochs,
         )
+        recorded = trial.user_attrs  # the trial's own cached copy: no storage read
         for key, value in result.user_attrs().items():
-            trial.set_user_attr(key, value)
+            if key not in recorded or recorded[key] != value:  # one commit per write
+                trial.set_user_attr(key, value)
         return result
 
     over_latency = (

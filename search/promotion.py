@@ -153,8 +153,10 @@ def promote_paused(spec: JobSpec, fidelity: FidelityPlan, study: optuna.Study) -
     """Queue a continuation for every paused candidate that is now promotable and
     affordable, highest rung first; return how many were queued."""
     queued = 0
+    # one read of the study, again only after a queued continuation changed it (its
+    # rung's compute is committed, its candidate is moving)
+    trials = study.get_trials(deepcopy=False)
     for rung in range(len(fidelity.rungs) - 2, -1, -1):
-        trials = study.get_trials(deepcopy=False)
         entries = rung_entries(trials, rung)
         moving = {
             _candidate(t)
@@ -162,7 +164,7 @@ def promote_paused(spec: JobSpec, fidelity: FidelityPlan, study: optuna.Study) -
             if len(t.user_attrs.get("rung_accuracy") or []) > rung + 1
             or (t.state in (TrialState.WAITING, TrialState.RUNNING) and "resume_of" in t.user_attrs)
         }
-        for t in trials:
+        for t in list(trials):  # this level's candidates, as read before any queued
             candidate = _candidate(t)
             paused = t.state == TrialState.PRUNED and t.user_attrs.get("skipped") == "paused"
             if not paused or t.user_attrs.get("rung") != rung or candidate in moving:
@@ -171,9 +173,10 @@ def promote_paused(spec: JobSpec, fidelity: FidelityPlan, study: optuna.Study) -
             if not (reference or is_promotable(spec, fidelity, entries, candidate)):
                 continue
             cost = fidelity.rungs[rung + 1] - fidelity.rungs[rung]
-            if not affordable(study.get_trials(deepcopy=False), fidelity, cost):
+            if not affordable(trials, fidelity, cost):
                 continue
             study.enqueue_trial(t.params, user_attrs=continuation_attrs(t, candidate))
+            trials = study.get_trials(deepcopy=False)
             moving.add(candidate)
             queued += 1
     return queued

@@ -46,8 +46,10 @@ of its rung, or the compute left could not pay for its next rung (a later trial 
 continue it: :func:`search.promotion.promote_paused`); ``budget``, the compute left could
 not pay even for its first rung (it was never trained)."""
 
-Promote = Callable[[int, float], bool]
-"""``promote(rung, accuracy)`` → whether the candidate goes on to the next rung now."""
+Promote = Callable[[int, float, float], bool]
+"""``promote(rung, accuracy, next_epochs)`` → whether the candidate goes on to the next
+rung now: promotable, and the compute left pays for the ``next_epochs`` it trains
+(:func:`search.continuation.rung_promoter`)."""
 
 
 @dataclass(frozen=True)
@@ -214,10 +216,7 @@ def train_rungs(
         if rung == len(ends) - 1:
             break
         # it goes on now if it is promotable and the compute left pays for the next rung
-        cost = (ends[rung + 1] - ends[rung]) / per_epoch
-        goes_on = promote(rung, accuracy) and affordable(
-            trial.study.get_trials(deepcopy=False), fidelity, cost
-        )
+        goes_on = promote(rung, accuracy, (ends[rung + 1] - ends[rung]) / per_epoch)
         lap("promote")
         if not goes_on:
             return RungOutcome(lineage, accuracy, "paused", seconds)

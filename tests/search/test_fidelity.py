@@ -538,12 +538,14 @@ def test_a_warm_start_goes_on_where_a_candidate_as_poor_pauses(
     poor = study.ask()
     poor.set_user_attr("macs", 100)
     poor.set_user_attr("rung_accuracy", [0.1])
-    assert not rung_promoter(compute_problem, poor, 100, None)(0, 0.1)  # pauses
+    assert not rung_promoter(compute_problem, poor, 100, None)(0, 0.1, 0.1)  # pauses
     reference = study.ask()
     reference.set_user_attr("macs", 100)
     reference.set_user_attr("warm_start", True)  # a baseline's own plan
     reference.set_user_attr("rung_accuracy", [0.1])
-    assert rung_promoter(compute_problem, reference, 100, None)(0, 0.1)  # goes on by right
+    promote = rung_promoter(compute_problem, reference, 100, None)
+    assert promote(0, 0.1, 0.1)  # goes on by right
+    assert not promote(0, 0.1, 1e6)  # unless the compute left cannot pay for its next rung
 
 
 def test_a_paused_candidate_goes_on_once_later_entrants_rank_it_best(
@@ -577,6 +579,7 @@ def test_a_paused_candidate_goes_on_once_later_entrants_rank_it_best(
 def test_without_a_top_rung_candidate_the_best_paused_one_is_delivered(
     trained_weights: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import search.continuation
     import search.promotion
     import search.rungs
 
@@ -586,8 +589,8 @@ def test_without_a_top_rung_candidate_the_best_paused_one_is_delivered(
         # a compute budget that pays for first rungs only (as tiny budgets did once)
         return epochs <= fidelity.rungs[0] + 1e-9 and real(trials, fidelity, epochs)
 
-    monkeypatch.setattr(search.rungs, "affordable", first_rungs_only)
-    monkeypatch.setattr(search.promotion, "affordable", first_rungs_only)
+    for module in (search.rungs, search.continuation, search.promotion):
+        monkeypatch.setattr(module, "affordable", first_rungs_only)
     spec = _without_trials(tiny_spec(search={"compute_epochs": 3.0}))
     problem = load_problem(spec, weights=trained_weights)
     study = open_study(problem, optuna.storages.InMemoryStorage())
@@ -629,3 +632,25 @@ def test_a_continuation_whose_checkpoint_is_gone_starts_afresh_with_its_own_rung
     assert all(a >= 0 for a in again.user_attrs["rung_accuracy"])
     _, _, lineage = restore_candidate(compute_problem, checkpoints.load(again.number) or b"")
     assert lineage.history[0]["trial"] == again.number and lineage.history[0]["steps"][0] == 0
+
+
+def test_a_trial_writes_an_attribute_again_only_when_its_value_changed(
+    compute_problem: PruningProblem,
+) -> None:
+    # every write is a commit to the shared store: the result record must not repeat
+    # what the trial wrote while it ran (its MACs and latency for rivals, its rung)
+    writes: list[tuple[str, Any]] = []
+
+    class CountingStorage(optuna.storages.InMemoryStorage):
+        def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+            writes.append((key, value))
+            super().set_trial_user_attr(trial_id, key, value)
+
+    study = open_study(compute_problem, CountingStorage())
+    result = run_one_trial(compute_problem, study, checkpoints=MemoryCheckpoints())
+    assert result is not None and result.rung is not None
+    repeated = [key for i, (key, value) in enumerate(writes) if (key, value) in writes[:i]]
+    assert repeated == []
+    keys = [key for key, _ in writes]
+    assert keys.count("macs") == 1 and keys.count("rung") == result.rung + 1
+    assert set(result.user_attrs()) <= set(keys)  # everything recorded once
