@@ -120,11 +120,11 @@ _EXPORTS = {
     "SearchError": "search.errors",
     "SearchSettings": "search.spec",
     "SearchSpace": "search.space",
-    "Sensitivity": "search.sensitivity",
+    "Sensitivity": "search.sensitivity_record",
     "SpecError": "search.errors",
     "TrialResult": "search.objective",
     "build_candidate": "search.problem",
-    "allocate_by_sensitivity": "search.sensitivity",
+    "allocate_by_sensitivity": "search.sensitivity_allocation",
     "apply_once": "search.oneshot",
     "build_report": "search.report",
     "candidate_info": "search.checkpoints",
@@ -209,8 +209,10 @@ if TYPE_CHECKING:  # the static view of the same names
     from search.problem import Baseline, PruningProblem, build_candidate
     from search.report import build_report, trial_summaries
     from search.runner import dominance_screen, requeue_trial, run_one_trial, run_search
-    from search.sensitivity import Sensitivity, allocate_by_sensitivity, scan_sensitivity
+    from search.sensitivity import scan_sensitivity
+    from search.sensitivity_allocation import allocate_by_sensitivity
     from search.sensitivity_plot import plot_sensitivity
+    from search.sensitivity_record import Sensitivity
     from search.space import SearchSpace
     from search.spec import (
         Budget,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from search.sensitivity import Sensitivity
+from search.sensitivity_record import Sensitivity
 
 __all__ = ["plot_sensitivity"]
 

@@ -132,7 +132,7 @@ class SearchSpace:
 
         A group whose width is not ``min + k * step`` (an odd channel count) is searched
         over the index of its allowed widths instead, under the name ``<group>#index``.
-        ``floors`` (a prior: see :func:`search.sensitivity.prior_floors`) raises a
+        ``floors`` (a prior: see :func:`search.sensitivity_allocation.prior_floors`) raises a
         group's lowest width to the narrowest allowed width at or above its floor.
         """
         out: dict[str, BaseDistribution] = {}

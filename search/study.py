@@ -14,7 +14,8 @@ from optuna.trial import TrialState
 
 from search.fidelity import plan_fidelity, planned_trials
 from search.problem import PruningProblem
-from search.sensitivity import Sensitivity, prior_floors
+from search.sensitivity_allocation import prior_floors
+from search.sensitivity_record import Sensitivity
 from search.space import FLOORS_ATTR
 from search.spec import JobSpec, directions, objective_names
 from search.storage import optuna_storage
@@ -97,7 +98,7 @@ def open_study(
 
     A new study gets the warm-start plans enqueued (:func:`search.warm_start_plans`),
     with a sensitivity scan the scan's prior on the space (``space_floors``: see
-    :func:`search.sensitivity.prior_floors`), and a ``inferprune`` user attribute
+    :func:`search.sensitivity_allocation.prior_floors`), and a ``inferprune`` user attribute
     describing the job. A URL is opened with
     :func:`search.storage.optuna_storage`.
 

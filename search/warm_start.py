@@ -23,12 +23,9 @@ from typing import Protocol
 from models.prune import Plan, global_magnitude_widths, uniform_plan
 from search.fidelity import REFERENCE_KINDS
 from search.problem import PruningProblem
-from search.sensitivity import (
-    DEFAULT_FRACTIONS,
-    Sensitivity,
-    allocate_by_sensitivity,
-    scan_sensitivity,
-)
+from search.sensitivity import DEFAULT_FRACTIONS, scan_sensitivity
+from search.sensitivity_allocation import allocate_by_sensitivity
+from search.sensitivity_record import Sensitivity
 
 __all__ = [
     "GLOBAL_RATIOS",

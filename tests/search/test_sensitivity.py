@@ -14,14 +14,9 @@ from models.cost import AnalyticCost, Cost
 from models.prune import ChannelGroup, PruningGraph
 from search import PruningProblem, SearchError, SearchSpace, load_problem
 from search.budget import ResolvedBudget
-from search.sensitivity import (
-    GroupSensitivity,
-    Sensitivity,
-    SensitivityPoint,
-    allocate_by_sensitivity,
-    scan_sensitivity,
-    scan_widths,
-)
+from search.sensitivity import scan_sensitivity, scan_widths
+from search.sensitivity_allocation import allocate_by_sensitivity
+from search.sensitivity_record import GroupSensitivity, Sensitivity, SensitivityPoint
 from tests.search.conftest import tiny_spec
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from search.errors import SpecError
 from service.cli import build_parser
-from service.cli._prune import _spec
+from service.cli._prune_spec import prune_spec
 from service.cli._submit import build_spec
 
 
@@ -25,7 +25,7 @@ def test_prune_distills_by_default_only_with_a_compute_budget() -> None:
         argv = ["prune", "--arch", "resnet20_cifar", "--dataset", "digits"]
         argv += ["--flops", "0.5", "--out", "x"]
         args = build_parser().parse_args([*argv, *flags])
-        return bool(_spec(args, args.arch).distills)
+        return bool(prune_spec(args, args.arch).distills)
 
     assert distills("--compute-epochs", "4")
     assert not distills("--compute-epochs", "4", "--no-distill")
@@ -38,12 +38,12 @@ def test_the_distillation_loss_flags_reach_the_spec_and_are_named_when_wrong() -
     argv += ["--out", "x", "--compute-epochs", "4"]
     parser = build_parser()
     args = parser.parse_args([*argv, "--distill-weight", "0.9", "--distill-temperature", "2"])
-    finetune = _spec(args, args.arch).finetune
+    finetune = prune_spec(args, args.arch).finetune
     assert (finetune.distill_weight, finetune.distill_temperature) == (0.9, 2.0)
-    unsaid = _spec(parser.parse_args(argv), "resnet20_cifar").finetune
+    unsaid = prune_spec(parser.parse_args(argv), "resnet20_cifar").finetune
     assert (unsaid.distill_weight, unsaid.distill_temperature) == (0.5, 4.0)
     with pytest.raises(SpecError, match="--distill-weight"):
-        _spec(parser.parse_args([*argv, "--distill-weight", "1.5"]), "resnet20_cifar")
+        prune_spec(parser.parse_args([*argv, "--distill-weight", "1.5"]), "resnet20_cifar")
     submitted = build_parser().parse_args(
         ["submit", "--arch", "resnet20_cifar", "--distill-weight", "0.9"]
     )
