@@ -30,7 +30,8 @@ from models.cost._latency import (
     measure_onnx_latency,
 )
 from models.cost._latency_calibration import Calibration, calibration_plans, fit_calibration
-from models.cost._latency_table import LatencyTable, OnnxTimer, onnxruntime_timer
+from models.cost._latency_table import LatencyTable
+from models.cost._latency_timing import OnnxTimer, onnxruntime_timer
 from models.cost._layer_shapes import LAYER_OPS, LayerShape, onnxruntime_channel_block
 from models.cost._recurrent_macs import RECURRENT_GATES, recurrent_macs
 from models.cost._sparsity import SparseCost, kept_kernel_shares, measure_sparse_cost

@@ -1,9 +1,11 @@
 """Per-device latency table: a plan's onnxruntime latency from measured kernels, without
-building the pruned model (the lookup tables of HALP and Once-for-All)."""
+building the pruned model (the lookup tables of HALP and Once-for-All).
+
+What the table times, and the timers, are in :mod:`models.cost._latency_timing`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -11,105 +13,22 @@ import numpy as np
 from torch import nn
 
 from models.cost._kernel_plan import Kernel, KernelPlanner, instantiate
-from models.cost._latency import measure_onnx_latency
 from models.cost._latency_calibration import Calibration, fit_calibration
-from models.cost._latency_grid import Grid, grid_axis, reachable_channels
-from models.cost._layer_shapes import LayerShape, onnxruntime_channel_block
+from models.cost._latency_grid import Grid
+from models.cost._latency_timing import _STREAM, OnnxTimer, _prepare, _shapes
+from models.cost._layer_shapes import LayerShape
 from models.cost._network import Network
-from models.cost._onnx_network import read_network
 from models.errors import ModelsError
 from models.prune import PruningGraph
 
-__all__ = ["LatencyTable", "OnnxTimer", "onnxruntime_timer"]
+__all__ = ["LatencyTable"]
 
-OnnxTimer = Callable[[Sequence[bytes]], Sequence[float]]
-"""Given serialized ONNX models, returns the median latency in ms of each, in order.
-
-Where and how they run is the caller's choice: here with :func:`onnxruntime_timer`, or
-on a remote device agent in one batch."""
-
-GRID_POINTS = {1: 5, 2: 4}
-"""Grid values measured per axis: 5 for kernels of one channel count (depthwise
-convolutions, elementwise ops, poolings, reorders), 4 per axis for dense convolutions
-and linear layers (16 points; bilinear interpolation on padded channels stays within
-about 2 % of a measured convolution at the 90th percentile)."""
-
-_OVERHEAD = LayerShape("unary", 1, 1, function="Relu")  # one run of a trivial model
-_STREAM = LayerShape("linear", 8192, 8192)  # 256 MiB of weights: larger than any cache
 _MIB = 2**20 / 4  # float32 weights per MiB
 _FORMAT = 2  # 2: plain templates for convolutions onnxruntime does not block
 
 _SHALLOW_CACHE = 512
 """Networks with blocks removed a table keeps (one per set of removed blocks a search
 tried; rebuilding one takes a pass over the ops)."""
-
-
-def onnxruntime_timer(
-    *,
-    threads: int = 1,
-    warmup: int = 5,
-    repeats: int = 25,
-    rounds: int = 1,
-    optimization: str = "all",
-) -> OnnxTimer:
-    """Return an :data:`OnnxTimer` that times models here with :func:`measure_onnx_latency`.
-
-    Args:
-        threads: intra-op threads onnxruntime may use.
-        warmup: untimed runs per model and round.
-        repeats: timed runs per model and round.
-        rounds: passes over all the models; each model reports its lowest median, since
-            other processes only ever add time.
-        optimization: onnxruntime's graph optimization level (see ``ONNX_OPTIMIZATIONS``).
-
-    Returns:
-        The timer.
-    """
-
-    def timer(models: Sequence[bytes]) -> list[float]:
-        best = [float("inf")] * len(models)
-        for _ in range(max(rounds, 1)):
-            for i, model in enumerate(models):
-                latency = measure_onnx_latency(
-                    model,
-                    threads=threads,
-                    warmup=warmup,
-                    repeats=repeats,
-                    optimization=optimization,
-                )
-                best[i] = min(best[i], latency.median_ms)
-        return best
-
-    return timer
-
-
-def _prepare(
-    model: nn.Module, graph: PruningGraph, channel_block: int | None
-) -> tuple[Network, int, dict[LayerShape, tuple[tuple[int, ...], ...]]]:
-    """Return the network, the NCHWc block and every kernel template's grid axes."""
-    from models.io import onnx_model_bytes  # importing models.cost must not need models.io
-
-    network = read_network(model, graph, onnx_model_bytes(model, graph.input_shape))
-    block = channel_block or onnxruntime_channel_block()
-    widths = {g.name: (g.channels, g.allowed_widths()) for g in graph.groups}
-    values = [reachable_channels(t.channels, t.by_group, widths) for t in network.tensors]
-    # with every removable block gone, fusions across the gaps appear too
-    shallow = [network.without(graph.blocks)] if graph.blocks and network.scoped else []
-    variants = KernelPlanner(network, block).variants(values, shallow)
-    axes = {
-        template: tuple(grid_axis(v, GRID_POINTS[len(sets)], block) for v in sets)
-        for template, sets in variants.items()
-    }
-    return network, block, axes
-
-
-def _shapes(axes: Mapping[LayerShape, tuple[tuple[int, ...], ...]]) -> list[LayerShape]:
-    """Return the two reference shapes, then every template at every point of its grid."""
-    return [_OVERHEAD, _STREAM] + [
-        instantiate(template, point)
-        for template, axis in axes.items()
-        for point in Grid(axis, ()).points()
-    ]
 
 
 class LatencyTable:
@@ -187,10 +106,11 @@ class LatencyTable:
         """Return the distinct layer shapes :meth:`build` times for this model.
 
         Shapes are deduplicated across layers; each kernel template is measured on a
-        grid of at most :data:`GRID_POINTS` channel counts per axis (padded to the
-        block where onnxruntime pads), and other counts are interpolated. The first
-        shape times an empty session (subtracted from every kernel), the second a
-        linear layer with 256 MiB of weights (how fast weights stream from memory).
+        grid of at most :data:`~models.cost._latency_timing.GRID_POINTS` channel counts
+        per axis (padded to the block where onnxruntime pads), and other counts are
+        interpolated. The first shape times an empty session (subtracted from every
+        kernel), the second a linear layer with 256 MiB of weights (how fast weights
+        stream from memory).
 
         Args:
             model: the unpruned network (exported to ONNX and run once; not modified).

@@ -40,8 +40,6 @@ from models.prune._graph import (
     LayerCoverage,
     PruningGraph,
     build_pruning_graph,
-    find_output_layer,
-    output_channels,
 )
 from models.prune._kernels import (
     KernelMasks,
@@ -72,6 +70,7 @@ from models.prune._sequence import (
     weight_step,
     widths_of,
 )
+from models.prune._tracing import find_output_layer, output_channels
 
 __all__ = [
     "AgpRecurrentMasking",

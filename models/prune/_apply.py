@@ -14,17 +14,10 @@ from torch import nn
 from models.criteria import Calibration, Criterion, as_batches, make_criterion
 from models.errors import ModelsError
 from models.prune._depth import remove_blocks
-from models.prune._graph import (
-    PRUNABLE_ROOTS,
-    ChannelGroup,
-    PruningGraph,
-    build_pruning_graph,
-    group_name,
-    inside,
-    trace_dependencies,
-)
+from models.prune._graph import ChannelGroup, PruningGraph, build_pruning_graph, inside
 from models.prune._plan import Plan, validate_plan
 from models.prune._recurrent import has_recurrent_layers, prune_recurrent, recurrent_scores
+from models.prune._tracing import PRUNABLE_ROOTS, group_name, trace_dependencies
 
 __all__ = ["CALIBRATION_BATCHES", "apply_plan", "score_channels"]
 

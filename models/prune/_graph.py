@@ -1,9 +1,10 @@
-"""Which channels move together: prunable groups from Torch-Pruning's DependencyGraph."""
+"""Which channels move together: the :class:`PruningGraph` of a model, its groups and
+per-layer coverage, and :func:`build_pruning_graph`, which fills them from Torch-Pruning's
+DependencyGraph (traced and named in :mod:`models.prune._tracing`)."""
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,16 @@ from torch import nn
 
 from models.errors import ModelsError
 from models.prune._depth import removable_blocks
+from models.prune._tracing import (
+    _TP_MODULE_TYPES,
+    PRUNABLE_ROOTS,
+    _channel_units,
+    _grad_fn_recorder,
+    _node_names,
+    find_output_layer,
+    group_name,
+    trace_dependencies,
+)
 
 __all__ = [
     "ChannelGroup",
@@ -21,13 +32,8 @@ __all__ = [
     "LayerCoverage",
     "PruningGraph",
     "build_pruning_graph",
-    "find_output_layer",
-    "group_name",
     "inside",
-    "trace_dependencies",
 ]
-
-PRUNABLE_ROOTS = (nn.Conv2d, nn.Conv1d, nn.Linear)
 
 
 @dataclass(frozen=True)
@@ -162,57 +168,6 @@ def inside(name: str, blocks: Iterable[str]) -> bool:
     return any(name == b or name.startswith(f"{b}.") for b in blocks)
 
 
-def find_output_layer(model: nn.Module, example: torch.Tensor) -> str:
-    """Return the module path of the last conv/linear layer a forward pass runs.
-
-    That layer produces the logits; its output channels are the classes and are never
-    pruned.
-
-    Raises:
-        ModelsError: the model runs no conv or linear layer.
-    """
-    order: list[str] = []
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, PRUNABLE_ROOTS):
-            handles.append(module.register_forward_hook(_recorder(order, name)))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
-    if not order:
-        raise ModelsError("the model has no convolution or linear layer to prune")
-    return order[-1]
-
-
-def _recorder(order: list[str], name: str) -> Any:
-    def hook(module: nn.Module, args: Any, output: Any) -> None:
-        order.append(name)
-
-    return hook
-
-
-def trace_dependencies(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
-    """Return Torch-Pruning's dependency graph of ``model`` traced on ``example``."""
-    with warnings.catch_warnings(), torch.enable_grad():
-        warnings.simplefilter("ignore")
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
-
-
-def output_channels(module: nn.Module) -> int:
-    """Return the channels ``module`` produces, as Torch-Pruning counts them.
-
-    Use it to check a pruned model group by group: rebuilding the groups from the pruned
-    model is no check, since a grouped conv cut to one channel per group looks depthwise
-    to Torch-Pruning and is merged with its input's group.
-    """
-    if isinstance(module, nn.LSTM | nn.GRU):  # our recurrent groups: hidden units
-        return int(module.hidden_size)
-    return int(tp.DependencyGraph().get_pruner_of_module(module).get_out_channels(module))
-
-
 def build_pruning_graph(
     model: nn.Module,
     input_shape: Sequence[int],
@@ -320,71 +275,6 @@ def build_pruning_graph(
         )
     finally:
         model.train(was_training)
-
-
-_TP_MODULE_TYPES = (
-    nn.modules.conv._ConvNd,
-    nn.Linear,
-    nn.modules.batchnorm._BatchNorm,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.modules.instancenorm._InstanceNorm,
-    nn.PReLU,
-    nn.Embedding,
-    nn.MultiheadAttention,
-    nn.LSTM,
-)
-
-
-def _grad_fn_recorder(store: dict[Any, str], channels: dict[str, int], name: str) -> Any:
-    def hook(module: nn.Module, args: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor) and output.grad_fn is not None:
-            store.setdefault(output.grad_fn, name)
-            if output.dim() >= 2:
-                channels.setdefault(name, int(output.shape[1]))
-
-    return hook
-
-
-def _node_names(
-    dg: tp.DependencyGraph, name_of: dict[nn.Module, str], op_outputs: dict[Any, str]
-) -> dict[Any, str]:
-    """Map DependencyGraph nodes to the module path of the layer they stand for."""
-    names: dict[Any, str] = {}
-    for key, node in dg.module2node.items():
-        if isinstance(key, nn.Module) and key in name_of:
-            names[node] = name_of[key]
-        elif node.grad_fn is not None and node.grad_fn in op_outputs:
-            names[node] = op_outputs[node.grad_fn]
-    return names
-
-
-def _channel_units(group: Any) -> int:
-    """Return how many equal slices grouped convolutions force a group's channels into."""
-    unit = 1
-    for item in group:
-        module = item.dep.target.module
-        if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1:
-            if module.groups != module.out_channels:  # depthwise needs no slicing
-                unit = math.lcm(unit, module.groups)
-    return unit
-
-
-def group_name(dg: tp.DependencyGraph, group: Any, name_of: dict[nn.Module, str]) -> str:
-    """Return the name of a Torch-Pruning group: the first layer (in module order) whose
-    output channels it removes, so a residual group is named by the layer that starts
-    the residual stream rather than by whichever layer the tracer met first."""
-    order = {m: i for i, m in enumerate(name_of)}
-    producers = [
-        item.dep.target.module
-        for item in group
-        if isinstance(item.dep.target.module, PRUNABLE_ROOTS)
-        and item.dep.target.module in name_of
-        and dg.is_out_channel_pruning_fn(item.dep.handler)
-    ]
-    if not producers:
-        return name_of[group[0].dep.target.module]
-    return name_of[min(producers, key=lambda m: order[m])]
 
 
 def _describe_group(

@@ -21,13 +21,8 @@ from torch import nn
 
 from models.errors import ModelsError
 from models.names import RECURRENT_CRITERIA
-from models.prune._graph import (
-    ChannelGroup,
-    DimCoverage,
-    LayerCoverage,
-    PruningGraph,
-    find_output_layer,
-)
+from models.prune._graph import ChannelGroup, DimCoverage, LayerCoverage, PruningGraph
+from models.prune._tracing import find_output_layer
 
 __all__ = [
     "RECURRENT_CRITERIA",

@@ -27,16 +27,11 @@ from models.criteria import Calibration
 from models.errors import ModelsError
 from models.names import GRANULARITIES, STEP_CRITERIA
 from models.prune._apply import _tp_groups, apply_plan, score_channels
-from models.prune._graph import (
-    ChannelGroup,
-    PruningGraph,
-    build_pruning_graph,
-    output_channels,
-    trace_dependencies,
-)
+from models.prune._graph import ChannelGroup, PruningGraph, build_pruning_graph
 from models.prune._kernels import KernelMasks, kernel_masks, zero_kernels
 from models.prune._plan import Plan, validate_plan
 from models.prune._recurrent_masks import magnitude_masks, zeroed_recurrent_masks
+from models.prune._tracing import output_channels, trace_dependencies
 
 __all__ = [
     "PruningStep",
