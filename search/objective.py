@@ -71,14 +71,15 @@ class TrialResult:
         number: Optuna trial number.
         plan: channels kept per group (after projection onto the budget).
         macs, params, size_bytes: measured on the pruned model (fvcore for MACs).
-        macs_predicted: the analytic model's MACs for the plan.
+        macs_predicted: the analytic model's MACs for the plan (stored on the trial
+            only where they differ from ``macs``: a cost model fvcore corrects).
         latency_ms, latency_p90_ms: median and p90 latency, when measured.
         proxy_accuracy: validation accuracy after BN recalibration, before fine-tuning
             (None with ``search.compute_epochs``: rungs compute no proxy).
         val_accuracy: validation accuracy after fine-tuning (None if skipped).
         constraints: Optuna constraint values (feasible when all <= 0).
         skipped: why the fine-tune was skipped or cut short (``infeasible``, ``pruned``,
-            ``dominated``; with rungs ``halved``, not among the best of its rung, or
+            ``dominated``; with rungs ``paused``, not among the best of its rung, or
             ``budget``, no compute left for its next rung), or None.
         values: the objective values told to Optuna (None for a pruned trial).
         seconds: wall-clock seconds per stage.
@@ -116,13 +117,17 @@ class TrialResult:
         return TrialState.PRUNED if self.values is None else TrialState.COMPLETE
 
     def user_attrs(self) -> dict[str, Any]:
-        """Return the JSON-safe user attributes stored on the trial."""
+        """Return the JSON-safe user attributes stored on the trial (each one a commit
+        to the study's storage, so nothing that repeats another)."""
+        predicted = (
+            {} if self.macs_predicted == self.macs else {"macs_predicted": self.macs_predicted}
+        )
         return {
             "plan": self.plan.to_dict(),
             "macs": self.macs,
             "params": self.params,
             "size_bytes": self.size_bytes,
-            "macs_predicted": self.macs_predicted,
+            **predicted,
             "latency_ms": self.latency_ms,
             "latency_p90_ms": self.latency_p90_ms,
             "proxy_accuracy": self.proxy_accuracy,

@@ -654,3 +654,5 @@ def test_a_trial_writes_an_attribute_again_only_when_its_value_changed(
     keys = [key for key, _ in writes]
     assert keys.count("macs") == 1 and keys.count("rung") == result.rung + 1
     assert set(result.user_attrs()) <= set(keys)  # everything recorded once
+    # the analytic MACs are stored only where fvcore corrected them
+    assert ("macs_predicted" in keys) == (result.macs_predicted != result.macs)
