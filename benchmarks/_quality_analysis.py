@@ -220,8 +220,11 @@ def combine(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     A run of the same method, budget and seed in a later report replaces the earlier one
     (rerunning a method after a change to it keeps the others' runs). Settings, split
-    sizes, machine and pruner come from the last report; ``machines`` names every CPU
-    the reports ran on (each seed's runs share one baseline, so one machine).
+    sizes, machine and pruner come from the last report, the finishing time from the
+    latest; ``machines`` names every CPU the reports ran on (each seed's runs share one
+    baseline, so one machine). A seed's baseline is the first report's record of it:
+    the others hold the same tensors (checked), measured again, perhaps under other
+    load, so adding runs leaves the baselines' table as it was.
 
     Raises:
         ValueError: two reports started a seed from different baseline weights (a
@@ -237,10 +240,15 @@ def combine(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     runs = list(by_key.values())
     methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
     methods += sorted({r["method"] for r in runs} - set(methods))
-    baselines = {seed: b for report in reports for seed, b in report["baselines"].items()}
+    baselines: dict[str, Any] = {}
+    for report in reports:
+        for seed, baseline in report["baselines"].items():
+            baselines.setdefault(seed, baseline)
     seeds = sorted({run["seed"] for run in runs})
     budgets = sorted({run["budget"] for run in runs}, reverse=True)
+    finished = max(report["machine"]["finished_at"] for report in reports)  # ISO, UTC
     return last | {
+        "machine": last["machine"] | {"finished_at": finished},
         "settings": last["settings"] | {"seeds": seeds, "budgets": budgets},
         "methods": methods,
         "pruner": last.get("pruner", STEP0_PRUNER),

@@ -74,3 +74,20 @@ def test_one_shot_plans_are_reused_only_from_the_same_baseline(tmp_path: Path) -
     assert choice.seconds == 1076.0
     assert choice.details == {"plan_reused_from": "same.json"}
     assert reusable_plans([other], seed=1, trained=ours) == {}
+
+
+def test_combining_keeps_each_baselines_first_record_and_the_latest_finish() -> None:
+    from _quality_analysis import combine
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks/results"
+    first = json.loads((path / "search_quality_compute_digits_resnet56.json").read_text())
+    later = json.loads(json.dumps(first))  # the same baselines, measured again under load
+    for baseline in later["baselines"].values():
+        baseline["measured"]["latency_ms"] *= 4
+    later["machine"]["finished_at"] = "2999-01-01T00:00:00+00:00"
+    earlier = json.loads(json.dumps(first))
+    earlier["machine"]["finished_at"] = "2000-01-01T00:00:00+00:00"
+    merged = combine([first, later, earlier])
+    assert merged["baselines"] == first["baselines"]
+    assert merged["machine"]["finished_at"] == "2999-01-01T00:00:00+00:00"
+    assert merged["machine"]["cpu"] == earlier["machine"]["cpu"]  # the rest from the last
