@@ -15,7 +15,7 @@ from torch import nn
 from models.cost._kernel_plan import Kernel, KernelPlanner, instantiate
 from models.cost._latency_calibration import Calibration, fit_calibration
 from models.cost._latency_grid import Grid
-from models.cost._latency_timing import _STREAM, OnnxTimer, _prepare, _shapes
+from models.cost._latency_timing import STREAM_SHAPE, OnnxTimer, grid_shapes, kernel_grids
 from models.cost._layer_shapes import LayerShape
 from models.cost._network import Network
 from models.errors import ModelsError
@@ -126,7 +126,7 @@ class LatencyTable:
             ModelsError: the model cannot be exported, or its export not read.
         """
         del batch_size  # the shapes do not depend on it; their models do (``to_onnx``)
-        return _shapes(_prepare(model, graph, channel_block)[2])
+        return grid_shapes(kernel_grids(model, graph, channel_block)[2])
 
     @classmethod
     def build(
@@ -154,8 +154,8 @@ class LatencyTable:
             ModelsError: the model cannot be exported or read, or the timer returned
                 the wrong number of latencies.
         """
-        network, block, axes = _prepare(model, graph, channel_block)
-        models = [shape.to_onnx(batch_size) for shape in _shapes(axes)]
+        network, block, axes = kernel_grids(model, graph, channel_block)
+        models = [shape.to_onnx(batch_size) for shape in grid_shapes(axes)]
         times = [float(t) for t in timer(models)]
         if len(times) != len(models):
             raise ModelsError(f"the timer returned {len(times)} latencies for {len(models)} models")
@@ -165,7 +165,11 @@ class LatencyTable:
             grids[template] = Grid(axis, tuple(times[at : at + size]))
             at += size
         groups = [(g.name, g.channels) for g in graph.groups]
-        stream = max(times[1] - times[0], 0.0) * _MIB / (_STREAM.in_channels * _STREAM.out_channels)
+        stream = (
+            max(times[1] - times[0], 0.0)
+            * _MIB
+            / (STREAM_SHAPE.in_channels * STREAM_SHAPE.out_channels)
+        )
         return cls(network, groups, block, batch_size, grids, times[0], stream)
 
     @property

@@ -16,7 +16,14 @@ from models.cost._network import Network
 from models.cost._onnx_network import read_network
 from models.prune import PruningGraph
 
-__all__ = ["OnnxTimer", "onnxruntime_timer"]
+__all__ = [
+    "GRID_POINTS",
+    "STREAM_SHAPE",
+    "OnnxTimer",
+    "grid_shapes",
+    "kernel_grids",
+    "onnxruntime_timer",
+]
 
 OnnxTimer = Callable[[Sequence[bytes]], Sequence[float]]
 """Given serialized ONNX models, returns the median latency in ms of each, in order.
@@ -31,7 +38,7 @@ and linear layers (16 points; bilinear interpolation on padded channels stays wi
 about 2 % of a measured convolution at the 90th percentile)."""
 
 _OVERHEAD = LayerShape("unary", 1, 1, function="Relu")  # one run of a trivial model
-_STREAM = LayerShape("linear", 8192, 8192)  # 256 MiB of weights: larger than any cache
+STREAM_SHAPE = LayerShape("linear", 8192, 8192)  # 256 MiB of weights: larger than any cache
 
 
 def onnxruntime_timer(
@@ -73,7 +80,7 @@ def onnxruntime_timer(
     return timer
 
 
-def _prepare(
+def kernel_grids(
     model: nn.Module, graph: PruningGraph, channel_block: int | None
 ) -> tuple[Network, int, dict[LayerShape, tuple[tuple[int, ...], ...]]]:
     """Return the network, the NCHWc block and every kernel template's grid axes."""
@@ -93,9 +100,9 @@ def _prepare(
     return network, block, axes
 
 
-def _shapes(axes: Mapping[LayerShape, tuple[tuple[int, ...], ...]]) -> list[LayerShape]:
+def grid_shapes(axes: Mapping[LayerShape, tuple[tuple[int, ...], ...]]) -> list[LayerShape]:
     """Return the two reference shapes, then every template at every point of its grid."""
-    return [_OVERHEAD, _STREAM] + [
+    return [_OVERHEAD, STREAM_SHAPE] + [
         instantiate(template, point)
         for template, axis in axes.items()
         for point in Grid(axis, ()).points()

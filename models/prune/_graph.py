@@ -16,13 +16,13 @@ from torch import nn
 from models.errors import ModelsError
 from models.prune._depth import removable_blocks
 from models.prune._tracing import (
-    _TP_MODULE_TYPES,
     PRUNABLE_ROOTS,
-    _channel_units,
-    _grad_fn_recorder,
-    _node_names,
+    TP_MODULE_TYPES,
+    channel_units,
     find_output_layer,
+    grad_fn_recorder,
     group_name,
+    names_of_nodes,
     trace_dependencies,
 )
 
@@ -226,9 +226,9 @@ def build_pruning_graph(
         op_outputs: dict[Any, str] = {}
         op_channels: dict[str, int] = {}
         handles = [
-            m.register_forward_hook(_grad_fn_recorder(op_outputs, op_channels, n))
+            m.register_forward_hook(grad_fn_recorder(op_outputs, op_channels, n))
             for n, m in model.named_modules()
-            if not list(m.children()) and not isinstance(m, _TP_MODULE_TYPES)
+            if not list(m.children()) and not isinstance(m, TP_MODULE_TYPES)
         ]
         try:
             dg = trace_dependencies(model, example)
@@ -247,7 +247,7 @@ def build_pruning_graph(
         )
         groups: list[ChannelGroup] = []
         coverage: dict[tuple[str, str], dict[str, int]] = {}
-        node_names = _node_names(dg, name_of, op_outputs)
+        node_names = names_of_nodes(dg, name_of, op_outputs)
         for tp_group in tp_groups:
             group = _describe_group(dg, tp_group, name_of, round_to)
             if group is None:
@@ -284,7 +284,7 @@ def _describe_group(
     channels = dg.get_out_channels(root)
     if channels is None or root not in name_of:
         return None
-    unit = _channel_units(group)
+    unit = channel_units(group)
     step = math.lcm(round_to, unit)
     if channels <= step:  # narrower than round_to: any multiple of the slicing unit
         step = unit

@@ -20,8 +20,12 @@ from models.errors import ModelsError
 
 __all__ = [
     "PRUNABLE_ROOTS",
+    "TP_MODULE_TYPES",
+    "channel_units",
     "find_output_layer",
+    "grad_fn_recorder",
     "group_name",
+    "names_of_nodes",
     "output_channels",
     "trace_dependencies",
 ]
@@ -80,7 +84,7 @@ def output_channels(module: nn.Module) -> int:
     return int(tp.DependencyGraph().get_pruner_of_module(module).get_out_channels(module))
 
 
-_TP_MODULE_TYPES = (
+TP_MODULE_TYPES = (
     nn.modules.conv._ConvNd,
     nn.Linear,
     nn.modules.batchnorm._BatchNorm,
@@ -94,7 +98,7 @@ _TP_MODULE_TYPES = (
 )
 
 
-def _grad_fn_recorder(store: dict[Any, str], channels: dict[str, int], name: str) -> Any:
+def grad_fn_recorder(store: dict[Any, str], channels: dict[str, int], name: str) -> Any:
     def hook(module: nn.Module, args: Any, output: Any) -> None:
         if isinstance(output, torch.Tensor) and output.grad_fn is not None:
             store.setdefault(output.grad_fn, name)
@@ -104,7 +108,7 @@ def _grad_fn_recorder(store: dict[Any, str], channels: dict[str, int], name: str
     return hook
 
 
-def _node_names(
+def names_of_nodes(
     dg: tp.DependencyGraph, name_of: dict[nn.Module, str], op_outputs: dict[Any, str]
 ) -> dict[Any, str]:
     """Map DependencyGraph nodes to the module path of the layer they stand for."""
@@ -117,7 +121,7 @@ def _node_names(
     return names
 
 
-def _channel_units(group: Any) -> int:
+def channel_units(group: Any) -> int:
     """Return how many equal slices grouped convolutions force a group's channels into."""
     unit = 1
     for item in group:
