@@ -39,6 +39,7 @@ from search.rungs import train_rungs
 from search.scores import objective_values
 from search.space import study_floors
 from search.spec import directions
+from search.storage import write_user_attrs
 
 __all__ = [
     "SCREEN_MARGIN",
@@ -209,9 +210,7 @@ def run_trial(
         lap("apply")
     inherited = None if resumed is None else inherited_measurements(trial, spec.pruning.sequence)
     if inherited is not None:  # its origin's structure, measured there: nothing to redo
-        cost, latency_ms, latency_p90_ms, recorded = inherited
-        for key, value in recorded.items():
-            trial.set_user_attr(key, value)
+        cost, latency_ms, latency_p90_ms, measured = inherited
         lap("cost")
     else:
         cost = (
@@ -219,14 +218,14 @@ def run_trial(
             if problem.cost_is_exact
             else measure_candidate_cost(model, problem.input_shape, spec.pruning.sequence)
         )
-        for key, count in sparse_record(cost).items():
-            trial.set_user_attr(key, count)
         lap("cost")
-        latency_ms, latency_p90_ms = _measure_latency(problem, trial, model, plan)
+        latency_ms, latency_p90_ms, where = _measure_latency(problem, model, plan)
+        measured = sparse_record(cost) | where
     lap("latency")
-    trial.set_user_attr("sampled", sampled)
-    trial.set_user_attr("macs", cost.macs)  # rung rivals compare costs while this one runs
-    trial.set_user_attr("latency_ms", latency_ms)
+    # one transaction; rung rivals compare costs while this one runs
+    write_user_attrs(
+        trial, measured | {"sampled": sampled, "macs": cost.macs, "latency_ms": latency_ms}
+    )
 
     def finish(
         skipped: str | None,
@@ -260,9 +259,12 @@ def run_trial(
             epochs=lineage.epochs,
         )
         recorded = trial.user_attrs  # the trial's own cached copy: no storage read
-        for key, value in result.user_attrs().items():
-            if key not in recorded or recorded[key] != value:  # one commit per write
-                trial.set_user_attr(key, value)
+        changed = {
+            key: value
+            for key, value in result.user_attrs().items()
+            if key not in recorded or recorded[key] != value
+        }
+        write_user_attrs(trial, changed)
         return result
 
     over_latency = (
@@ -352,19 +354,21 @@ def run_trial(
 
 
 def _measure_latency(
-    problem: PruningProblem, trial: optuna.Trial, model: nn.Module, plan: Plan
-) -> tuple[float | None, float | None]:
-    """Return a fresh candidate's median and p90 latency where the job asks for it: the
-    device's layer table predicts the median (the front is measured at the end), else
-    the meter measures both. Where it came from goes into the trial's attributes."""
+    problem: PruningProblem, model: nn.Module, plan: Plan
+) -> tuple[float | None, float | None, dict[str, str]]:
+    """Return a fresh candidate's median and p90 latency where the job asks for it (the
+    device's layer table predicts the median, and the front is measured at the end; else
+    the meter measures both) and where they came from, as the trial's attributes
+    ``latency_device`` and ``latency_source`` (none without latency)."""
     spec = problem.spec
     if not spec.measures_latency:
-        return None, None
+        return None, None, {}
     if problem.latency_table is not None:
-        trial.set_user_attr("latency_device", problem.latency_meter.where)
-        trial.set_user_attr("latency_source", "table")
-        return problem.latency_table.predict(plan), None
+        where = {"latency_device": problem.latency_meter.where, "latency_source": "table"}
+        return problem.latency_table.predict(plan), None, where
     latency = problem.measure_latency(model)
-    trial.set_user_attr("latency_device", latency.device)
-    trial.set_user_attr("latency_source", "measured")
-    return latency.median_ms, latency.p90_ms
+    return (
+        latency.median_ms,
+        latency.p90_ms,
+        {"latency_device": latency.device, "latency_source": "measured"},
+    )

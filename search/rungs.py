@@ -30,6 +30,7 @@ from search.fidelity import FidelityPlan
 from search.hybrid import zeros_held
 from search.problem import PruningProblem
 from search.promotion import affordable
+from search.storage import write_user_attrs
 
 __all__ = [
     "RungOutcome",
@@ -207,11 +208,15 @@ def train_rungs(
         losses = losses[:rung] + [evaluation.loss]
         checkpoints.save(trial.number, save_candidate(problem, model, plan, lineage))
         lap("checkpoint")
-        trial.set_user_attr("rung", rung)
-        trial.set_user_attr("rung_accuracy", accuracies)
-        trial.set_user_attr("rung_loss", losses)
-        trial.set_user_attr(
-            "epochs_trained", round(float(trial.user_attrs.get("epochs_trained", 0.0)) + epochs, 6)
+        trained = float(trial.user_attrs.get("epochs_trained", 0.0)) + epochs
+        write_user_attrs(
+            trial,
+            {
+                "rung": rung,
+                "rung_accuracy": accuracies,
+                "rung_loss": losses,
+                "epochs_trained": round(trained, 6),
+            },
         )
         if rung == len(ends) - 1:
             break

@@ -1,15 +1,20 @@
-"""Optuna's study storage, with SQLite files set up for a trial's many small commits."""
+"""Optuna's study storage, with SQLite files set up for a trial's many small commits, and
+a trial's user attributes written several to a transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
+from optuna.storages._rdb import models as rdb_models
+from optuna.storages._rdb import storage as rdb_storage
 from sqlalchemy import event
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import make_url
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_S", "optuna_storage"]
+__all__ = ["SQLITE_BUSY_TIMEOUT_S", "optuna_storage", "write_user_attrs"]
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 """How long a SQLite connection waits for another writer before "database is locked"."""
@@ -61,3 +66,75 @@ def optuna_storage(
         event.listen(storage.engine, "connect", _sqlite_pragmas)
         storage.engine.dispose()  # Optuna connected while creating the schema: reconnect
     return storage
+
+
+def write_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+    """Set the user attributes ``attrs`` of the running ``trial``, as
+    ``trial.set_user_attr`` would one by one, but in one statement and one transaction
+    where the study is stored by Optuna's ``RDBStorage`` on SQLite, PostgreSQL or MySQL.
+
+    Optuna writes every attribute on its own (a session, a lookup of the trial, an upsert
+    and a commit: 1-1.4 ms each on a SQLite file in WAL mode on the 2-core VMs, and a
+    trial writes about twenty) and has no bulk write (optuna#5665, closed unmerged). This
+    checks once that the trial still runs, as Optuna does before each write, and upserts
+    every attribute in one multi-row statement of the database's dialect (the upsert
+    Optuna issues per attribute), all or nothing; then it updates the trial's cached copy
+    as ``set_user_attr`` does. It relies on Optuna internals (the trial's id and cached
+    copy, the storage's sessions and tables); where one is missing (another storage,
+    another Optuna, another database) it falls back to ``set_user_attr`` per attribute.
+
+    Raises:
+        optuna.exceptions.UpdateFinishedTrialError: the trial has finished.
+        TypeError: a value JSON cannot hold (nothing is written then).
+    """
+    if not attrs:
+        return
+    backend = getattr(trial.storage, "_backend", trial.storage)  # under Optuna's cache
+    trial_id = getattr(trial, "_trial_id", None)
+    cached = getattr(trial, "_cached_frozen_trial", None)
+    if (
+        not isinstance(backend, optuna.storages.RDBStorage)
+        or backend.engine.dialect.name not in _UPSERTS
+        or trial_id is None
+        or cached is None
+    ):
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    table = rdb_models.TrialUserAttributeModel
+    rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
+    with rdb_storage._create_scoped_session(backend.scoped_session) as session:
+        found = rdb_models.TrialModel.find_or_raise_by_id(trial_id, session)
+        backend.check_trial_is_updatable(trial_id, found.state)
+        session.execute(_UPSERTS[backend.engine.dialect.name](table, rows))
+    cached.user_attrs.update(attrs)
+
+
+def _sqlite_upsert(table: Any, rows: list[dict[str, Any]]) -> Any:
+    insert = sqlite.insert(table).values(rows)
+    return insert.on_conflict_do_update(
+        index_elements=[table.trial_id, table.key],
+        set_={"value_json": insert.excluded.value_json},
+    )
+
+
+def _postgresql_upsert(table: Any, rows: list[dict[str, Any]]) -> Any:
+    insert = postgresql.insert(table).values(rows)
+    return insert.on_conflict_do_update(
+        index_elements=[table.trial_id, table.key],
+        set_={"value_json": insert.excluded.value_json},
+    )
+
+
+def _mysql_upsert(table: Any, rows: list[dict[str, Any]]) -> Any:
+    insert = mysql.insert(table).values(rows)
+    return insert.on_duplicate_key_update(value_json=insert.inserted.value_json)
+
+
+_UPSERTS: dict[str, Callable[[Any, list[dict[str, Any]]], Any]] = {
+    "sqlite": _sqlite_upsert,
+    "postgresql": _postgresql_upsert,
+    "mysql": _mysql_upsert,
+}
+"""Per dialect, the multi-row form of the upsert Optuna's ``RDBStorage`` writes one
+attribute with (the unique key is ``(trial_id, key)``)."""

@@ -1,16 +1,10 @@
-"""Service fixtures: a fresh store per test on each backend, an API client, a worker.
-
-Every store test runs twice: on SQLite (a file in tmp_path) and on PostgreSQL (a fresh
-database on 127.0.0.1:5432, dropped afterwards). PostgreSQL tests skip, saying why,
-when no server answers; with INFERPRUNE_REQUIRE_POSTGRES=1 (CI) they fail instead.
-"""
+"""Service fixtures: a fresh store per test on each backend (``backend``, from
+``tests/conftest.py``), an API client, a worker."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,68 +20,7 @@ from service.store import (
     make_session_factory,
     upgrade_schema,
 )
-
-PG_ADMIN_URL = os.environ.get(
-    "INFERPRUNE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
-
-def postgres_available() -> str | None:
-    """Return why PostgreSQL cannot be used, or None if it can."""
-    try:
-        import psycopg
-        from sqlalchemy.engine import make_url
-
-        url = make_url(PG_ADMIN_URL)
-        with psycopg.connect(
-            host=url.host, port=url.port, user=url.username, dbname=url.database, connect_timeout=3
-        ):
-            return None
-    except Exception as exc:  # any failure means: not here
-        return f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}: {exc}"
-
-
-@pytest.fixture(scope="session")
-def _postgres_reason() -> str | None:
-    return postgres_available()
-
-
-def _fresh_postgres_database() -> tuple[str, Any]:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    admin = make_url(PG_ADMIN_URL)
-    name = f"inferprune_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(
-        host=admin.host,
-        port=admin.port,
-        user=admin.username,
-        dbname=admin.database,
-        autocommit=True,
-    ) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(
-            host=admin.host,
-            port=admin.port,
-            user=admin.username,
-            dbname=admin.database,
-            autocommit=True,
-        ) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return admin.set(database=name).render_as_string(hide_password=False), drop
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest, _postgres_reason: str | None) -> str:
-    """The store backend under test."""
-    if request.param == "postgres" and _postgres_reason is not None:
-        if os.environ.get("INFERPRUNE_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL is required here: {_postgres_reason}")
-        pytest.skip(_postgres_reason)
-    return str(request.param)
+from tests.conftest import fresh_postgres_database
 
 
 @pytest.fixture
@@ -95,7 +28,7 @@ def settings(backend: str, tmp_path: Path) -> Iterator[Settings]:
     """Settings of a fresh, migrated store on ``backend`` with quick leases."""
     drop = None
     if backend == "postgres":
-        url, drop = _fresh_postgres_database()
+        url, drop = fresh_postgres_database()
     else:
         url = f"sqlite:///{tmp_path / 'store.db'}"
     engine = make_engine(url)

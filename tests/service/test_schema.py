@@ -12,7 +12,7 @@ from sqlalchemy import inspect, text
 from service.cli import main
 from service.settings import Settings
 from service.store import Base, current_revision, head_revision, make_engine, upgrade_schema
-from tests.service.conftest import _fresh_postgres_database
+from tests.conftest import fresh_postgres_database
 
 
 def _set_revision(url: str, revision: str) -> None:
@@ -30,7 +30,7 @@ def empty_url(backend: str, tmp_path: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    url, drop = _fresh_postgres_database()
+    url, drop = fresh_postgres_database()
     yield url
     drop()
 
