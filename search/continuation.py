@@ -5,7 +5,6 @@ whether a candidate trains on (:mod:`search.promotion`)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -20,7 +19,7 @@ from search.promotion import affordable, is_promotable, is_reference, rung_entri
 from search.scores import objective_values
 from search.spec import directions
 
-__all__ = ["inherited_measurements", "resumed_candidate", "rung_promoter"]
+__all__ = ["RungPromoter", "inherited_measurements", "resumed_candidate", "rung_promoter"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,37 +64,61 @@ def resumed_candidate(
     return restore_candidate(problem, data)
 
 
-def rung_promoter(
-    problem: PruningProblem, trial: optuna.Trial, macs: int, latency_ms: float | None
-) -> Callable[[int, float, float], bool]:
-    """Return the job's rule for going on after a rung (see :mod:`search.promotion`):
-    ``promote(rung, accuracy, next_epochs)`` is True when the candidate is a reference
-    or among the best of the rung's entrants so far, and the compute left pays for
-    ``next_epochs`` more. Both are judged on one read of the study's trials.
+class RungPromoter:
+    """The job's rule for going on after a rung (see :mod:`search.promotion`), for one
+    candidate: called as ``promote(rung, accuracy, next_epochs)``, True when the candidate
+    is a reference or among the best of the rung's entrants so far, and the compute left
+    pays for ``next_epochs`` more. Both are judged on one read of the study's trials.
 
-    For one maximized objective the rung's objective value is also reported to Optuna
-    (``trial.report`` at step ``3**rung``) and kept as ``rung_score`` (before the read,
-    so the candidate's own entry carries it), so that TPE ranks the trials that stopped
-    by the rung they reached, as in BOHB.
+    For one maximized objective the rung's objective value is also kept as ``rung_score``
+    (:meth:`record`, written with the rung's own attributes, so that every worker sees
+    them together) and reported to Optuna (``trial.report`` at step ``3**rung``), so that
+    TPE ranks the trials that stopped by the rung they reached, as in BOHB.
     """
-    fidelity = problem.fidelity
-    assert fidelity is not None
-    spec = problem.spec
-    single = directions(spec) == ["maximize"]
-    candidate = int(trial.user_attrs.get("candidate", trial.number))
 
-    def promote(rung: int, accuracy: float, next_epochs: float) -> bool:
-        if single:
-            value = objective_values(problem, accuracy, macs, 0, latency_ms)[0]
-            scores = list(trial.user_attrs.get("rung_score") or [])[:rung] + [value]
-            trial.set_user_attr("rung_score", scores)
-            trial.report(value, step=fidelity.report_step(rung))
+    def __init__(
+        self, problem: PruningProblem, trial: optuna.Trial, macs: int, latency_ms: float | None
+    ) -> None:
+        assert problem.fidelity is not None
+        self._problem = problem
+        self._fidelity = problem.fidelity
+        self._trial = trial
+        self._macs = macs
+        self._latency_ms = latency_ms
+        self._single = directions(problem.spec) == ["maximize"]
+        self._candidate = int(trial.user_attrs.get("candidate", trial.number))
+
+    def _score(self, accuracy: float) -> float:
+        return objective_values(self._problem, accuracy, self._macs, 0, self._latency_ms)[0]
+
+    def record(self, rung: int, accuracy: float) -> dict[str, Any]:
+        """Return the attributes to write with the rung's results: ``rung_score``, the
+        objective value at each rung so far (one maximized objective only)."""
+        if not self._single:
+            return {}
+        earlier = list(self._trial.user_attrs.get("rung_score") or [])[:rung]
+        return {"rung_score": [*earlier, self._score(accuracy)]}
+
+    def __call__(self, rung: int, accuracy: float, next_epochs: float) -> bool:
+        """Return whether the candidate trains its next rung now (its results for ``rung``
+        written already, :meth:`record` included)."""
+        trial, fidelity = self._trial, self._fidelity
+        if self._single:
+            trial.report(self._score(accuracy), step=fidelity.report_step(rung))
         trials = trial.study.get_trials(deepcopy=False)
         if not affordable(trials, fidelity, next_epochs):
             return False
         if is_reference(fidelity, bool(trial.user_attrs.get("warm_start")), rung):
             return True
         entries = rung_entries(trials, rung)
-        return candidate in entries and is_promotable(spec, fidelity, entries, candidate)
+        return self._candidate in entries and is_promotable(
+            self._problem.spec, fidelity, entries, self._candidate
+        )
 
-    return promote
+
+def rung_promoter(
+    problem: PruningProblem, trial: optuna.Trial, macs: int, latency_ms: float | None
+) -> RungPromoter:
+    """Return the job's promotion rule for ``trial``'s candidate, of cost ``macs`` and
+    latency ``latency_ms`` (:class:`RungPromoter`)."""
+    return RungPromoter(problem, trial, macs, latency_ms)

@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import optuna
 from torch import nn
@@ -47,10 +47,19 @@ of its rung, or the compute left could not pay for its next rung (a later trial 
 continue it: :func:`search.promotion.promote_paused`); ``budget``, the compute left could
 not pay even for its first rung (it was never trained)."""
 
-Promote = Callable[[int, float, float], bool]
-"""``promote(rung, accuracy, next_epochs)`` → whether the candidate goes on to the next
-rung now: promotable, and the compute left pays for the ``next_epochs`` it trains
-(:func:`search.continuation.rung_promoter`)."""
+
+class Promote(Protocol):
+    """Decides after each rung whether a candidate goes on
+    (:class:`search.continuation.RungPromoter`)."""
+
+    def record(self, rung: int, accuracy: float) -> dict[str, Any]:
+        """Return more attributes to write with the rung's results."""
+        ...
+
+    def __call__(self, rung: int, accuracy: float, next_epochs: float) -> bool:
+        """Return whether the candidate goes on to the next rung now: promotable, and the
+        compute left pays for the ``next_epochs`` it trains."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -149,9 +158,9 @@ def train_rungs(
 
     After each rung the model is saved to ``checkpoints`` under the trial's number and
     the trial's user attributes ``rung``, ``rung_accuracy`` and ``rung_loss`` (val
-    top-1 and mean cross-entropy, one per rung, from the first) and ``epochs_trained``
-    are updated, so that other workers see this trial's spending and its place in the
-    rung while it runs.
+    top-1 and mean cross-entropy, one per rung, from the first), ``epochs_trained`` and
+    what ``promote.record`` adds are updated in one transaction, so that other workers
+    see this trial's spending and its place in the rung, all at once, while it runs.
 
     Args:
         problem: the job's fixed inputs.
@@ -161,7 +170,8 @@ def train_rungs(
         lineage: its training so far (a fresh candidate: ``Lineage(trial.number)``).
         fidelity: the job's rungs.
         checkpoints: where each rung's model goes.
-        promote: decides after every rung below the top whether the candidate goes on.
+        promote: decides after every rung below the top whether the candidate goes on
+            (and names what to record with each rung).
         seed: seeds the data order (continued across rungs with the step count).
         should_stop: polled between steps (cancellation).
     """
@@ -216,6 +226,7 @@ def train_rungs(
                 "rung_accuracy": accuracies,
                 "rung_loss": losses,
                 "epochs_trained": round(trained, 6),
+                **promote.record(rung, accuracy),
             },
         )
         if rung == len(ends) - 1:

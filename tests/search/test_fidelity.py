@@ -27,6 +27,7 @@ from search import (
     conclude_search,
     load_problem,
     open_study,
+    optuna_storage,
     plan_fidelity,
     requeue_trial,
     run_one_trial,
@@ -656,3 +657,31 @@ def test_a_trial_writes_an_attribute_again_only_when_its_value_changed(
     assert set(result.user_attrs()) <= set(keys)  # everything recorded once
     # the analytic MACs are stored only where fvcore corrected them
     assert ("macs_predicted" in keys) == (result.macs_predicted != result.macs)
+
+
+def test_a_rungs_results_and_score_are_written_together(
+    compute_problem: PruningProblem, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from search.storage import write_user_attrs
+
+    writes: list[list[str]] = []
+
+    def recorded(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+        writes.append(sorted(attrs))
+        write_user_attrs(trial, attrs)
+
+    monkeypatch.setattr(search.rungs, "write_user_attrs", recorded)
+    storage = optuna_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = open_study(compute_problem, storage)
+    run_one_trial(compute_problem, study, checkpoints=MemoryCheckpoints())
+
+    (trial,) = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    rungs = len(trial.user_attrs["rung_accuracy"])
+    assert rungs >= 2  # the first candidate, a reference, goes on by right
+    together = sorted(["rung", "rung_accuracy", "rung_loss", "epochs_trained", "rung_score"])
+    assert writes == [together] * rungs  # one transaction per rung, the score with it
+    assert len(trial.user_attrs["rung_score"]) == rungs
+    fidelity = compute_problem.fidelity
+    assert fidelity is not None and rungs == len(fidelity.rungs)  # it reached the top
+    # and was reported to Optuna at every rung its promotion was judged: all below the top
+    assert list(trial.intermediate_values) == [fidelity.report_step(r) for r in range(rungs - 1)]
