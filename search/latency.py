@@ -18,10 +18,16 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from models.cost import Latency, has_onnxruntime_cuda, measure_latency, measure_onnx_latency
+from models.cost import (
+    Latency,
+    OutputCheck,
+    has_onnxruntime_cuda,
+    measure_latency,
+    measure_onnx_latency,
+)
 from search.spec import LatencySettings
 
-__all__ = ["LOCAL", "LatencyMeter", "LocalMeter", "MeterFactory"]
+__all__ = ["LOCAL", "LatencyMeter", "LocalMeter", "MeterFactory", "OutputCheckingMeter"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +65,23 @@ class LatencyMeter(Protocol):
         ...
 
 
+@runtime_checkable
+class OutputCheckingMeter(Protocol):
+    """A :class:`LatencyMeter` that runs ONNX graphs where the model is (this process), so
+    that it can check a graph's output against the model's in the session that times it,
+    instead of the graph's maker checking it in a session of its own."""
+
+    def measure_checked(self, model: nn.Module, onnx_bytes: bytes, check: OutputCheck) -> Latency:
+        """Return the latency of ``model`` timed as its graph ``onnx_bytes``, once the
+        graph's first output on the timed input passed ``check``.
+
+        Raises:
+            ModelsError: onnxruntime cannot load or run the graph, or ``check`` refused
+                its output (``ExportError``); nothing was timed.
+        """
+        ...
+
+
 MeterFactory = Callable[[LatencySettings, tuple[int, ...], torch.device], LatencyMeter]
 """Makes a job's meter from its latency settings, its model's input shape and the
 device the worker trains on (:class:`LocalMeter` is one; the service has another)."""
@@ -86,8 +109,11 @@ class LocalMeter:
         """None: the layer table probes this machine's onnxruntime itself."""
         return None
 
-    def measure(self, model: nn.Module, onnx_bytes: bytes | None = None) -> Latency:
-        """Return ``model``'s latency under the settings (see :func:`measure_latency`)."""
+    def measure(
+        self, model: nn.Module, onnx_bytes: bytes | None = None, check: OutputCheck | None = None
+    ) -> Latency:
+        """Return ``model``'s latency under the settings (see :func:`measure_latency`;
+        ``check`` is its ``onnx_check``)."""
         settings = self.settings
         backend = settings.backend
         if self._device != "cpu" and backend == "onnxruntime" and not has_onnxruntime_cuda():
@@ -103,8 +129,16 @@ class LocalMeter:
             repeats=settings.repeats,
             device=self._device,
             onnx_bytes=onnx_bytes if backend == "onnxruntime" else None,
+            onnx_check=check if backend == "onnxruntime" else None,
         )
         return self._here(latency)
+
+    def measure_checked(self, model: nn.Module, onnx_bytes: bytes, check: OutputCheck) -> Latency:
+        """Return ``model``'s latency timed as its graph ``onnx_bytes`` once ``check`` passed
+        on the graph's output (:class:`OutputCheckingMeter`; see :func:`measure_latency`'s
+        ``onnx_check``). Where torch times the model instead (a GPU without onnxruntime's
+        CUDA provider) the graph is not used, so there is nothing to check."""
+        return self.measure(model, onnx_bytes, check)
 
     def measure_onnx(self, models: Sequence[bytes]) -> list[Latency]:
         """Return each ONNX model's latency on this machine's CPU with onnxruntime."""

@@ -24,7 +24,7 @@ from models.train import SoftTargets, steps_per_epoch
 from search.budget import ResolvedBudget
 from search.fidelity import FidelityPlan, plan_fidelity
 from search.hybrid import has_sparse_steps, prune_hybrid
-from search.latency import LatencyMeter
+from search.latency import LatencyMeter, OutputCheckingMeter
 from search.space import SearchSpace
 from search.spec import JobSpec
 from search.steps import to_pruning_steps
@@ -189,10 +189,24 @@ class PruningProblem:
     def measure_latency(self, model: nn.Module, onnx_bytes: bytes | None = None) -> Latency:
         """Return the latency of ``model`` measured end to end by :attr:`latency_meter`
         (``onnx_bytes``: its ONNX export, if made already; else the
-        :attr:`onnx_template` filled with its tensors where that fits, else an export)."""
-        if onnx_bytes is None and model is not self.model and self.onnx_template is not None:
-            onnx_bytes = self.onnx_template.bytes_for(model)
-        return self.latency_meter.measure(model, onnx_bytes)
+        :attr:`onnx_template` filled with its tensors where that fits, else an export).
+
+        A meter on this machine (:class:`~search.latency.OutputCheckingMeter`) checks the
+        template's graph in the session that times it; a graph it refuses retires the
+        template, and the candidate is exported and timed as any other."""
+        template = self.onnx_template if onnx_bytes is None and model is not self.model else None
+        meter = self.latency_meter
+        if template is not None and isinstance(meter, OutputCheckingMeter):
+            graph = template.bytes_for(model, checked=False)
+            if graph is not None:
+                try:
+                    return meter.measure_checked(model, graph, template.output_check(model))
+                except ModelsError as exc:
+                    logger.debug("the ONNX template's graph was refused: %s", exc)
+                    template.discard()
+        elif template is not None:
+            onnx_bytes = template.bytes_for(model)
+        return meter.measure(model, onnx_bytes)
 
 
 def build_candidate(problem: PruningProblem, plan: Plan) -> nn.Module:

@@ -14,12 +14,13 @@ import torch
 from torch import nn
 
 from models.cost._latency_record import Latency, latency_of_runs
-from models.errors import ModelsError
+from models.errors import ExportError, ModelsError
 
 __all__ = [
     "LATENCY_BACKENDS",
     "ONNX_OPTIMIZATIONS",
     "Latency",
+    "OutputCheck",
     "has_onnxruntime_cuda",
     "measure_latency",
     "measure_onnx_latency",
@@ -36,6 +37,10 @@ ONNX_OPTIMIZATIONS: dict[str, ort.GraphOptimizationLevel] = {
 }
 """onnxruntime graph optimization levels by name. ``all`` (the default, as deployed)
 adds layout changes such as NCHWc to ``extended``'s fusions."""
+
+OutputCheck = Callable[[np.ndarray, np.ndarray], bool]
+"""``check(x, output)``: whether an ONNX graph's first output on the input ``x`` is what
+its model computes (see :meth:`models.io.OnnxTemplate.output_check`)."""
 
 _SEED = 0
 
@@ -186,19 +191,24 @@ def _single_input(session: ort.InferenceSession) -> ort.NodeArg:
     return inputs[0]
 
 
-def _onnxruntime_runner(session: ort.InferenceSession, x: np.ndarray) -> Callable[[], object]:
-    """Return a call that runs ``session`` once on ``x``, after one trial run."""
+def _onnxruntime_runner(
+    session: ort.InferenceSession, x: np.ndarray, check: OutputCheck | None = None
+) -> Callable[[], object]:
+    """Return a call that runs ``session`` once on ``x``, after one trial run (whose first
+    output must pass ``check``, if given)."""
     feed = {_single_input(session).name: x}
 
-    def run() -> object:
+    def run() -> list[object]:
         return session.run(None, feed)
 
     try:
-        run()  # fail here, with a clear message, rather than inside the timing loop
+        outputs = run()  # fail here, with a clear message, rather than inside the timing loop
     except Exception as exc:
         raise ModelsError(
             f"onnxruntime cannot run the model on input of shape {tuple(x.shape)}: {exc}"
         ) from exc
+    if check is not None and not check(x, np.asarray(outputs[0])):
+        raise ExportError("the ONNX graph's output differs from its model's: not timed")
     return run
 
 
@@ -288,6 +298,7 @@ def measure_latency(
     device: str = "cpu",
     onnx_bytes: bytes | None = None,
     onnx_optimization: str = "all",
+    onnx_check: OutputCheck | None = None,
 ) -> Latency:
     """Return the measured latency of one forward pass of ``model``.
 
@@ -315,6 +326,10 @@ def measure_latency(
         onnx_bytes: an ONNX export of ``model`` to time instead of exporting it again
             (``onnxruntime`` only).
         onnx_optimization: a key of :data:`ONNX_OPTIMIZATIONS` (``onnxruntime`` only).
+        onnx_check: checks the graph's first output on the timed input before any run
+            is timed (``onnxruntime`` only): ``onnx_bytes`` made by other means than
+            the exporter, which checks its own (:class:`models.io.OnnxTemplate`), are
+            checked in the session that times them instead of a session of their own.
 
     Returns:
         The latency statistics and the settings they were measured with.
@@ -323,7 +338,8 @@ def measure_latency(
         ModelsError: an unknown backend or optimization level, a device that is not
             the CPU or a visible CUDA device (or onnxruntime without its CUDA provider
             for one), a non-positive setting, or a model the backend cannot run
-            (``ExportError`` when the ONNX export fails).
+            (``ExportError`` when the ONNX export fails or ``onnx_check`` refuses the
+            graph's output).
     """
     if backend not in LATENCY_BACKENDS:
         raise ModelsError(
@@ -349,5 +365,6 @@ def measure_latency(
                 onnx_bytes = onnx_model_bytes(model, input_shape)
             index = gpu.index if gpu is not None else None
             session = _onnxruntime_session(onnx_bytes, threads, onnx_optimization, index)
-            durations = _time_runs(_onnxruntime_runner(session, x.numpy()), warmup, repeats)
+            runner = _onnxruntime_runner(session, x.numpy(), onnx_check)
+            durations = _time_runs(runner, warmup, repeats)
     return latency_of_runs(durations, backend, threads, batch_size, warmup, where)

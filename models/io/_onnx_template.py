@@ -23,14 +23,18 @@ Nothing is trusted by construction: :meth:`OnnxTemplate.bytes_for` runs each gra
 makes once in onnxruntime and compares the logits with the candidate's own in torch. A
 model the graph does not fit (a removed block, a layer the candidate lacks, a shape the
 exporter baked into a constant) gets None, and the caller exports it the usual way; a
-template that produced a wrong graph once is not used again.
+template that produced a wrong graph once is not used again. A caller that runs the graph
+itself anyway (a latency meter on this machine) asks for it unchecked and checks it in its
+own session with :meth:`OnnxTemplate.output_check`, saving a session and a run
+(:func:`models.cost.measure_latency`'s ``onnx_check``); it :meth:`~OnnxTemplate.discard` s
+the template where the check fails.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -92,10 +96,14 @@ class OnnxTemplate:
             return None
         return cls(proto, input_shape)
 
-    def bytes_for(self, model: nn.Module) -> bytes | None:
+    def bytes_for(self, model: nn.Module, *, checked: bool = True) -> bytes | None:
         """Return ``model`` as ONNX (input ``"input"``, output ``"logits"``, dynamic batch),
         checked against torch on a seeded input; None where the template does not fit
-        it (then export it with :func:`models.io.onnx_model_bytes`)."""
+        it (then export it with :func:`models.io.onnx_model_bytes`).
+
+        ``checked=False`` skips the run in onnxruntime: the caller must check the graph
+        with :meth:`output_check` before it uses it (and :meth:`discard` the template if
+        the check fails or onnxruntime refuses the graph)."""
         if not self.usable:
             return None
         state = model.state_dict()
@@ -122,18 +130,38 @@ class OnnxTemplate:
                 return None
             proto.graph.initializer.append(initializer)
         data = proto.SerializeToString()
-        if not self._matches(model, data):
+        if checked and not self._matches(model, data):
+            self.discard()
+            return None
+        return data
+
+    def output_check(self, model: nn.Module) -> Callable[[np.ndarray, np.ndarray], bool]:
+        """Return ``check(x, output)``: whether ``output``, a graph's logits on the input
+        ``x``, are ``model``'s own in torch (eval mode), within the tolerance every export
+        is checked with."""
+
+        def check(x: np.ndarray, output: np.ndarray) -> bool:
+            with _eval_mode(model), torch.inference_mode():
+                reference = model(torch.from_numpy(x)).numpy()
+            if output.shape != reference.shape:
+                return False
+            scale = max(1.0, float(np.abs(reference).max()))  # as the exports are checked
+            return bool(np.allclose(output, reference, rtol=0.0, atol=_DEFAULT_ATOL * scale))
+
+        return check
+
+    def discard(self) -> None:
+        """Stop using the template: it made a graph that did not compute its model."""
+        if self.usable:
             logger.warning(
                 "the ONNX template did not reproduce a candidate's outputs; candidates are "
                 "exported one by one from now on"
             )
-            self.usable = False
-            return None
-        return data
+        self.usable = False
 
     def _matches(self, model: nn.Module, data: bytes) -> bool:
         """Return whether the graph ``data`` computes ``model``'s logits."""
-        x = _example(self._input_shape, _CHECK_BATCH)
+        x = _example(self._input_shape, _CHECK_BATCH).numpy()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.intra_op_num_threads = 1
@@ -141,17 +169,11 @@ class OnnxTemplate:
         options.log_severity_level = 3
         try:
             session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-            (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+            (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
         except Exception as exc:  # onnxruntime's own exception types
             logger.debug("the ONNX template does not fit the model: %s", exc)
             return False
-        with _eval_mode(model), torch.inference_mode():
-            reference = model(x).numpy()
-        out = np.asarray(out)
-        if out.shape != reference.shape:
-            return False
-        scale = max(1.0, float(np.abs(reference).max()))  # as the exports are checked
-        return bool(np.allclose(out, reference, rtol=0.0, atol=_DEFAULT_ATOL * scale))
+        return self.output_check(model)(x, np.asarray(out))
 
 
 def _removed_blocks(model: nn.Module, missing: Sequence[str]) -> set[str] | None:

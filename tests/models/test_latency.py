@@ -14,7 +14,7 @@ from torch import nn
 import models.cost._latency
 import models.io
 from models.cost import LATENCY_BACKENDS, ONNX_OPTIMIZATIONS, Latency, measure_latency
-from models.errors import ModelsError
+from models.errors import ExportError, ModelsError
 from models.io import onnx_model_bytes
 from models.zoo import build_model
 
@@ -141,6 +141,26 @@ def test_given_onnx_bytes_are_timed_without_exporting_again(
     latency = measure_latency(tiny, TINY_SHAPE, onnx_bytes=data, batch_size=3, warmup=2, repeats=10)
     assert isinstance(latency, Latency)
     assert latency.median_ms > 0
+
+
+def test_a_given_graph_is_checked_on_the_timed_input_before_any_run_is_timed(
+    tiny: nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = onnx_model_bytes(tiny, TINY_SHAPE)
+    seen: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+
+    def check(x: np.ndarray, output: np.ndarray) -> bool:
+        seen.append((x.shape, output.shape))
+        return True
+
+    measure_latency(tiny, TINY_SHAPE, onnx_bytes=data, batch_size=2, onnx_check=check, repeats=5)
+    assert seen == [((2, *TINY_SHAPE), (2, 10))]  # once, on the input that is timed
+
+    timed: list[object] = []
+    monkeypatch.setattr(models.cost._latency, "_time_runs", lambda *a: timed.append(a))
+    with pytest.raises(ExportError, match="differs from its model"):
+        measure_latency(tiny, TINY_SHAPE, onnx_bytes=data, onnx_check=lambda x, out: False)
+    assert timed == []
 
 
 @pytest.mark.parametrize("level", ONNX_OPTIMIZATIONS)

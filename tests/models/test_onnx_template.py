@@ -120,6 +120,27 @@ def test_a_graph_that_computes_something_else_is_refused_and_not_used_again() ->
     assert template.bytes_for(_FlattenedByView(8).eval()) is None  # no longer trusted
 
 
+def test_an_unchecked_graph_is_checked_by_whoever_runs_it(resnet: nn.Module) -> None:
+    graph = build_pruning_graph(resnet, SHAPE, round_to=4)
+    candidate = apply_plan(resnet, uniform_plan(graph, 0.5), input_shape=SHAPE, graph=graph)
+    template = OnnxTemplate.of(resnet, SHAPE)
+    assert template is not None
+    data = template.bytes_for(candidate, checked=False)
+    assert data is not None
+    x = torch.randn(2, *SHAPE).numpy()
+    check = template.output_check(candidate)
+    assert check(x, _logits(data, torch.from_numpy(x)))
+    other = copy.deepcopy(candidate)
+    with torch.no_grad():
+        other.get_parameter("fc.bias").add_(1.0)  # another model: its logits are not these
+    assert not template.output_check(other)(x, _logits(data, torch.from_numpy(x)))
+    assert not check(x[:1], _logits(data, torch.from_numpy(x)))  # nor another batch's
+    assert template.usable  # until its user says the check failed
+    template.discard()
+    assert not template.usable
+    assert template.bytes_for(candidate, checked=False) is None
+
+
 def _optimized_ops(data: bytes, folder: Path) -> Counter[str]:
     """Return the op types of the graph onnxruntime runs for ``data`` (all
     optimizations, as latency is measured)."""

@@ -284,6 +284,54 @@ def test_candidates_are_timed_on_the_template_graph_not_a_fresh_export(
     assert exports == [problem.model]
 
 
+def test_a_local_meter_checks_the_template_graph_in_the_session_that_times_it(
+    trained_weights: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime
+
+    sessions: list[object] = []
+    real = onnxruntime.InferenceSession
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        sessions.append(args[1].graph_optimization_level)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", counted)
+    problem = load_problem(tiny_spec(budget={"latency_ms": 1000.0}), weights=trained_weights)
+    template = problem.onnx_template
+    assert template is not None
+    candidate = build_candidate(problem, uniform_plan(problem.graph, 0.5))
+    sessions.clear()
+    problem.measure_latency(candidate)
+    # one session checks and times the graph, with every optimization, as latency is timed
+    assert sessions == [onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL]
+    assert template.usable
+
+
+def test_a_template_graph_the_meter_refuses_retires_the_template(
+    trained_weights: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.io
+
+    problem = load_problem(tiny_spec(budget={"latency_ms": 1000.0}), weights=trained_weights)
+    template = problem.onnx_template
+    assert template is not None
+    monkeypatch.setattr(template, "output_check", lambda model: lambda x, out: False)
+    exports: list[nn.Module] = []
+    export = models.io.onnx_model_bytes
+
+    def counted(model: nn.Module, input_shape: Sequence[int], **kwargs: Any) -> bytes:
+        exports.append(model)
+        return export(model, input_shape, **kwargs)
+
+    monkeypatch.setattr(models.io, "onnx_model_bytes", counted)
+    candidate = build_candidate(problem, uniform_plan(problem.graph, 0.5))
+    latency = problem.measure_latency(candidate)
+    assert latency.median_ms > 0  # timed all the same, on its own export
+    assert exports == [candidate]
+    assert not template.usable
+
+
 def test_no_template_is_made_without_onnxruntime_or_without_timed_candidates(
     trained_weights: bytes,
 ) -> None:
