@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from functools import cache
 from typing import Any
 
 import optuna
-from optuna.storages._rdb import models as rdb_models
-from optuna.storages._rdb import storage as rdb_storage
 from sqlalchemy import event
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -85,15 +84,17 @@ def write_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
 
     Raises:
         optuna.exceptions.UpdateFinishedTrialError: the trial has finished.
-        TypeError: a value JSON cannot hold (nothing is written then).
+        TypeError: a value JSON cannot hold (in one transaction, nothing is written).
     """
     if not attrs:
         return
     backend = getattr(trial.storage, "_backend", trial.storage)  # under Optuna's cache
     trial_id = getattr(trial, "_trial_id", None)
     cached = getattr(trial, "_cached_frozen_trial", None)
+    internals = _rdb_internals()
     if (
-        not isinstance(backend, optuna.storages.RDBStorage)
+        internals is None
+        or not isinstance(backend, optuna.storages.RDBStorage)
         or backend.engine.dialect.name not in _UPSERTS
         or trial_id is None
         or cached is None
@@ -101,13 +102,28 @@ def write_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         return
-    table = rdb_models.TrialUserAttributeModel
+    tables, scoped_session = internals
     rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
-    with rdb_storage._create_scoped_session(backend.scoped_session) as session:
-        found = rdb_models.TrialModel.find_or_raise_by_id(trial_id, session)
+    upsert = _UPSERTS[backend.engine.dialect.name](tables.TrialUserAttributeModel, rows)
+    with scoped_session(backend.scoped_session) as session:
+        found = tables.TrialModel.find_or_raise_by_id(trial_id, session)
         backend.check_trial_is_updatable(trial_id, found.state)
-        session.execute(_UPSERTS[backend.engine.dialect.name](table, rows))
+        session.execute(upsert)
     cached.user_attrs.update(attrs)
+
+
+@cache
+def _rdb_internals() -> tuple[Any, Any] | None:
+    """Return Optuna's RDB table models and its session context manager, or None where
+    this Optuna has them elsewhere."""
+    try:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+    except ImportError:
+        return None
+    if not hasattr(models.TrialModel, "find_or_raise_by_id"):
+        return None
+    return models, _create_scoped_session
 
 
 def _sqlite_upsert(table: Any, rows: list[dict[str, Any]]) -> Any:
