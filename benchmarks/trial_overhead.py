@@ -463,14 +463,16 @@ def markdown(payload: dict[str, Any]) -> str:
         )
         + ".",
         "* **latency** makes the candidate's ONNX graph (the unpruned model's graph, "
-        "exported once per job, filled with the candidate's tensors and checked against "
-        "torch on one input: `models.io.OnnxTemplate`; the first trial pays for the "
-        "export), opens an "
-        f"onnxruntime session and runs it {payload['latency_runs']} times, in every trial "
+        "exported once per job, filled with the candidate's tensors: "
+        "`models.io.OnnxTemplate`; the first trial pays for the export), opens an "
+        "onnxruntime session, checks the graph's logits against torch's on the timed input "
+        f"and runs it {payload['latency_runs']} times, in every trial "
         "of a job that measures latency (a rung's continuation carries its origin's).",
         "* **sample**, **unattributed**, **storage**, **ask** are mostly SQLite commits: "
-        "one per group for the sampled widths (`suggest_int`), one per user attribute and "
-        "constraint written after the last stage, one for the tell. One commit costs "
+        "one per group for the sampled widths (`suggest_int`), one per record of user "
+        "attributes (`search.storage.write_user_attrs`: the candidate's measurements before "
+        "it trains, each rung's results, the trial's results after the last stage), one "
+        "per constraint, one for the tell. One commit costs "
         f"{sqlite_ms['wal_normal']:.1f} ms through `search.optuna_storage` (WAL, "
         f"`synchronous=NORMAL`) and {sqlite_ms['default']:.1f} ms with SQLite's defaults, "
         "as a plain `sqlite:///` URL gives Optuna (median of 40 `set_user_attr` calls).",
