@@ -19,7 +19,7 @@ from search.promotion import affordable, is_promotable, is_reference, rung_entri
 from search.scores import objective_values
 from search.spec import directions
 
-__all__ = ["RungPromoter", "inherited_measurements", "resumed_candidate", "rung_promoter"]
+__all__ = ["RungPromoter", "inherited_measurements", "resumed_candidate"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +71,10 @@ class RungPromoter:
     pays for ``next_epochs`` more. Both are judged on one read of the study's trials.
 
     For one maximized objective the rung's objective value is also kept as ``rung_score``
-    (:meth:`record`, written with the rung's own attributes, so that every worker sees
-    them together) and reported to Optuna (``trial.report`` at step ``3**rung``), so that
-    TPE ranks the trials that stopped by the rung they reached, as in BOHB.
+    (one per rung reached, the top one included: :meth:`rung_attrs`, written with the
+    rung's own results, so that every worker sees them together) and reported to Optuna
+    (``trial.report`` at step ``3**rung``, after every rung below the top), so that TPE
+    ranks the trials that stopped by the rung they reached, as in BOHB.
     """
 
     def __init__(
@@ -91,7 +92,7 @@ class RungPromoter:
     def _score(self, accuracy: float) -> float:
         return objective_values(self._problem, accuracy, self._macs, 0, self._latency_ms)[0]
 
-    def record(self, rung: int, accuracy: float) -> dict[str, Any]:
+    def rung_attrs(self, rung: int, accuracy: float) -> dict[str, Any]:
         """Return the attributes to write with the rung's results: ``rung_score``, the
         objective value at each rung so far (one maximized objective only)."""
         if not self._single:
@@ -101,7 +102,7 @@ class RungPromoter:
 
     def __call__(self, rung: int, accuracy: float, next_epochs: float) -> bool:
         """Return whether the candidate trains its next rung now (its results for ``rung``
-        written already, :meth:`record` included)."""
+        written already, :meth:`rung_attrs` included)."""
         trial, fidelity = self._trial, self._fidelity
         if self._single:
             trial.report(self._score(accuracy), step=fidelity.report_step(rung))
@@ -114,11 +115,3 @@ class RungPromoter:
         return self._candidate in entries and is_promotable(
             self._problem.spec, fidelity, entries, self._candidate
         )
-
-
-def rung_promoter(
-    problem: PruningProblem, trial: optuna.Trial, macs: int, latency_ms: float | None
-) -> RungPromoter:
-    """Return the job's promotion rule for ``trial``'s candidate, of cost ``macs`` and
-    latency ``latency_ms`` (:class:`RungPromoter`)."""
-    return RungPromoter(problem, trial, macs, latency_ms)

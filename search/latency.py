@@ -71,13 +71,21 @@ class OutputCheckingMeter(Protocol):
     that it can check a graph's output against the model's in the session that times it,
     instead of the graph's maker checking it in a session of its own."""
 
+    @property
+    def checks_outputs(self) -> bool:
+        """Whether :meth:`measure_checked` can judge a graph here: its outputs match
+        torch's on the CPU within the exports' tolerance (a GPU's kernels, TF32 among
+        them, may not)."""
+        ...
+
     def measure_checked(self, model: nn.Module, onnx_bytes: bytes, check: OutputCheck) -> Latency:
         """Return the latency of ``model`` timed as its graph ``onnx_bytes``, once the
         graph's first output on the timed input passed ``check``.
 
         Raises:
-            ModelsError: onnxruntime cannot load or run the graph, or ``check`` refused
-                its output (``ExportError``); nothing was timed.
+            ExportError: onnxruntime cannot load or run the graph, or ``check`` refused
+                its output; nothing was timed.
+            ModelsError: the meter's own settings or device (as :meth:`measure`).
         """
         ...
 
@@ -133,11 +141,16 @@ class LocalMeter:
         )
         return self._here(latency)
 
+    @property
+    def checks_outputs(self) -> bool:
+        """True on the CPU (:class:`OutputCheckingMeter`); a GPU's outputs differ from
+        torch's on the CPU by more than the check allows."""
+        return self._device == "cpu"
+
     def measure_checked(self, model: nn.Module, onnx_bytes: bytes, check: OutputCheck) -> Latency:
         """Return ``model``'s latency timed as its graph ``onnx_bytes`` once ``check`` passed
         on the graph's output (:class:`OutputCheckingMeter`; see :func:`measure_latency`'s
-        ``onnx_check``). Where torch times the model instead (a GPU without onnxruntime's
-        CUDA provider) the graph is not used, so there is nothing to check."""
+        ``onnx_check``)."""
         return self.measure(model, onnx_bytes, check)
 
     def measure_onnx(self, models: Sequence[bytes]) -> list[Latency]:

@@ -32,7 +32,7 @@ from torch import nn
 from models.prune import Plan
 from models.train import evaluate, fine_tune, recalibrate_batchnorm
 from search.checkpoints import CheckpointStore, Lineage, MemoryCheckpoints
-from search.continuation import inherited_measurements, resumed_candidate, rung_promoter
+from search.continuation import RungPromoter, inherited_measurements, resumed_candidate
 from search.hybrid import measure_candidate_cost, sparse_record, zeros_held
 from search.problem import PruningProblem, build_candidate
 from search.rungs import train_rungs
@@ -118,8 +118,8 @@ class TrialResult:
         return TrialState.PRUNED if self.values is None else TrialState.COMPLETE
 
     def user_attrs(self) -> dict[str, Any]:
-        """Return the JSON-safe user attributes stored on the trial (each one a commit
-        to the study's storage, so nothing that repeats another)."""
+        """Return the JSON-safe user attributes stored on the trial (nothing that
+        repeats another: each is a row of the study's storage)."""
         predicted = (
             {} if self.macs_predicted == self.macs else {"macs_predicted": self.macs_predicted}
         )
@@ -304,7 +304,7 @@ def run_trial(
             lineage,
             fidelity=fidelity,
             checkpoints=store,
-            promote=rung_promoter(problem, trial, cost.macs, latency_ms),
+            promote=RungPromoter(problem, trial, cost.macs, latency_ms),
             seed=seed,
             should_stop=should_stop,
         )
@@ -336,6 +336,7 @@ def run_trial(
                 lr=finetune.lr,
                 rung=-1,
             )
+            # at once: compute spent counts even if the trial fails before its last write
             trial.set_user_attr("epochs_trained", round(trained.epochs, 6))
         lap("finetune")
         accuracy = evaluate(model, problem.data.val).top1

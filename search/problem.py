@@ -17,7 +17,7 @@ from torch import nn
 
 from models.cost import AnalyticCost, Cost, Latency, check_plans
 from models.data import DataSplits
-from models.errors import ModelsError
+from models.errors import ExportError, ModelsError
 from models.io import CheckpointInfo, OnnxTemplate
 from models.prune import Plan, PruningGraph, apply_plan
 from models.train import SoftTargets, steps_per_epoch
@@ -170,7 +170,8 @@ class PruningProblem:
     def onnx_template(self) -> OnnxTemplate | None:
         """The unpruned model's ONNX graph, which candidates' latency measurements fill
         with their own tensors instead of exporting each candidate afresh (see
-        :class:`models.io.OnnxTemplate`; it checks every graph it makes). Made on the
+        :class:`models.io.OnnxTemplate`; every graph is checked against torch, by the
+        template or by the meter that times it). Made on the
         first call; None where the job does not time candidates (only the delivered
         model's latency is measured then: one export is cheaper than a template), where
         latency is not timed with onnxruntime, or where the model's export has no
@@ -191,19 +192,18 @@ class PruningProblem:
         (``onnx_bytes``: its ONNX export, if made already; else the
         :attr:`onnx_template` filled with its tensors where that fits, else an export).
 
-        A meter on this machine (:class:`~search.latency.OutputCheckingMeter`) checks the
-        template's graph in the session that times it; a graph it refuses retires the
-        template, and the candidate is exported and timed as any other."""
+        A meter on this machine's CPU (:class:`~search.latency.OutputCheckingMeter`)
+        checks the template's graph in the session that times it; a graph it refuses
+        retires the template, and the candidate is exported and timed as any other."""
         template = self.onnx_template if onnx_bytes is None and model is not self.model else None
         meter = self.latency_meter
-        if template is not None and isinstance(meter, OutputCheckingMeter):
+        if template is not None and isinstance(meter, OutputCheckingMeter) and meter.checks_outputs:
             graph = template.bytes_for(model, checked=False)
             if graph is not None:
                 try:
                     return meter.measure_checked(model, graph, template.output_check(model))
-                except ModelsError as exc:
-                    logger.debug("the ONNX template's graph was refused: %s", exc)
-                    template.discard()
+                except ExportError as exc:
+                    template.discard(str(exc))
         elif template is not None:
             onnx_bytes = template.bytes_for(model)
         return meter.measure(model, onnx_bytes)

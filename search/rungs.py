@@ -48,11 +48,11 @@ continue it: :func:`search.promotion.promote_paused`); ``budget``, the compute l
 not pay even for its first rung (it was never trained)."""
 
 
-class Promote(Protocol):
+class PromotionRule(Protocol):
     """Decides after each rung whether a candidate goes on
     (:class:`search.continuation.RungPromoter`)."""
 
-    def record(self, rung: int, accuracy: float) -> dict[str, Any]:
+    def rung_attrs(self, rung: int, accuracy: float) -> dict[str, Any]:
         """Return more attributes to write with the rung's results."""
         ...
 
@@ -150,7 +150,7 @@ def train_rungs(
     *,
     fidelity: FidelityPlan,
     checkpoints: CheckpointStore,
-    promote: Promote,
+    promote: PromotionRule,
     seed: int,
     should_stop: Callable[[], bool] | None = None,
 ) -> RungOutcome:
@@ -159,7 +159,7 @@ def train_rungs(
     After each rung the model is saved to ``checkpoints`` under the trial's number and
     the trial's user attributes ``rung``, ``rung_accuracy`` and ``rung_loss`` (val
     top-1 and mean cross-entropy, one per rung, from the first), ``epochs_trained`` and
-    what ``promote.record`` adds are updated in one transaction, so that other workers
+    what ``promote.rung_attrs`` adds are updated in one transaction, so that other workers
     see this trial's spending and its place in the rung, all at once, while it runs.
 
     Args:
@@ -226,7 +226,7 @@ def train_rungs(
                 "rung_accuracy": accuracies,
                 "rung_loss": losses,
                 "epochs_trained": round(trained, 6),
-                **promote.record(rung, accuracy),
+                **promote.rung_attrs(rung, accuracy),
             },
         )
         if rung == len(ends) - 1:

@@ -4,6 +4,7 @@ a trial's user attributes written several to a transaction."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
@@ -84,7 +85,8 @@ def write_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
 
     Raises:
         optuna.exceptions.UpdateFinishedTrialError: the trial has finished.
-        TypeError: a value JSON cannot hold (in one transaction, nothing is written).
+        TypeError: a value JSON cannot hold (nothing is written where the attributes go
+            in one transaction; one by one, those before it are).
     """
     if not attrs:
         return
@@ -96,6 +98,7 @@ def write_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
         internals is None
         or not isinstance(backend, optuna.storages.RDBStorage)
         or backend.engine.dialect.name not in _UPSERTS
+        or (backend.engine.dialect.name == "sqlite" and sqlite3.sqlite_version_info < (3, 24))
         or trial_id is None
         or cached is None
     ):
@@ -153,4 +156,4 @@ _UPSERTS: dict[str, Callable[[Any, list[dict[str, Any]]], Any]] = {
     "mysql": _mysql_upsert,
 }
 """Per dialect, the multi-row form of the upsert Optuna's ``RDBStorage`` writes one
-attribute with (the unique key is ``(trial_id, key)``)."""
+attribute with (the unique key is ``(trial_id, key)``; SQLite has upserts from 3.24)."""

@@ -10,12 +10,12 @@ fail instead.
 from __future__ import annotations
 
 import os
-import uuid
 import warnings
-from collections.abc import Callable
 
 import pytest
 import torch
+
+from tests._postgres import postgres_available
 
 os.environ.setdefault("INFERPRUNE_DATA_ROOT", "/nonexistent-inferprune-data")
 # Tiny models gain nothing from intra-op parallelism, and two threads on a busy two-core
@@ -29,58 +29,9 @@ def _deterministic_torch() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="torch_pruning")
 
 
-PG_ADMIN_URL = os.environ.get(
-    "INFERPRUNE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
-
-def postgres_available() -> str | None:
-    """Return why PostgreSQL cannot be used, or None if it can."""
-    try:
-        import psycopg
-        from sqlalchemy.engine import make_url
-
-        url = make_url(PG_ADMIN_URL)
-        with psycopg.connect(
-            host=url.host, port=url.port, user=url.username, dbname=url.database, connect_timeout=3
-        ):
-            return None
-    except Exception as exc:  # any failure means: not here
-        return f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}: {exc}"
-
-
 @pytest.fixture(scope="session")
 def _postgres_reason() -> str | None:
     return postgres_available()
-
-
-def fresh_postgres_database() -> tuple[str, Callable[[], None]]:
-    """Create an empty PostgreSQL database; return its URL and a call that drops it."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    admin = make_url(PG_ADMIN_URL)
-    name = f"inferprune_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(
-        host=admin.host,
-        port=admin.port,
-        user=admin.username,
-        dbname=admin.database,
-        autocommit=True,
-    ) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(
-            host=admin.host,
-            port=admin.port,
-            user=admin.username,
-            dbname=admin.database,
-            autocommit=True,
-        ) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return admin.set(database=name).render_as_string(hide_password=False), drop
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

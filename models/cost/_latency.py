@@ -338,8 +338,8 @@ def measure_latency(
         ModelsError: an unknown backend or optimization level, a device that is not
             the CPU or a visible CUDA device (or onnxruntime without its CUDA provider
             for one), a non-positive setting, or a model the backend cannot run
-            (``ExportError`` when the ONNX export fails or ``onnx_check`` refuses the
-            graph's output).
+            (``ExportError`` when the ONNX export fails, or, with ``onnx_check``, when
+            onnxruntime cannot load or run the graph or the check refuses its output).
     """
     if backend not in LATENCY_BACKENDS:
         raise ModelsError(
@@ -364,7 +364,12 @@ def measure_latency(
 
                 onnx_bytes = onnx_model_bytes(model, input_shape)
             index = gpu.index if gpu is not None else None
-            session = _onnxruntime_session(onnx_bytes, threads, onnx_optimization, index)
-            runner = _onnxruntime_runner(session, x.numpy(), onnx_check)
+            try:
+                session = _onnxruntime_session(onnx_bytes, threads, onnx_optimization, index)
+                runner = _onnxruntime_runner(session, x.numpy(), onnx_check)
+            except ModelsError as exc:
+                if onnx_check is None or isinstance(exc, ExportError):
+                    raise
+                raise ExportError(f"the ONNX graph to check cannot be timed: {exc}") from exc
             durations = _time_runs(runner, warmup, repeats)
     return latency_of_runs(durations, backend, threads, batch_size, warmup, where)

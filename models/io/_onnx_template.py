@@ -65,8 +65,9 @@ class OnnxTemplate:
     """One model's ONNX graph, reusable for every model with the same structure.
 
     Build it with :meth:`of`; :meth:`bytes_for` returns a checked ONNX export of a
-    candidate, or None where the template does not fit it. Not thread-safe (a latency
-    meter is called from one thread at a time).
+    candidate (or an unchecked one, for a caller that checks it with
+    :meth:`output_check`), or None where the template does not fit it. Not thread-safe
+    (a latency meter is called from one thread at a time).
     """
 
     def __init__(self, proto: onnx.ModelProto, input_shape: Sequence[int]) -> None:
@@ -131,7 +132,7 @@ class OnnxTemplate:
             proto.graph.initializer.append(initializer)
         data = proto.SerializeToString()
         if checked and not self._matches(model, data):
-            self.discard()
+            self.discard("it did not reproduce a candidate's outputs")
             return None
         return data
 
@@ -150,12 +151,14 @@ class OnnxTemplate:
 
         return check
 
-    def discard(self) -> None:
-        """Stop using the template: it made a graph that did not compute its model."""
+    def discard(self, reason: str) -> None:
+        """Stop using the template: it made a graph that did not compute its model
+        (``reason`` says how that showed; logged as a warning)."""
         if self.usable:
             logger.warning(
-                "the ONNX template did not reproduce a candidate's outputs; candidates are "
-                "exported one by one from now on"
+                "the ONNX template is not used any more (%s); candidates are exported one "
+                "by one from now on",
+                reason,
             )
         self.usable = False
 

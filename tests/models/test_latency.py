@@ -163,6 +163,14 @@ def test_a_given_graph_is_checked_on_the_timed_input_before_any_run_is_timed(
     assert timed == []
 
 
+def test_a_graph_to_check_that_cannot_run_is_an_export_error(tiny: nn.Module) -> None:
+    with pytest.raises(ExportError, match="cannot be timed"):
+        measure_latency(tiny, TINY_SHAPE, onnx_bytes=b"not onnx", onnx_check=lambda x, y: True)
+    with pytest.raises(ModelsError, match="cannot load") as raised:  # unchecked: as ever
+        measure_latency(tiny, TINY_SHAPE, onnx_bytes=b"not onnx")
+    assert not isinstance(raised.value, ExportError)
+
+
 @pytest.mark.parametrize("level", ONNX_OPTIMIZATIONS)
 def test_the_onnx_optimization_level_reaches_the_session(
     tiny: nn.Module, level: str, monkeypatch: pytest.MonkeyPatch

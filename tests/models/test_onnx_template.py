@@ -136,7 +136,7 @@ def test_an_unchecked_graph_is_checked_by_whoever_runs_it(resnet: nn.Module) -> 
     assert not template.output_check(other)(x, _logits(data, torch.from_numpy(x)))
     assert not check(x[:1], _logits(data, torch.from_numpy(x)))  # nor another batch's
     assert template.usable  # until its user says the check failed
-    template.discard()
+    template.discard("its graph was refused")
     assert not template.usable
     assert template.bytes_for(candidate, checked=False) is None
 

@@ -529,7 +529,7 @@ def test_rungs_train_with_the_specs_distillation_loss(
 def test_a_warm_start_goes_on_where_a_candidate_as_poor_pauses(
     compute_problem: PruningProblem,
 ) -> None:
-    from search.continuation import rung_promoter
+    from search.continuation import RungPromoter
 
     study = optuna.create_study(direction="maximize")
     for accuracy in (0.9, 0.5):  # two earlier entrants of the first rung
@@ -539,12 +539,12 @@ def test_a_warm_start_goes_on_where_a_candidate_as_poor_pauses(
     poor = study.ask()
     poor.set_user_attr("macs", 100)
     poor.set_user_attr("rung_accuracy", [0.1])
-    assert not rung_promoter(compute_problem, poor, 100, None)(0, 0.1, 0.1)  # pauses
+    assert not RungPromoter(compute_problem, poor, 100, None)(0, 0.1, 0.1)  # pauses
     reference = study.ask()
     reference.set_user_attr("macs", 100)
     reference.set_user_attr("warm_start", True)  # a baseline's own plan
     reference.set_user_attr("rung_accuracy", [0.1])
-    promote = rung_promoter(compute_problem, reference, 100, None)
+    promote = RungPromoter(compute_problem, reference, 100, None)
     assert promote(0, 0.1, 0.1)  # goes on by right
     assert not promote(0, 0.1, 1e6)  # unless the compute left cannot pay for its next rung
 

@@ -300,12 +300,34 @@ def test_a_local_meter_checks_the_template_graph_in_the_session_that_times_it(
     problem = load_problem(tiny_spec(budget={"latency_ms": 1000.0}), weights=trained_weights)
     template = problem.onnx_template
     assert template is not None
+    checked: list[tuple[int, ...]] = []
+    output_check = template.output_check
+
+    def spied(model: nn.Module) -> Any:
+        check = output_check(model)
+
+        def spy(x: Any, output: Any) -> bool:
+            checked.append(output.shape)
+            return check(x, output)
+
+        return spy
+
+    monkeypatch.setattr(template, "output_check", spied)
     candidate = build_candidate(problem, uniform_plan(problem.graph, 0.5))
     sessions.clear()
     problem.measure_latency(candidate)
+    assert checked == [(1, problem.data.num_classes)]  # the timed input's logits, checked
     # one session checks and times the graph, with every optimization, as latency is timed
     assert sessions == [onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL]
     assert template.usable
+
+
+def test_only_a_meter_on_the_cpu_checks_graphs_in_its_own_session() -> None:
+    settings = LatencySettings()
+    assert LocalMeter(settings, (3, 8, 8), torch.device("cpu")).checks_outputs
+    # a GPU's kernels (TF32 among them) differ from torch's on the CPU by more than the
+    # check allows: there the template checks its graphs on the CPU, as before
+    assert not LocalMeter(settings, (3, 8, 8), torch.device("cuda", 0)).checks_outputs
 
 
 def test_a_template_graph_the_meter_refuses_retires_the_template(

@@ -12,7 +12,7 @@ from sqlalchemy import event, text
 
 from search import optuna_storage
 from search.storage import write_user_attrs
-from tests.conftest import fresh_postgres_database
+from tests._postgres import fresh_postgres_database
 
 
 def _pragma(storage: optuna.storages.RDBStorage, name: str) -> object:

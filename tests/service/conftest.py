@@ -20,7 +20,7 @@ from service.store import (
     make_session_factory,
     upgrade_schema,
 )
-from tests.conftest import fresh_postgres_database
+from tests._postgres import fresh_postgres_database
 
 
 @pytest.fixture

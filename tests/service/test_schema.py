@@ -12,7 +12,7 @@ from sqlalchemy import inspect, text
 from service.cli import main
 from service.settings import Settings
 from service.store import Base, current_revision, head_revision, make_engine, upgrade_schema
-from tests.conftest import fresh_postgres_database
+from tests._postgres import fresh_postgres_database
 
 
 def _set_revision(url: str, revision: str) -> None:
