@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 PG_ADMIN_URL = os.environ.get(
     "INFERPRUNE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -27,30 +28,32 @@ def postgres_available() -> str | None:
         return f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}: {exc}"
 
 
-def fresh_postgres_database() -> tuple[str, Callable[[], None]]:
-    """Create an empty PostgreSQL database; return its URL and a call that drops it."""
+def _admin_connection() -> Any:
+    """Return an autocommitting connection to the server's admin database."""
     import psycopg
     from sqlalchemy.engine import make_url
 
     admin = make_url(PG_ADMIN_URL)
-    name = f"inferprune_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(
+    return psycopg.connect(
         host=admin.host,
         port=admin.port,
         user=admin.username,
         dbname=admin.database,
         autocommit=True,
-    ) as conn:
+    )
+
+
+def fresh_postgres_database() -> tuple[str, Callable[[], None]]:
+    """Create an empty PostgreSQL database; return its URL and a call that drops it."""
+    from sqlalchemy.engine import make_url
+
+    name = f"inferprune_test_{uuid.uuid4().hex[:12]}"
+    with _admin_connection() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
 
     def drop() -> None:
-        with psycopg.connect(
-            host=admin.host,
-            port=admin.port,
-            user=admin.username,
-            dbname=admin.database,
-            autocommit=True,
-        ) as conn:
+        with _admin_connection() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    return admin.set(database=name).render_as_string(hide_password=False), drop
+    url = make_url(PG_ADMIN_URL).set(database=name)
+    return url.render_as_string(hide_password=False), drop

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 
-from tests._postgres import postgres_available
+from tests._postgres import fresh_postgres_database, postgres_available
 
 os.environ.setdefault("INFERPRUNE_DATA_ROOT", "/nonexistent-inferprune-data")
 # Tiny models gain nothing from intra-op parallelism, and two threads on a busy two-core
@@ -43,3 +45,17 @@ def backend(request: pytest.FixtureRequest, _postgres_reason: str | None) -> str
             pytest.fail(f"PostgreSQL is required here: {_postgres_reason}")
         pytest.skip(_postgres_reason)
     return str(request.param)
+
+
+@pytest.fixture
+def empty_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """The URL of a database on ``backend`` with no tables at all (a SQLite file in
+    tmp_path, or a fresh PostgreSQL database, dropped afterwards)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    url, drop = fresh_postgres_database()
+    try:
+        yield url
+    finally:
+        drop()

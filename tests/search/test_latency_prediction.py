@@ -255,21 +255,27 @@ def test_a_delivery_the_table_underestimated_is_narrowed_until_it_measures_withi
     assert best["plan"] != chosen.user_attrs["plan"]  # narrower than the trial it came from
 
 
-def test_candidates_are_timed_on_the_template_graph_not_a_fresh_export(
-    trained_weights: bytes, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Exporting every candidate costs more than timing it; the unpruned model's graph
-    filled with the candidate's tensors is checked and timed instead."""
+@pytest.fixture
+def exports(monkeypatch: pytest.MonkeyPatch) -> list[nn.Module]:
+    """The models exported to ONNX from now on (``models.io.onnx_model_bytes``)."""
     import models.io
 
-    exports: list[nn.Module] = []
+    exported: list[nn.Module] = []
     export = models.io.onnx_model_bytes
 
     def counted(model: nn.Module, input_shape: Sequence[int], **kwargs: Any) -> bytes:
-        exports.append(model)
+        exported.append(model)
         return export(model, input_shape, **kwargs)
 
     monkeypatch.setattr(models.io, "onnx_model_bytes", counted)
+    return exported
+
+
+def test_candidates_are_timed_on_the_template_graph_not_a_fresh_export(
+    trained_weights: bytes, exports: list[nn.Module]
+) -> None:
+    """Exporting every candidate costs more than timing it; the unpruned model's graph
+    filled with the candidate's tensors is checked and timed instead."""
     spec = tiny_spec(budget={"latency_ms": 1000.0})  # the job times every candidate
     problem = load_problem(spec, weights=trained_weights)
     assert exports == [problem.model]  # the baseline's latency, when the job loads
@@ -331,22 +337,13 @@ def test_only_a_meter_on_the_cpu_checks_graphs_in_its_own_session() -> None:
 
 
 def test_a_template_graph_the_meter_refuses_retires_the_template(
-    trained_weights: bytes, monkeypatch: pytest.MonkeyPatch
+    trained_weights: bytes, monkeypatch: pytest.MonkeyPatch, exports: list[nn.Module]
 ) -> None:
-    import models.io
-
     problem = load_problem(tiny_spec(budget={"latency_ms": 1000.0}), weights=trained_weights)
     template = problem.onnx_template
     assert template is not None
     monkeypatch.setattr(template, "output_check", lambda model: lambda x, out: False)
-    exports: list[nn.Module] = []
-    export = models.io.onnx_model_bytes
-
-    def counted(model: nn.Module, input_shape: Sequence[int], **kwargs: Any) -> bytes:
-        exports.append(model)
-        return export(model, input_shape, **kwargs)
-
-    monkeypatch.setattr(models.io, "onnx_model_bytes", counted)
+    exports.clear()  # the baseline's, when the job loaded
     candidate = build_candidate(problem, uniform_plan(problem.graph, 0.5))
     latency = problem.measure_latency(candidate)
     assert latency.median_ms > 0  # timed all the same, on its own export

@@ -3,7 +3,6 @@ attributes written several to a transaction, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -12,7 +11,6 @@ from sqlalchemy import event, text
 
 from search import optuna_storage
 from search.storage import write_user_attrs
-from tests._postgres import fresh_postgres_database
 
 
 def _pragma(storage: optuna.storages.RDBStorage, name: str) -> object:
@@ -48,19 +46,6 @@ def test_an_in_memory_sqlite_url_keeps_its_database(tmp_path: Path) -> None:
 # -- several attributes in one transaction ------------------------------------------------
 
 
-@pytest.fixture
-def study_url(backend: str, tmp_path: Path) -> Iterator[str]:
-    """A fresh study database on ``backend`` (SQLite file, or PostgreSQL when reachable)."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'study.db'}"
-        return
-    url, drop = fresh_postgres_database()
-    try:
-        yield url
-    finally:
-        drop()
-
-
 def _counting(storage: optuna.storages.RDBStorage) -> dict[str, int]:
     """Count the commits and SQL statements on ``storage``'s engine from now on."""
     counts = {"commits": 0, "statements": 0}
@@ -83,8 +68,10 @@ ATTRS = {
 }
 
 
-def test_a_trials_attributes_are_written_in_one_statement_and_one_commit(study_url: str) -> None:
-    storage = optuna_storage(study_url)
+def test_a_trials_attributes_are_written_in_one_statement_and_one_commit(
+    empty_database_url: str,
+) -> None:
+    storage = optuna_storage(empty_database_url)
     study = optuna.create_study(storage=storage, study_name="s")
     trial = study.ask()
     trial.set_user_attr("macs", 1)  # an attribute that exists is overwritten
@@ -94,14 +81,16 @@ def test_a_trials_attributes_are_written_in_one_statement_and_one_commit(study_u
 
     assert counts == {"commits": 1, "statements": 2}  # the trial's state, one upsert
     assert trial.user_attrs == ATTRS  # the trial's own copy, as set_user_attr keeps it
-    again = optuna.load_study(study_name="s", storage=optuna.storages.RDBStorage(study_url))
+    again = optuna.load_study(
+        study_name="s", storage=optuna.storages.RDBStorage(empty_database_url)
+    )
     assert again.trials[0].user_attrs == ATTRS
 
 
 def test_nothing_is_written_to_a_finished_trial_or_when_a_value_is_not_json(
-    study_url: str,
+    empty_database_url: str,
 ) -> None:
-    storage = optuna_storage(study_url)
+    storage = optuna_storage(empty_database_url)
     study = optuna.create_study(storage=storage, study_name="s")
     trial = study.ask()
     with pytest.raises(TypeError):

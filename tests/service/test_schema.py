@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
@@ -12,7 +10,6 @@ from sqlalchemy import inspect, text
 from service.cli import main
 from service.settings import Settings
 from service.store import Base, current_revision, head_revision, make_engine, upgrade_schema
-from tests._postgres import fresh_postgres_database
 
 
 def _set_revision(url: str, revision: str) -> None:
@@ -24,34 +21,23 @@ def _set_revision(url: str, revision: str) -> None:
     engine.dispose()
 
 
-@pytest.fixture
-def empty_url(backend: str, tmp_path: Path) -> Iterator[str]:
-    """The URL of a database on ``backend`` with no tables at all."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
-        return
-    url, drop = fresh_postgres_database()
-    yield url
-    drop()
-
-
 def test_db_upgrade_creates_and_is_idempotent(
-    empty_url: str, capsys: pytest.CaptureFixture[str]
+    empty_database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    engine = make_engine(empty_url)
+    engine = make_engine(empty_database_url)
     assert current_revision(engine) is None and inspect(engine).get_table_names() == []
 
-    assert main(["db", "upgrade", "--db", empty_url]) == 0
+    assert main(["db", "upgrade", "--db", empty_database_url]) == 0
     assert f"upgraded from nothing to revision {head_revision()}" in capsys.readouterr().err
     assert set(Base.metadata.tables) <= set(inspect(engine).get_table_names())
     assert current_revision(engine) == head_revision()
-    assert main(["token", "create", "--tenant", "acme", "--db", empty_url]) == 0
+    assert main(["token", "create", "--tenant", "acme", "--db", empty_database_url]) == 0
     capsys.readouterr()
 
-    assert main(["db", "upgrade", "--db", empty_url]) == 0  # again: nothing changes
+    assert main(["db", "upgrade", "--db", empty_database_url]) == 0  # again: nothing changes
     assert f"already at revision {head_revision()}" in capsys.readouterr().err
     assert current_revision(engine) == head_revision()
-    assert main(["token", "list", "--json", "--db", empty_url]) == 0
+    assert main(["token", "list", "--json", "--db", empty_database_url]) == 0
     tokens = json.loads(capsys.readouterr().out)["tokens"]
     assert [t["tenant"] for t in tokens] == ["acme"], "the second upgrade kept the data"
     engine.dispose()
