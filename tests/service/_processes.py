@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -200,6 +201,21 @@ def can_make_namespaces() -> bool:
     )
 
 
+def _free_prefix() -> str:
+    """Return ``10.a.b`` such that no interface here has an address in ``10.a.b.0/24``:
+    drawn at random, so that test processes building namespaces at once, and the links a
+    killed run left behind, do not give two links one address (a namespace's traffic
+    then goes to the other and times out)."""
+    used = subprocess.run(
+        ["ip", "-o", "-4", "addr"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    rng = random.SystemRandom()
+    while True:
+        prefix = f"10.{rng.randint(200, 254)}.{rng.randint(0, 255)}"
+        if f" {prefix}." not in used:
+            return prefix
+
+
 @contextmanager
 def network_namespaces(count: int) -> Iterator[list[Namespace]]:
     """Create ``count`` network namespaces, each reaching the host over its own veth link
@@ -210,8 +226,8 @@ def network_namespaces(count: int) -> Iterator[list[Namespace]]:
     tag = uuid.uuid4().hex[:6]
     try:
         for index in range(count):
-            subnet = 200 + index
-            ns = Namespace(f"ipw{tag}{index}", f"10.{subnet}.77.1", f"10.{subnet}.77.2")
+            prefix = _free_prefix()
+            ns = Namespace(f"ipw{tag}{index}", f"{prefix}.1", f"{prefix}.2")
             try:
                 _run("ip", "netns", "add", ns.name)
             except subprocess.CalledProcessError as exc:
