@@ -239,12 +239,11 @@ def time_trials(
         )
     rungs = problem.fidelity is not None
     full = [t for t in timings if t.skipped is None or (rungs and t.stages.get("finetune"))]
+    records = [{"wall": t.wall, "stages": t.stages} for t in full]
     medians = {s: statistics.median(t.stages.get(s, 0.0) for t in full) for s in STAGES}
     wall_median = statistics.median(t.wall for t in full)
     overhead_s = wall_median - sum(medians[s] for s in WORK_STAGES)
     step_s = medians["finetune"] / steps_per_trial
-    # (overhead) / (overhead + evaluate + steps * step_s) < target, solved for steps
-    steps_for_target = (overhead_s / OVERHEAD_TARGET - overhead_s - medians["evaluate"]) / step_s
     return {
         "arch": arch,
         "job": job,
@@ -268,7 +267,7 @@ def time_trials(
         "median_overhead_share": statistics.median(t.overhead_share for t in full),
         "median_commits": statistics.median(t.commits for t in full),
         "finetune_step_s": step_s,
-        "steps_for_target": None if rungs else math.ceil(steps_for_target),
+        "steps_for_target": None if rungs else steps_for_target(records, steps_per_trial),
         "trials": [
             {
                 "number": t.number,
@@ -280,6 +279,22 @@ def time_trials(
             for t in timings
         ],
     }
+
+
+def steps_for_target(trials: Sequence[dict[str, Any]], steps_per_trial: int) -> int:
+    """Return the fine-tune steps per trial at which the median trial's overhead share
+    would fall under the target: for each trial (``wall`` and ``stages`` seconds, a
+    fine-tune of ``steps_per_trial`` steps) the least number of steps for which its
+    fixed overhead and evaluation are under :data:`OVERHEAD_TARGET` of it, then the median
+    over the trials (as the share itself is the median trial's)."""
+    needed = []
+    for t in trials:
+        stages = t["stages"]
+        overhead = t["wall"] - sum(stages.get(s, 0.0) for s in WORK_STAGES)
+        step = stages["finetune"] / steps_per_trial
+        # overhead / (overhead + evaluate + steps * step) < target, solved for steps
+        needed.append((overhead / OVERHEAD_TARGET - overhead - stages.get("evaluate", 0.0)) / step)
+    return math.ceil(statistics.median(needed))
 
 
 def sqlite_commit_ms(path: Path, *, wal: bool, writes: int = 40) -> float:

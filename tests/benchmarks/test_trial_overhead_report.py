@@ -12,7 +12,15 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from trial_overhead import JOBS, STAGES, markdown, spec_for, time_weighted_share  # noqa: E402
+from trial_overhead import (  # noqa: E402
+    JOBS,
+    OVERHEAD_TARGET,
+    STAGES,
+    markdown,
+    spec_for,
+    steps_for_target,
+    time_weighted_share,
+)
 
 
 def _trial(
@@ -48,3 +56,22 @@ def test_the_report_has_a_table_per_length_and_job() -> None:
     tables = [line for line in report.splitlines() if line.startswith("## ") and "job `" in line]
     assert len(tables) == len(cells)
     assert report.count("(time-weighted)") == len(tables)
+
+
+def test_the_steps_for_the_target_are_those_at_which_the_median_trial_passes() -> None:
+    # 10 steps of 0.06 s, 0.2 s of evaluation and 0.1 s of overhead: 11.1 %; the middle
+    # trial needs 12 steps (11: 10.4 %, 12: 9.8 %), the other two 9 and 15
+    trials = [
+        _trial(0.1 + 0.2 + 0.6, 0.6, 0.2),
+        _trial(0.08 + 0.2 + 0.6, 0.6, 0.2),
+        _trial(0.12 + 0.2 + 0.6, 0.6, 0.2),
+    ]
+    steps = steps_for_target(trials, 10)
+    assert steps == 12
+
+    def share(trial: dict[str, Any], n: int) -> float:
+        overhead = trial["wall"] - 0.6 - 0.2
+        return overhead / (overhead + 0.2 + 0.06 * n)
+
+    assert sorted(share(t, steps) for t in trials)[1] < OVERHEAD_TARGET
+    assert sorted(share(t, steps - 1) for t in trials)[1] > OVERHEAD_TARGET
