@@ -117,11 +117,13 @@ class LocalMeter:
         """None: the layer table probes this machine's onnxruntime itself."""
         return None
 
-    def measure(
-        self, model: nn.Module, onnx_bytes: bytes | None = None, check: OutputCheck | None = None
+    def measure(self, model: nn.Module, onnx_bytes: bytes | None = None) -> Latency:
+        """Return ``model``'s latency under the settings (see :func:`measure_latency`)."""
+        return self._measure(model, onnx_bytes, None)
+
+    def _measure(
+        self, model: nn.Module, onnx_bytes: bytes | None, check: OutputCheck | None
     ) -> Latency:
-        """Return ``model``'s latency under the settings (see :func:`measure_latency`;
-        ``check`` is its ``onnx_check``)."""
         settings = self.settings
         backend = settings.backend
         if self._device != "cpu" and backend == "onnxruntime" and not has_onnxruntime_cuda():
@@ -151,7 +153,7 @@ class LocalMeter:
         """Return ``model``'s latency timed as its graph ``onnx_bytes`` once ``check`` passed
         on the graph's output (:class:`OutputCheckingMeter`; see :func:`measure_latency`'s
         ``onnx_check``)."""
-        return self.measure(model, onnx_bytes, check)
+        return self._measure(model, onnx_bytes, check)
 
     def measure_onnx(self, models: Sequence[bytes]) -> list[Latency]:
         """Return each ONNX model's latency on this machine's CPU with onnxruntime."""
