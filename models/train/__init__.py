@@ -14,7 +14,7 @@ model's parameters are on, and leaves the model in eval mode.
 
 from __future__ import annotations
 
-from models.train._batchnorm import recalibrate_batchnorm
+from models.train._batchnorm import recalibrate_batchnorm, stale_statistics_share
 from models.train._carry import OptimizerCarry
 from models.train._evaluate import Evaluation, evaluate
 from models.train._finetune import TrainProgress, TrainResult, fine_tune
@@ -31,6 +31,7 @@ __all__ = [
     "evaluate",
     "fine_tune",
     "recalibrate_batchnorm",
+    "stale_statistics_share",
     "steps_per_epoch",
     "total_steps",
 ]

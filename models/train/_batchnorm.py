@@ -17,7 +17,7 @@ from models.data._split import BatchSource
 from models.errors import DataError
 from models.train._batches import module_device, on_device
 
-__all__ = ["recalibrate_batchnorm"]
+__all__ = ["recalibrate_batchnorm", "stale_statistics_share"]
 
 
 def _tracking_batchnorms(model: nn.Module) -> list[_BatchNorm]:
@@ -26,6 +26,25 @@ def _tracking_batchnorms(model: nn.Module) -> list[_BatchNorm]:
         for m in model.modules()
         if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None
     ]
+
+
+def stale_statistics_share(model: nn.Module, steps: int) -> float:
+    """Return the largest share the running statistics of ``model``'s BatchNorm layers
+    held before ``steps`` training steps still hold after them.
+
+    A layer with ``momentum`` m keeps an exponential average, so what it held weighs
+    ``(1 - m) ** steps`` afterwards (PyTorch's default m = 0.1: below 1 % after 44
+    steps). A layer with ``momentum=None`` keeps a cumulative average over every batch
+    it ever saw, its earlier ones included: it never forgets them, and counts as 1.0.
+    A model without tracking BatchNorm layers gives 0.0.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must not be negative, got {steps}")
+    shares = [
+        1.0 if m.momentum is None else (1.0 - float(m.momentum)) ** steps
+        for m in _tracking_batchnorms(model)
+    ]
+    return max(shares, default=0.0)
 
 
 def recalibrate_batchnorm(

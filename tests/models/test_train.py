@@ -19,6 +19,7 @@ from models.train import (
     evaluate,
     fine_tune,
     recalibrate_batchnorm,
+    stale_statistics_share,
 )
 
 NUM_CLASSES = 4
@@ -393,6 +394,23 @@ def test_recalibration_that_fails_leaves_statistics_as_they_were(trained: nn.Mod
         recalibrate_batchnorm(model, wrong_shape)
     assert same_weights(model, trained)
     assert model[1].momentum == 0.1
+
+
+def test_the_stale_share_is_what_the_slowest_running_average_still_holds(
+    trained: nn.Module,
+) -> None:
+    model = copy.deepcopy(trained)
+    assert stale_statistics_share(model, 0) == 1.0
+    assert stale_statistics_share(model, 44) == pytest.approx(0.9**44)  # PyTorch's 0.1
+    assert stale_statistics_share(model, 44) < 0.01 < stale_statistics_share(model, 43)
+    model[4].momentum = 0.05  # the slower layer decides
+    assert stale_statistics_share(model, 10) == pytest.approx(0.95**10)
+    model[1].momentum = None  # a cumulative average keeps every batch it ever saw
+    assert stale_statistics_share(model, 10_000) == 1.0
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(64, NUM_CLASSES))
+    assert stale_statistics_share(plain, 0) == 0.0
+    with pytest.raises(ValueError, match="steps"):
+        stale_statistics_share(trained, -1)
 
 
 def test_a_bad_label_in_a_later_batch_is_caught_before_it_reaches_the_device() -> None:
