@@ -470,9 +470,7 @@ def markdown(payload: dict[str, Any]) -> str:
         "(`search.objective.BN_BATCHES` batches of 64; `bn_recal.md` shows that more "
         "batches do not change the proxy's ranking) in every trial of a classic search, "
         "whatever the fine-tune length (a rung search computes no proxy: its first rung "
-        "is the signal; it forwards `search.rungs.RUNG_BN_BATCHES` batches after a rung "
-        "too short for the running statistics to have forgotten the unpruned model's, "
-        "`search.rungs.STALE_BN_SHARE`: fewer than 44 steps, as on `digits` here): "
+        "is the signal, and a first rung spends its time training and evaluating): "
         + ", ".join(
             f"{r['median_s']['bn_recal'] / r['median_s']['finetune']:.0%} of the "
             f"{r['steps_per_trial']}-step fine-tune's time ({r['arch']})"

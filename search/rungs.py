@@ -12,7 +12,7 @@ starts, so a rung's accuracy is that of a settled model, and a later rung does n
 start again from the initial rate.
 
 A rung too short for the candidate's BatchNorm running statistics to have forgotten the
-unpruned model's (:data:`STALE_BN_SHARE`) is evaluated after re-estimating them: on a
+unpruned model's (:data:`STALE_BN_SHARE`) takes them from its last batch instead: on a
 tiny data set, such rungs otherwise rank plans at chance.
 """
 
@@ -33,7 +33,6 @@ from models.train import (
     TrainProgress,
     evaluate,
     fine_tune,
-    recalibrate_batchnorm,
     stale_statistics_share,
     steps_per_epoch,
 )
@@ -45,7 +44,6 @@ from search.promotion import affordable
 from search.storage import write_user_attrs
 
 __all__ = [
-    "RUNG_BN_BATCHES",
     "STALE_BN_SHARE",
     "RungOutcome",
     "StopReason",
@@ -57,20 +55,18 @@ __all__ = [
 
 STALE_BN_SHARE = 0.01
 """Most share of the unpruned model's BatchNorm statistics a candidate's running averages
-may still hold when a rung is evaluated (:func:`models.train.stale_statistics_share`:
-fewer than 44 steps after pruning at PyTorch's momentum 0.1); above it the statistics are
-re-estimated first (:data:`RUNG_BN_BATCHES`, kept for the rungs that follow). Measured
-(resnet56_cifar on ``digits``, seed 0, 6.25 % of the MACs; rungs of 7 and 23 steps): on
-the running averages, the uniform and global-magnitude plans scored 10 % (chance) after
-both rungs, the depth plan 10 % and 27 %; re-estimated from one batch, 21 / 34 / 42 %
-after 7 steps and 70 / 59 / 61 % after 23. After the 66-step first rung of resnet20_cifar
-on 10,200 Fashion-MNIST images the running averages scored as well as statistics
-re-estimated from four batches (60.8 / 67.2 % against 60.9 / 67.1 %) and better than from
-one (60.0 / 64.5 %): there, re-estimating buys nothing."""
-
-RUNG_BN_BATCHES = 1
-"""Batches of 64 training images forwarded to re-estimate a short rung's statistics (one
-scored as four did after the rungs above, within a val image or four)."""
+may still hold at the end of a rung (:func:`models.train.stale_statistics_share`: a rung
+that ends under 44 steps after pruning, at PyTorch's momentum 0.1); above it the rung's
+last batch alone sets them (``fine_tune(last_batch_statistics=True)``: no extra forward),
+and the candidate keeps them. Measured (resnet56_cifar on ``digits``, seed 0, 6.25 % of
+the MACs; rungs ending 7 and 23 steps after pruning): on the running averages, the
+uniform and global-magnitude plans scored 10 % (chance) after both rungs, the
+half-depth plan 10 % and 27 %; on the last batch's statistics 20 / 34 / 40 % after 7
+steps and 68 / 57 / 63 % after 23, as statistics re-estimated from a separate batch of
+64 after training (21 / 34 / 42 % and 70 / 59 / 61 %), which cost a third of a step more
+per rung. After the 66-step first rung of resnet20_cifar on 10,200 Fashion-MNIST images
+the running averages scored as well as four re-estimated batches (60.8 / 67.2 % against
+60.9 / 67.1 %) and better than one (60.0 / 64.5 %)."""
 
 StopReason = Literal["paused", "budget"]
 """Why a candidate stopped below the top rung: ``paused``, it was not (yet) among the best
@@ -101,8 +97,7 @@ class RungOutcome:
         lineage: its training so far (the last rung's checkpoint holds the same).
         accuracy: validation accuracy at the end of the last rung trained.
         stopped: why it stopped below the top rung, or None if it reached it.
-        seconds: wall-clock seconds of ``finetune``, ``bn_recal`` (only where a short
-            rung's statistics were re-estimated), ``evaluate``, ``checkpoint``
+        seconds: wall-clock seconds of ``finetune``, ``evaluate``, ``checkpoint``
             (saving each rung) and ``promote`` (the decisions and the compute check, with
             the trial attributes written after each rung) over all rungs.
     """
@@ -132,11 +127,13 @@ def train_segment(
     offset: int = 0,
     lr_window: tuple[int, int] | None = None,
     carry: OptimizerCarry | None = None,
+    last_batch_statistics: bool = False,
 ) -> None:
     """Train ``model`` ``steps`` more steps from where ``lineage`` left it (the data
     order continuing at its step), the learning rate decaying from ``lr`` to zero,
     distilling the unpruned model when the spec says so. Kernels a hybrid sequence
-    removed stay zeros. Nothing happens for 0 steps.
+    removed stay zeros. Nothing happens for 0 steps. ``last_batch_statistics``: see
+    :func:`models.train.fine_tune`.
 
     A segment trained in pieces (a pruning schedule's) gives each piece's ``offset``,
     the steps of the segment before it (the data continue ``offset`` steps after
@@ -162,6 +159,7 @@ def train_segment(
             on_step=on_step,
             should_stop=should_stop,
             carry=carry,
+            last_batch_statistics=last_batch_statistics,
         )
 
 
@@ -221,7 +219,7 @@ def train_rungs(
     def lap(stage: str) -> None:
         nonlocal clock
         now = time.perf_counter()
-        seconds[stage] = round(seconds.get(stage, 0.0) + now - clock, 6)
+        seconds[stage] = round(seconds[stage] + now - clock, 6)
         clock = now
 
     for rung in range(lineage.rung + 1, len(ends)):
@@ -232,7 +230,19 @@ def train_rungs(
             # a first rung rounded up to whole steps can outgrow a tiny budget
             return RungOutcome(lineage, accuracy, "budget", seconds)
         lr = envelope_lr(finetune.lr, lineage.steps, horizon)
-        train_segment(problem, model, lineage, steps, lr, seed, should_stop=should_stop)
+        # a rung too short for the running averages to forget the unpruned model's
+        # statistics is judged on its last batch's
+        short = stale_statistics_share(model, ends[rung]) > STALE_BN_SHARE
+        train_segment(
+            problem,
+            model,
+            lineage,
+            steps,
+            lr,
+            seed,
+            should_stop=should_stop,
+            last_batch_statistics=short,
+        )
         epochs = max(0, steps) / per_epoch
         lineage = lineage.extended(
             trial=trial.number,
@@ -243,11 +253,6 @@ def train_rungs(
             rung=rung,
         )
         lap("finetune")
-        if stale_statistics_share(model, lineage.steps) > STALE_BN_SHARE:
-            recalibrate_batchnorm(
-                model, problem.data.train, batches=RUNG_BN_BATCHES, seed=seed + lineage.steps
-            )
-            lap("bn_recal")
         evaluation = evaluate(model, problem.data.val)
         accuracy = evaluation.top1
         lap("evaluate")

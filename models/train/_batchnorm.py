@@ -20,7 +20,8 @@ from models.train._batches import module_device, on_device
 __all__ = ["recalibrate_batchnorm", "stale_statistics_share"]
 
 
-def _tracking_batchnorms(model: nn.Module) -> list[_BatchNorm]:
+def tracking_batchnorms(model: nn.Module) -> list[_BatchNorm]:
+    """Return the BatchNorm layers of ``model`` that keep running statistics."""
     return [
         m
         for m in model.modules()
@@ -42,7 +43,7 @@ def stale_statistics_share(model: nn.Module, steps: int) -> float:
         raise ValueError(f"steps must not be negative, got {steps}")
     shares = [
         1.0 if m.momentum is None else (1.0 - float(m.momentum)) ** steps
-        for m in _tracking_batchnorms(model)
+        for m in tracking_batchnorms(model)
     ]
     return max(shares, default=0.0)
 
@@ -80,7 +81,7 @@ def recalibrate_batchnorm(
         raise ValueError(f"batches must be at least 1, got {batches}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    layers = _tracking_batchnorms(model)
+    layers = tracking_batchnorms(model)
     if not layers:
         model.eval()
         return 0

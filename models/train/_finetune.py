@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from models.data._split import BatchSource
 from models.errors import DataError, TrainingDivergedError
 from models.train._batches import LabelChecks, Tensors, module_device, on_device
+from models.train._batchnorm import tracking_batchnorms
 from models.train._carry import OptimizerCarry
 from models.train._distill import distillation_loss
 from models.train._loss_reads import LossReads, NonFiniteLoss
@@ -175,6 +176,7 @@ def fine_tune(
     amp: bool = False,
     lr_window: tuple[int, int] | None = None,
     carry: OptimizerCarry | None = None,
+    last_batch_statistics: bool = False,
 ) -> TrainResult:
     """Train ``model`` in place on ``data``; return what the fine-tune did.
 
@@ -228,6 +230,12 @@ def fine_tune(
         carry: for a fine-tune trained in segments: while the trainable parameters are
             the same objects as in the call before, that call's optimizer goes on (its
             momentum carries over); None: a fresh optimizer.
+        last_batch_statistics: the last step's batch alone sets every tracking
+            BatchNorm layer's running statistics (momentum 1 for that step; each layer's
+            own is restored afterwards): a one-batch re-estimate at no extra forward,
+            for when the running averages cannot be trusted yet (a few steps after
+            pruning they still hold the unpruned model's). The weights that batch saw
+            are those before the last update, which a decay to zero barely moves.
 
     Returns:
         The :class:`TrainResult`.
@@ -280,6 +288,8 @@ def fine_tune(
     stopped = False
     start = time.perf_counter()
     source = teacher.batches if isinstance(teacher, SoftTargets) else data.batches
+    batchnorms = tracking_batchnorms(model) if last_batch_statistics else []
+    momenta = [layer.momentum for layer in batchnorms]
     try:
         with _local_rng(device):
             torch.manual_seed(seed + start_step)
@@ -301,6 +311,9 @@ def fine_tune(
                 if should_stop is not None and should_stop():
                     stopped = True
                     break
+                if last_batch_statistics and step == total - 1:
+                    for layer in batchnorms:
+                        layer.momentum = 1.0
                 step_lr = cosine_lr(lr, lr_offset + step, lr_total)
                 for group in optimizer.param_groups:
                     group["lr"] = step_lr
@@ -338,6 +351,8 @@ def fine_tune(
             if done and not all(bool(torch.isfinite(p).all()) for p in params):
                 raise _diverged(done, total, "the weights became NaN or infinite", step_lr, lr)
     finally:
+        for layer, layer_momentum in zip(batchnorms, momenta, strict=True):
+            layer.momentum = layer_momentum
         model.eval()
         if live_teacher is not None:
             live_teacher.train(teacher_was_training)

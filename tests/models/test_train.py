@@ -413,6 +413,36 @@ def test_the_stale_share_is_what_the_slowest_running_average_still_holds(
         stale_statistics_share(trained, -1)
 
 
+@pytest.mark.parametrize("steps", [1, 5])
+def test_the_last_batch_alone_can_set_the_running_statistics(
+    trained: nn.Module, train_split: TensorSplit, steps: int
+) -> None:
+    """Whatever the running averages held before, the last step's batch sets them, and
+    the weights train exactly as without it."""
+    stale = copy.deepcopy(trained)
+    stale[1].running_mean.add_(5.0)  # as a pruned model's: far from what the layer sees
+    stale[4].momentum = 0.3
+    runs = {}
+    for name, start, last in [
+        ("fresh", trained, True),
+        ("stale", stale, True),
+        ("plain", stale, False),
+    ]:
+        model = copy.deepcopy(start)
+        fine_tune(model, train_split, steps=steps, lr=0.05, last_batch_statistics=last)
+        runs[name] = model
+        assert (model[1].momentum, model[4].momentum) == (0.1, start[4].momentum)
+    fresh, stale_run, plain = runs["fresh"], runs["stale"], runs["plain"]
+    for layer in (1, 4):
+        for buffer in ("running_mean", "running_var"):
+            ours = getattr(stale_run[layer], buffer)
+            assert torch.equal(ours, getattr(fresh[layer], buffer))
+    assert not torch.allclose(plain[1].running_mean, stale_run[1].running_mean)
+    weights = [n for n, _ in trained.named_parameters()]
+    for name in weights:
+        assert torch.equal(stale_run.state_dict()[name], plain.state_dict()[name])
+
+
 def test_a_bad_label_in_a_later_batch_is_caught_before_it_reaches_the_device() -> None:
     """By fine_tune and evaluate alike (labels are checked on the CPU before they travel)."""
 

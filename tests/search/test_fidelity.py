@@ -18,7 +18,7 @@ from torch import nn
 import search.rungs
 from models.cost import Latency
 from models.io import read_checkpoint_info, read_state_dict
-from models.train import SoftTargets, evaluate, fine_tune, recalibrate_batchnorm, steps_per_epoch
+from models.train import SoftTargets, evaluate, fine_tune, steps_per_epoch
 from models.train._finetune import _stream
 from search import (
     JobSpec,
@@ -44,7 +44,7 @@ from search.fidelity import (
     promotable_by_rank,
 )
 from search.promotion import fresh_started
-from search.rungs import envelope_lr, rung_steps
+from search.rungs import envelope_lr, rung_steps, train_segment
 from tests.search.conftest import tiny_spec
 
 COMPUTE = 20.0
@@ -207,46 +207,41 @@ def test_rung_candidates_are_judged_by_their_first_rung_not_a_proxy(
     assert trained
     for t in trained:
         assert t.user_attrs.get("proxy_accuracy") is None
-        # the tiny job's rungs are short: each is re-estimated after it trained, none before
-        assert "bn_recal" not in t.user_attrs["seconds"] or "finetune" in t.user_attrs["seconds"]
+        assert "bn_recal" not in t.user_attrs["seconds"]
     fresh = [t for t in trained if t.user_attrs.get("resume_of") is None]
     assert any("finetune" in t.user_attrs["seconds"] for t in fresh)
 
 
-def test_a_rung_too_short_to_forget_the_unpruned_statistics_is_evaluated_on_fresh_ones(
+def test_a_rung_too_short_to_forget_the_unpruned_statistics_is_judged_on_its_last_batchs(
     compute_problem: PruningProblem, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ends, _ = rung_steps(compute_problem, compute_problem.fidelity)  # type: ignore[arg-type]
     assert 0.9 ** ends[-1] > search.rungs.STALE_BN_SHARE  # both of the tiny job's rungs
-    seeds: list[int] = []
+    flags: list[bool] = []
 
-    def recalibrate(model: nn.Module, data: Any, *, batches: int, seed: int) -> int:
-        assert batches == search.rungs.RUNG_BN_BATCHES
-        seeds.append(seed)
-        return recalibrate_batchnorm(model, data, batches=batches, seed=seed)
+    def segment(*args: Any, last_batch_statistics: bool = False, **kwargs: Any) -> None:
+        flags.append(last_batch_statistics)
+        train_segment(*args, last_batch_statistics=last_batch_statistics, **kwargs)
 
-    monkeypatch.setattr(search.rungs, "recalibrate_batchnorm", recalibrate)
+    monkeypatch.setattr(search.rungs, "train_segment", segment)
     checkpoints = RecordingCheckpoints()
     study = open_study(compute_problem, optuna.storages.InMemoryStorage())
     run_one_trial(compute_problem, study, checkpoints=checkpoints)
     (trial,) = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     accuracies = trial.user_attrs["rung_accuracy"]
-    assert len(accuracies) == len(ends) and "bn_recal" in trial.user_attrs["seconds"]
-    seed = compute_problem.spec.search.seed * 100_003 + trial.number
-    assert seeds == [seed + end for end in ends]  # once per rung, after it trained
+    assert len(accuracies) == len(ends) and flags == [True] * len(ends)
     # the candidate keeps the statistics its rung was judged on: a checkpoint scores what
     # its rung recorded
     for saved, accuracy in zip(checkpoints.saved[trial.number], accuracies, strict=True):
         model, _, _ = restore_candidate(compute_problem, saved)
         assert evaluate(model, compute_problem.data.val).top1 == accuracy
 
-    # once the running averages have forgotten enough, they are what the rung is judged on
-    seeds.clear()
+    # once the running averages have forgotten enough, they are what a rung is judged on
+    flags.clear()
     monkeypatch.setattr(search.rungs, "STALE_BN_SHARE", 1.0)
     study = open_study(compute_problem, optuna.storages.InMemoryStorage())
     run_one_trial(compute_problem, study, checkpoints=MemoryCheckpoints())
-    (trial,) = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
-    assert seeds == [] and "bn_recal" not in trial.user_attrs["seconds"]
+    assert flags == [False] * len(ends)
 
 
 def test_a_promoted_candidate_continues_its_own_weights_and_steps(
@@ -274,13 +269,7 @@ def test_a_promoted_candidate_continues_its_own_weights_and_steps(
         seed=seed,
         start_step=ends[0],
         teacher=compute_problem.soft_targets,  # rungs distill by default
-    )
-    # a rung this short is judged on statistics re-estimated after it (and keeps them)
-    recalibrate_batchnorm(
-        model,
-        compute_problem.data.train,
-        batches=search.rungs.RUNG_BN_BATCHES,
-        seed=seed + ends[1],
+        last_batch_statistics=True,  # a rung this short is judged on its last batch's
     )
     stored = read_state_dict(second)
     for name, tensor in model.state_dict().items():
