@@ -54,8 +54,8 @@ __all__ = [
 ]
 
 STALE_BN_SHARE = 0.01
-"""Most share of the unpruned model's BatchNorm statistics a candidate's running averages
-may still hold at the end of a rung (:func:`models.train.stale_statistics_share`: a rung
+"""The largest share of the unpruned model's BatchNorm statistics a candidate's running
+averages may still hold at the end of a rung (:func:`models.train.stale_statistics_share`: a rung
 that ends under 44 steps after pruning, at PyTorch's momentum 0.1); above it the rung's
 last batch alone sets them (``fine_tune(last_batch_statistics=True)``: no extra forward),
 and the candidate keeps them. Measured (resnet56_cifar on ``digits``, seed 0, 6.25 % of
