@@ -2,8 +2,9 @@
 
 These pydantic models are the one description of a job shared by the CLI, the HTTP API
 and the workers. Field descriptions and examples feed the OpenAPI page. The sections
-live in :mod:`search.spec_settings`, ``input_shape`` in :mod:`search.spec_shapes`, the
-names and bounds in :mod:`search.spec_limits`; :class:`JobSpec` assembles them here.
+live in :mod:`search.spec_settings` (pruning in :mod:`search.spec_pruning`),
+``input_shape`` in :mod:`search.spec_shapes`, the names and bounds in
+:mod:`search.spec_limits`; :class:`JobSpec` assembles them here.
 """
 
 from __future__ import annotations
@@ -41,13 +42,13 @@ from search.spec_limits import (
     SAMPLERS,
     Objective,
 )
+from search.spec_pruning import PruningSettings
 from search.spec_settings import (
     DEVICE_NAME_PATTERN,
     SPEC_CONFIG,
     Budget,
     FinetuneSettings,
     LatencySettings,
-    PruningSettings,
     SearchSettings,
     SpecSection,
 )
